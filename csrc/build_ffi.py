@@ -1,0 +1,57 @@
+"""Build script of the cffi extension ``nnc_core._deepcabac`` (out-of-line API mode).
+
+setuptools runs this file through ``cffi_modules`` in setup.py; it must not
+import nnc_core.  Environment switches:
+
+* ``NNC_WERROR=1``: treat compiler warnings as errors (CI builds).
+* ``NNC_SANITIZE=address,undefined``: build with sanitizers (tox env ``sanitize``).
+* ``NNC_DEBUG=1``: no optimisation, debug symbols.
+"""
+
+import os
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+# setuptools passes paths relative to the project root
+ROOT = HERE.parent
+
+
+def _rel(path: Path) -> str:
+    return os.path.relpath(path, ROOT) if Path.cwd() == ROOT else str(path)
+
+
+def _compile_args() -> list[str]:
+    args = ["-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    if os.environ.get("NNC_DEBUG"):
+        args += ["-O0", "-g"]
+    else:
+        args += ["-O3"]
+    if os.environ.get("NNC_WERROR"):
+        args.append("-Werror")
+    sanitize = os.environ.get("NNC_SANITIZE")
+    if sanitize:
+        args += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"]
+    return args
+
+
+def _link_args() -> list[str]:
+    sanitize = os.environ.get("NNC_SANITIZE")
+    return [f"-fsanitize={sanitize}"] if sanitize else []
+
+
+ffibuilder = FFI()
+ffibuilder.cdef((HERE / "deepcabac.cdef.h").read_text())
+ffibuilder.set_source(
+    "nnc_core._deepcabac",
+    (HERE / "deepcabac.csrc.c").read_text(),
+    sources=[_rel(p) for p in sorted((HERE / "src").glob("*.c"))],
+    include_dirs=[_rel(HERE / "include"), _rel(HERE / "src")],
+    extra_compile_args=_compile_args(),
+    extra_link_args=_link_args(),
+    define_macros=[("_POSIX_C_SOURCE", "200809L")],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

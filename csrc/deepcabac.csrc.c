@@ -1,0 +1,2 @@
+/* C prelude of the cffi module nnc_core._deepcabac. */
+#include "deepcabac.h"

@@ -1,0 +1,131 @@
+/*
+ * DeepCABAC: the context-adaptive binary arithmetic coder of
+ * ISO/IEC 15938-17:2024 (Neural Network Coding), clause 10 (entropy coding)
+ * and the second-edition context tools (temporal context adaptation,
+ * history-dependent significance probability, row skipping).
+ *
+ * One NNR compressed data unit (NDU) payload is one arithmetic codeword.
+ * Inside it, each tensor of the unit is coded in turn; the codeword ends with
+ * a terminating bin and a flush.  The API mirrors that:
+ *
+ *   encoder: dcabac_enc_begin, { dcabac_enc_bypass (QP offset),
+ *            dcabac_enc_tensor } per tensor, dcabac_enc_finish
+ *   decoder: dcabac_dec_begin, { dcabac_dec_bypass, dcabac_dec_tensor }
+ *            per tensor, dcabac_dec_finish
+ *
+ * All state lives in the handles; there is no global mutable state, so
+ * different handles may be used on different threads at the same time.
+ * A handle itself must not be used by two threads at once.
+ *
+ * Every read of input bytes is bounds-checked: a truncated or corrupted
+ * payload makes the decoder return an error status, never read outside the
+ * buffer it was given.
+ */
+#ifndef DEEPCABAC_H
+#define DEEPCABAC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever a struct layout or a function signature below changes. */
+#define DCABAC_ABI_VERSION 1
+
+/* Largest number of greater-than flags: cabac_unary_length_minus1 is u(8). */
+#define DCABAC_MAX_GT_FLAGS 256
+
+typedef enum dcabac_status {
+    DCABAC_OK = 0,
+    DCABAC_E_NOMEM = 1,      /* memory allocation failed */
+    DCABAC_E_ARG = 2,        /* invalid argument or coding parameters */
+    DCABAC_E_STATE = 3,      /* call out of order (e.g. tensor after finish) */
+    DCABAC_E_RANGE = 4,      /* encoder input value cannot be coded */
+    DCABAC_E_TRUNCATED = 5,  /* decoder needed bytes beyond the payload */
+    DCABAC_E_CORRUPT = 6,    /* decoded data inconsistent (overflow, bad terminator) */
+    DCABAC_E_TRAILING = 7    /* payload has bytes left after the terminating bin */
+} dcabac_status;
+
+/* Coding parameters of one tensor (clause 10 syntax elements and the
+ * values they depend on).  The tensor is viewed as a row-major matrix of
+ * `height` rows (its first dimension) and `width` columns (the product of
+ * the remaining dimensions; 1 for a 1-D tensor). */
+typedef struct dcabac_tensor {
+    int64_t height;
+    int64_t width;
+    int32_t scan_order;          /* 0 = row-major, 1..4 = blocks of 4 << scan_order */
+    int32_t num_gt_flags;        /* cabac_unary_length_minus1 + 1, 1..256 */
+    uint8_t dq_flag;             /* dependent quantization: values are reconstruction indices */
+    uint8_t general_profile_idc; /* 0 or 1 */
+    uint8_t parent_flag;         /* parent_node_id_present_flag of the NDU */
+    uint8_t hdsp_flag;           /* encoder: use HDSP (needs history); decoder: set on return */
+    uint8_t row_skip_flag;       /* encoder: skip all-zero rows; decoder: set on return */
+    uint8_t param_opt;           /* encoder: choose context init sets by estimation */
+    uint32_t codebook_size;      /* 0 = no codebook */
+    uint32_t codebook_zero;      /* CbZeroOffset (index of zero in the codebook) */
+    const int32_t *base;         /* TCA: parent's stored integers (height*width), or NULL */
+    const uint8_t *history;      /* HDSP: 1 where an earlier version was non-zero, or NULL */
+} dcabac_tensor;
+
+/* One CABAC entry point: the decoder state at the start of a block row. */
+typedef struct dcabac_entry_point {
+    uint64_t bit_position;  /* decoder bit position after the restart */
+    uint32_t value;         /* arithmetic decoder value >> 7 (8 bits) */
+    uint32_t dq_state;      /* dependent-quantization state (0..7) */
+} dcabac_entry_point;
+
+typedef struct dcabac_encoder dcabac_encoder;
+typedef struct dcabac_decoder dcabac_decoder;
+
+int dcabac_abi_version(void);
+const char *dcabac_strerror(int status);
+
+/* Number of entry points dcabac_dec_tensor reports for this tensor:
+ * one per block row when a block scan has more than one block row, else 0.
+ * Negative on invalid parameters. */
+int64_t dcabac_num_entry_points(const dcabac_tensor *t);
+
+/* ---- encoder ---------------------------------------------------------- */
+
+dcabac_encoder *dcabac_encoder_new(void);
+void dcabac_encoder_free(dcabac_encoder *enc);
+/* Detail of the last error (position, value), or "" */
+const char *dcabac_encoder_message(const dcabac_encoder *enc);
+
+/* Start a new payload; discards any previous output. */
+int dcabac_enc_begin(dcabac_encoder *enc);
+/* Code the low `nbits` bits of value as bypass bins, most significant first. */
+int dcabac_enc_bypass(dcabac_encoder *enc, uint32_t value, int nbits);
+/* Code one tensor of height*width stored integers. */
+int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t *values);
+/* Code the terminating bin and flush; then *data and *size give the payload,
+ * which stays valid until the next call on this handle. */
+int dcabac_enc_finish(dcabac_encoder *enc, const uint8_t **data, size_t *size);
+
+/* ---- decoder ---------------------------------------------------------- */
+
+dcabac_decoder *dcabac_decoder_new(void);
+void dcabac_decoder_free(dcabac_decoder *dec);
+const char *dcabac_decoder_message(const dcabac_decoder *dec);
+
+/* Start decoding a payload; the bytes must stay alive until finish. */
+int dcabac_dec_begin(dcabac_decoder *dec, const uint8_t *data, size_t size);
+/* Read `nbits` (0..32) bypass bins, most significant first. */
+int dcabac_dec_bypass(dcabac_decoder *dec, int nbits, uint32_t *value);
+/* Decode one tensor into out[height*width]; t->hdsp_flag and t->row_skip_flag
+ * receive the decoded flags.  Entry points are written to eps (capacity
+ * eps_capacity, which must be >= dcabac_num_entry_points(t); eps may be NULL
+ * when that is 0). */
+int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
+                      dcabac_entry_point *eps, size_t eps_capacity);
+/* Decode the terminating bin; fails unless it is 1 and all bytes were used.
+ * *consumed receives the number of payload bytes the decoder read. */
+int dcabac_dec_finish(dcabac_decoder *dec, size_t *consumed);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DEEPCABAC_H */

@@ -1,0 +1,367 @@
+/*
+ * DeepCABAC decoder: restores the stored integers of the tensors of one NDU
+ * payload (ISO/IEC 15938-17 clause 10), reporting the entry points of block
+ * scans (clause 10.5) on the way.
+ *
+ * The payload is untrusted: every byte read is bounds-checked, decoded
+ * magnitudes are checked against the int32 range and the codebook, and a
+ * read past the end stops decoding at the next position.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arith.h"
+#include "tensor.h"
+
+enum { DEC_IDLE = 0, DEC_OPEN = 1 };
+
+struct dcabac_decoder {
+    bin_decoder bd;
+    const uint8_t *begin;
+    int phase;
+    uint8_t *skip;
+    size_t skip_cap;
+    dcabac_ctx ctx[CTX_MAX];
+    char msg[256];
+};
+
+dcabac_decoder *dcabac_decoder_new(void)
+{
+    return (dcabac_decoder *)calloc(1, sizeof(dcabac_decoder));
+}
+
+void dcabac_decoder_free(dcabac_decoder *dec)
+{
+    if (!dec) return;
+    free(dec->skip);
+    free(dec);
+}
+
+const char *dcabac_decoder_message(const dcabac_decoder *dec) { return dec ? dec->msg : ""; }
+
+int dcabac_dec_begin(dcabac_decoder *dec, const uint8_t *data, size_t size)
+{
+    if (!dec) return DCABAC_E_ARG;
+    dec->msg[0] = '\0';
+    dec->phase = DEC_IDLE;
+    if (!data && size) {
+        snprintf(dec->msg, sizeof dec->msg, "no payload bytes given");
+        return DCABAC_E_ARG;
+    }
+    if (size < 2) {
+        snprintf(dec->msg, sizeof dec->msg, "payload of %zu bytes is shorter than the 2 bytes the decoder starts with", size);
+        return DCABAC_E_TRUNCATED;
+    }
+    dec->begin = data;
+    dec->bd.p = data;
+    dec->bd.end = data + size;
+    dec->bd.overrun = 0;
+    bd_start(&dec->bd);
+    dec->phase = DEC_OPEN;
+    return DCABAC_OK;
+}
+
+static int dec_check_open(dcabac_decoder *dec)
+{
+    if (dec->phase != DEC_OPEN) {
+        snprintf(dec->msg, sizeof dec->msg, "decoder is not open: call begin() first");
+        return DCABAC_E_STATE;
+    }
+    return DCABAC_OK;
+}
+
+static int dec_truncated(dcabac_decoder *dec, const char *where)
+{
+    snprintf(dec->msg, sizeof dec->msg, "payload truncated: %s needs bytes beyond its %zu bytes", where,
+             (size_t)(dec->bd.end - dec->begin));
+    dec->phase = DEC_IDLE;
+    return DCABAC_E_TRUNCATED;
+}
+
+int dcabac_dec_bypass(dcabac_decoder *dec, int nbits, uint32_t *value)
+{
+    int rc;
+    if (!dec || !value) return DCABAC_E_ARG;
+    if ((rc = dec_check_open(dec))) return rc;
+    if (nbits < 0 || nbits > 32) {
+        snprintf(dec->msg, sizeof dec->msg, "bypass bit count %d outside 0..32", nbits);
+        return DCABAC_E_ARG;
+    }
+    *value = bd_bypass_bits(&dec->bd, nbits);
+    if (dec->bd.overrun) return dec_truncated(dec, "a bypass value");
+    return DCABAC_OK;
+}
+
+int64_t dcabac_num_entry_points(const dcabac_tensor *t)
+{
+    tensor_geom g;
+    char msg[256];
+    if (!t || geom_init(&g, t, msg, sizeof msg)) return -1;
+    return g.restarts ? g.block_rows : 0;
+}
+
+typedef struct dec_pass {
+    dcabac_decoder *dec;
+    const tensor_geom *g;
+    int32_t *out;
+    const int32_t *base;
+    const uint8_t *history;
+    int hdsp;
+    int state;
+    int prev_class;
+    int64_t error_pos;
+    int error;
+    dcabac_entry_point *eps;
+    size_t num_eps;
+    bin_decoder bd;       /* local copy of the arithmetic decoder */
+} dec_pass;
+
+static void record_entry_point(dec_pass *p)
+{
+    dcabac_entry_point *ep = &p->eps[p->num_eps++];
+    ep->bit_position = bd_bit_position(&p->bd, p->dec->begin);
+    ep->value = p->bd.value >> 7;
+    ep->dq_state = (uint32_t)p->state;
+}
+
+/* Decode one level k (clause 10.4 binarization); returns 0 on success. */
+static inline int decode_level(dec_pass *p, bin_decoder *bd, int64_t pos, int32_t b, int64_t *level)
+{
+    const tensor_geom *g = p->g;
+    dcabac_ctx *ctx = p->dec->ctx;
+    const int n = g->num_gt;
+    int sig_ci, negative;
+    int64_t a, max_abs;
+    unsigned bin = 1;
+
+    if (p->hdsp && p->history[pos]) sig_ci = CTX_SIG_HDSP + p->state;
+    else if (b != 0) sig_ci = CTX_SIG_TCA + 2 * p->state + (b > 1 || b < -1);
+    else sig_ci = CTX_SIG + 3 * p->state + p->prev_class;
+    if (!bd_decision(bd, &ctx[sig_ci])) {
+        *level = 0;
+        return 0;
+    }
+    if (g->sign_inferred) negative = g->cb_zero != 0;
+    else negative = (int)bd_decision(bd, &ctx[b != 0 ? (b < 0 ? CTX_SIGN_TCA : CTX_SIGN_TCA + 1)
+                                                       : CTX_SIGN + p->prev_class]);
+    max_abs = geom_max_abs(g, negative);
+    a = 1;
+    if (max_abs > 1) {
+        int j = 0;
+        if (b != 0) {
+            int64_t ab = b < 0 ? -(int64_t)b : b;
+            for (;;) {
+                bin = bd_decision(bd, &ctx[CTX_GT + 2 * n + 2 * j + (ab >= j ? 0 : 1)]);
+                a += bin;
+                if (!bin || j == n - 1 || !(max_abs > a)) break;
+                j++;
+            }
+        } else {
+            dcabac_ctx *gt = &ctx[CTX_GT + negative];
+            for (;;) {
+                bin = bd_decision(bd, gt + 2 * j);
+                a += bin;
+                if (!bin || j == n - 1 || !(max_abs > a)) break;
+                j++;
+            }
+        }
+        if (bin && max_abs > a) {
+            int nb = 0, k = 0;
+            dcabac_ctx *rem = &ctx[CTX_REM(n)];
+            for (;;) {
+                bin = bd_decision(bd, rem + k);
+                if (bin) a += (int64_t)1 << nb++;
+                if (!bin || k == 30 || !(max_abs >= a + ((int64_t)1 << nb))) break;
+                k++;
+            }
+            a += bd_bypass_bits(bd, nb);
+        }
+    }
+    if (a > max_abs || a > ((int64_t)1 << 31) - !negative) return DCABAC_E_CORRUPT;
+    *level = negative ? -a : a;
+    return 0;
+}
+
+static int dec_segment(void *self, int64_t pos, int64_t count)
+{
+    dec_pass *p = (dec_pass *)self;
+    const tensor_geom *g = p->g;
+    bin_decoder bd = p->bd;
+    int rc = 0;
+    for (int64_t end = pos + count; pos < end; pos++) {
+        int64_t k = 0;
+        int32_t b = p->base ? p->base[pos] : 0;
+        if (!g->nothing_coded && (rc = decode_level(p, &bd, pos, b, &k)) != 0) break;
+        if (DCABAC_UNLIKELY(bd.overrun)) {
+            rc = DCABAC_E_TRUNCATED;
+            break;
+        }
+        p->prev_class = neighbour_class(k);
+        if (g->dq) {
+            int64_t t = k == 0 ? 0 : 2 * k - (k < 0 ? -1 : 1) * (p->state & 1);
+            if (t > INT32_MAX || t < INT32_MIN) {
+                rc = DCABAC_E_CORRUPT;
+                break;
+            }
+            p->out[pos] = (int32_t)t;
+            p->state = dcabac_dq_next[p->state][k & 1];
+        } else {
+            p->out[pos] = (int32_t)k;
+        }
+    }
+    p->bd = bd;
+    if (rc) {
+        p->error = rc;
+        p->error_pos = pos;
+    }
+    return rc;
+}
+
+static void dec_skipped(void *self)
+{
+    dec_pass *p = (dec_pass *)self;
+    if (p->g->dq) p->state = p->g->skip_state[p->state];
+}
+
+static void dec_block_row_end(void *self, int64_t next_row)
+{
+    dec_pass *p = (dec_pass *)self;
+    int count = CTX_COUNT(p->g->num_gt);
+    (void)next_row;
+    for (int i = 0; i < count; i++) ctx_reset(&p->dec->ctx[i]);
+    p->prev_class = 0;
+    p->bd.range = 256;
+    record_entry_point(p);
+}
+
+typedef struct init_set_reader {
+    dcabac_decoder *dec;
+    int flag_ctx;
+} init_set_reader;
+
+static void read_init_set(void *self, int ci, int signalled)
+{
+    init_set_reader *r = (init_set_reader *)self;
+    dcabac_decoder *dec = r->dec;
+    int set = 0;
+    if (signalled && bd_decision(&dec->bd, &dec->ctx[r->flag_ctx]))
+        set = 1 + (int)bd_bypass_bits(&dec->bd, 3);
+    ctx_init(&dec->ctx[ci], set);
+}
+
+int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
+                      dcabac_entry_point *eps, size_t eps_capacity)
+{
+    tensor_geom g;
+    dec_pass pass;
+    const uint8_t *skip = NULL;
+    int rc, hdsp = 0, row_skip = 0, ctx_count;
+    static const scan_pass dec_ops = {dec_segment, dec_skipped, dec_block_row_end};
+
+    if (!dec) return DCABAC_E_ARG;
+    if ((rc = dec_check_open(dec))) return rc;
+    if (!t || (!out && t->height * t->width > 0)) {
+        snprintf(dec->msg, sizeof dec->msg, "missing tensor parameters or output buffer");
+        return DCABAC_E_ARG;
+    }
+    if ((rc = geom_init(&g, t, dec->msg, sizeof dec->msg))) return rc;
+    if (g.restarts && (size_t)g.block_rows > eps_capacity) {
+        snprintf(dec->msg, sizeof dec->msg, "entry point buffer holds %zu, tensor has %lld block rows",
+                 eps_capacity, (long long)g.block_rows);
+        return DCABAC_E_ARG;
+    }
+    if (g.n > 0) memset(out, 0, (size_t)g.n * sizeof *out);
+
+    ctx_count = CTX_COUNT(g.num_gt);
+    for (int i = 0; i < ctx_count; i++) ctx_init(&dec->ctx[i], 0);
+
+    if (g.flags_coded) {
+        if (t->parent_flag) hdsp = (int)bd_bypass(&dec->bd);
+        row_skip = (int)bd_bypass(&dec->bd);
+        if (hdsp && !t->history) {
+            snprintf(dec->msg, sizeof dec->msg,
+                     "the payload enables history-dependent significance (HDSP) but no history was given");
+            dec->phase = DEC_IDLE;
+            return DCABAC_E_ARG;
+        }
+        if (row_skip) {
+            if ((size_t)g.h > dec->skip_cap) {
+                uint8_t *ns = (uint8_t *)realloc(dec->skip, (size_t)g.h);
+                if (!ns) {
+                    snprintf(dec->msg, sizeof dec->msg, "out of memory for %lld row flags", (long long)g.h);
+                    dec->phase = DEC_IDLE;
+                    return DCABAC_E_NOMEM;
+                }
+                dec->skip = ns;
+                dec->skip_cap = (size_t)g.h;
+            }
+            for (int64_t r = 0; r < g.h; r++) {
+                dec->skip[r] = (uint8_t)bd_decision(&dec->bd, &dec->ctx[CTX_ROW_SKIP(g.num_gt)]);
+                if (dec->bd.overrun) return dec_truncated(dec, "the row-skip flags");
+            }
+            skip = dec->skip;
+        }
+    }
+    t->hdsp_flag = (uint8_t)hdsp;
+    t->row_skip_flag = (uint8_t)row_skip;
+
+    {
+        init_set_reader r;
+        r.dec = dec;
+        r.flag_ctx = CTX_INIT_SET_FLAG(g.num_gt);
+        for_each_init_set_ctx(&g, hdsp, read_init_set, &r);
+    }
+    if (dec->bd.overrun) return dec_truncated(dec, "the context initialisation");
+
+    memset(&pass, 0, sizeof pass);
+    pass.dec = dec;
+    pass.g = &g;
+    pass.out = out;
+    pass.base = g.tca ? t->base : NULL;
+    pass.history = hdsp ? t->history : NULL;
+    pass.hdsp = hdsp;
+    pass.eps = eps;
+    pass.bd = dec->bd;
+    if (g.restarts) {
+        pass.bd.range = 256;
+        record_entry_point(&pass);
+    }
+    rc = walk_scan(&g, skip, &dec_ops, &pass);
+    dec->bd = pass.bd;
+    if (rc) {
+        dec->phase = DEC_IDLE;
+        if (rc == DCABAC_E_TRUNCATED) {
+            snprintf(dec->msg, sizeof dec->msg,
+                     "payload truncated: value at position %lld needs bytes beyond its %zu bytes",
+                     (long long)pass.error_pos, (size_t)(dec->bd.end - dec->begin));
+        } else {
+            snprintf(dec->msg, sizeof dec->msg, "corrupt payload: value at position %lld is out of range%s",
+                     (long long)pass.error_pos, g.limited ? " of the codebook" : " of int32");
+        }
+        return rc;
+    }
+    return DCABAC_OK;
+}
+
+int dcabac_dec_finish(dcabac_decoder *dec, size_t *consumed)
+{
+    int rc;
+    size_t used, size;
+    if (!dec) return DCABAC_E_ARG;
+    if ((rc = dec_check_open(dec))) return rc;
+    dec->phase = DEC_IDLE;
+    size = (size_t)(dec->bd.end - dec->begin);
+    if (!bd_terminate(&dec->bd)) {
+        snprintf(dec->msg, sizeof dec->msg, "corrupt payload: the terminating bin is 0, expected 1");
+        return DCABAC_E_CORRUPT;
+    }
+    if (dec->bd.overrun) return dec_truncated(dec, "the terminating bin");
+    used = (size_t)(dec->bd.p - dec->begin);
+    if (consumed) *consumed = used;
+    if (used != size) {
+        snprintf(dec->msg, sizeof dec->msg, "payload has %zu bytes, the codeword ends after %zu", size, used);
+        return DCABAC_E_TRAILING;
+    }
+    return DCABAC_OK;
+}

@@ -1,0 +1,464 @@
+/*
+ * DeepCABAC encoder: codes the stored integers of tensors into one NDU
+ * payload (ISO/IEC 15938-17 clause 10).
+ *
+ * Encoder-side choices follow the reference software so that the output is
+ * byte-identical to NNCodec's for the same integers and settings: the
+ * row-skip list marks exactly the all-zero rows, and context initialisation
+ * sets are chosen by a cost-estimation pass over the tensor (param_opt).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arith.h"
+#include "tensor.h"
+
+enum { ENC_IDLE = 0, ENC_OPEN = 1, ENC_FINISHED = 2 };
+
+struct dcabac_encoder {
+    bin_encoder be;
+    byte_sink out;
+    int phase;
+    uint8_t *skip;          /* per-row skip flags of the current tensor */
+    size_t skip_cap;
+    dcabac_ctx ctx[CTX_MAX];
+    dcabac_ctx_estimator est[CTX_MAX];
+    char msg[256];
+};
+
+dcabac_encoder *dcabac_encoder_new(void)
+{
+    dcabac_encoder *enc = (dcabac_encoder *)calloc(1, sizeof(*enc));
+    return enc;
+}
+
+void dcabac_encoder_free(dcabac_encoder *enc)
+{
+    if (!enc) return;
+    free(enc->out.buf);
+    free(enc->skip);
+    free(enc);
+}
+
+const char *dcabac_encoder_message(const dcabac_encoder *enc) { return enc ? enc->msg : ""; }
+
+int dcabac_enc_begin(dcabac_encoder *enc)
+{
+    if (!enc) return DCABAC_E_ARG;
+    enc->out.len = 0;
+    enc->out.oom = 0;
+    enc->msg[0] = '\0';
+    be_start(&enc->be);
+    enc->phase = ENC_OPEN;
+    return DCABAC_OK;
+}
+
+static int enc_check_open(dcabac_encoder *enc)
+{
+    if (enc->phase != ENC_OPEN) {
+        snprintf(enc->msg, sizeof enc->msg, "encoder is not open: call begin() first");
+        return DCABAC_E_STATE;
+    }
+    return DCABAC_OK;
+}
+
+static int enc_check_memory(dcabac_encoder *enc)
+{
+    if (enc->out.oom) {
+        snprintf(enc->msg, sizeof enc->msg, "out of memory after %zu output bytes", enc->out.len);
+        enc->phase = ENC_IDLE;
+        return DCABAC_E_NOMEM;
+    }
+    return DCABAC_OK;
+}
+
+int dcabac_enc_bypass(dcabac_encoder *enc, uint32_t value, int nbits)
+{
+    int rc;
+    if (!enc) return DCABAC_E_ARG;
+    if ((rc = enc_check_open(enc))) return rc;
+    if (nbits < 0 || nbits > 32) {
+        snprintf(enc->msg, sizeof enc->msg, "bypass bit count %d outside 0..32", nbits);
+        return DCABAC_E_ARG;
+    }
+    be_bypass_bits(&enc->be, &enc->out, value, nbits);
+    return enc_check_memory(enc);
+}
+
+/* ======================================================================
+ * Estimation pass: cost of each context's bins under each init set.
+ * ====================================================================== */
+
+static const uint8_t est_sh0[DCABAC_NUM_INIT_SETS] = {5, 5, 5, 4, 6, 6, 6, 7, 7};
+static const uint8_t est_sh1[DCABAC_NUM_INIT_SETS] = {4, 4, 4, 5, 6, 6, 6, 5, 5};
+
+static void est_reset(dcabac_ctx_estimator *e, int keep_cost)
+{
+    for (int i = 0; i < DCABAC_NUM_INIT_SETS; i++) {
+        e->s0[i] = dcabac_init_sets[i].s0;
+        e->s1[i] = dcabac_init_sets[i].s1;
+        if (!keep_cost) e->cost[i] = 0;
+    }
+}
+
+static inline void est_bin(dcabac_ctx_estimator *e, unsigned bin)
+{
+    for (int i = 0; i < DCABAC_NUM_INIT_SETS; i++) {
+        int s0 = e->s0[i], s1 = e->s1[i];
+        e->cost[i] += dcabac_est_bits[512 + ((s1 + 16 * s0) >> 3)][bin];
+        if (bin) {
+            s0 += dcabac_curve[16 + (s0 >> 3)] >> est_sh0[i];
+            s1 += dcabac_curve[16 + (s1 >> 7)] >> est_sh1[i];
+        } else {
+            s0 -= dcabac_curve[16 + ((-s0) >> 3)] >> est_sh0[i];
+            s1 -= dcabac_curve[16 + ((-s1) >> 7)] >> est_sh1[i];
+        }
+        e->s0[i] = (int16_t)s0;
+        e->s1[i] = (int16_t)s1;
+    }
+}
+
+static int est_best_set(const dcabac_ctx_estimator *e)
+{
+    /* A non-zero set costs a flag and three bypass bins more to signal. */
+    int best = 0;
+    uint64_t min = e->cost[0];
+    for (int i = 1; i < DCABAC_NUM_INIT_SETS; i++) {
+        if (e->cost[i] + 3 * 32768 < min) {
+            best = i;
+            min = e->cost[i] + 3 * 32768;
+        }
+    }
+    return best;
+}
+
+/* State shared by the estimation and the coding pass over the levels. */
+typedef struct level_pass {
+    dcabac_encoder *enc;
+    const tensor_geom *g;
+    const int32_t *values;
+    const int32_t *base;
+    const uint8_t *history;
+    int hdsp;
+    int state;              /* DQ state */
+    int prev_class;         /* neighbour class of the previous value */
+    int64_t error_pos;      /* position of a value that cannot be coded */
+    bin_encoder be;         /* coding pass: arithmetic coder (local copy) */
+} level_pass;
+
+/* Context of the significance flag at pos. */
+static inline int sig_ctx(const level_pass *p, int64_t pos, int32_t b)
+{
+    if (p->hdsp && p->history[pos]) return CTX_SIG_HDSP + p->state;
+    if (b != 0) return CTX_SIG_TCA + 2 * p->state + (b > 1 || b < -1);
+    return CTX_SIG + 3 * p->state + p->prev_class;
+}
+
+static inline int sign_ctx(const level_pass *p, int32_t b)
+{
+    if (b != 0) return b < 0 ? CTX_SIGN_TCA : CTX_SIGN_TCA + 1;
+    return CTX_SIGN + p->prev_class;
+}
+
+static inline int gt_ctx(const tensor_geom *g, int j, int negative, int32_t b)
+{
+    if (b != 0) {
+        int64_t ab = b < 0 ? -(int64_t)b : b;
+        return CTX_GT + 2 * g->num_gt + 2 * j + (ab >= j ? 0 : 1);
+    }
+    return CTX_GT + 2 * j + negative;
+}
+
+/* Level k that a DQ state codes for stored integer t, or report that t is
+ * not a reconstruction index of that state. */
+static inline int dq_level(int32_t t, int state, int64_t *k)
+{
+    int64_t v = t;
+    if (v != 0) v += v < 0 ? -(int64_t)(state & 1) : (state & 1);
+    v >>= 1; /* floor division */
+    *k = v;
+    if (v == 0) return t == 0;
+    return 2 * v - (v < 0 ? -1 : 1) * (state & 1) == t;
+}
+
+static int est_segment(void *self, int64_t pos, int64_t count)
+{
+    level_pass *p = (level_pass *)self;
+    const tensor_geom *g = p->g;
+    dcabac_ctx_estimator *est = p->enc->est;
+    const int n = g->num_gt;
+    for (int64_t end = pos + count; pos < end; pos++) {
+        int32_t t = p->values[pos];
+        int32_t b = p->base ? p->base[pos] : 0;
+        est_bin(&est[sig_ctx(p, pos, b)], t != 0);
+        if (t != 0) {
+            /* Estimation binarizes the stored integer itself, without
+             * codebook limits, as the reference encoder does. */
+            int negative = t < 0;
+            uint64_t a = negative ? (uint64_t)(-(int64_t)t) : (uint64_t)t;
+            uint64_t r;
+            int j;
+            est_bin(&est[sign_ctx(p, b)], (unsigned)negative);
+            for (j = 0; j < n; j++) {
+                unsigned gt = a > (uint64_t)j + 1;
+                est_bin(&est[gt_ctx(g, j, negative, b)], gt);
+                if (!gt) break;
+            }
+            if (j == n) {
+                int k = 0;
+                r = a - (uint64_t)n - 1;
+                while (r >= ((uint64_t)2 << k) - 1) est_bin(&est[CTX_REM(n) + k++], 1);
+                est_bin(&est[CTX_REM(n) + k], 0);
+            }
+        }
+        p->prev_class = neighbour_class(t);
+        if (g->dq) {
+            int64_t k;
+            dq_level(t, p->state, &k);
+            p->state = dcabac_dq_next[p->state][k & 1];
+        }
+    }
+    return 0;
+}
+
+static void est_skipped(void *self)
+{
+    level_pass *p = (level_pass *)self;
+    if (p->g->dq) p->state = p->g->skip_state[p->state];
+}
+
+static void est_block_row_end(void *self, int64_t next_row)
+{
+    /* Candidates restart from their initial states; costs and the
+     * neighbour are kept (reference encoder behaviour). */
+    level_pass *p = (level_pass *)self;
+    int count = CTX_COUNT(p->g->num_gt);
+    (void)next_row;
+    for (int i = 0; i < count; i++) est_reset(&p->enc->est[i], 1);
+}
+
+/* ======================================================================
+ * Coding pass
+ * ====================================================================== */
+
+static inline void code_level(level_pass *p, byte_sink *s, int64_t pos, int64_t k, int32_t b)
+{
+    const tensor_geom *g = p->g;
+    dcabac_ctx *ctx = p->enc->ctx;
+    bin_encoder *be = &p->be;
+    const int n = g->num_gt;
+    int negative;
+    int64_t target, a, max_abs;
+    unsigned bin = 1;
+
+    be_decision(be, s, &ctx[sig_ctx(p, pos, b)], k != 0);
+    if (k == 0) return;
+    negative = k < 0;
+    target = negative ? -k : k;
+    if (!g->sign_inferred) be_decision(be, s, &ctx[sign_ctx(p, b)], (unsigned)negative);
+    max_abs = geom_max_abs(g, negative);
+    a = 1;
+    if (max_abs > 1) {
+        int j = 0;
+        for (;;) {
+            bin = target > a;
+            be_decision(be, s, &ctx[gt_ctx(g, j, negative, b)], bin);
+            a += bin;
+            if (!bin || j == n - 1 || !(max_abs > a)) break;
+            j++;
+        }
+        if (bin && max_abs > a) {
+            int nb = 0, kk = 0;
+            for (;;) {
+                bin = target >= a + ((int64_t)1 << nb);
+                be_decision(be, s, &ctx[CTX_REM(n) + kk], bin);
+                if (bin) a += (int64_t)1 << nb++;
+                if (!bin || kk == 30 || !(max_abs >= a + ((int64_t)1 << nb))) break;
+                kk++;
+            }
+            be_bypass_bits(be, s, (uint32_t)(target - a), nb);
+        }
+    }
+}
+
+static int code_segment(void *self, int64_t pos, int64_t count)
+{
+    level_pass *p = (level_pass *)self;
+    const tensor_geom *g = p->g;
+    byte_sink *s = &p->enc->out;
+    for (int64_t end = pos + count; pos < end; pos++) {
+        int32_t t = p->values[pos];
+        int32_t b = p->base ? p->base[pos] : 0;
+        int64_t k = t;
+        if (g->dq && !dq_level(t, p->state, &k)) {
+            p->error_pos = pos;
+            return DCABAC_E_RANGE;
+        }
+        if (g->nothing_coded) {
+            if (k != 0) {
+                p->error_pos = pos;
+                return DCABAC_E_RANGE;
+            }
+        } else {
+            if (k != 0 && (k < 0 ? -k : k) > geom_max_abs(g, k < 0)) {
+                p->error_pos = pos;
+                return DCABAC_E_RANGE;
+            }
+            if (g->sign_inferred && k != 0 && (k < 0) != (g->cb_zero != 0)) {
+                p->error_pos = pos;
+                return DCABAC_E_RANGE;
+            }
+            code_level(p, s, pos, k, b);
+        }
+        p->prev_class = neighbour_class(k);
+        if (g->dq) p->state = dcabac_dq_next[p->state][k & 1];
+    }
+    return 0;
+}
+
+static void code_skipped(void *self)
+{
+    level_pass *p = (level_pass *)self;
+    if (p->g->dq) p->state = p->g->skip_state[p->state];
+}
+
+static void code_block_row_end(void *self, int64_t next_row)
+{
+    level_pass *p = (level_pass *)self;
+    int count = CTX_COUNT(p->g->num_gt);
+    (void)next_row;
+    for (int i = 0; i < count; i++) ctx_reset(&p->enc->ctx[i]);
+    p->prev_class = 0;
+    p->be.range = 256;
+}
+
+typedef struct init_set_writer {
+    dcabac_encoder *enc;
+    int param_opt;
+    int flag_ctx;
+} init_set_writer;
+
+static void write_init_set(void *self, int ci, int signalled)
+{
+    init_set_writer *w = (init_set_writer *)self;
+    dcabac_encoder *enc = w->enc;
+    int set = 0;
+    if (signalled) {
+        set = w->param_opt ? est_best_set(&enc->est[ci]) : 0;
+        be_decision(&enc->be, &enc->out, &enc->ctx[w->flag_ctx], set != 0);
+        if (set) be_bypass_bits(&enc->be, &enc->out, (uint32_t)(set - 1), 3);
+    }
+    ctx_init(&enc->ctx[ci], set);
+}
+
+int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t *values)
+{
+    tensor_geom g;
+    level_pass pass;
+    const uint8_t *skip = NULL;
+    int rc, hdsp, param_opt;
+    int ctx_count;
+    static const scan_pass est_ops = {est_segment, est_skipped, est_block_row_end};
+    static const scan_pass code_ops = {code_segment, code_skipped, code_block_row_end};
+
+    if (!enc) return DCABAC_E_ARG;
+    if ((rc = enc_check_open(enc))) return rc;
+    enc->msg[0] = '\0';
+    if (!t || (!values && t->height * t->width > 0)) {
+        snprintf(enc->msg, sizeof enc->msg, "missing tensor parameters or values");
+        return DCABAC_E_ARG;
+    }
+    if ((rc = geom_init(&g, t, enc->msg, sizeof enc->msg))) return rc;
+    hdsp = g.flags_coded && t->parent_flag && t->hdsp_flag;
+    if (t->hdsp_flag && !hdsp) {
+        snprintf(enc->msg, sizeof enc->msg,
+                 "HDSP needs general_profile_idc 1, parent_node_id_present_flag 1 and a 2-D tensor");
+        return DCABAC_E_ARG;
+    }
+    if (hdsp && !t->history) {
+        snprintf(enc->msg, sizeof enc->msg, "HDSP requested without a history");
+        return DCABAC_E_ARG;
+    }
+
+    ctx_count = CTX_COUNT(g.num_gt);
+    for (int i = 0; i < ctx_count; i++) ctx_init(&enc->ctx[i], 0);
+
+    /* Second-edition per-tensor flags: HDSP, then row skipping. */
+    if (g.flags_coded) {
+        if (t->parent_flag) be_bypass(&enc->be, &enc->out, (unsigned)hdsp);
+        be_bypass(&enc->be, &enc->out, t->row_skip_flag);
+        if (t->row_skip_flag) {
+            if ((size_t)g.h > enc->skip_cap) {
+                uint8_t *ns = (uint8_t *)realloc(enc->skip, (size_t)g.h);
+                if (!ns) {
+                    snprintf(enc->msg, sizeof enc->msg, "out of memory for %lld row flags", (long long)g.h);
+                    enc->phase = ENC_IDLE;
+                    return DCABAC_E_NOMEM;
+                }
+                enc->skip = ns;
+                enc->skip_cap = (size_t)g.h;
+            }
+            for (int64_t r = 0; r < g.h; r++) {
+                const int32_t *row = values + r * g.w;
+                int64_t x = 0;
+                while (x < g.w && row[x] == 0) x++;
+                enc->skip[r] = x == g.w;
+                be_decision(&enc->be, &enc->out, &enc->ctx[CTX_ROW_SKIP(g.num_gt)], enc->skip[r]);
+            }
+            skip = enc->skip;
+        }
+    }
+
+    memset(&pass, 0, sizeof pass);
+    pass.enc = enc;
+    pass.g = &g;
+    pass.values = values;
+    pass.base = g.tca ? t->base : NULL;
+    pass.history = hdsp ? t->history : NULL;
+    pass.hdsp = hdsp;
+    pass.error_pos = -1;
+
+    param_opt = t->param_opt && !g.nothing_coded;
+    if (param_opt) {
+        for (int i = 0; i < ctx_count; i++) est_reset(&enc->est[i], 0);
+        walk_scan(&g, skip, &est_ops, &pass);
+    }
+    {
+        init_set_writer w;
+        w.enc = enc;
+        w.param_opt = param_opt;
+        w.flag_ctx = CTX_INIT_SET_FLAG(g.num_gt);
+        for_each_init_set_ctx(&g, hdsp, write_init_set, &w);
+    }
+
+    if (g.restarts) enc->be.range = 256;
+    pass.state = 0;
+    pass.prev_class = 0;
+    pass.be = enc->be;
+    rc = walk_scan(&g, skip, &code_ops, &pass);
+    enc->be = pass.be;
+    if (rc) {
+        int64_t pos = pass.error_pos;
+        snprintf(enc->msg, sizeof enc->msg,
+                 "value %d at position %lld cannot be coded%s", (int)values[pos], (long long)pos,
+                 g.dq ? " (not a reconstruction index of its dependent-quantization state)"
+                      : (g.limited || g.nothing_coded) ? " (outside the codebook)" : "");
+        enc->phase = ENC_IDLE; /* the payload is unusable */
+        return rc;
+    }
+    return enc_check_memory(enc);
+}
+
+int dcabac_enc_finish(dcabac_encoder *enc, const uint8_t **data, size_t *size)
+{
+    int rc;
+    if (!enc || !data || !size) return DCABAC_E_ARG;
+    if ((rc = enc_check_open(enc))) return rc;
+    be_finish(&enc->be, &enc->out);
+    if ((rc = enc_check_memory(enc))) return rc;
+    enc->phase = ENC_FINISHED;
+    *data = enc->out.buf;
+    *size = enc->out.len;
+    return DCABAC_OK;
+}

@@ -1,0 +1,25 @@
+"""nnc_core: ISO/IEC 15938-17:2024 Neural Network Coding (NNC/NNR).
+
+Imports no machine-learning framework; framework support comes from plugins.
+"""
+
+from nnc_core.errors import (
+    BitstreamError,
+    CoderStateError,
+    ConfigError,
+    EncodeError,
+    NncError,
+    NncMemoryError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "NncError",
+    "ConfigError",
+    "EncodeError",
+    "BitstreamError",
+    "NncMemoryError",
+    "CoderStateError",
+]

