@@ -27,14 +27,14 @@ static inline int renorm_shift(uint32_t r)
 }
 #endif
 
-static inline uint32_t rlps_of(const dcabac_ctx *c, uint32_t range)
+DCABAC_INLINE uint32_t rlps_of(const dcabac_ctx *c, uint32_t range)
 {
     int q = ctx_sum(c) >> 7;
     if (q < 0) q = -q;
     return dcabac_rlps[(range & 0xE0) + (uint32_t)q];
 }
 
-static inline unsigned ctx_mps(const dcabac_ctx *c) { return ctx_sum(c) >= 0; }
+DCABAC_INLINE unsigned ctx_mps(const dcabac_ctx *c) { return ctx_sum(c) >= 0; }
 
 /* ======================================================================
  * Decoder engine
@@ -49,14 +49,14 @@ typedef struct bin_decoder {
     int overrun;          /* set when a byte beyond `end` was needed */
 } bin_decoder;
 
-static inline uint32_t bd_read_byte(bin_decoder *d)
+DCABAC_INLINE uint32_t bd_read_byte(bin_decoder *d)
 {
     if (DCABAC_LIKELY(d->p < d->end)) return *d->p++;
     d->overrun = 1;
     return 0;
 }
 
-static inline void bd_start(bin_decoder *d)
+DCABAC_INLINE void bd_start(bin_decoder *d)
 {
     d->range = 510;
     d->bits_needed = -8;
@@ -64,14 +64,16 @@ static inline void bd_start(bin_decoder *d)
     d->value |= bd_read_byte(d);
 }
 
-static inline unsigned bd_decision(bin_decoder *d, dcabac_ctx *c)
+DCABAC_INLINE unsigned bd_decision(bin_decoder *d, dcabac_ctx *c)
 {
-    uint32_t rlps = rlps_of(c, d->range);
+    int sum = ctx_sum(c);
+    int q = sum >> 7;
+    uint32_t rlps = dcabac_rlps[(d->range & 0xE0) + (uint32_t)(q < 0 ? -q : q)];
     uint32_t rmps = d->range - rlps;
     uint32_t scaled = rmps << 7;
     unsigned bin;
-    if (d->value < scaled) {
-        bin = ctx_mps(c);
+    if (__builtin_expect(d->value < scaled, 1)) {
+        bin = sum >= 0;
         d->range = rmps;
         if (rmps < 256) {
             d->range = rmps << 1;
@@ -83,7 +85,7 @@ static inline unsigned bd_decision(bin_decoder *d, dcabac_ctx *c)
         }
     } else {
         int n = renorm_shift(rlps);
-        bin = !ctx_mps(c);
+        bin = sum < 0;
         d->value = (d->value - scaled) << n;
         d->range = rlps << n;
         d->bits_needed += n;
@@ -96,7 +98,7 @@ static inline unsigned bd_decision(bin_decoder *d, dcabac_ctx *c)
     return bin;
 }
 
-static inline unsigned bd_bypass(bin_decoder *d)
+DCABAC_INLINE unsigned bd_bypass(bin_decoder *d)
 {
     d->value <<= 1;
     if (++d->bits_needed >= 0) {
@@ -111,14 +113,14 @@ static inline unsigned bd_bypass(bin_decoder *d)
     return 0;
 }
 
-static inline uint32_t bd_bypass_bits(bin_decoder *d, int n)
+DCABAC_INLINE uint32_t bd_bypass_bits(bin_decoder *d, int n)
 {
     uint32_t v = 0;
     while (n-- > 0) v = (v << 1) | bd_bypass(d);
     return v;
 }
 
-static inline unsigned bd_terminate(bin_decoder *d)
+DCABAC_INLINE unsigned bd_terminate(bin_decoder *d)
 {
     d->range -= 2;
     uint32_t scaled = d->range << 7;
@@ -205,34 +207,28 @@ static inline void be_put_byte(bin_encoder *e, byte_sink *s)
     }
 }
 
-static inline void be_decision(bin_encoder *e, byte_sink *s, dcabac_ctx *c, unsigned bin)
+DCABAC_INLINE void be_decision(bin_encoder *e, byte_sink *s, dcabac_ctx *c, unsigned bin)
 {
     uint32_t rlps = rlps_of(c, e->range);
-    e->range -= rlps;
-    if (bin == ctx_mps(c)) {
-        if (e->range < 256) {
-            e->range <<= 1;
-            e->low <<= 1;
-            e->bits_left--;
-        }
-    } else {
-        int n = renorm_shift(rlps);
-        e->low = (e->low + e->range) << n;
-        e->range = rlps << n;
-        e->bits_left -= n;
-    }
+    uint32_t rmps = e->range - rlps;
+    uint32_t mask = 0u - (uint32_t)(bin != ctx_mps(c));
+    uint32_t range = (rlps & mask) | (rmps & ~mask);
+    int n = renorm_shift(range);
+    e->low = (e->low + (rmps & mask)) << n;
+    e->range = range << n;
+    e->bits_left -= n;
     if (e->bits_left < 12) be_put_byte(e, s);
     ctx_update(c, bin);
 }
 
-static inline void be_bypass(bin_encoder *e, byte_sink *s, unsigned bin)
+DCABAC_INLINE void be_bypass(bin_encoder *e, byte_sink *s, unsigned bin)
 {
     e->low <<= 1;
     if (bin) e->low += e->range;
     if (--e->bits_left < 12) be_put_byte(e, s);
 }
 
-static inline void be_bypass_bits(bin_encoder *e, byte_sink *s, uint32_t v, int n)
+DCABAC_INLINE void be_bypass_bits(bin_encoder *e, byte_sink *s, uint32_t v, int n)
 {
     while (n-- > 0) be_bypass(e, s, (v >> n) & 1u);
 }

@@ -8,6 +8,13 @@
 #include <stdint.h>
 #include "tables.h"
 
+#if defined(__GNUC__) || defined(__clang__)
+#define DCABAC_INLINE static inline __attribute__((always_inline))
+#else
+#define DCABAC_INLINE static inline
+#endif
+
+
 /* A context keeps a fast (s0, 8-bit precision) and a slow (s1, 12-bit
  * precision) probability estimate; their sum s1 + 16*s0 drives coding. */
 typedef struct dcabac_ctx {
@@ -19,7 +26,7 @@ typedef struct dcabac_ctx {
     uint8_t unused;
 } dcabac_ctx;
 
-static inline void ctx_init(dcabac_ctx *c, int set)
+DCABAC_INLINE void ctx_init(dcabac_ctx *c, int set)
 {
     const dcabac_init_set *s = &dcabac_init_sets[set];
     c->s0 = s->s0;
@@ -29,27 +36,25 @@ static inline void ctx_init(dcabac_ctx *c, int set)
     c->set = (uint8_t)set;
 }
 
-static inline void ctx_reset(dcabac_ctx *c)
+DCABAC_INLINE void ctx_reset(dcabac_ctx *c)
 {
     c->s0 = dcabac_init_sets[c->set].s0;
     c->s1 = dcabac_init_sets[c->set].s1;
 }
 
-static inline int ctx_sum(const dcabac_ctx *c) { return c->s1 + 16 * c->s0; }
+DCABAC_INLINE int ctx_sum(const dcabac_ctx *c) { return c->s1 + 16 * c->s0; }
 
-/* Adapt both estimates towards the coded bin. */
-static inline void ctx_update(dcabac_ctx *c, unsigned bin)
+/* Adapt both estimates towards the coded bin: s += g * step(g * s) with
+ * g = +1 for bin 1 and -1 for bin 0, written without branches
+ * ((x ^ m) - m negates x when m = -1). */
+DCABAC_INLINE void ctx_update(dcabac_ctx *c, unsigned bin)
 {
+    int m = (int)bin - 1;
     int s0 = c->s0, s1 = c->s1;
-    if (bin) {
-        s0 += dcabac_curve[16 + (s0 >> 3)] >> c->sh0;
-        s1 += dcabac_curve[16 + (s1 >> 7)] >> c->sh1;
-    } else {
-        s0 -= dcabac_curve[16 + ((-s0) >> 3)] >> c->sh0;
-        s1 -= dcabac_curve[16 + ((-s1) >> 7)] >> c->sh1;
-    }
-    c->s0 = (int16_t)s0;
-    c->s1 = (int16_t)s1;
+    int d0 = dcabac_curve[16 + (((s0 ^ m) - m) >> 3)] >> c->sh0;
+    int d1 = dcabac_curve[16 + (((s1 ^ m) - m) >> 7)] >> c->sh1;
+    c->s0 = (int16_t)(s0 + ((d0 ^ m) - m));
+    c->s1 = (int16_t)(s1 + ((d1 ^ m) - m));
 }
 
 /* Encoder-only: nine candidate models, one per initialisation set, that

@@ -125,46 +125,62 @@ static void record_entry_point(dec_pass *p)
     ep->dq_state = (uint32_t)p->state;
 }
 
-/* Decode one level k (clause 10.4 binarization); returns 0 on success. */
-static inline int decode_level(dec_pass *p, bin_decoder *bd, int64_t pos, int32_t b, int64_t *level)
+/* Decode one level k (clause 10.4 binarization); returns 0 on success.
+ * `plain` is a compile-time constant in the specialised callers: no TCA
+ * base, no HDSP and no codebook limits, the common case. */
+DCABAC_INLINE int decode_level(const tensor_geom *g, dcabac_ctx *ctx, bin_decoder *bd, int state, int prev_class,
+                               int hdsp_here, int32_t b, int plain, int64_t *level)
 {
-    const tensor_geom *g = p->g;
-    dcabac_ctx *ctx = p->dec->ctx;
     const int n = g->num_gt;
     int sig_ci, negative;
     int64_t a, max_abs;
     unsigned bin = 1;
 
-    if (p->hdsp && p->history[pos]) sig_ci = CTX_SIG_HDSP + p->state;
-    else if (b != 0) sig_ci = CTX_SIG_TCA + 2 * p->state + (b > 1 || b < -1);
-    else sig_ci = CTX_SIG + 3 * p->state + p->prev_class;
+    if (plain) sig_ci = CTX_SIG + 3 * state + prev_class;
+    else if (hdsp_here) sig_ci = CTX_SIG_HDSP + state;
+    else if (b != 0) sig_ci = CTX_SIG_TCA + 2 * state + (b > 1 || b < -1);
+    else sig_ci = CTX_SIG + 3 * state + prev_class;
     if (!bd_decision(bd, &ctx[sig_ci])) {
         *level = 0;
         return 0;
     }
+    if (plain) {
+        dcabac_ctx *gt;
+        int j = 0;
+        negative = (int)bd_decision(bd, &ctx[CTX_SIGN + prev_class]);
+        gt = &ctx[CTX_GT + negative];
+        a = 1;
+        do {
+            bin = bd_decision(bd, gt + 2 * j);
+            a += bin;
+        } while (bin && ++j < n);
+        if (bin) {
+            int nb = 0;
+            dcabac_ctx *rem = &ctx[CTX_REM(n)];
+            while (bd_decision(bd, rem + nb)) {
+                a += (int64_t)1 << nb;
+                if (++nb == 31) break;
+            }
+            a += bd_bypass_bits(bd, nb);
+        }
+        if (a > ((int64_t)1 << 31) - !negative) return DCABAC_E_CORRUPT;
+        *level = negative ? -a : a;
+        return 0;
+    }
     if (g->sign_inferred) negative = g->cb_zero != 0;
     else negative = (int)bd_decision(bd, &ctx[b != 0 ? (b < 0 ? CTX_SIGN_TCA : CTX_SIGN_TCA + 1)
-                                                       : CTX_SIGN + p->prev_class]);
+                                                       : CTX_SIGN + prev_class]);
     max_abs = geom_max_abs(g, negative);
     a = 1;
     if (max_abs > 1) {
         int j = 0;
-        if (b != 0) {
-            int64_t ab = b < 0 ? -(int64_t)b : b;
-            for (;;) {
-                bin = bd_decision(bd, &ctx[CTX_GT + 2 * n + 2 * j + (ab >= j ? 0 : 1)]);
-                a += bin;
-                if (!bin || j == n - 1 || !(max_abs > a)) break;
-                j++;
-            }
-        } else {
-            dcabac_ctx *gt = &ctx[CTX_GT + negative];
-            for (;;) {
-                bin = bd_decision(bd, gt + 2 * j);
-                a += bin;
-                if (!bin || j == n - 1 || !(max_abs > a)) break;
-                j++;
-            }
+        int64_t ab = b < 0 ? -(int64_t)b : b;
+        for (;;) {
+            int ci = b != 0 ? CTX_GT + 2 * n + 2 * j + (ab >= j ? 0 : 1) : CTX_GT + 2 * j + negative;
+            bin = bd_decision(bd, &ctx[ci]);
+            a += bin;
+            if (!bin || j == n - 1 || !(max_abs > a)) break;
+            j++;
         }
         if (bin && max_abs > a) {
             int nb = 0, k = 0;
@@ -183,39 +199,64 @@ static inline int decode_level(dec_pass *p, bin_decoder *bd, int64_t pos, int32_
     return 0;
 }
 
-static int dec_segment(void *self, int64_t pos, int64_t count)
+DCABAC_INLINE int dec_segment_impl(dec_pass *p, int64_t pos, int64_t count, int plain, int dq)
 {
-    dec_pass *p = (dec_pass *)self;
     const tensor_geom *g = p->g;
+    dcabac_ctx *ctx = p->dec->ctx;
+    int32_t *out = p->out;
     bin_decoder bd = p->bd;
+    int state = p->state, prev_class = p->prev_class;
     int rc = 0;
     for (int64_t end = pos + count; pos < end; pos++) {
         int64_t k = 0;
-        int32_t b = p->base ? p->base[pos] : 0;
-        if (!g->nothing_coded && (rc = decode_level(p, &bd, pos, b, &k)) != 0) break;
-        if (DCABAC_UNLIKELY(bd.overrun)) {
-            rc = DCABAC_E_TRUNCATED;
+        if (plain) {
+            rc = decode_level(g, ctx, &bd, state, prev_class, 0, 0, 1, &k);
+        } else if (!g->nothing_coded) {
+            int32_t b = p->base ? p->base[pos] : 0;
+            int hdsp_here = p->hdsp && p->history[pos];
+            rc = decode_level(g, ctx, &bd, state, prev_class, hdsp_here, b, 0, &k);
+        }
+        if (DCABAC_UNLIKELY(rc != 0 || bd.overrun)) {
+            if (!rc) rc = DCABAC_E_TRUNCATED;
             break;
         }
-        p->prev_class = neighbour_class(k);
-        if (g->dq) {
-            int64_t t = k == 0 ? 0 : 2 * k - (k < 0 ? -1 : 1) * (p->state & 1);
+        prev_class = neighbour_class(k);
+        if (dq) {
+            int64_t t = k == 0 ? 0 : 2 * k - (k < 0 ? -1 : 1) * (state & 1);
             if (t > INT32_MAX || t < INT32_MIN) {
                 rc = DCABAC_E_CORRUPT;
                 break;
             }
-            p->out[pos] = (int32_t)t;
-            p->state = dcabac_dq_next[p->state][k & 1];
+            out[pos] = (int32_t)t;
+            state = dcabac_dq_next[state][k & 1];
         } else {
-            p->out[pos] = (int32_t)k;
+            out[pos] = (int32_t)k;
         }
     }
     p->bd = bd;
+    p->state = state;
+    p->prev_class = prev_class;
     if (rc) {
         p->error = rc;
         p->error_pos = pos;
     }
     return rc;
+}
+
+static int dec_segment_plain(void *self, int64_t pos, int64_t count)
+{
+    return dec_segment_impl((dec_pass *)self, pos, count, 1, 0);
+}
+
+static int dec_segment_plain_dq(void *self, int64_t pos, int64_t count)
+{
+    return dec_segment_impl((dec_pass *)self, pos, count, 1, 1);
+}
+
+static int dec_segment_general(void *self, int64_t pos, int64_t count)
+{
+    dec_pass *p = (dec_pass *)self;
+    return p->g->dq ? dec_segment_impl(p, pos, count, 0, 1) : dec_segment_impl(p, pos, count, 0, 0);
 }
 
 static void dec_skipped(void *self)
@@ -257,7 +298,10 @@ int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
     dec_pass pass;
     const uint8_t *skip = NULL;
     int rc, hdsp = 0, row_skip = 0, ctx_count;
-    static const scan_pass dec_ops = {dec_segment, dec_skipped, dec_block_row_end};
+    static const scan_pass plain_ops = {dec_segment_plain, dec_skipped, dec_block_row_end};
+    static const scan_pass plain_dq_ops = {dec_segment_plain_dq, dec_skipped, dec_block_row_end};
+    static const scan_pass general_ops = {dec_segment_general, dec_skipped, dec_block_row_end};
+    const scan_pass *ops;
 
     if (!dec) return DCABAC_E_ARG;
     if ((rc = dec_check_open(dec))) return rc;
@@ -327,7 +371,9 @@ int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
         pass.bd.range = 256;
         record_entry_point(&pass);
     }
-    rc = walk_scan(&g, skip, &dec_ops, &pass);
+    if (pass.base || pass.hdsp || g.limited || g.nothing_coded) ops = &general_ops;
+    else ops = g.dq ? &plain_dq_ops : &plain_ops;
+    rc = walk_scan(&g, skip, ops, &pass);
     dec->bd = pass.bd;
     if (rc) {
         dec->phase = DEC_IDLE;

@@ -25,6 +25,13 @@ def _matrix(values: np.ndarray) -> np.ndarray:
     return values.reshape(1) if values.ndim == 0 else values
 
 
+def _codebook_args(coding: TensorCoding) -> tuple[int, int]:
+    """NNCodec's NDU coder passes codebook limits to its coder in profile 1 only."""
+    if coding.general_profile_idc != 1:
+        return 0, 0
+    return coding.codebook_size, coding.codebook_zero_offset
+
+
 def _hdsp_args(coding: TensorCoding, history: np.ndarray | None, *, encoding: bool) -> tuple:
     """NNCodec's (HdspMode, history) pair: AlwaysOff means no HDSP flag at all."""
     hist = _NO_HISTORY if history is None else np.ascontiguousarray(history, dtype=np.int8).reshape(-1)
@@ -59,8 +66,7 @@ def encode(
         int(coding.row_skip_flag),
         skip,
         *_hdsp_args(coding, history, encoding=True),
-        coding.codebook_size,
-        coding.codebook_zero_offset,
+        *_codebook_args(coding),
     )
     if base is not None:
         enc.encodeLayer2(q, np.ascontiguousarray(base, dtype=np.int32).reshape(q.shape), *args)
@@ -84,8 +90,7 @@ def entry_point_ints(eps: np.ndarray) -> np.ndarray:
 def _decoder(payload: bytes, coding: TensorCoding):  # type: ignore[no-untyped-def]
     dec = deepCABAC.Decoder()
     buf = np.frombuffer(payload, dtype=np.uint8).copy()
-    dec.setStream(buf)
-    dec._keep = buf  # setStream does not copy
+    dec.setStream(buf)  # keeps buf alive (pybind11 keep_alive)
     return dec
 
 
@@ -117,8 +122,7 @@ def decode(
         coding.general_profile_idc,
         int(coding.parent_node_id_present_flag),
         *_hdsp_args(coding, history, encoding=False),
-        coding.codebook_size,
-        coding.codebook_zero_offset,
+        *_codebook_args(coding),
     )
     if base is not None:
         dec.decodeLayer2(out, np.ascontiguousarray(base, dtype=np.int32).reshape(out.shape), *args)
@@ -141,8 +145,7 @@ def entry_points(payload: bytes, shape: tuple[int, ...], coding: TensorCoding) -
         int(coding.parent_node_id_present_flag),
         HdspMode.AlwaysOff,
         _NO_HISTORY,
-        coding.codebook_size,
-        coding.codebook_zero_offset,
+        *_codebook_args(coding),
     )
     return np.array(eps, dtype=np.uint64)
 
