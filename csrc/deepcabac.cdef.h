@@ -43,6 +43,7 @@ int64_t dcabac_num_entry_points(const dcabac_tensor *t);
 dcabac_encoder *dcabac_encoder_new(void);
 void dcabac_encoder_free(dcabac_encoder *enc);
 const char *dcabac_encoder_message(const dcabac_encoder *enc);
+int dcabac_encoder_set_simd(dcabac_encoder *enc, int enable);
 int dcabac_enc_begin(dcabac_encoder *enc);
 int dcabac_enc_bypass(dcabac_encoder *enc, uint32_t value, int nbits);
 int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t *values);

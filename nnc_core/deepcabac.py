@@ -243,8 +243,10 @@ class Encoder(_Handle):
     _free = lib.dcabac_encoder_free
     _message = lib.dcabac_encoder_message
 
-    def __init__(self) -> None:
+    def __init__(self, *, simd: bool = True) -> None:
+        """``simd=False`` forces the portable estimation pass (same bytes, slower)."""
         super().__init__()
+        self.simd = bool(lib.dcabac_encoder_set_simd(self._h, simd))
         self._call(lib.dcabac_enc_begin)
 
     def encode_bypass(self, value: int, nbits: int) -> None:

@@ -98,6 +98,21 @@ def test_large_magnitudes_use_the_remainder(rng):
         _round_trip(values, TensorCoding(cabac_unary_length_minus1=unary))
 
 
+@pytest.mark.parametrize("dq", [False, True])
+def test_simd_and_portable_estimation_agree(rng, dq):
+    """The AVX-512 estimation pass (where the CPU has it) chooses the same init sets."""
+    for so, shape, scale in [(0, (64, 50), 4.0), (2, (70, 40), 1.0), (0, (300,), 30.0)]:
+        k = laplace_levels(rng, shape, scale, zero_rows=0.2)
+        values = dq_stored_integers(k, so) if dq else k.astype(np.int32)
+        coding = TensorCoding(dq_flag=dq, scan_order=so, param_opt=True)
+        payloads = []
+        for simd in (True, False):
+            enc = Encoder(simd=simd)
+            enc.encode_tensor(values, coding)
+            payloads.append(enc.finish())
+        assert payloads[0] == payloads[1]
+
+
 def test_param_opt_changes_bytes_not_values(rng):
     values = laplace_levels(rng, (64, 64), 2.0).astype(np.int32)
     with_opt, _ = _round_trip(values, TensorCoding(param_opt=True))

@@ -93,6 +93,9 @@ dcabac_encoder *dcabac_encoder_new(void);
 void dcabac_encoder_free(dcabac_encoder *enc);
 /* Detail of the last error (position, value), or "" */
 const char *dcabac_encoder_message(const dcabac_encoder *enc);
+/* Use SIMD (AVX-512) in the encoder's estimation pass when the CPU has it
+ * (the default); returns whether SIMD is now in use.  Output is identical. */
+int dcabac_encoder_set_simd(dcabac_encoder *enc, int enable);
 
 /* Start a new payload; discards any previous output. */
 int dcabac_enc_begin(dcabac_encoder *enc);

@@ -58,11 +58,12 @@ DCABAC_INLINE void ctx_update(dcabac_ctx *c, unsigned bin)
 }
 
 /* Encoder-only: nine candidate models, one per initialisation set, that
- * follow the same bins and add up what each would have cost. */
+ * follow the same bins and add up what each would have cost.  Laid out for
+ * 32-lane SIMD: s[i] is candidate i's fast estimate, s[16 + i] its slow one. */
+#define EST_SLOW 16
 typedef struct dcabac_ctx_estimator {
-    int16_t s0[DCABAC_NUM_INIT_SETS];
-    int16_t s1[DCABAC_NUM_INIT_SETS];
-    uint64_t cost[DCABAC_NUM_INIT_SETS];
+    int16_t s[32];
+    uint64_t cost[16];
 } dcabac_ctx_estimator;
 
 /* ---- context index layout of one tensor (N greater-than flags) -------- */

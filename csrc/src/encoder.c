@@ -14,6 +14,35 @@
 #include "arith.h"
 #include "tensor.h"
 
+/* The cost-estimation pass has an AVX-512 version, chosen at run time. */
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define DCABAC_HAVE_AVX512 1
+#else
+#define DCABAC_HAVE_AVX512 0
+#endif
+
+/* Adaptation curves pre-shifted by each init set's window sizes. */
+typedef struct est_curves {
+    int16_t c0[DCABAC_NUM_INIT_SETS][32];
+    int16_t c1[DCABAC_NUM_INIT_SETS][32];
+    int16_t shift[32];  /* window shift per SIMD lane (s layout of dcabac_ctx_estimator) */
+} est_curves;
+
+static void est_curves_init(est_curves *t)
+{
+    for (int j = 0; j < 32; j++) t->shift[j] = 15;
+    for (int i = 0; i < DCABAC_NUM_INIT_SETS; i++) {
+        t->shift[i] = dcabac_init_sets[i].sh0;
+        t->shift[EST_SLOW + i] = dcabac_init_sets[i].sh1;
+    }
+    for (int i = 0; i < DCABAC_NUM_INIT_SETS; i++) {
+        for (int j = 0; j < 32; j++) {
+            t->c0[i][j] = (int16_t)(dcabac_curve[j] >> dcabac_init_sets[i].sh0);
+            t->c1[i][j] = (int16_t)(dcabac_curve[j] >> dcabac_init_sets[i].sh1);
+        }
+    }
+}
+
 enum { ENC_IDLE = 0, ENC_OPEN = 1, ENC_FINISHED = 2 };
 
 struct dcabac_encoder {
@@ -24,13 +53,32 @@ struct dcabac_encoder {
     size_t skip_cap;
     dcabac_ctx ctx[CTX_MAX];
     dcabac_ctx_estimator est[CTX_MAX];
+    est_curves curves;
+    int simd;               /* use the AVX-512 estimation pass */
     char msg[256];
 };
 
 dcabac_encoder *dcabac_encoder_new(void)
 {
     dcabac_encoder *enc = (dcabac_encoder *)calloc(1, sizeof(*enc));
+    if (enc) {
+        est_curves_init(&enc->curves);
+        dcabac_encoder_set_simd(enc, 1);
+    }
     return enc;
+}
+
+int dcabac_encoder_set_simd(dcabac_encoder *enc, int enable)
+{
+    if (!enc) return 0;
+#if DCABAC_HAVE_AVX512
+    __builtin_cpu_init();
+    enc->simd = enable && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+#else
+    (void)enable;
+    enc->simd = 0;
+#endif
+    return enc->simd;
 }
 
 void dcabac_encoder_free(dcabac_encoder *enc)
@@ -90,32 +138,27 @@ int dcabac_enc_bypass(dcabac_encoder *enc, uint32_t value, int nbits)
  * Estimation pass: cost of each context's bins under each init set.
  * ====================================================================== */
 
-static const uint8_t est_sh0[DCABAC_NUM_INIT_SETS] = {5, 5, 5, 4, 6, 6, 6, 7, 7};
-static const uint8_t est_sh1[DCABAC_NUM_INIT_SETS] = {4, 4, 4, 5, 6, 6, 6, 5, 5};
-
 static void est_reset(dcabac_ctx_estimator *e, int keep_cost)
 {
     for (int i = 0; i < DCABAC_NUM_INIT_SETS; i++) {
-        e->s0[i] = dcabac_init_sets[i].s0;
-        e->s1[i] = dcabac_init_sets[i].s1;
-        if (!keep_cost) e->cost[i] = 0;
+        e->s[i] = dcabac_init_sets[i].s0;
+        e->s[EST_SLOW + i] = dcabac_init_sets[i].s1;
     }
+    if (!keep_cost) memset(e->cost, 0, sizeof e->cost);
 }
 
-static inline void est_bin(dcabac_ctx_estimator *e, unsigned bin)
+/* Every candidate pays for the bin at its own probability, then adapts
+ * (same update as ctx_update, branch-free). */
+DCABAC_INLINE void est_bin(const est_curves *t, dcabac_ctx_estimator *e, unsigned bin)
 {
+    const int m = (int)bin - 1;
     for (int i = 0; i < DCABAC_NUM_INIT_SETS; i++) {
-        int s0 = e->s0[i], s1 = e->s1[i];
+        int s0 = e->s[i], s1 = e->s[EST_SLOW + i];
+        int d0 = t->c0[i][16 + (((s0 ^ m) - m) >> 3)];
+        int d1 = t->c1[i][16 + (((s1 ^ m) - m) >> 7)];
         e->cost[i] += dcabac_est_bits[512 + ((s1 + 16 * s0) >> 3)][bin];
-        if (bin) {
-            s0 += dcabac_curve[16 + (s0 >> 3)] >> est_sh0[i];
-            s1 += dcabac_curve[16 + (s1 >> 7)] >> est_sh1[i];
-        } else {
-            s0 -= dcabac_curve[16 + ((-s0) >> 3)] >> est_sh0[i];
-            s1 -= dcabac_curve[16 + ((-s1) >> 7)] >> est_sh1[i];
-        }
-        e->s0[i] = (int16_t)s0;
-        e->s1[i] = (int16_t)s1;
+        e->s[i] = (int16_t)(s0 + ((d0 ^ m) - m));
+        e->s[EST_SLOW + i] = (int16_t)(s1 + ((d1 ^ m) - m));
     }
 }
 
@@ -182,45 +225,49 @@ static inline int dq_level(int32_t t, int state, int64_t *k)
     return 2 * v - (v < 0 ? -1 : 1) * (state & 1) == t;
 }
 
-static int est_segment(void *self, int64_t pos, int64_t count)
+/* The estimation walk, instantiated once per est_bin implementation. */
+#define EST_SEGMENT est_segment
+#define EST_BIN(e, bin) est_bin(cv, (e), (bin))
+#include "est_segment.inc"
+#undef EST_SEGMENT
+#undef EST_BIN
+
+#if DCABAC_HAVE_AVX512
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw")
+#include <immintrin.h>
+
+/* est_bin with the nine candidates in SIMD lanes: the adaptation curve is a
+ * 32-entry in-register lookup (vpermw), the costs a gather. */
+DCABAC_INLINE void est_bin_avx512(const est_curves *t, dcabac_ctx_estimator *e, unsigned bin)
 {
-    level_pass *p = (level_pass *)self;
-    const tensor_geom *g = p->g;
-    dcabac_ctx_estimator *est = p->enc->est;
-    const int n = g->num_gt;
-    for (int64_t end = pos + count; pos < end; pos++) {
-        int32_t t = p->values[pos];
-        int32_t b = p->base ? p->base[pos] : 0;
-        est_bin(&est[sig_ctx(p, pos, b)], t != 0);
-        if (t != 0) {
-            /* Estimation binarizes the stored integer itself, without
-             * codebook limits, as the reference encoder does. */
-            int negative = t < 0;
-            uint64_t a = negative ? (uint64_t)(-(int64_t)t) : (uint64_t)t;
-            uint64_t r;
-            int j;
-            est_bin(&est[sign_ctx(p, b)], (unsigned)negative);
-            for (j = 0; j < n; j++) {
-                unsigned gt = a > (uint64_t)j + 1;
-                est_bin(&est[gt_ctx(g, j, negative, b)], gt);
-                if (!gt) break;
-            }
-            if (j == n) {
-                int k = 0;
-                r = a - (uint64_t)n - 1;
-                while (r >= ((uint64_t)2 << k) - 1) est_bin(&est[CTX_REM(n) + k++], 1);
-                est_bin(&est[CTX_REM(n) + k], 0);
-            }
-        }
-        p->prev_class = neighbour_class(t);
-        if (g->dq) {
-            int64_t k;
-            dq_level(t, p->state, &k);
-            p->state = dcabac_dq_next[p->state][k & 1];
-        }
-    }
-    return 0;
+    const __m512i curve = _mm512_loadu_si512(dcabac_curve);
+    const __m512i prec = _mm512_inserti64x4(_mm512_set1_epi16(3), _mm256_set1_epi16(7), 1);
+    const __m512i shift = _mm512_loadu_si512(t->shift);
+    const __m512i m = _mm512_set1_epi16(bin ? 0 : -1);
+    __m512i s = _mm512_loadu_si512(e->s);
+    __m512i gs = _mm512_sub_epi16(_mm512_xor_si512(s, m), m);
+    __m512i idx = _mm512_add_epi16(_mm512_srav_epi16(gs, prec), _mm512_set1_epi16(16));
+    __m512i d = _mm512_srav_epi16(_mm512_permutexvar_epi16(idx, curve), shift);
+    __m512i fast_x16 = _mm512_slli_epi16(s, 4);
+    __m512i sum = _mm512_add_epi16(s, _mm512_shuffle_i64x2(fast_x16, fast_x16, 0x44));
+    __m512i ci = _mm512_add_epi32(_mm512_srai_epi32(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(sum, 1)), 3),
+                                  _mm512_set1_epi32(512));
+    __m512i c = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), 0x1FF, ci, (const void *)&dcabac_est_bits[0][bin], 8);
+    __m512i cost_lo = _mm512_loadu_si512(e->cost);
+    __m512i cost_hi = _mm512_loadu_si512(e->cost + 8);
+    _mm512_storeu_si512(e->s, _mm512_add_epi16(s, _mm512_sub_epi16(_mm512_xor_si512(d, m), m)));
+    _mm512_storeu_si512(e->cost, _mm512_add_epi64(cost_lo, _mm512_cvtepu32_epi64(_mm512_castsi512_si256(c))));
+    _mm512_storeu_si512(e->cost + 8, _mm512_add_epi64(cost_hi, _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(c, 1))));
 }
+
+#define EST_SEGMENT est_segment_avx512
+#define EST_BIN(e, bin) est_bin_avx512(cv, (e), (bin))
+#include "est_segment.inc"
+#undef EST_SEGMENT
+#undef EST_BIN
+#pragma GCC pop_options
+#endif
 
 static void est_skipped(void *self)
 {
@@ -360,6 +407,9 @@ int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t
     int rc, hdsp, param_opt;
     int ctx_count;
     static const scan_pass est_ops = {est_segment, est_skipped, est_block_row_end};
+#if DCABAC_HAVE_AVX512
+    static const scan_pass est_ops_avx512 = {est_segment_avx512, est_skipped, est_block_row_end};
+#endif
     static const scan_pass code_ops = {code_segment, code_skipped, code_block_row_end};
 
     if (!enc) return DCABAC_E_ARG;
@@ -422,7 +472,11 @@ int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t
     param_opt = t->param_opt && !g.nothing_coded;
     if (param_opt) {
         for (int i = 0; i < ctx_count; i++) est_reset(&enc->est[i], 0);
-        walk_scan(&g, skip, &est_ops, &pass);
+#if DCABAC_HAVE_AVX512
+        if (enc->simd) walk_scan(&g, skip, &est_ops_avx512, &pass);
+        else
+#endif
+            walk_scan(&g, skip, &est_ops, &pass);
     }
     {
         init_set_writer w;
