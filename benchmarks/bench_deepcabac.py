@@ -46,10 +46,12 @@ pybind11 extension the way NNCodec's NDU coder does; its figures include that
 adapter's small numpy overhead (row-skip flags, buffer copies).
 
 Threads: two 1024 x 4096 tensors (rows 0-1023 and 1024-2047 of the synthetic
-weights, each quantized on its own; ``--thread-rows``) are coded as two payloads, first one after the other
-on the main thread, then on two threads of a :class:`concurrent.futures.ThreadPoolExecutor`, each with its own
+weights, each quantized on its own; ``--thread-rows``) are coded as two
+payloads, first one after the other on the main thread, then on two threads of
+a :class:`concurrent.futures.ThreadPoolExecutor`, each with its own
 Encoder/Decoder.  Our C calls release the GIL, so two threads should get close
 to 2x on two free cores; NNCodec's extension keeps the GIL, so it stays ~1x.
+The run is noisy if anything else uses the cores (see the load average shown).
 """
 
 from __future__ import annotations
@@ -234,7 +236,9 @@ class ThreadResult:
     dec_2: float = float("inf")
 
 
-def bench_threads(parts: list[np.ndarray], coding: TensorCoding, rounds: int, problems: list[str]) -> list[ThreadResult]:
+def bench_threads(
+    parts: list[np.ndarray], coding: TensorCoding, rounds: int, problems: list[str]
+) -> list[ThreadResult]:
     """Code ``parts`` (one payload each) on the main thread, then one per thread.
 
     Each worker codes its own tensor with its own Encoder/Decoder (or NNCodec
@@ -297,6 +301,7 @@ def machine_info() -> list[str]:
                     break
     except OSError:
         cpu = platform.processor() or "unknown"
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
     def version(dist: str) -> str:
@@ -310,7 +315,7 @@ def machine_info() -> list[str]:
         f"OS: {platform.system()} {platform.release()} {platform.machine()}",
         f"Python {platform.python_version()} ({platform.python_implementation()}), numpy {np.__version__}",
         f"nnc-core {version('nnc-core')}, nncodec {version('nncodec')}",
-        "load average at start: " + (" ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"),
+        "load average at start: " + load,
     ]
 
 
@@ -320,7 +325,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     align = ["---" if i == 0 else "--:" for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+        padded = (str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "| " + " | ".join(padded) + " |"
 
     sep = "|" + "|".join(("-" * (w + 1) + ":" if a == "--:" else "-" * (w + 2)) for a, w in zip(align, widths)) + "|"
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
@@ -360,7 +366,7 @@ def thread_table(results: Sequence[ThreadResult]) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--models", nargs="+", choices=[*MODEL_SETS, SYNTHETIC], default=[*MODEL_SETS, SYNTHETIC], metavar="SET",
         help=f"level sets to code, from {', '.join([*MODEL_SETS, SYNTHETIC])} (default: all)",

@@ -238,7 +238,7 @@ static inline int dq_level(int32_t t, int state, int64_t *k)
 #include <immintrin.h>
 
 /* est_bin with the nine candidates in SIMD lanes: the adaptation curve is a
- * 32-entry in-register lookup (vpermw), the costs a gather. */
+ * 32-entry in-register lookup (vpermw). */
 DCABAC_INLINE void est_bin_avx512(const est_curves *t, dcabac_ctx_estimator *e, unsigned bin)
 {
     const __m512i curve = _mm512_loadu_si512(dcabac_curve);
@@ -251,14 +251,11 @@ DCABAC_INLINE void est_bin_avx512(const est_curves *t, dcabac_ctx_estimator *e, 
     __m512i d = _mm512_srav_epi16(_mm512_permutexvar_epi16(idx, curve), shift);
     __m512i fast_x16 = _mm512_slli_epi16(s, 4);
     __m512i sum = _mm512_add_epi16(s, _mm512_shuffle_i64x2(fast_x16, fast_x16, 0x44));
-    __m512i ci = _mm512_add_epi32(_mm512_srai_epi32(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(sum, 1)), 3),
-                                  _mm512_set1_epi32(512));
-    __m512i c = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), 0x1FF, ci, (const void *)&dcabac_est_bits[0][bin], 8);
-    __m512i cost_lo = _mm512_loadu_si512(e->cost);
-    __m512i cost_hi = _mm512_loadu_si512(e->cost + 8);
+    int16_t sums[32];
     _mm512_storeu_si512(e->s, _mm512_add_epi16(s, _mm512_sub_epi16(_mm512_xor_si512(d, m), m)));
-    _mm512_storeu_si512(e->cost, _mm512_add_epi64(cost_lo, _mm512_cvtepu32_epi64(_mm512_castsi512_si256(c))));
-    _mm512_storeu_si512(e->cost + 8, _mm512_add_epi64(cost_hi, _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(c, 1))));
+    /* Scalar cost lookups: faster than a gather for nine lanes. */
+    _mm512_storeu_si512(sums, sum);
+    for (int i = 0; i < DCABAC_NUM_INIT_SETS; i++) e->cost[i] += dcabac_est_bits[512 + (sums[EST_SLOW + i] >> 3)][bin];
 }
 
 #define EST_SEGMENT est_segment_avx512
@@ -289,28 +286,56 @@ static void est_block_row_end(void *self, int64_t next_row)
  * Coding pass
  * ====================================================================== */
 
-static inline void code_level(level_pass *p, byte_sink *s, int64_t pos, int64_t k, int32_t b)
+/* Code one level k; `plain` (no TCA, no HDSP, no codebook) is a
+ * compile-time constant in the specialised callers. */
+DCABAC_INLINE void code_level(const tensor_geom *g, dcabac_ctx *ctx, bin_encoder *be, byte_sink *s, int state,
+                              int prev_class, int hdsp_here, int32_t b, int plain, int64_t k)
 {
-    const tensor_geom *g = p->g;
-    dcabac_ctx *ctx = p->enc->ctx;
-    bin_encoder *be = &p->be;
     const int n = g->num_gt;
-    int negative;
+    int negative, sig_ci;
     int64_t target, a, max_abs;
     unsigned bin = 1;
 
-    be_decision(be, s, &ctx[sig_ctx(p, pos, b)], k != 0);
+    if (plain) sig_ci = CTX_SIG + 3 * state + prev_class;
+    else if (hdsp_here) sig_ci = CTX_SIG_HDSP + state;
+    else if (b != 0) sig_ci = CTX_SIG_TCA + 2 * state + (b > 1 || b < -1);
+    else sig_ci = CTX_SIG + 3 * state + prev_class;
+    be_decision(be, s, &ctx[sig_ci], k != 0);
     if (k == 0) return;
     negative = k < 0;
     target = negative ? -k : k;
-    if (!g->sign_inferred) be_decision(be, s, &ctx[sign_ctx(p, b)], (unsigned)negative);
+    if (plain) {
+        dcabac_ctx *gt = &ctx[CTX_GT + negative];
+        int j = 0;
+        be_decision(be, s, &ctx[CTX_SIGN + prev_class], (unsigned)negative);
+        do {
+            bin = target > j + 1;
+            be_decision(be, s, gt + 2 * j, bin);
+        } while (bin && ++j < n);
+        if (bin) {
+            /* remainder target - (n + 1): unary prefix of Exp-Golomb order 0 */
+            uint64_t r = (uint64_t)(target - n - 1);
+            int nb = 0;
+            dcabac_ctx *rem = &ctx[CTX_REM(n)];
+            while (r >= ((uint64_t)2 << nb) - 1) be_decision(be, s, rem + nb++, 1);
+            be_decision(be, s, rem + nb, 0);
+            be_bypass_bits(be, s, (uint32_t)(r - (((uint64_t)1 << nb) - 1)), nb);
+        }
+        return;
+    }
+    if (!g->sign_inferred) {
+        int ci = b != 0 ? (b < 0 ? CTX_SIGN_TCA : CTX_SIGN_TCA + 1) : CTX_SIGN + prev_class;
+        be_decision(be, s, &ctx[ci], (unsigned)negative);
+    }
     max_abs = geom_max_abs(g, negative);
     a = 1;
     if (max_abs > 1) {
         int j = 0;
+        int64_t ab = b < 0 ? -(int64_t)b : b;
         for (;;) {
+            int ci = b != 0 ? CTX_GT + 2 * n + 2 * j + (ab >= j ? 0 : 1) : CTX_GT + 2 * j + negative;
             bin = target > a;
-            be_decision(be, s, &ctx[gt_ctx(g, j, negative, b)], bin);
+            be_decision(be, s, &ctx[ci], bin);
             a += bin;
             if (!bin || j == n - 1 || !(max_abs > a)) break;
             j++;
@@ -329,39 +354,63 @@ static inline void code_level(level_pass *p, byte_sink *s, int64_t pos, int64_t 
     }
 }
 
-static int code_segment(void *self, int64_t pos, int64_t count)
+DCABAC_INLINE int code_segment_impl(level_pass *p, int64_t pos, int64_t count, int plain, int dq)
 {
-    level_pass *p = (level_pass *)self;
     const tensor_geom *g = p->g;
-    byte_sink *s = &p->enc->out;
+    dcabac_ctx *ctx = p->enc->ctx;
+    const int32_t *values = p->values;
+    bin_encoder be = p->be;
+    byte_sink sink = p->enc->out;
+    int state = p->state, prev_class = p->prev_class;
+    int rc = 0;
     for (int64_t end = pos + count; pos < end; pos++) {
-        int32_t t = p->values[pos];
-        int32_t b = p->base ? p->base[pos] : 0;
+        int32_t t = values[pos];
         int64_t k = t;
-        if (g->dq && !dq_level(t, p->state, &k)) {
-            p->error_pos = pos;
-            return DCABAC_E_RANGE;
+        if (dq && !dq_level(t, state, &k)) {
+            rc = DCABAC_E_RANGE;
+            break;
         }
-        if (g->nothing_coded) {
+        if (plain) {
+            code_level(g, ctx, &be, &sink, state, prev_class, 0, 0, 1, k);
+        } else if (g->nothing_coded) {
             if (k != 0) {
-                p->error_pos = pos;
-                return DCABAC_E_RANGE;
+                rc = DCABAC_E_RANGE;
+                break;
             }
         } else {
-            if (k != 0 && (k < 0 ? -k : k) > geom_max_abs(g, k < 0)) {
-                p->error_pos = pos;
-                return DCABAC_E_RANGE;
+            int32_t b = p->base ? p->base[pos] : 0;
+            if ((k != 0 && (k < 0 ? -k : k) > geom_max_abs(g, k < 0)) ||
+                (g->sign_inferred && k != 0 && (k < 0) != (g->cb_zero != 0))) {
+                rc = DCABAC_E_RANGE;
+                break;
             }
-            if (g->sign_inferred && k != 0 && (k < 0) != (g->cb_zero != 0)) {
-                p->error_pos = pos;
-                return DCABAC_E_RANGE;
-            }
-            code_level(p, s, pos, k, b);
+            code_level(g, ctx, &be, &sink, state, prev_class, p->hdsp && p->history[pos], b, 0, k);
         }
-        p->prev_class = neighbour_class(k);
-        if (g->dq) p->state = dcabac_dq_next[p->state][k & 1];
+        prev_class = neighbour_class(k);
+        if (dq) state = dcabac_dq_next[state][k & 1];
     }
-    return 0;
+    p->be = be;
+    p->enc->out = sink;
+    p->state = state;
+    p->prev_class = prev_class;
+    if (rc) p->error_pos = pos;
+    return rc;
+}
+
+static int code_segment_plain(void *self, int64_t pos, int64_t count)
+{
+    return code_segment_impl((level_pass *)self, pos, count, 1, 0);
+}
+
+static int code_segment_plain_dq(void *self, int64_t pos, int64_t count)
+{
+    return code_segment_impl((level_pass *)self, pos, count, 1, 1);
+}
+
+static int code_segment_general(void *self, int64_t pos, int64_t count)
+{
+    level_pass *p = (level_pass *)self;
+    return p->g->dq ? code_segment_impl(p, pos, count, 0, 1) : code_segment_impl(p, pos, count, 0, 0);
 }
 
 static void code_skipped(void *self)
@@ -410,7 +459,10 @@ int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t
 #if DCABAC_HAVE_AVX512
     static const scan_pass est_ops_avx512 = {est_segment_avx512, est_skipped, est_block_row_end};
 #endif
-    static const scan_pass code_ops = {code_segment, code_skipped, code_block_row_end};
+    static const scan_pass code_plain_ops = {code_segment_plain, code_skipped, code_block_row_end};
+    static const scan_pass code_plain_dq_ops = {code_segment_plain_dq, code_skipped, code_block_row_end};
+    static const scan_pass code_general_ops = {code_segment_general, code_skipped, code_block_row_end};
+    const scan_pass *code_ops;
 
     if (!enc) return DCABAC_E_ARG;
     if ((rc = enc_check_open(enc))) return rc;
@@ -490,7 +542,9 @@ int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t
     pass.state = 0;
     pass.prev_class = 0;
     pass.be = enc->be;
-    rc = walk_scan(&g, skip, &code_ops, &pass);
+    if (pass.base || pass.hdsp || g.limited || g.nothing_coded) code_ops = &code_general_ops;
+    else code_ops = g.dq ? &code_plain_dq_ops : &code_plain_ops;
+    rc = walk_scan(&g, skip, code_ops, &pass);
     enc->be = pass.be;
     if (rc) {
         int64_t pos = pass.error_pos;
