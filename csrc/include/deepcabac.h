@@ -120,7 +120,7 @@ int dcabac_dec_bypass(dcabac_decoder *dec, int nbits, uint32_t *value);
 /* Decode one tensor into out[height*width]; t->hdsp_flag and t->row_skip_flag
  * receive the decoded flags.  Entry points are written to eps (capacity
  * eps_capacity, which must be >= dcabac_num_entry_points(t); eps may be NULL
- * when that is 0). */
+ * when that is 0).  After an error the content of out is unspecified. */
 int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
                       dcabac_entry_point *eps, size_t eps_capacity);
 /* Decode the terminating bin; fails unless it is 1 and all bytes were used.

@@ -259,9 +259,10 @@ static int dec_segment_general(void *self, int64_t pos, int64_t count)
     return p->g->dq ? dec_segment_impl(p, pos, count, 0, 1) : dec_segment_impl(p, pos, count, 0, 0);
 }
 
-static void dec_skipped(void *self)
+static void dec_skipped(void *self, int64_t pos, int64_t count)
 {
     dec_pass *p = (dec_pass *)self;
+    memset(p->out + pos, 0, (size_t)count * sizeof *p->out);
     if (p->g->dq) p->state = p->g->skip_state[p->state];
 }
 
@@ -315,7 +316,9 @@ int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
                  eps_capacity, (long long)g.block_rows);
         return DCABAC_E_ARG;
     }
-    if (g.n > 0) memset(out, 0, (size_t)g.n * sizeof *out);
+    /* Every position is written by the walk (skipped rows by dec_skipped), so
+     * the output needs no clearing pass; after an error its content is
+     * unspecified. */
 
     ctx_count = CTX_COUNT(g.num_gt);
     for (int i = 0; i < ctx_count; i++) ctx_init(&dec->ctx[i], 0);

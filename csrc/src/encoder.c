@@ -266,8 +266,10 @@ DCABAC_INLINE void est_bin_avx512(const est_curves *t, dcabac_ctx_estimator *e, 
 #pragma GCC pop_options
 #endif
 
-static void est_skipped(void *self)
+static void est_skipped(void *self, int64_t pos, int64_t count)
 {
+    (void)pos;
+    (void)count;
     level_pass *p = (level_pass *)self;
     if (p->g->dq) p->state = p->g->skip_state[p->state];
 }
@@ -413,8 +415,10 @@ static int code_segment_general(void *self, int64_t pos, int64_t count)
     return p->g->dq ? code_segment_impl(p, pos, count, 0, 1) : code_segment_impl(p, pos, count, 0, 0);
 }
 
-static void code_skipped(void *self)
+static void code_skipped(void *self, int64_t pos, int64_t count)
 {
+    (void)pos;
+    (void)count;
     level_pass *p = (level_pass *)self;
     if (p->g->dq) p->state = p->g->skip_state[p->state];
 }

@@ -115,7 +115,7 @@ static inline int neighbour_class(int64_t prev) { return prev == 0 ? 0 : (prev <
  * Returns non-zero to stop early (errors). */
 typedef struct scan_pass {
     int (*segment)(void *self, int64_t pos, int64_t count);
-    void (*skipped)(void *self);
+    void (*skipped)(void *self, int64_t pos, int64_t count);
     void (*block_row_end)(void *self, int64_t next_row);
 } scan_pass;
 
@@ -130,7 +130,7 @@ static inline int walk_scan(const tensor_geom *g, const uint8_t *skip, const sca
             for (int64_t y = by; y < y_end; y++) {
                 int rc;
                 if (skip && skip[y]) {
-                    p->skipped(self);
+                    p->skipped(self, y * g->w + bx, len);
                     continue;
                 }
                 rc = p->segment(self, y * g->w + bx, len);
