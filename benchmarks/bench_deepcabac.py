@@ -1,16 +1,16 @@
 """Benchmark our DeepCABAC coder against NNCodec 2.1.3's on the same levels.
 
-It needs an environment holding the installed, compiled ``nnc_core`` and
-``nncodec==2.1.3`` (``numpy<2``); the source tree must not be on ``sys.path``
-(no ``PYTHONPATH=.``, no ``python -m`` from the repository root), since its
-``nnc_core`` has no compiled extension.  Exact command line::
+Run it with::
 
-    cd /tmp && NNC_MODEL_CACHE=/tmp/modelcache \\
-        /tmp/refenv/bin/python /work/main/benchmarks/bench_deepcabac.py
+    tox -e bench                      # all sets, defaults
+    tox -e bench -- --repeat 3        # arguments after -- go to the script
 
-(``python benchmarks/bench_deepcabac.py`` from the repository root works too:
-a script's own directory, not the working directory, goes on ``sys.path``.)
-The models are downloaded into ``$NNC_MODEL_CACHE`` on first use.
+``tox -e bench`` builds our wheel and installs ``nncodec==2.1.3`` with
+``--no-deps`` next to ``numpy<2``, as the ``nncodec`` test environment does.
+Any environment holding both works: ``python benchmarks/bench_deepcabac.py``
+(the source tree must not shadow the installed ``nnc_core``, so do not put
+the repository root on ``sys.path``).  Models are downloaded into
+``$NNC_MODEL_CACHE`` (default ``~/.cache/nnc-core/models``) on first use.
 
 Options: ``--models minilm crepe-full synthetic`` chooses the level sets,
 ``--repeat N`` the number of timed rounds on the models (default 2, best one

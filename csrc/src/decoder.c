@@ -73,7 +73,7 @@ static int dec_check_open(dcabac_decoder *dec)
 
 static int dec_truncated(dcabac_decoder *dec, const char *where)
 {
-    snprintf(dec->msg, sizeof dec->msg, "payload truncated: %s needs bytes beyond its %zu bytes", where,
+    snprintf(dec->msg, sizeof dec->msg, "%s needs bytes beyond its %zu bytes", where,
              (size_t)(dec->bd.end - dec->begin));
     dec->phase = DEC_IDLE;
     return DCABAC_E_TRUNCATED;
@@ -382,10 +382,10 @@ int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
         dec->phase = DEC_IDLE;
         if (rc == DCABAC_E_TRUNCATED) {
             snprintf(dec->msg, sizeof dec->msg,
-                     "payload truncated: value at position %lld needs bytes beyond its %zu bytes",
+                     "value at position %lld needs bytes beyond its %zu bytes",
                      (long long)pass.error_pos, (size_t)(dec->bd.end - dec->begin));
         } else {
-            snprintf(dec->msg, sizeof dec->msg, "corrupt payload: value at position %lld is out of range%s",
+            snprintf(dec->msg, sizeof dec->msg, "value at position %lld is out of range%s",
                      (long long)pass.error_pos, g.limited ? " of the codebook" : " of int32");
         }
         return rc;
@@ -402,7 +402,7 @@ int dcabac_dec_finish(dcabac_decoder *dec, size_t *consumed)
     dec->phase = DEC_IDLE;
     size = (size_t)(dec->bd.end - dec->begin);
     if (!bd_terminate(&dec->bd)) {
-        snprintf(dec->msg, sizeof dec->msg, "corrupt payload: the terminating bin is 0, expected 1");
+        snprintf(dec->msg, sizeof dec->msg, "the terminating bin is 0, expected 1");
         return DCABAC_E_CORRUPT;
     }
     if (dec->bd.overrun) return dec_truncated(dec, "the terminating bin");

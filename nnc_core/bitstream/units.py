@@ -1,0 +1,561 @@
+"""NNR units and their high-level syntax (ISO/IEC 15938-17 clause 7.3/7.4).
+
+A bitstream is a concatenation of NNR units, each ``nnr_unit_size()``,
+``nnr_unit_header()`` and ``nnr_unit_payload()``.  This module holds the
+unit records and the parser: :func:`read_units` walks a bitstream and returns
+the units with their byte offsets; the NDU payload (a DeepCABAC codeword or
+raw floats) is kept as bytes for the decoding process.
+
+Field names follow the standard's syntax as documented in our notes
+(``shared/spec/01-units-and-high-level-syntax.md``).  Parsing state that
+carries from unit to unit (``general_profile_idc`` of the start unit and the
+MPS flags an NDU header depends on) is kept in :class:`ParseState`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from nnc_core.bitstream.bits import BitReader
+from nnc_core.errors import BitstreamError
+
+__all__ = [
+    "UnitType",
+    "PayloadType",
+    "ParameterTypes",
+    "TopologyStorageFormat",
+    "Unit",
+    "StartUnit",
+    "ModelParameterSet",
+    "LayerParameterSet",
+    "TopologyUnit",
+    "QuantizationUnit",
+    "IntegerCodebook",
+    "EntryPoint",
+    "NduHeader",
+    "CompressedDataUnit",
+    "ParseState",
+    "read_units",
+]
+
+
+class UnitType(enum.IntEnum):
+    """``nnr_unit_type`` (clause 7.4.2)."""
+
+    NNR_STR = 0
+    NNR_MPS = 1
+    NNR_LPS = 2
+    NNR_TPL = 3
+    NNR_QNT = 4
+    NNR_NDU = 5
+    NNR_AGG = 6
+
+
+class PayloadType(enum.IntEnum):
+    """``nnr_compressed_data_unit_payload_type``."""
+
+    NNR_PT_INT = 0
+    NNR_PT_FLOAT = 1
+    NNR_PT_RAW_FLOAT = 2
+    NNR_PT_BLOCK = 3
+
+
+class ParameterTypes(enum.IntFlag):
+    """``compressed_parameter_types``: members of an NNR_PT_BLOCK besides the weight."""
+
+    NONE = 0
+    NNR_CPT_DC = 0x01  # weight decomposed into G and H
+    NNR_CPT_LS = 0x02  # local scaling vector
+    NNR_CPT_BN = 0x04  # batch-norm beta, gamma, mean, var
+    NNR_CPT_BI = 0x08  # bias
+
+
+class TopologyStorageFormat(enum.IntEnum):
+    """``topology_storage_format`` of an NNR_TPL unit."""
+
+    NNR_TPL_UNREC = 0
+    NNR_TPL_NNEF = 1
+    NNR_TPL_ONNX = 2
+    NNR_TPL_PYT = 3
+    NNR_TPL_TEF = 4
+    NNR_TPL_PRUN = 5
+    NNR_TPL_REFLIST = 6
+
+
+ICNN_NDU_ID = 0
+ICNN_NDU_PL_SHA256 = 1
+ICNN_NDU_PL_SHA512 = 2
+
+
+@dataclass
+class Unit:
+    """Common part of every NNR unit: where it is and its header flags."""
+
+    unit_type: int
+    offset: int  # byte offset of the unit in the bitstream
+    size: int  # nnr_unit_size: whole unit including the size field
+    independently_decodable_flag: bool = True
+    partial_data_counter: int | None = None
+
+
+@dataclass
+class StartUnit(Unit):
+    general_profile_idc: int = 1
+
+
+@dataclass
+class ModelParameterSet(Unit):
+    topology_carriage_flag: bool = False
+    mps_sparsification_flag: bool = False
+    mps_pruning_flag: bool = False
+    mps_unification_flag: bool = False
+    mps_decomposition_performance_map_flag: bool = False
+    mps_quantization_method_flags: int = 0
+    mps_topology_indexed_reference_flag: bool = False
+    base_model_id_present_flag: bool = False
+    validation_set_performance_present_flag: bool = False
+    metric_type_performance_map_valid_flag: bool = False
+    mps_parent_signalling_enabled_flag: bool = False
+    nnr_pre_flag: bool = False
+    base_model_id: str | None = None
+    performance_metric_type: str | None = None
+    mps_qp_density: int | None = None
+    mps_quantization_parameter: int | None = None
+    performance_maps: dict = field(default_factory=dict)
+    validation_set_performance: float | None = None
+
+
+@dataclass
+class LayerParameterSet(Unit):
+    lps_self_contained_flag: bool = False
+    lps_sparsification_flag: bool = False
+    lps_pruning_flag: bool = False
+    lps_unification_flag: bool = False
+    lps_quantization_method_flags: int = 0
+    lps_qp_density: int | None = None
+    lps_quantization_parameter: int | None = None
+    performance_maps: dict = field(default_factory=dict)
+
+
+@dataclass
+class TopologyUnit(Unit):
+    topology_storage_format: int = 0
+    topology_compression_format: int = 0
+    topology_data: bytes = b""
+    element_ids: list = field(default_factory=list)  # NNR_TPL_REFLIST
+
+
+@dataclass
+class QuantizationUnit(Unit):
+    quantization_storage_format: int = 0
+    quantization_compression_format: int = 0
+    quantization_data: bytes = b""
+
+
+@dataclass
+class IntegerCodebook:
+    """``integer_codebook()``: strictly increasing integers and the index of zero."""
+
+    egk: int
+    values: list[int]
+    zero_offset: int  # CbZeroOffset
+
+
+@dataclass
+class EntryPoint:
+    """One entry of ``entry_point_list()``: bit distance, CABAC value, DQ state."""
+
+    bit_offset_delta: int
+    value: int
+    dq_state: int
+
+
+@dataclass
+class NduHeader:
+    payload_type: int = PayloadType.NNR_PT_FLOAT
+    multiple_topology_elements_present_flag: bool = False
+    decompressed_data_format_present_flag: bool = False
+    input_parameters_present_flag: bool = True
+    element_ids: list = field(default_factory=list)  # names (str) or indices (int)
+    node_id_present_flag: bool = False
+    device_id: int = 0
+    parameter_id: int | None = None
+    put_node_depth: int | None = None
+    parent_node_id_present_flag: bool = False
+    parent_node_id_type: int | None = None
+    temporal_context_modeling_flag: bool = False
+    parent_device_id: int | None = None
+    parent_node_payload_hash: bytes | None = None
+    codebook_present_flag: bool = False
+    codebooks: list[IntegerCodebook] = field(default_factory=list)
+    dq_flag: bool = False
+    decompressed_data_format: int | None = None
+    tensor_dimensions_flag: bool = False
+    cabac_unary_length_flag: bool = False
+    compressed_parameter_types: int = 0
+    decomposition_rank: int | None = None
+    g_number_of_rows: int | None = None
+    tensor_dimensions: list[int] = field(default_factory=list)
+    cabac_unary_length_minus1: int = 10
+    first_tensor_dimension_shift: int = 0
+    scan_order: int = 0
+    entry_points: list[EntryPoint] = field(default_factory=list)
+
+
+@dataclass
+class CompressedDataUnit(Unit):
+    header: NduHeader = field(default_factory=NduHeader)
+    payload_offset: int = 0  # byte offset of the payload in the bitstream
+    payload: bytes = b""
+
+
+@dataclass
+class ParseState:
+    """What NDU headers depend on from earlier units."""
+
+    general_profile_idc: int | None = None
+    mps: ModelParameterSet | None = None
+
+
+# ---------------------------------------------------------------------------
+# clause 7.3.x syntax
+
+
+def _performance_maps(r: BitReader, flags: dict[str, bool]) -> dict:
+    """Performance maps of an MPS/LPS (metadata only; layout as NNCodec reads them)."""
+    maps: dict = {}
+    if flags.get("sparsification"):
+        count = r.u(8, "spm_count_thresholds")
+        entries = []
+        for _ in range(max(count - 1, 0)):
+            e = {"threshold": r.flt(), "non_zero_ratio": r.flt(), "accuracy": r.flt()}
+            classes = r.u(8, "spm_count_classes")
+            e["class_bitmask"] = r.ue(7)
+            e["class_accuracy"] = [r.flt() for _ in range(classes)]
+            entries.append(e)
+        maps["sparsification"] = entries
+    if flags.get("pruning"):
+        count = r.u(8, "ppm_count_pruning_ratios")
+        entries = []
+        for _ in range(max(count - 1, 0)):
+            e = {"pruning_ratio": r.flt(), "accuracy": r.flt()}
+            classes = r.u(8, "ppm_count_classes")
+            e["class_bitmask"] = r.ue(7)
+            e["class_accuracy"] = [r.flt() for _ in range(classes)]
+            entries.append(e)
+        maps["pruning"] = entries
+    if flags.get("unification"):
+        count = r.u(8, "upm_count_thresholds")
+        entries = []
+        for _ in range(max(count - 1, 0)):
+            dims = r.ue(1)
+            e: dict = {"reshaped_tensor_dimensions": [r.ue(7) for _ in range(max(dims - 1, 0))]}
+            r.byte_alignment()
+            n = r.u(8)
+            e["super_block_dimensions"] = [r.u(8) for _ in range(max(n - 1, 0))]
+            n = r.u(8)
+            e["block_dimensions"] = [r.u(8) for _ in range(max(n - 1, 0))]
+            e["threshold"] = r.flt()
+            e["accuracy"] = r.flt()
+            classes = r.u(8, "upm_count_classes")
+            e["class_bitmask"] = r.ue(7)
+            e["class_accuracy"] = [r.flt() for _ in range(classes)]
+            entries.append(e)
+        maps["unification"] = entries
+    if flags.get("decomposition"):
+        count = r.u(8, "dpm_count_thresholds")
+        entries = []
+        for _ in range(max(count - 1, 0)):
+            e = {"mse_threshold": r.flt(), "accuracy": r.flt(), "reduction_ratio": r.flt()}
+            classes = r.u(16, "dpm_count_classes")
+            e["class_accuracy"] = [r.flt() for _ in range(classes)]
+            entries.append(e)
+        maps["decomposition"] = entries
+    return maps
+
+
+def _read_mps(r: BitReader, unit: ModelParameterSet, profile: int) -> None:
+    unit.topology_carriage_flag = r.flag()
+    unit.mps_sparsification_flag = r.flag()
+    unit.mps_pruning_flag = r.flag()
+    unit.mps_unification_flag = r.flag()
+    unit.mps_decomposition_performance_map_flag = r.flag()
+    unit.mps_quantization_method_flags = r.u(3)
+    unit.mps_topology_indexed_reference_flag = r.flag()
+    if profile == 1:
+        unit.base_model_id_present_flag = r.flag()
+        unit.validation_set_performance_present_flag = r.flag()
+        unit.metric_type_performance_map_valid_flag = r.flag()
+        unit.mps_parent_signalling_enabled_flag = r.flag()
+        if unit.mps_parent_signalling_enabled_flag:
+            unit.nnr_pre_flag = r.flag()
+        else:
+            r.u(1, "nnr_reserved_zero_1bit")
+        r.u(2, "nnr_reserved_zero_2bits")
+        if unit.base_model_id_present_flag:
+            unit.base_model_id = r.st("base_model_id")
+        if unit.validation_set_performance_present_flag or unit.metric_type_performance_map_valid_flag:
+            unit.performance_metric_type = r.st("performance_metric_type")
+    else:
+        r.u(7, "nnr_reserved_zero_7bits")
+    if unit.mps_quantization_method_flags & 3:
+        unit.mps_qp_density = r.u(3, "mps_qp_density")
+        unit.mps_quantization_parameter = r.i(13, "mps_quantization_parameter")
+    unit.performance_maps = _performance_maps(
+        r,
+        {
+            "sparsification": unit.mps_sparsification_flag,
+            "pruning": unit.mps_pruning_flag,
+            "unification": unit.mps_unification_flag,
+            "decomposition": unit.mps_decomposition_performance_map_flag,
+        },
+    )
+    if profile == 1 and unit.validation_set_performance_present_flag:
+        unit.validation_set_performance = r.flt()
+    r.byte_alignment()
+
+
+def _read_lps(r: BitReader, unit: LayerParameterSet) -> None:
+    unit.lps_self_contained_flag = r.flag()
+    r.u(7, "nnr_reserved_zero_7bits")
+    r.u(1, "nnr_reserved_zero_1_bits")
+    unit.lps_sparsification_flag = r.flag()
+    unit.lps_pruning_flag = r.flag()
+    unit.lps_unification_flag = r.flag()
+    unit.lps_quantization_method_flags = r.u(3)
+    r.u(1, "nnr_reserved_zero_1bit")
+    if unit.lps_quantization_method_flags & 3:
+        unit.lps_qp_density = r.u(3, "lps_qp_density")
+        unit.lps_quantization_parameter = r.i(13, "lps_quantization_parameter")
+    unit.performance_maps = _performance_maps(
+        r,
+        {
+            "sparsification": unit.lps_sparsification_flag,
+            "pruning": unit.lps_pruning_flag,
+            "unification": unit.lps_unification_flag,
+        },
+    )
+    r.byte_alignment()
+
+
+def _read_element_ids(r: BitReader, indexed: bool) -> list:
+    count = r.ue(7, "count_topology_elements_minus2") + 2
+    if count > r.bits_left():
+        raise r.error(f"topology element list of {count} entries cannot fit the unit")
+    if not indexed:
+        r.byte_alignment()
+        return [r.st("topology_elem_id_list") for _ in range(count)]
+    ids = [r.ue(7, "topology_elem_id_index_list") for _ in range(count)]
+    r.byte_alignment()
+    return ids
+
+
+def _read_codebook(r: BitReader) -> IntegerCodebook:
+    egk = r.u(4, "codebook_egk")
+    size = r.ue(2, "codebook_size")
+    if size == 0:
+        raise r.error("codebook_size is 0")
+    if size > r.bits_left():
+        raise r.error(f"codebook of {size} entries cannot fit the unit")
+    zero = (size >> 1) + r.ie(2, "codebook_centre_offset")
+    if not 0 <= zero < size:
+        raise r.error(f"codebook zero offset {zero} outside a codebook of {size} entries")
+    values = [0] * size
+    values[zero] = r.ie(7, "codebook_zero_value")
+    for j in range(zero - 1, -1, -1):
+        values[j] = values[j + 1] - r.ue(egk, "codebook_delta_left") - 1
+    for j in range(zero + 1, size):
+        values[j] = values[j - 1] + r.ue(egk, "codebook_delta_right") + 1
+    return IntegerCodebook(egk, values, zero)
+
+
+def block_rows_minus1(rows: int, scan_order: int) -> int:
+    """Entry points a tensor with ``rows`` first-dimension rows needs (clause 7.4)."""
+    block = 4 << scan_order
+    return max((rows + block - 1) // block - 1, 0)
+
+
+def _read_ndu_header(r: BitReader, h: NduHeader, state: ParseState) -> None:
+    profile = state.general_profile_idc
+    mps = state.mps
+    indexed = bool(mps and mps.mps_topology_indexed_reference_flag)
+    parent_signalling = bool(mps and mps.mps_parent_signalling_enabled_flag)
+    h.payload_type = r.u(5, "nnr_compressed_data_unit_payload_type")
+    if h.payload_type > PayloadType.NNR_PT_BLOCK:
+        raise r.error(f"unknown NDU payload type {h.payload_type}")
+    h.multiple_topology_elements_present_flag = r.flag()
+    h.decompressed_data_format_present_flag = r.flag()
+    h.input_parameters_present_flag = r.flag()
+    if h.multiple_topology_elements_present_flag:
+        h.element_ids = _read_element_ids(r, indexed)
+    elif not indexed:
+        h.element_ids = [r.st("topology_elem_id")]
+    else:
+        h.element_ids = [r.ue(7, "topology_elem_id_index")]
+    if profile == 1:
+        h.node_id_present_flag = r.flag()
+        if h.node_id_present_flag:
+            h.device_id = r.ue(1, "device_id")
+            h.parameter_id = r.ue(5, "parameter_id")
+            h.put_node_depth = r.ue(4, "put_node_depth")
+        if parent_signalling:
+            h.parent_node_id_present_flag = r.flag()
+            if h.parent_node_id_present_flag:
+                h.parent_node_id_type = r.u(2, "parent_node_id_type")
+                h.temporal_context_modeling_flag = r.flag()
+                if h.parent_node_id_type == ICNN_NDU_ID:
+                    h.parent_device_id = r.ue(1, "parent_device_id")
+                    if not h.node_id_present_flag:
+                        h.parameter_id = r.ue(5, "parameter_id")
+                        h.put_node_depth = r.ue(4, "put_node_depth")
+                elif h.parent_node_id_type == ICNN_NDU_PL_SHA256:
+                    h.parent_node_payload_hash = bytes(r.u(8) for _ in range(32))
+                elif h.parent_node_id_type == ICNN_NDU_PL_SHA512:
+                    h.parent_node_payload_hash = bytes(r.u(8) for _ in range(64))
+    pt = h.payload_type
+    if pt in (PayloadType.NNR_PT_FLOAT, PayloadType.NNR_PT_BLOCK):
+        h.codebook_present_flag = r.flag()
+        if h.codebook_present_flag:
+            h.codebooks.append(_read_codebook(r))
+    if pt in (PayloadType.NNR_PT_INT, PayloadType.NNR_PT_FLOAT, PayloadType.NNR_PT_BLOCK):
+        h.dq_flag = r.flag()
+    if h.decompressed_data_format_present_flag:
+        h.decompressed_data_format = r.u(7, "nnr_decompressed_data_format")
+    if h.input_parameters_present_flag:
+        h.tensor_dimensions_flag = r.flag()
+        h.cabac_unary_length_flag = r.flag()
+        h.compressed_parameter_types = r.u(4, "compressed_parameter_types")
+        if h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC:
+            h.decomposition_rank = r.ue(3, "decomposition_rank")
+            h.g_number_of_rows = r.ue(3, "g_number_of_rows")
+        if h.tensor_dimensions_flag:
+            count = r.ue(1, "count_tensor_dimensions")
+            if count > r.bits_left():
+                raise r.error(f"{count} tensor dimensions cannot fit the unit")
+            h.tensor_dimensions = [r.ue(7, "tensor_dimensions") for _ in range(count)]
+        if pt != PayloadType.NNR_PT_BLOCK and h.multiple_topology_elements_present_flag:
+            raise r.error("topology_tensor_dimension_mapping() (a tensor split over topology elements) is not supported")
+        if h.cabac_unary_length_flag:
+            h.cabac_unary_length_minus1 = r.u(8, "cabac_unary_length_minus1")
+        else:
+            h.cabac_unary_length_minus1 = 9  # reference decoder's default when absent
+    if pt == PayloadType.NNR_PT_BLOCK and h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC and h.codebook_present_flag:
+        h.codebooks.append(_read_codebook(r))
+    if len(h.tensor_dimensions) > 1:
+        if profile == 1:
+            h.first_tensor_dimension_shift = r.ue(1, "first_tensor_dimension_shift")
+        h.scan_order = r.u(4, "scan_order")
+        if h.scan_order > 4:
+            raise r.error(f"scan_order {h.scan_order} is reserved")
+        if h.scan_order > 0:
+            n = _num_entry_points(h)
+            if n > r.bits_left():
+                raise r.error(f"entry point list of {n} entries cannot fit the unit")
+            delta = 0
+            for j in range(n):
+                value = r.u(8, "entry point value")
+                dq_state = r.u(3, "entry point dq state") if h.dq_flag else 0
+                if j == 0:
+                    delta = r.ue(11, "entry point bit offset")
+                else:
+                    delta = delta + r.ie(7, "entry point bit offset change")
+                h.entry_points.append(EntryPoint(delta, value, dq_state))
+    r.byte_alignment()
+
+
+def _num_entry_points(h: NduHeader) -> int:
+    if h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC:
+        if h.payload_type == PayloadType.NNR_PT_BLOCK:
+            return block_rows_minus1(h.g_number_of_rows or 0, h.scan_order) + block_rows_minus1(
+                h.decomposition_rank or 0, h.scan_order
+            )
+    return block_rows_minus1(h.tensor_dimensions[0], h.scan_order)
+
+
+def read_units(data: bytes | bytearray | memoryview) -> list[Unit]:
+    """Parse every NNR unit of a bitstream (clause 7.3).
+
+    Raises BitstreamError naming the unit index and byte offset of the first
+    problem: a size field running past the end, an unknown unit type, a header
+    field out of range, or units in an order the decoding process cannot use.
+    """
+    buf = memoryview(data)
+    units: list[Unit] = []
+    state = ParseState()
+    offset = 0
+    index = 0
+    while offset < len(buf):
+        units.append(_read_unit(buf, offset, index, state))
+        offset += units[-1].size
+        index += 1
+    return units
+
+
+def _read_unit(buf: memoryview, offset: int, index: int, state: ParseState) -> Unit:
+    r = BitReader(buf, offset, unit_index=index)
+    long_size = r.u(1, "nnr_unit_size_flag")
+    size = r.u(15 + 16 * long_size, "nnr_unit_size")
+    header_min = 2 + 2 * long_size + 1
+    if size < header_min:
+        raise BitstreamError(f"nnr_unit_size {size} is smaller than its own fields", unit_index=index, byte_offset=offset)
+    if offset + size > len(buf):
+        raise BitstreamError(
+            f"nnr_unit_size {size} runs past the end of the bitstream ({len(buf) - offset} bytes left)",
+            unit_index=index,
+            byte_offset=offset,
+        )
+    r = BitReader(buf, offset + 2 + 2 * long_size, offset + size, unit_index=index)
+    type_offset = r.byte_position
+    unit_type = r.u(6, "nnr_unit_type")
+    independent = r.flag()
+    partial_present = r.flag()
+    partial = r.u(8, "partial_data_counter") if partial_present else None
+    common = dict(unit_type=unit_type, offset=offset, size=size, independently_decodable_flag=independent, partial_data_counter=partial)
+    if index == 0 and unit_type != UnitType.NNR_STR:
+        raise r.error(f"the first unit must be a start unit (NNR_STR), found type {unit_type}")
+
+    if unit_type == UnitType.NNR_STR:
+        unit: Unit = StartUnit(**common, general_profile_idc=r.u(8, "general_profile_idc"))
+        if unit.general_profile_idc not in (0, 1):
+            raise r.error(f"general_profile_idc {unit.general_profile_idc} is not supported")
+        state.general_profile_idc = unit.general_profile_idc
+        state.mps = None
+        return unit
+    if state.general_profile_idc is None:
+        raise r.error("unit before the start unit")
+    if unit_type == UnitType.NNR_MPS:
+        mps = ModelParameterSet(**common)
+        _read_mps(r, mps, state.general_profile_idc)
+        state.mps = mps
+        return mps
+    if unit_type == UnitType.NNR_LPS:
+        lps = LayerParameterSet(**common)
+        _read_lps(r, lps)
+        return lps
+    if unit_type == UnitType.NNR_TPL:
+        tpl = TopologyUnit(**common)
+        tpl.topology_storage_format = r.u(8, "topology_storage_format")
+        tpl.topology_compression_format = r.u(8, "topology_compression_format")
+        if tpl.topology_storage_format == TopologyStorageFormat.NNR_TPL_REFLIST:
+            tpl.element_ids = _read_element_ids(r, True)
+        elif tpl.topology_storage_format == TopologyStorageFormat.NNR_TPL_PRUN:
+            tpl.topology_data = r.bytes(r.bits_left() // 8, "nnr_pruning_topology_container")
+        else:
+            tpl.topology_data = r.bytes(r.bits_left() // 8, "topology_data")
+        return tpl
+    if unit_type == UnitType.NNR_QNT:
+        qnt = QuantizationUnit(**common)
+        qnt.quantization_storage_format = r.u(8)
+        qnt.quantization_compression_format = r.u(8)
+        qnt.quantization_data = r.bytes(r.bits_left() // 8, "quantization_data")
+        return qnt
+    if unit_type == UnitType.NNR_NDU:
+        if partial is not None:
+            raise r.error("partial data units (partial_data_counter) are not supported")
+        ndu = CompressedDataUnit(**common)
+        _read_ndu_header(r, ndu.header, state)
+        ndu.payload_offset = r.byte_position
+        ndu.payload = bytes(buf[r.byte_position : offset + size])
+        return ndu
+    raise BitstreamError(f"unsupported NNR unit type {unit_type}", unit_index=index, byte_offset=type_offset)
