@@ -160,3 +160,37 @@ def quantize(
     enc.initCtxModels(11, 0)
     used = enc.quantLayer(w, q, int(dq_flag), qp_density, qp, lambda_scale, 10, scan_order, 1)
     return q, int(used)
+
+
+def nncodec_compression():  # type: ignore[no-untyped-def]
+    """NNCodec's ``nnc.compression`` module (``compress``/``decompress``).
+
+    NNCodec imports its optional ``framework`` package (PyTorch, TensorFlow and
+    dataset helpers) at import time; like the generator of our conformance
+    vectors, this replaces it with stubs so that only numpy and NNCodec's codec
+    core are needed.
+    """
+    import sys
+    import types
+
+    if "nncodec.framework" not in sys.modules:
+        fw = types.ModuleType("nncodec.framework")
+        fw.__path__ = []  # type: ignore[attr-defined]
+        tfm = types.ModuleType("nncodec.framework.tensorflow_model")
+        tfm.is_tef_model = lambda model: False  # type: ignore[attr-defined]
+        ptm = types.ModuleType("nncodec.framework.pytorch_model")
+        ptm.is_pyt_model = lambda model: False  # type: ignore[attr-defined]
+        uci = types.ModuleType("nncodec.framework.use_case_init")
+        uci.use_cases = {}  # type: ignore[attr-defined]
+        fw.tensorflow_model, fw.pytorch_model, fw.use_case_init = tfm, ptm, uci  # type: ignore[attr-defined]
+        sys.modules.update(
+            {
+                "nncodec.framework": fw,
+                "nncodec.framework.tensorflow_model": tfm,
+                "nncodec.framework.pytorch_model": ptm,
+                "nncodec.framework.use_case_init": uci,
+            }
+        )
+    from nncodec.nnc import compression  # type: ignore[import-not-found]
+
+    return compression
