@@ -74,3 +74,55 @@ def test_corrupted_streams_fail_cleanly(index, flips):
 def test_declared_size_is_bounded():
     with pytest.raises(BitstreamError, match=r"tensor 'layer.weight': tensor_dimensions \[16, 12\] declare 192 elements, more than the limit of 100 \(unit 3"):
         decode_bitstream(STREAMS[0], max_elements=100)
+
+
+def test_units_rewrite_to_identical_bytes():
+    """Every unit of every conformance stream (incremental steps too) re-serialises exactly."""
+    from nnc_core.bitstream.units import write_units
+
+    for path in sorted(ROOT.glob("*/*.nnr")):
+        stream = path.read_bytes()
+        assert write_units(read_units(stream)) == stream, path.name
+
+
+def test_parameter_sets_with_metadata_round_trip():
+    """MPS/LPS fields NNCodec never writes (base model id, metric, performance maps) survive writing and reading."""
+    from nnc_core.bitstream.units import (
+        LayerParameterSet,
+        ModelParameterSet,
+        StartUnit,
+        TopologyUnit,
+        UnitType,
+        write_units,
+    )
+
+    spm = [{"threshold": 0.5, "non_zero_ratio": 0.25, "accuracy": 0.75, "class_bitmask": 5, "class_accuracy": [0.5, 1.0]}]
+    dpm = [{"mse_threshold": 0.125, "accuracy": 0.5, "reduction_ratio": 2.0, "class_accuracy": [0.25]}]
+    units = [
+        StartUnit(UnitType.NNR_STR, general_profile_idc=1),
+        ModelParameterSet(
+            UnitType.NNR_MPS,
+            topology_carriage_flag=True,
+            mps_sparsification_flag=True,
+            mps_decomposition_performance_map_flag=True,
+            mps_quantization_method_flags=1,
+            base_model_id_present_flag=True,
+            validation_set_performance_present_flag=True,
+            mps_parent_signalling_enabled_flag=True,
+            nnr_pre_flag=True,
+            base_model_id="resnet50-v1.5@sha256:0f0f",
+            performance_metric_type="top1_accuracy",
+            mps_qp_density=3,
+            mps_quantization_parameter=-1000,
+            performance_maps={"sparsification": spm, "decomposition": dpm},
+            validation_set_performance=0.75,
+        ),
+        TopologyUnit(UnitType.NNR_TPL, topology_storage_format=3, topology_data=b"\x00"),
+        LayerParameterSet(UnitType.NNR_LPS, lps_quantization_method_flags=1, lps_qp_density=4, lps_quantization_parameter=-77),
+    ]
+    stream = write_units(units)
+    parsed = read_units(stream)
+    for written, read in zip(units, parsed):
+        for field in written.__dataclass_fields__:
+            if field not in ("offset", "size", "nnr_unit_size_flag"):
+                assert getattr(read, field) == getattr(written, field), field

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from nnc_core.bitstream.bits import BitReader
+from nnc_core.bitstream.bits import BitReader, BitWriter
 from nnc_core.errors import BitstreamError
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "CompressedDataUnit",
     "ParseState",
     "read_units",
+    "write_unit",
+    "write_units",
 ]
 
 
@@ -93,10 +95,11 @@ class Unit:
     """Common part of every NNR unit: where it is and its header flags."""
 
     unit_type: int
-    offset: int  # byte offset of the unit in the bitstream
-    size: int  # nnr_unit_size: whole unit including the size field
+    offset: int = 0  # byte offset of the unit in the bitstream (when read)
+    size: int = 0  # nnr_unit_size: whole unit including the size field (when read)
     independently_decodable_flag: bool = True
     partial_data_counter: int | None = None
+    nnr_unit_size_flag: bool | None = None  # long size field; None: the shortest that fits
 
 
 @dataclass
@@ -511,7 +514,14 @@ def _read_unit(buf: memoryview, offset: int, index: int, state: ParseState) -> U
     independent = r.flag()
     partial_present = r.flag()
     partial = r.u(8, "partial_data_counter") if partial_present else None
-    common = dict(unit_type=unit_type, offset=offset, size=size, independently_decodable_flag=independent, partial_data_counter=partial)
+    common = dict(
+        unit_type=unit_type,
+        offset=offset,
+        size=size,
+        independently_decodable_flag=independent,
+        partial_data_counter=partial,
+        nnr_unit_size_flag=bool(long_size),
+    )
     if index == 0 and unit_type != UnitType.NNR_STR:
         raise r.error(f"the first unit must be a start unit (NNR_STR), found type {unit_type}")
 
@@ -559,3 +569,246 @@ def _read_unit(buf: memoryview, offset: int, index: int, state: ParseState) -> U
         ndu.payload = bytes(buf[r.byte_position : offset + size])
         return ndu
     raise BitstreamError(f"unsupported NNR unit type {unit_type}", unit_index=index, byte_offset=type_offset)
+
+
+# ---------------------------------------------------------------------------
+# writing (the same syntax, in the other direction)
+
+
+def _write_performance_maps(w: BitWriter, maps: dict, kinds: tuple[str, ...]) -> None:
+    for kind in kinds:
+        if kind not in maps:
+            continue
+        entries = maps[kind]
+        if kind == "decomposition":
+            w.u(8, len(entries) + 1)
+            for e in entries:
+                w.flt(e["mse_threshold"]), w.flt(e["accuracy"]), w.flt(e["reduction_ratio"])
+                w.u(16, len(e["class_accuracy"]))
+                for a in e["class_accuracy"]:
+                    w.flt(a)
+            continue
+        w.u(8, len(entries) + 1)
+        for e in entries:
+            if kind == "sparsification":
+                w.flt(e["threshold"]), w.flt(e["non_zero_ratio"]), w.flt(e["accuracy"])
+            elif kind == "pruning":
+                w.flt(e["pruning_ratio"]), w.flt(e["accuracy"])
+            else:  # unification
+                w.ue(1, len(e["reshaped_tensor_dimensions"]) + 1)
+                for d in e["reshaped_tensor_dimensions"]:
+                    w.ue(7, d)
+                w.byte_alignment()
+                for key in ("super_block_dimensions", "block_dimensions"):
+                    w.u(8, len(e[key]) + 1)
+                    for d in e[key]:
+                        w.u(8, d)
+                w.flt(e["threshold"]), w.flt(e["accuracy"])
+            w.u(8, len(e["class_accuracy"]))
+            w.ue(7, e["class_bitmask"])
+            for a in e["class_accuracy"]:
+                w.flt(a)
+
+
+def _write_mps(w: BitWriter, u: ModelParameterSet, profile: int) -> None:
+    for flag in (
+        u.topology_carriage_flag,
+        u.mps_sparsification_flag,
+        u.mps_pruning_flag,
+        u.mps_unification_flag,
+        u.mps_decomposition_performance_map_flag,
+    ):
+        w.flag(flag)
+    w.u(3, u.mps_quantization_method_flags)
+    w.flag(u.mps_topology_indexed_reference_flag)
+    if profile == 1:
+        w.flag(u.base_model_id_present_flag)
+        w.flag(u.validation_set_performance_present_flag)
+        w.flag(u.metric_type_performance_map_valid_flag)
+        w.flag(u.mps_parent_signalling_enabled_flag)
+        w.flag(u.nnr_pre_flag if u.mps_parent_signalling_enabled_flag else False)
+        w.u(2, 0)
+        if u.base_model_id_present_flag:
+            w.st(u.base_model_id or "")
+        if u.validation_set_performance_present_flag or u.metric_type_performance_map_valid_flag:
+            w.st(u.performance_metric_type or "")
+    else:
+        w.u(7, 0)
+    if u.mps_quantization_method_flags & 3:
+        w.u(3, u.mps_qp_density or 0)
+        w.i(13, u.mps_quantization_parameter or 0)
+    _write_performance_maps(w, u.performance_maps, ("sparsification", "pruning", "unification", "decomposition"))
+    if profile == 1 and u.validation_set_performance_present_flag:
+        w.flt(u.validation_set_performance or 0.0)
+    w.byte_alignment()
+
+
+def _write_lps(w: BitWriter, u: LayerParameterSet) -> None:
+    w.flag(u.lps_self_contained_flag)
+    w.u(7, 0)
+    w.u(1, 0)
+    w.flag(u.lps_sparsification_flag)
+    w.flag(u.lps_pruning_flag)
+    w.flag(u.lps_unification_flag)
+    w.u(3, u.lps_quantization_method_flags)
+    w.u(1, 0)
+    if u.lps_quantization_method_flags & 3:
+        w.u(3, u.lps_qp_density or 0)
+        w.i(13, u.lps_quantization_parameter or 0)
+    _write_performance_maps(w, u.performance_maps, ("sparsification", "pruning", "unification"))
+    w.byte_alignment()
+
+
+def _write_element_ids(w: BitWriter, ids: list, indexed: bool) -> None:
+    w.ue(7, len(ids) - 2)
+    if not indexed:
+        w.byte_alignment()
+        for name in ids:
+            w.st(str(name))
+    else:
+        for i in ids:
+            w.ue(7, int(i))
+        w.byte_alignment()
+
+
+def _write_codebook(w: BitWriter, cb: IntegerCodebook) -> None:
+    size = len(cb.values)
+    w.u(4, cb.egk)
+    w.ue(2, size)
+    w.ie(2, cb.zero_offset - (size >> 1))
+    w.ie(7, cb.values[cb.zero_offset])
+    for j in range(cb.zero_offset - 1, -1, -1):
+        w.ue(cb.egk, cb.values[j + 1] - cb.values[j] - 1)
+    for j in range(cb.zero_offset + 1, size):
+        w.ue(cb.egk, cb.values[j] - cb.values[j - 1] - 1)
+
+
+def _write_ndu_header(w: BitWriter, h: NduHeader, state: ParseState) -> None:
+    profile = state.general_profile_idc
+    mps = state.mps
+    indexed = bool(mps and mps.mps_topology_indexed_reference_flag)
+    w.u(5, int(h.payload_type))
+    w.flag(h.multiple_topology_elements_present_flag)
+    w.flag(h.decompressed_data_format_present_flag)
+    w.flag(h.input_parameters_present_flag)
+    if h.multiple_topology_elements_present_flag:
+        _write_element_ids(w, h.element_ids, indexed)
+    elif not indexed:
+        w.st(str(h.element_ids[0]))
+    else:
+        w.ue(7, int(h.element_ids[0]))
+    if profile == 1:
+        w.flag(h.node_id_present_flag)
+        if h.node_id_present_flag:
+            w.ue(1, h.device_id)
+            w.ue(5, h.parameter_id or 0)
+            w.ue(4, h.put_node_depth or 0)
+        if mps and mps.mps_parent_signalling_enabled_flag:
+            w.flag(h.parent_node_id_present_flag)
+            if h.parent_node_id_present_flag:
+                w.u(2, h.parent_node_id_type or 0)
+                w.flag(h.temporal_context_modeling_flag)
+                if h.parent_node_id_type == ICNN_NDU_ID:
+                    w.ue(1, h.parent_device_id or 0)
+                    if not h.node_id_present_flag:
+                        w.ue(5, h.parameter_id or 0)
+                        w.ue(4, h.put_node_depth or 0)
+                elif h.parent_node_id_type in (ICNN_NDU_PL_SHA256, ICNN_NDU_PL_SHA512):
+                    for b in h.parent_node_payload_hash or b"":
+                        w.u(8, b)
+    pt = h.payload_type
+    if pt in (PayloadType.NNR_PT_FLOAT, PayloadType.NNR_PT_BLOCK):
+        w.flag(h.codebook_present_flag)
+        if h.codebook_present_flag:
+            _write_codebook(w, h.codebooks[0])
+    if pt in (PayloadType.NNR_PT_INT, PayloadType.NNR_PT_FLOAT, PayloadType.NNR_PT_BLOCK):
+        w.flag(h.dq_flag)
+    if h.decompressed_data_format_present_flag:
+        w.u(7, h.decompressed_data_format or 0)
+    if h.input_parameters_present_flag:
+        w.flag(h.tensor_dimensions_flag)
+        w.flag(h.cabac_unary_length_flag)
+        w.u(4, h.compressed_parameter_types)
+        if h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC:
+            w.ue(3, h.decomposition_rank or 0)
+            w.ue(3, h.g_number_of_rows or 0)
+        if h.tensor_dimensions_flag:
+            w.ue(1, len(h.tensor_dimensions))
+            for d in h.tensor_dimensions:
+                w.ue(7, d)
+        if h.cabac_unary_length_flag:
+            w.u(8, h.cabac_unary_length_minus1)
+    if pt == PayloadType.NNR_PT_BLOCK and h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC and h.codebook_present_flag:
+        _write_codebook(w, h.codebooks[1])
+    if len(h.tensor_dimensions) > 1:
+        if profile == 1:
+            w.ue(1, h.first_tensor_dimension_shift)
+        w.u(4, h.scan_order)
+        if h.scan_order > 0:
+            if len(h.entry_points) != _num_entry_points(h):
+                raise ValueError(f"NDU needs {_num_entry_points(h)} entry points, has {len(h.entry_points)}")
+            previous = 0
+            for j, ep in enumerate(h.entry_points):
+                w.u(8, ep.value)
+                if h.dq_flag:
+                    w.u(3, ep.dq_state)
+                if j == 0:
+                    w.ue(11, ep.bit_offset_delta)
+                else:
+                    w.ie(7, ep.bit_offset_delta - previous)
+                previous = ep.bit_offset_delta
+    w.byte_alignment()
+
+
+def write_unit(unit: Unit, state: ParseState) -> bytes:
+    """Serialise one NNR unit; ``state`` carries the profile and MPS as for reading."""
+    w = BitWriter()
+    w.u(6, unit.unit_type)
+    w.flag(unit.independently_decodable_flag)
+    w.flag(unit.partial_data_counter is not None)
+    if unit.partial_data_counter is not None:
+        w.u(8, unit.partial_data_counter)
+    if isinstance(unit, StartUnit):
+        w.u(8, unit.general_profile_idc)
+        state.general_profile_idc = unit.general_profile_idc
+        state.mps = None
+    elif state.general_profile_idc is None:
+        raise ValueError("a start unit must come first")
+    elif isinstance(unit, ModelParameterSet):
+        _write_mps(w, unit, state.general_profile_idc)
+        state.mps = unit
+    elif isinstance(unit, LayerParameterSet):
+        _write_lps(w, unit)
+    elif isinstance(unit, TopologyUnit):
+        w.u(8, unit.topology_storage_format)
+        w.u(8, unit.topology_compression_format)
+        if unit.topology_storage_format == TopologyStorageFormat.NNR_TPL_REFLIST:
+            _write_element_ids(w, unit.element_ids, True)
+        else:
+            w.bytes(unit.topology_data)
+    elif isinstance(unit, QuantizationUnit):
+        w.u(8, unit.quantization_storage_format)
+        w.u(8, unit.quantization_compression_format)
+        w.bytes(unit.quantization_data)
+    elif isinstance(unit, CompressedDataUnit):
+        _write_ndu_header(w, unit.header, state)
+        w.bytes(unit.payload)
+    else:
+        raise ValueError(f"cannot write unit type {unit.unit_type}")
+    body = w.getvalue()
+    long_form = unit.nnr_unit_size_flag
+    if long_form is None:
+        long_form = len(body) + 2 > 0x7FFF
+    if not long_form:
+        if len(body) + 2 > 0x7FFF:
+            raise ValueError(f"unit of {len(body) + 2} bytes needs the long size field")
+        return (len(body) + 2).to_bytes(2, "big") + body
+    if len(body) + 4 > 0x7FFFFFFF:
+        raise ValueError(f"unit of {len(body) + 4} bytes is larger than nnr_unit_size allows")
+    return (0x80000000 | (len(body) + 4)).to_bytes(4, "big") + body
+
+
+def write_units(units: list[Unit]) -> bytes:
+    """Serialise a sequence of NNR units into a bitstream."""
+    state = ParseState()
+    return b"".join(write_unit(u, state) for u in units)
