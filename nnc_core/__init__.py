@@ -12,10 +12,14 @@ from nnc_core.errors import (
     NncMemoryError,
 )
 
+from nnc_core.decoding import DecoderState, decode
+
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "decode",
+    "DecoderState",
     "NncError",
     "ConfigError",
     "EncodeError",

@@ -1,17 +1,147 @@
-"""The ``nnc`` command line tool."""
+"""The ``nnc`` command line tool.
+
+    nnc info IN.nnr              list every unit and each tensor's bits per parameter
+    nnc decode IN.nnr -o OUT.npz decode a bitstream into a numpy archive
+
+Outputs are written atomically: a failed run leaves no partial file and an
+existing file untouched.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
 
 import nnc_core
+from nnc_core.bitstream.units import (
+    CompressedDataUnit,
+    LayerParameterSet,
+    ModelParameterSet,
+    PayloadType,
+    StartUnit,
+    TopologyStorageFormat,
+    TopologyUnit,
+    UnitType,
+    read_units,
+)
+from nnc_core.decoding import decode_bitstream
+from nnc_core.errors import NncError
+
+
+def _unit_name(unit_type: int) -> str:
+    try:
+        return UnitType(unit_type).name
+    except ValueError:
+        return f"type {unit_type}"
+
+
+def _describe(unit) -> str:  # type: ignore[no-untyped-def]
+    if isinstance(unit, StartUnit):
+        return f"general_profile_idc={unit.general_profile_idc}"
+    if isinstance(unit, ModelParameterSet):
+        parts = [f"qp_density={unit.mps_qp_density}", f"qp={unit.mps_quantization_parameter}"]
+        if unit.mps_parent_signalling_enabled_flag:
+            parts.append("parent_signalling")
+        if unit.base_model_id:
+            parts.append(f"base_model_id={unit.base_model_id!r}")
+        return " ".join(parts)
+    if isinstance(unit, LayerParameterSet):
+        return f"qp_density={unit.lps_qp_density} qp={unit.lps_quantization_parameter}"
+    if isinstance(unit, TopologyUnit):
+        try:
+            fmt = TopologyStorageFormat(unit.topology_storage_format).name
+        except ValueError:
+            fmt = str(unit.topology_storage_format)
+        return f"storage={fmt} compression={unit.topology_compression_format} data={len(unit.topology_data)} bytes"
+    if isinstance(unit, CompressedDataUnit):
+        h = unit.header
+        parts = [
+            PayloadType(h.payload_type).name,
+            "ids=" + ",".join(str(i) for i in h.element_ids),
+            "dims=" + "x".join(str(d) for d in h.tensor_dimensions),
+        ]
+        if h.dq_flag:
+            parts.append("dq")
+        if h.codebook_present_flag:
+            parts.append("codebook=" + "/".join(str(len(c.values)) for c in h.codebooks))
+        if h.scan_order:
+            parts.append(f"scan_order={h.scan_order} entry_points={len(h.entry_points)}")
+        if h.parent_node_id_present_flag:
+            parts.append(f"parent depth={h.put_node_depth}" + (" tca" if h.temporal_context_modeling_flag else ""))
+        return " ".join(parts)
+    return ""
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    data = Path(args.input).read_bytes()
+    units = read_units(data)
+    print(f"{args.input}: {len(data)} bytes, {len(units)} units")
+    print(f"{'unit':>4}  {'type':<8} {'offset':>9} {'size':>9}  header")
+    for i, unit in enumerate(units):
+        print(f"{i:>4}  {_unit_name(unit.unit_type):<8} {unit.offset:>9} {unit.size:>9}  {_describe(unit)}")
+    tensors = decode_bitstream(data, None) if not args.no_decode else []
+    if tensors:
+        sizes = {i: u.size for i, u in enumerate(units)}
+        per_unit: dict[int, int] = {}
+        for t in tensors:
+            per_unit[t.unit_index] = per_unit.get(t.unit_index, 0) + t.values.size
+        print()
+        print(f"{'tensor':<48} {'dtype':<8} {'shape':<16} {'qp':>5} {'bits/param':>10}")
+        for t in tensors:
+            bpp = 8 * sizes[t.unit_index] / max(per_unit[t.unit_index], 1)
+            shape = "x".join(str(d) for d in t.values.shape)
+            print(f"{t.name:<48} {str(t.values.dtype):<8} {shape:<16} {'' if t.qp is None else t.qp:>5} {bpp:>10.3f}")
+        total = sum(t.values.size for t in tensors)
+        print(f"\n{total} parameters, {8 * len(data) / max(total, 1):.3f} bits per parameter for the whole bitstream")
+    return 0
+
+
+def _write_atomically(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+    """Write through a temporary file in the same directory, then rename."""
+    path = path.resolve()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    data = Path(args.input).read_bytes()
+    tensors = nnc_core.decode(data)
+    output = Path(args.output)
+    _write_atomically(output, lambda f: np.savez(f, **tensors))
+    if not args.quiet:
+        print(f"{args.input}: {len(tensors)} tensors -> {output}", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnc", description="ISO/IEC 15938-17 Neural Network Coding")
     parser.add_argument("--version", action="version", version=f"nnc {nnc_core.__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    info = sub.add_parser("info", help="list the units of a bitstream and each tensor's bits per parameter")
+    info.add_argument("input", help="NNR bitstream")
+    info.add_argument("--no-decode", action="store_true", help="only parse unit headers")
+    info.set_defaults(run=cmd_info)
+
+    decode = sub.add_parser("decode", help="decode a bitstream into a .npz archive")
+    decode.add_argument("input", help="NNR bitstream")
+    decode.add_argument("-o", "--output", required=True, help="output .npz")
+    decode.add_argument("-q", "--quiet", action="store_true")
+    decode.set_defaults(run=cmd_decode)
     return parser
 
 
@@ -21,7 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return 0
+    try:
+        return int(args.run(args))
+    except NncError as e:
+        print(f"nnc {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"nnc {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from nnc_core.bitstream.units import (
 from nnc_core.deepcabac import Decoder, TensorCoding
 from nnc_core.errors import BitstreamError
 
-__all__ = ["quantization_step", "DecodedTensor", "DecoderState", "decode_bitstream"]
+__all__ = ["quantization_step", "DecodedTensor", "DecoderState", "decode_bitstream", "decode"]
 
 
 def quantization_step(qp: int, qp_density: int) -> np.float32:
@@ -258,3 +258,18 @@ def _reconstruct(stored: np.ndarray, payload_type: int, qp: int | None, qp_densi
         return table[idx].astype(np.float64) * np.float64(step)
     with np.errstate(over="ignore", invalid="ignore"):
         return (step * stored.astype(np.float32)).astype(np.float32)
+
+
+def decode(
+    data: bytes | bytearray | memoryview,
+    /,
+    *,
+    state: DecoderState | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> dict[str, np.ndarray]:
+    """Decode an NNR bitstream into ``{tensor name: array}`` in stream order.
+
+    Pass the same ``state`` to decode the bitstreams of an incremental
+    sequence in order (the decoded arrays of an update are the update itself).
+    """
+    return {t.name: t.values for t in decode_bitstream(data, state, max_elements=max_elements)}

@@ -1,0 +1,53 @@
+"""The nnc command: info lists units and bits per parameter; decode writes an
+.npz atomically and leaves nothing behind when it fails."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from nnc_core.cli import main
+
+VECTORS = Path(__file__).parent / "vectors"
+BLOCK = VECTORS / "v11_block_conv_bn" / "stream.nnr"
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("nnc")
+    assert exe, "pip install . provides the nnc command"
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("nnc ")
+
+
+def test_info_lists_units_and_tensors(capsys):
+    assert main(["info", str(BLOCK)]) == 0
+    out = capsys.readouterr().out
+    assert "573 bytes, 4 units" in out
+    assert "NNR_NDU         18       555  NNR_PT_BLOCK ids=conv.weight,bn.bias" in out
+    assert "conv.weight                                      float32  8x3x3x3            -38     17.344" in out
+    assert "256 parameters, 17.906 bits per parameter" in out
+
+
+def test_decode_writes_the_reference_tensors(tmp_path):
+    out = tmp_path / "model.npz"
+    assert main(["decode", str(BLOCK), "-o", str(out), "-q"]) == 0
+    with np.load(out) as archive:
+        assert list(archive) == ["conv.bias", "bn.bias", "bn.weight", "bn.running_mean", "bn.running_var", "conv.weight"]
+        for name in archive:
+            reference = np.load(VECTORS / "v11_block_conv_bn" / f"dec_{name}.npy")
+            assert archive[name].tobytes() == reference.tobytes()
+    assert list(tmp_path.iterdir()) == [out]  # no temporary file left
+
+
+def test_failed_decode_leaves_previous_output_intact(tmp_path, capsys):
+    truncated = tmp_path / "truncated.nnr"
+    truncated.write_bytes(BLOCK.read_bytes()[:100])
+    out = tmp_path / "model.npz"
+    out.write_bytes(b"previous")
+    assert main(["decode", str(truncated), "-o", str(out)]) == 1
+    assert "nnc decode: error: nnr_unit_size 555 runs past the end of the bitstream (82 bytes left) (unit 3, byte offset 18)" in capsys.readouterr().err
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "truncated.nnr"]
