@@ -57,3 +57,4 @@ int dcabac_dec_bypass(dcabac_decoder *dec, int nbits, uint32_t *value);
 int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
                       dcabac_entry_point *eps, size_t eps_capacity);
 int dcabac_dec_finish(dcabac_decoder *dec, size_t *consumed);
+int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out);

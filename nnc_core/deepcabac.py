@@ -44,6 +44,8 @@ __all__ = [
     "encode_tensor",
     "decode_tensor",
     "ENTRY_POINT_DTYPE",
+    "scan_positions",
+    "dq_quantize",
 ]
 
 _ABI_VERSION = 1
@@ -362,3 +364,33 @@ def decode_tensor(
         result = dec.decode_tensor(shape, coding, **kwargs)
         dec.finish()
         return result.values
+
+
+def scan_positions(shape: tuple[int, ...], scan_order: int) -> np.ndarray | None:
+    """Flat positions of a tensor in coding order (None for row-major order)."""
+    height, width = _matrix_shape(shape)
+    if scan_order == 0 or height <= 1 or width <= 1:
+        return None
+    block = 4 << scan_order
+    rows = np.arange(height, dtype=np.int64)
+    cols = np.arange(width, dtype=np.int64)
+    # sort key: block row, block column, row, column
+    y, x = np.meshgrid(rows, cols, indexing="ij")
+    key = np.lexsort(((x % block).ravel(), (y % block).ravel(), (x // block).ravel(), (y // block).ravel()))
+    return np.ascontiguousarray(key, dtype=np.int64)
+
+
+def dq_quantize(weights: np.ndarray, step: float, /, *, scan_order: int = 0) -> np.ndarray:
+    """Reconstruction indices of dependent scalar quantization (8-state trellis,
+    squared error), the reference encoder's choice for the same weights."""
+    w = np.ascontiguousarray(weights, dtype=np.float32)
+    out = np.empty(w.shape, dtype=np.int32)
+    order = scan_positions(w.shape, scan_order)
+    order_ptr = ffi.NULL if order is None else ffi.from_buffer("int64_t[]", order)
+    status = lib.dcabac_dq_quantize(
+        ffi.from_buffer("float[]", w), w.size, order_ptr, float(np.float32(step)), ffi.from_buffer("int32_t[]", out)
+    )
+    if status == lib.DCABAC_E_RANGE:
+        raise EncodeError(f"weights too large for step {step} (or not finite)")
+    _check(status, ffi.new("char[]", b""))
+    return out

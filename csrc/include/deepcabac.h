@@ -127,6 +127,14 @@ int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
  * *consumed receives the number of payload bytes the decoder read. */
 int dcabac_dec_finish(dcabac_decoder *dec, size_t *consumed);
 
+/* ---- quantization ----------------------------------------------------- */
+
+/* Dependent scalar quantization of `count` weights visited in `order`
+ * (positions in coding order; NULL = 0..count-1) with step size `step`:
+ * writes reconstruction indices (the values dcabac_enc_tensor codes with
+ * dq_flag = 1) to out, at the weights' positions.  Squared-error trellis. */
+int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out);
+
 #ifdef __cplusplus
 }
 #endif
