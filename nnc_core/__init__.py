@@ -13,11 +13,13 @@ from nnc_core.errors import (
 )
 
 from nnc_core.decoding import DecoderState, decode
+from nnc_core.encoding import encode
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "encode",
     "decode",
     "DecoderState",
     "NncError",

@@ -1,5 +1,6 @@
 """The ``nnc`` command line tool.
 
+    nnc encode IN.npz -o OUT.nnr encode the arrays of a numpy archive
     nnc info IN.nnr              list every unit and each tensor's bits per parameter
     nnc decode IN.nnr -o OUT.npz decode a bitstream into a numpy archive
 
@@ -127,10 +128,50 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encode(args: argparse.Namespace) -> int:
+    with np.load(args.input, allow_pickle=False) as archive:
+        tensors = {name: archive[name] for name in archive.files}
+    show = (not args.quiet) and sys.stderr.isatty()
+
+    def progress(done: int, total: int, name: str) -> None:
+        if show:
+            print(f"\r[{done}/{total}] {name[:60]:<60}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    data = nnc_core.encode(
+        tensors,
+        qp=args.qp,
+        qp_density=args.qp_density,
+        nonweight_qp=args.nonweight_qp,
+        use_dq=not args.no_dq,
+        scan_order=args.scan_order,
+        row_skipping=args.row_skipping,
+        progress=progress,
+    )
+    output = Path(args.output)
+    _write_atomically(output, lambda f: f.write(data))
+    if not args.quiet:
+        params = sum(int(np.asarray(t).size) for t in tensors.values())
+        print(f"{args.input}: {len(tensors)} tensors, {params} parameters -> {output}: {len(data)} bytes, "
+              f"{8 * len(data) / max(params, 1):.3f} bits per parameter", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnc", description="ISO/IEC 15938-17 Neural Network Coding")
     parser.add_argument("--version", action="version", version=f"nnc {nnc_core.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    encode = sub.add_parser("encode", help="encode the arrays of a .npz archive into an NNR bitstream")
+    encode.add_argument("input", help="numpy .npz archive (names -> arrays)")
+    encode.add_argument("-o", "--output", required=True, help="output NNR bitstream")
+    encode.add_argument("--qp", type=int, default=-38, help="QP of weights (tensors with more than one dimension); default -38")
+    encode.add_argument("--qp-density", type=int, default=2, help="QP resolution, 0..7; default 2")
+    encode.add_argument("--nonweight-qp", type=int, default=-75, help="QP of biases and other 1-D tensors; default -75")
+    encode.add_argument("--no-dq", action="store_true", help="uniform instead of dependent quantization")
+    encode.add_argument("--scan-order", type=int, default=0, choices=range(5), help="0 row-major, 1..4 block scans")
+    encode.add_argument("--row-skipping", action="store_true", help="signal and skip all-zero rows")
+    encode.add_argument("-q", "--quiet", action="store_true")
+    encode.set_defaults(run=cmd_encode)
 
     info = sub.add_parser("info", help="list the units of a bitstream and each tensor's bits per parameter")
     info.add_argument("input", help="NNR bitstream")

@@ -111,3 +111,29 @@ def test_crepe_streams_decode_like_nncodec(crepe_tiny, args):
 def test_crepe_block_streams_decode_like_nncodec(crepe_tiny, bnf, use_dq):
     params = {k: v for k, v in crepe_tiny.items() if v.dtype == np.float32}
     _check(*_compress_and_decode(params, block_id_and_param_type=_crepe_blocks(params), bnf=bnf, use_dq=use_dq))
+
+
+ENCODER_SETTINGS = [
+    {},
+    {"use_dq": False},
+    {"qp": -32, "qp_density": 3, "nonweight_qp": -90},
+    {"scan_order": 2, "row_skipping": True},
+    {"scan_order": 1, "use_dq": False},
+    {"cabac_unary_length_minus1": 3, "param_opt": False},
+]
+
+
+@pytest.mark.parametrize("args", ENCODER_SETTINGS, ids=lambda a: ",".join(f"{k}={v}" for k, v in a.items()) or "defaults")
+@pytest.mark.parametrize("model", ["minilm", "crepe"])
+def test_our_streams_equal_nncodec_and_decode_there(minilm, crepe_tiny, model, args):
+    """Our encoder writes NNCodec's exact bitstream; NNCodec decodes it to what we decode."""
+    import nnc_core
+
+    params = _minilm_subset(minilm) if model == "minilm" else _crepe(crepe_tiny)
+    ours = nnc_core.encode(params, **args)
+    theirs, expected = _compress_and_decode(params, **args)
+    assert ours == theirs
+    nnc = reference.nncodec_compression()
+    with contextlib.redirect_stdout(io.StringIO()):
+        decoded_there = nnc.decompress(bytearray(ours))
+    _check(ours, decoded_there)
