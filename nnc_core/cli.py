@@ -143,6 +143,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         qp_density=args.qp_density,
         nonweight_qp=args.nonweight_qp,
         use_dq=not args.no_dq,
+        codebook_mode=args.codebook_mode,
         scan_order=args.scan_order,
         row_skipping=args.row_skipping,
         progress=progress,
@@ -168,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--qp-density", type=int, default=2, help="QP resolution, 0..7; default 2")
     encode.add_argument("--nonweight-qp", type=int, default=-75, help="QP of biases and other 1-D tensors; default -75")
     encode.add_argument("--no-dq", action="store_true", help="uniform instead of dependent quantization")
+    encode.add_argument("--codebook", dest="codebook_mode", action="store_const", const=1, default=0,
+                        help="code float tensors as indices into integer codebooks")
+    encode.add_argument("--codebook-mode", type=int, choices=(0, 1, 2), dest="codebook_mode",
+                        help="0 no codebooks, 1 always (= --codebook), 2 where smaller than uniform")
     encode.add_argument("--scan-order", type=int, default=0, choices=range(5), help="0 row-major, 1..4 block scans")
     encode.add_argument("--row-skipping", action="store_true", help="signal and skip all-zero rows")
     encode.add_argument("-q", "--quiet", action="store_true")

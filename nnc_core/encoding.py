@@ -19,8 +19,10 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from nnc_core.bitstream.bits import BitWriter
 from nnc_core.bitstream.units import (
     CompressedDataUnit,
+    IntegerCodebook,
     EntryPoint,
     ModelParameterSet,
     NduHeader,
@@ -30,10 +32,11 @@ from nnc_core.bitstream.units import (
     TopologyStorageFormat,
     TopologyUnit,
     UnitType,
+    _write_codebook,
     write_unit,
 )
 from nnc_core.decoding import quantization_step
-from nnc_core.deepcabac import Decoder, Encoder, TensorCoding, dq_quantize
+from nnc_core.deepcabac import Decoder, Encoder, TensorCoding, dq_quantize, encode_tensor
 from nnc_core.errors import ConfigError, EncodeError
 
 __all__ = ["encode", "uniform_quantize"]
@@ -86,6 +89,54 @@ def _quantize(name: str, w: np.ndarray, qp: int, qp_density: int, dq: bool, scan
     return stored, qp
 
 
+def _codebook_bits(values: list[int], zero_offset: int, egk: int) -> int:
+    w = BitWriter()
+    _write_codebook(w, IntegerCodebook(egk, values, zero_offset))
+    return w.bit_length
+
+
+def _codebook_quantize(
+    name: str, w: np.ndarray, qp: int, qp_density: int, use_dq: bool, mode: int, scan_order: int, unary: int, param_opt: bool
+) -> tuple[np.ndarray, int, IntegerCodebook | None]:
+    """Codebook quantization (clause 9.2.3 signalling), with the reference encoder's choices.
+
+    Levels of uniform quantization (at a step halved when DQ was asked for,
+    to compensate for not using it) become indices into their sorted unique
+    values; the zero offset is the one that codes the indices in the fewest
+    bytes, and ``codebook_egk`` the one that codes the codebook in the fewest
+    bits.  Mode 2 keeps uniform quantization when that codes smaller.
+    Returns stored integers, QP and codebook (None: uniform).
+    """
+    if unary < 1:
+        raise ConfigError("codebooks need cabac_unary_length_minus1 >= 1 (their search codes with that many flags)")
+    levels, cb_qp = _quantize(name, w, qp - (1 << qp_density) if use_dq else qp, qp_density, False, scan_order)
+    values, inverse = np.unique(levels, return_inverse=True)
+    indices = inverse.reshape(levels.shape).astype(np.int32)
+    # The reference encoder's search codes with cabac_unary_length_minus1 flags
+    # (not + 1) and profile-0 binarization; reproduced for identical choices.
+    search = TensorCoding(cabac_unary_length_minus1=unary - 1, general_profile_idc=0, param_opt=True)
+    best_zero, best_bytes = 0, None
+    for zero in range(len(values)):
+        size = len(encode_tensor(indices - zero, search))
+        if best_bytes is None or size < best_bytes:
+            best_zero, best_bytes = zero, size
+    codebook_values = [int(v) for v in values]
+    bits = [_codebook_bits(codebook_values, best_zero, egk) for egk in range(16)]
+    codebook = IntegerCodebook(int(np.argmin(bits)), codebook_values, best_zero)
+    indices = (indices - best_zero).astype(np.int32)
+    if mode == 1:
+        return indices, cb_qp, codebook
+    uniform, uni_qp = _quantize(name, w, qp, qp_density, True, scan_order) if use_dq else (levels, cb_qp)
+    cost = TensorCoding(dq_flag=use_dq, scan_order=scan_order, cabac_unary_length_minus1=unary - 1, param_opt=param_opt)
+    bytes_uniform = len(encode_tensor(uniform, cost))
+    cost = TensorCoding(scan_order=scan_order, cabac_unary_length_minus1=unary - 1, param_opt=param_opt)
+    # (the reference adds the codebook's size in bits to a size in bytes)
+    bytes_codebook = len(encode_tensor(indices, cost)) + bits[codebook.egk]
+    if bytes_codebook < bytes_uniform:
+        return indices, cb_qp, codebook
+    return uniform, uni_qp, None
+
+
 def _check_qp(name: str, qp: int, base_qp: int, qp_density: int) -> None:
     bits = 6 + qp_density
     offset = qp - base_qp
@@ -117,6 +168,7 @@ def encode(
     nonweight_qp: int = -75,
     qp_per_tensor: Mapping[str, int] | None = None,
     use_dq: bool = True,
+    codebook_mode: int = 0,
     scan_order: int = 0,
     cabac_unary_length_minus1: int = 10,
     param_opt: bool = True,
@@ -136,6 +188,8 @@ def encode(
             smallest larger QP that fits, as the reference encoder does.
         qp_per_tensor: QP overrides by tensor name.
         use_dq: dependent scalar quantization (trellis) instead of uniform.
+        codebook_mode: 0 none; 1 every float tensor coded as indices into an
+            integer codebook; 2 a codebook where it codes smaller.
         scan_order: 0 row-major, 1..4 block scans with entry points.
         cabac_unary_length_minus1, param_opt, row_skipping: entropy coding
             options (see :class:`nnc_core.deepcabac.TensorCoding`).
@@ -150,6 +204,8 @@ def encode(
         raise ConfigError(f"qp_density {qp_density} outside 0..7")
     if not 0 <= scan_order <= 4:
         raise ConfigError(f"scan_order {scan_order} outside 0..4")
+    if codebook_mode not in (0, 1, 2):
+        raise ConfigError(f"codebook_mode {codebook_mode} is not 0, 1 or 2")
     qp_per_tensor = dict(qp_per_tensor or {})
     unknown = set(qp_per_tensor) - set(tensors)
     if unknown:
@@ -175,7 +231,7 @@ def encode(
             _encode_tensor(
                 str(name), np.asarray(value), index, state,
                 qp=qp_per_tensor.get(name), weight_qp=qp, nonweight_qp=nonweight_qp, qp_density=qp_density,
-                use_dq=use_dq, scan_order=scan_order, unary=cabac_unary_length_minus1,
+                use_dq=use_dq, codebook_mode=codebook_mode, scan_order=scan_order, unary=cabac_unary_length_minus1,
                 param_opt=param_opt, row_skipping=row_skipping,
             )
         )
@@ -195,6 +251,7 @@ def _encode_tensor(
     nonweight_qp: int,
     qp_density: int,
     use_dq: bool,
+    codebook_mode: int,
     scan_order: int,
     unary: int,
     param_opt: bool,
@@ -208,7 +265,7 @@ def _encode_tensor(
         if value.size and (value.min() < -(2**31) or value.max() > 2**31 - 1):
             raise EncodeError(f"tensor {name!r}: integer values outside int32")
         stored = value.astype(np.int32)
-        payload_type, dq, tensor_qp = PayloadType.NNR_PT_INT, False, None
+        payload_type, dq, tensor_qp, codebook = PayloadType.NNR_PT_INT, False, None, None
     elif kind == "f":
         w = value.astype(np.float32)
         if not np.all(np.isfinite(w)):
@@ -216,8 +273,15 @@ def _encode_tensor(
             raise EncodeError(f"tensor {name!r}: non-finite value {w.reshape(-1)[bad]} at flat index {bad}")
         requested = qp if qp is not None else (weight_qp if value.ndim > 1 else nonweight_qp)
         _check_qp(name, requested, 0, qp_density)
-        dq = use_dq
-        stored, tensor_qp = _quantize(name, w, requested, qp_density, dq, scan_order if len(shape) > 1 else 0)
+        tensor_scan = scan_order if len(shape) > 1 else 0
+        if codebook_mode:
+            stored, tensor_qp, codebook = _codebook_quantize(
+                name, w, requested, qp_density, use_dq, codebook_mode, tensor_scan, unary, param_opt
+            )
+            dq = use_dq and codebook is None
+        else:
+            dq, codebook = use_dq, None
+            stored, tensor_qp = _quantize(name, w, requested, qp_density, dq, tensor_scan)
         _check_qp(name, tensor_qp, 0, qp_density)
         payload_type = PayloadType.NNR_PT_FLOAT
     else:
@@ -230,6 +294,8 @@ def _encode_tensor(
         general_profile_idc=1,
         row_skip_flag=row_skipping,
         param_opt=param_opt,
+        codebook_size=len(codebook.values) if codebook else 0,
+        codebook_zero_offset=codebook.zero_offset if codebook else 0,
     )
     enc = Encoder()
     qp_bits = None
@@ -249,6 +315,8 @@ def _encode_tensor(
         device_id=0,
         parameter_id=index,
         put_node_depth=0,
+        codebook_present_flag=codebook is not None,
+        codebooks=[codebook] if codebook else [],
         dq_flag=dq,
         tensor_dimensions_flag=True,
         cabac_unary_length_flag=True,

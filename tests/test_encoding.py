@@ -17,7 +17,7 @@ from nnc_core.encoding import uniform_quantize
 
 ROOT = Path(__file__).parent / "vectors"
 MANIFEST = json.loads((ROOT / "manifest.json").read_text())
-SUPPORTED = {"qp", "qp_density", "nonweight_qp", "use_dq", "scan_order", "cabac_unary_length_minus1", "param_opt", "row_skipping"}
+SUPPORTED = {"qp", "qp_density", "nonweight_qp", "use_dq", "codebook_mode", "scan_order", "cabac_unary_length_minus1", "param_opt", "row_skipping"}
 ENCODABLE = [v for v in MANIFEST["vectors"] if "stream" in v and set(v["compress_args"]) <= SUPPORTED]
 
 
@@ -31,7 +31,7 @@ def test_stream_equals_reference(vector):
 
 
 def test_encodable_vectors_cover_the_settings():
-    assert len(ENCODABLE) == 14  # codebooks, blocks, RDO and int_quant_bw come with the next encoder tools
+    assert len(ENCODABLE) == 17  # blocks, RDO and int_quant_bw come with the next encoder tools
 
 
 @pytest.mark.parametrize("use_dq", [True, False])
@@ -95,3 +95,5 @@ def test_cli_encode_matches_the_api(tmp_path):
     assert out.read_bytes() == (ROOT / vector["stream"]).read_bytes()
     assert main(["encode", str(npz), "-o", str(out), "--no-dq", "--qp", "-44", "-q"]) == 0
     assert out.read_bytes() == nnc_core.encode(_inputs(vector), use_dq=False, qp=-44)
+    assert main(["encode", str(npz), "-o", str(out), "--codebook", "-q"]) == 0
+    assert out.read_bytes() == nnc_core.encode(_inputs(vector), codebook_mode=1)

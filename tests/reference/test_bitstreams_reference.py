@@ -137,3 +137,13 @@ def test_our_streams_equal_nncodec_and_decode_there(minilm, crepe_tiny, model, a
     with contextlib.redirect_stdout(io.StringIO()):
         decoded_there = nnc.decompress(bytearray(ours))
     _check(ours, decoded_there)
+
+
+@pytest.mark.parametrize("args", CODEBOOK_SETTINGS, ids=lambda a: ",".join(f"{k}={v}" for k, v in a.items()))
+def test_our_codebook_streams_equal_nncodec(minilm, args):
+    import nnc_core
+
+    params = {n: minilm[n] for n in minilm if n.startswith("encoder.layer.0.attention.self.query")}
+    ours = nnc_core.encode(params, **args)
+    theirs, expected = _compress_and_decode(params, **args)
+    assert ours == theirs
