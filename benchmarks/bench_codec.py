@@ -1,0 +1,95 @@
+"""Whole-model benchmark: nnc_core.encode/decode against NNCodec 2.1.3's
+compress/decompress on real pretrained models, side by side in one run.
+
+Run it with::
+
+    tox -e bench-codec                       # environment with NNCodec (see tox.ini)
+    python benchmarks/bench_codec.py         # in any environment holding both
+
+For each model and setting it reports the bitstream size, bits per parameter,
+the SNR of the reconstruction over all float tensors, encode and decode wall
+time of both implementations and their ratio, and whether the two bitstreams
+are identical (they are for every setting both implement the same way).
+Models come from PyPI wheels (see nnc_core.testing.pretrained).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import platform
+import time
+
+import numpy as np
+
+import nnc_core
+from nnc_core.testing import pretrained, reference
+
+SETTINGS = {
+    "defaults (DQ, qp -38)": {},
+    "uniform, qp -38": {"use_dq": False},
+    "DQ, qp -32, row skipping": {"qp": -32, "row_skipping": True},
+}
+
+
+def _model(name: str) -> dict[str, np.ndarray]:
+    tensors = pretrained.load(name)
+    # integer tensors (position ids, BN counters) as int32, which both codecs code losslessly
+    return {k: (v.astype(np.int32).reshape(-1) if v.dtype.kind == "i" else v) for k, v in tensors.items()}
+
+
+def _snr(original: dict[str, np.ndarray], decoded: dict[str, np.ndarray]) -> float:
+    signal = noise = 0.0
+    for name, w in original.items():
+        if w.dtype.kind != "f":
+            continue
+        d = np.asarray(decoded[name], dtype=np.float64)
+        signal += float(np.sum(np.square(w.astype(np.float64))))
+        noise += float(np.sum(np.square(w.astype(np.float64) - d)))
+    return 10 * np.log10(signal / noise) if noise else float("inf")
+
+
+def _best(fn, repeat: int):  # type: ignore[no-untyped-def]
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["minilm", "crepe-full"], choices=sorted(pretrained.MODELS))
+    parser.add_argument("--repeat", type=int, default=1, help="timed rounds per measurement (best reported)")
+    args = parser.parse_args()
+
+    nnc = reference.nncodec_compression()
+    print("## Whole-model coding: nnc_core vs NNCodec 2.1.3\n")
+    print(f"- {platform.processor() or platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}")
+    print(f"- best of {args.repeat} round(s); times in seconds; × = NNCodec time / ours\n")
+    print("| model | setting | params | bytes | bits/param | SNR dB | identical | enc ours | enc NNCodec | enc × | dec ours | dec NNCodec | dec × |")
+    print("|---|---|--:|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|")
+    for model in args.models:
+        tensors = _model(model)
+        params = sum(v.size for v in tensors.values())
+        for label, setting in SETTINGS.items():
+            t_enc, ours = _best(lambda: nnc_core.encode(tensors, **setting), args.repeat)
+            with contextlib.redirect_stdout(io.StringIO()):
+                r_enc, theirs = _best(
+                    lambda: bytes(nnc.compress(tensors, bitstream_path=None, return_bitstream=True, verbose=False, **setting)),
+                    args.repeat,
+                )
+                r_dec, _ = _best(lambda: nnc.decompress(bytearray(theirs)), args.repeat)
+            t_dec, decoded = _best(lambda: nnc_core.decode(ours), args.repeat)
+            print(
+                f"| {model} | {label} | {params:,} | {len(ours):,} | {8 * len(ours) / params:.3f} | {_snr(tensors, decoded):.2f} "
+                f"| {'yes' if ours == theirs else 'NO'} | {t_enc:.2f} | {r_enc:.2f} | {r_enc / t_enc:.2f} "
+                f"| {t_dec:.2f} | {r_dec:.2f} | {r_dec / t_dec:.2f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
