@@ -32,7 +32,7 @@ from nnc_core.bitstream.units import (
     TopologyStorageFormat,
     TopologyUnit,
     UnitType,
-    _write_codebook,
+    write_integer_codebook,
     write_unit,
 )
 from nnc_core.decoding import quantization_step
@@ -91,7 +91,7 @@ def _quantize(name: str, w: np.ndarray, qp: int, qp_density: int, dq: bool, scan
 
 def _codebook_bits(values: list[int], zero_offset: int, egk: int) -> int:
     w = BitWriter()
-    _write_codebook(w, IntegerCodebook(egk, values, zero_offset))
+    write_integer_codebook(w, IntegerCodebook(egk, values, zero_offset))
     return w.bit_length
 
 

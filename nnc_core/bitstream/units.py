@@ -39,6 +39,7 @@ __all__ = [
     "read_units",
     "write_unit",
     "write_units",
+    "write_integer_codebook",
 ]
 
 
@@ -583,7 +584,8 @@ def _write_performance_maps(w: BitWriter, maps: dict, kinds: tuple[str, ...]) ->
         if kind == "decomposition":
             w.u(8, len(entries) + 1)
             for e in entries:
-                w.flt(e["mse_threshold"]), w.flt(e["accuracy"]), w.flt(e["reduction_ratio"])
+                for key in ("mse_threshold", "accuracy", "reduction_ratio"):
+                    w.flt(e[key])
                 w.u(16, len(e["class_accuracy"]))
                 for a in e["class_accuracy"]:
                     w.flt(a)
@@ -591,9 +593,11 @@ def _write_performance_maps(w: BitWriter, maps: dict, kinds: tuple[str, ...]) ->
         w.u(8, len(entries) + 1)
         for e in entries:
             if kind == "sparsification":
-                w.flt(e["threshold"]), w.flt(e["non_zero_ratio"]), w.flt(e["accuracy"])
+                for key in ("threshold", "non_zero_ratio", "accuracy"):
+                    w.flt(e[key])
             elif kind == "pruning":
-                w.flt(e["pruning_ratio"]), w.flt(e["accuracy"])
+                for key in ("pruning_ratio", "accuracy"):
+                    w.flt(e[key])
             else:  # unification
                 w.ue(1, len(e["reshaped_tensor_dimensions"]) + 1)
                 for d in e["reshaped_tensor_dimensions"]:
@@ -603,7 +607,8 @@ def _write_performance_maps(w: BitWriter, maps: dict, kinds: tuple[str, ...]) ->
                     w.u(8, len(e[key]) + 1)
                     for d in e[key]:
                         w.u(8, d)
-                w.flt(e["threshold"]), w.flt(e["accuracy"])
+                for key in ("threshold", "accuracy"):
+                    w.flt(e[key])
             w.u(8, len(e["class_accuracy"]))
             w.ue(7, e["class_bitmask"])
             for a in e["class_accuracy"]:
@@ -671,7 +676,7 @@ def _write_element_ids(w: BitWriter, ids: list, indexed: bool) -> None:
         w.byte_alignment()
 
 
-def _write_codebook(w: BitWriter, cb: IntegerCodebook) -> None:
+def write_integer_codebook(w: BitWriter, cb: IntegerCodebook) -> None:
     size = len(cb.values)
     w.u(4, cb.egk)
     w.ue(2, size)
@@ -720,7 +725,7 @@ def _write_ndu_header(w: BitWriter, h: NduHeader, state: ParseState) -> None:
     if pt in (PayloadType.NNR_PT_FLOAT, PayloadType.NNR_PT_BLOCK):
         w.flag(h.codebook_present_flag)
         if h.codebook_present_flag:
-            _write_codebook(w, h.codebooks[0])
+            write_integer_codebook(w, h.codebooks[0])
     if pt in (PayloadType.NNR_PT_INT, PayloadType.NNR_PT_FLOAT, PayloadType.NNR_PT_BLOCK):
         w.flag(h.dq_flag)
     if h.decompressed_data_format_present_flag:
@@ -739,7 +744,7 @@ def _write_ndu_header(w: BitWriter, h: NduHeader, state: ParseState) -> None:
         if h.cabac_unary_length_flag:
             w.u(8, h.cabac_unary_length_minus1)
     if pt == PayloadType.NNR_PT_BLOCK and h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC and h.codebook_present_flag:
-        _write_codebook(w, h.codebooks[1])
+        write_integer_codebook(w, h.codebooks[1])
     if len(h.tensor_dimensions) > 1:
         if profile == 1:
             w.ue(1, h.first_tensor_dimension_shift)
