@@ -15,7 +15,6 @@
 #include "tables.h"
 
 /* decision per position and state: predecessor (bits 0..2) and slot (bits 3..5) */
-#define NO_DECISION 0xFF
 
 int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out)
 {
@@ -27,6 +26,20 @@ int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order
     if ((!weights || !out) && count > 0) return DCABAC_E_ARG;
     if (count < 0 || !(step > 0.0f) || !isfinite(step)) return DCABAC_E_ARG;
     if (count == 0) return DCABAC_OK;
+    /* Branches into each state, in the reference's evaluation order:
+     * predecessors in increasing order; a parity-0 link offers the nonzero
+     * candidate of its quantizer, then zero; a parity-1 link one candidate. */
+    int branch_p[8][3], branch_slot[8][3];
+    for (int t = 0; t < 8; t++) {
+        int n = 0;
+        for (int p = 0; p < 8; p++) {
+            if (dcabac_dq_next[p][0] == t) {
+                branch_p[t][n] = p, branch_slot[t][n++] = 3 * (p & 1);
+                branch_p[t][n] = p, branch_slot[t][n++] = 4;
+            }
+            if (dcabac_dq_next[p][1] == t) branch_p[t][n] = p, branch_slot[t][n++] = 2 - (p & 1);
+        }
+    }
     decisions = (uint8_t *)malloc((size_t)count * 8);
     if (!decisions) return DCABAC_E_NOMEM;
     q = 1.0 / (double)step;
@@ -48,22 +61,13 @@ int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order
         dist[4] = o * o;
         for (c = m; c < m + 4; c++) dist[c & 3] = (o - (double)c) * (o - (double)c);
         for (int t = 0; t < 8; t++) {
-            double best = 0.0;
-            int have = 0, choice = NO_DECISION;
-            for (int p = 0; p < 8; p++) {
-                int slots[3], n = 0;
-                if (dcabac_dq_next[p][0] == t) {
-                    slots[n++] = 3 * (p & 1);
-                    slots[n++] = 4;
-                }
-                if (dcabac_dq_next[p][1] == t) slots[n++] = 2 - (p & 1);
-                for (int k = 0; k < n; k++) {
-                    double j = cost[p] + dist[slots[k]];
-                    if (!have || j < best) {
-                        best = j;
-                        have = 1;
-                        choice = p | (slots[k] << 3);
-                    }
+            double best = cost[branch_p[t][0]] + dist[branch_slot[t][0]];
+            int choice = branch_p[t][0] | (branch_slot[t][0] << 3);
+            for (int k = 1; k < 3; k++) {
+                double j = cost[branch_p[t][k]] + dist[branch_slot[t][k]];
+                if (j < best) {
+                    best = j;
+                    choice = branch_p[t][k] | (branch_slot[t][k] << 3);
                 }
             }
             next_cost[t] = best;
