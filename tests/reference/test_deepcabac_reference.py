@@ -107,3 +107,19 @@ def test_real_weights_match_reference(minilm, crepe_tiny, dq):
         for coding in (TensorCoding(dq_flag=dq, scan_order=block_scan), TensorCoding(dq_flag=dq, row_skip_flag=True)):
             values, qp = reference.quantize(w, dq_flag=dq, qp=-38 if w.ndim > 1 else -75, scan_order=coding.scan_order)
             check_against_reference(values, coding, qp_offset=(qp, 8))
+
+
+@pytest.mark.parametrize("qp", [-38, -44, -20])
+def test_dq_quantizer_matches_reference(crepe_tiny, rng, qp):
+    """Our trellis picks NNCodec's reconstruction indices, in every scan order."""
+    from nnc_core.decoding import quantization_step
+    from nnc_core.deepcabac import dq_quantize
+
+    tensors = [(rng.standard_normal((40, 30)) * 0.05).astype(np.float32)]
+    tensors += [v for v in crepe_tiny.values() if v.dtype == np.float32][:12]
+    for w in tensors:
+        for so in (0, 2):
+            expected, used = reference.quantize(w, dq_flag=True, qp=qp, scan_order=so)
+            assert used == qp
+            scan = so if w.ndim > 1 else 0
+            assert np.array_equal(dq_quantize(w, quantization_step(qp, 2), scan_order=scan), expected)
