@@ -199,10 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args))
-    except NncError as e:
-        print(f"nnc {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
+    except (NncError, OSError) as e:
         print(f"nnc {args.command}: error: {e}", file=sys.stderr)
         return 1
 

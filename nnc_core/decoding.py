@@ -161,22 +161,12 @@ def _decode_ndu(
 ) -> list[DecodedTensor]:
     h = unit.header
     at = unit.payload_offset
-    for dim_name, dims in (("tensor_dimensions", h.tensor_dimensions),):
-        total = 1
-        for d in dims:
-            total *= d
-        if total > max_elements:
-            raise BitstreamError(
-                f"tensor {h.element_ids[0]!r}: {dim_name} {dims} declare {total} elements, more than the limit of {max_elements}",
-                unit_index=index,
-                byte_offset=unit.offset,
-            )
     if mps is None:
         raise BitstreamError("compressed data unit before any model parameter set", unit_index=index, byte_offset=unit.offset)
     if h.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
         dims = tuple(h.tensor_dimensions) or (1,)
-        count = int(np.prod(dims))
-        if len(unit.payload) != 4 * count:
+        count = int(np.prod(dims, dtype=object))
+        if len(unit.payload) != 4 * count:  # also bounds the allocation by the input
             raise BitstreamError(
                 f"raw float payload has {len(unit.payload)} bytes, shape {dims} needs {4 * count}", unit_index=index, byte_offset=at
             )
@@ -198,7 +188,7 @@ def _decode_ndu(
         for role, name, shape, cb_index in members:
             if int(np.prod(shape, dtype=object)) > max_elements:
                 raise BitstreamError(
-                    f"tensor {name!r} of shape {shape} is larger than the limit of {max_elements} elements",
+                    f"tensor {name!r} of shape {list(shape)} is larger than the limit of {max_elements} elements",
                     unit_index=index,
                     byte_offset=unit.offset,
                 )

@@ -38,7 +38,7 @@ from nnc_core.errors import (
 
 __all__ = [
     "TensorCoding",
-    "DecodedTensor",
+    "DecodedLevels",
     "Encoder",
     "Decoder",
     "encode_tensor",
@@ -129,7 +129,7 @@ class TensorCoding:
 
 
 @dataclass(frozen=True)
-class DecodedTensor:
+class DecodedLevels:
     """A decoded tensor's stored integers and the per-tensor flags read with them."""
 
     values: np.ndarray
@@ -323,7 +323,7 @@ class Decoder(_Handle):
         *,
         base: np.ndarray | None = None,
         history: np.ndarray | None = None,
-    ) -> DecodedTensor:
+    ) -> DecodedLevels:
         """Decode one tensor of the given shape; returns its stored integers and flags."""
         shape = tuple(int(d) for d in shape)
         if any(d < 0 for d in shape):
@@ -337,7 +337,7 @@ class Decoder(_Handle):
         eps = np.zeros(n_eps, dtype=ENTRY_POINT_DTYPE)
         eps_ptr = ffi.cast("dcabac_entry_point *", ffi.from_buffer(eps)) if n_eps else ffi.NULL
         self._call(lib.dcabac_dec_tensor, params, ffi.from_buffer("int32_t[]", out), eps_ptr, n_eps)
-        return DecodedTensor(out, bool(params.hdsp_flag), bool(params.row_skip_flag), eps)
+        return DecodedLevels(out, bool(params.hdsp_flag), bool(params.row_skip_flag), eps)
 
     def finish(self) -> int:
         """Read the terminating bin; checks that the whole payload was used.

@@ -72,7 +72,7 @@ def test_corrupted_streams_fail_cleanly(index, flips):
 
 
 def test_declared_size_is_bounded():
-    with pytest.raises(BitstreamError, match=r"tensor 'layer.weight': tensor_dimensions \[16, 12\] declare 192 elements, more than the limit of 100 \(unit 3"):
+    with pytest.raises(BitstreamError, match=r"tensor 'layer.weight' of shape \[16, 12\] is larger than the limit of 100 elements \(unit 3"):
         decode_bitstream(STREAMS[0], max_elements=100)
 
 

@@ -111,7 +111,6 @@ typedef struct dec_pass {
     int state;
     int prev_class;
     int64_t error_pos;
-    int error;
     dcabac_entry_point *eps;
     size_t num_eps;
     bin_decoder bd;       /* local copy of the arithmetic decoder */
@@ -136,10 +135,7 @@ DCABAC_INLINE int decode_level(const tensor_geom *g, dcabac_ctx *ctx, bin_decode
     int64_t a, max_abs;
     unsigned bin = 1;
 
-    if (plain) sig_ci = CTX_SIG + 3 * state + prev_class;
-    else if (hdsp_here) sig_ci = CTX_SIG_HDSP + state;
-    else if (b != 0) sig_ci = CTX_SIG_TCA + 2 * state + (b > 1 || b < -1);
-    else sig_ci = CTX_SIG + 3 * state + prev_class;
+    sig_ci = sig_ctx_index(state, prev_class, hdsp_here, b); /* plain callers pass constants 0 */
     if (!bd_decision(bd, &ctx[sig_ci])) {
         *level = 0;
         return 0;
@@ -168,16 +164,13 @@ DCABAC_INLINE int decode_level(const tensor_geom *g, dcabac_ctx *ctx, bin_decode
         return 0;
     }
     if (g->sign_inferred) negative = g->cb_zero != 0;
-    else negative = (int)bd_decision(bd, &ctx[b != 0 ? (b < 0 ? CTX_SIGN_TCA : CTX_SIGN_TCA + 1)
-                                                       : CTX_SIGN + prev_class]);
+    else negative = (int)bd_decision(bd, &ctx[sign_ctx_index(prev_class, b)]);
     max_abs = geom_max_abs(g, negative);
     a = 1;
     if (max_abs > 1) {
         int j = 0;
-        int64_t ab = b < 0 ? -(int64_t)b : b;
         for (;;) {
-            int ci = b != 0 ? CTX_GT + 2 * n + 2 * j + (ab >= j ? 0 : 1) : CTX_GT + 2 * j + negative;
-            bin = bd_decision(bd, &ctx[ci]);
+            bin = bd_decision(bd, &ctx[gt_ctx_index(n, j, negative, b)]);
             a += bin;
             if (!bin || j == n - 1 || !(max_abs > a)) break;
             j++;
@@ -236,10 +229,7 @@ DCABAC_INLINE int dec_segment_impl(dec_pass *p, int64_t pos, int64_t count, int 
     p->bd = bd;
     p->state = state;
     p->prev_class = prev_class;
-    if (rc) {
-        p->error = rc;
-        p->error_pos = pos;
-    }
+    if (rc) p->error_pos = pos;
     return rc;
 }
 

@@ -190,29 +190,6 @@ typedef struct level_pass {
     bin_encoder be;         /* coding pass: arithmetic coder (local copy) */
 } level_pass;
 
-/* Context of the significance flag at pos. */
-static inline int sig_ctx(const level_pass *p, int64_t pos, int32_t b)
-{
-    if (p->hdsp && p->history[pos]) return CTX_SIG_HDSP + p->state;
-    if (b != 0) return CTX_SIG_TCA + 2 * p->state + (b > 1 || b < -1);
-    return CTX_SIG + 3 * p->state + p->prev_class;
-}
-
-static inline int sign_ctx(const level_pass *p, int32_t b)
-{
-    if (b != 0) return b < 0 ? CTX_SIGN_TCA : CTX_SIGN_TCA + 1;
-    return CTX_SIGN + p->prev_class;
-}
-
-static inline int gt_ctx(const tensor_geom *g, int j, int negative, int32_t b)
-{
-    if (b != 0) {
-        int64_t ab = b < 0 ? -(int64_t)b : b;
-        return CTX_GT + 2 * g->num_gt + 2 * j + (ab >= j ? 0 : 1);
-    }
-    return CTX_GT + 2 * j + negative;
-}
-
 /* Level k that a DQ state codes for stored integer t, or report that t is
  * not a reconstruction index of that state. */
 static inline int dq_level(int32_t t, int state, int64_t *k)
@@ -298,10 +275,7 @@ DCABAC_INLINE void code_level(const tensor_geom *g, dcabac_ctx *ctx, bin_encoder
     int64_t target, a, max_abs;
     unsigned bin = 1;
 
-    if (plain) sig_ci = CTX_SIG + 3 * state + prev_class;
-    else if (hdsp_here) sig_ci = CTX_SIG_HDSP + state;
-    else if (b != 0) sig_ci = CTX_SIG_TCA + 2 * state + (b > 1 || b < -1);
-    else sig_ci = CTX_SIG + 3 * state + prev_class;
+    sig_ci = sig_ctx_index(state, prev_class, hdsp_here, b); /* plain callers pass constants 0 */
     be_decision(be, s, &ctx[sig_ci], k != 0);
     if (k == 0) return;
     negative = k < 0;
@@ -325,19 +299,14 @@ DCABAC_INLINE void code_level(const tensor_geom *g, dcabac_ctx *ctx, bin_encoder
         }
         return;
     }
-    if (!g->sign_inferred) {
-        int ci = b != 0 ? (b < 0 ? CTX_SIGN_TCA : CTX_SIGN_TCA + 1) : CTX_SIGN + prev_class;
-        be_decision(be, s, &ctx[ci], (unsigned)negative);
-    }
+    if (!g->sign_inferred) be_decision(be, s, &ctx[sign_ctx_index(prev_class, b)], (unsigned)negative);
     max_abs = geom_max_abs(g, negative);
     a = 1;
     if (max_abs > 1) {
         int j = 0;
-        int64_t ab = b < 0 ? -(int64_t)b : b;
         for (;;) {
-            int ci = b != 0 ? CTX_GT + 2 * n + 2 * j + (ab >= j ? 0 : 1) : CTX_GT + 2 * j + negative;
             bin = target > a;
-            be_decision(be, s, &ctx[ci], bin);
+            be_decision(be, s, &ctx[gt_ctx_index(n, j, negative, b)], bin);
             a += bin;
             if (!bin || j == n - 1 || !(max_abs > a)) break;
             j++;

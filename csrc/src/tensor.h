@@ -108,6 +108,32 @@ static inline int64_t geom_max_abs(const tensor_geom *g, int negative)
 /* Neighbour class of the previously coded value: 0 zero, 1 negative, 2 positive. */
 static inline int neighbour_class(int64_t prev) { return prev == 0 ? 0 : (prev < 0 ? 1 : 2); }
 
+/* ---- context selection (clause 10.4), shared by encoder, decoder and the
+ * encoder's estimation pass.  b is the TCA base value at the position
+ * (0 without TCA), hdsp_here whether HDSP applies at the position. */
+static inline int sig_ctx_index(int state, int prev_class, int hdsp_here, int32_t b)
+{
+    if (hdsp_here) return CTX_SIG_HDSP + state;
+    if (b != 0) return CTX_SIG_TCA + 2 * state + (b > 1 || b < -1);
+    return CTX_SIG + 3 * state + prev_class;
+}
+
+static inline int sign_ctx_index(int prev_class, int32_t b)
+{
+    if (b != 0) return b < 0 ? CTX_SIGN_TCA : CTX_SIGN_TCA + 1;
+    return CTX_SIGN + prev_class;
+}
+
+/* Greater-than flag j: by the sign of the value, or with TCA by the base. */
+static inline int gt_ctx_index(int num_gt, int j, int negative, int32_t b)
+{
+    if (b != 0) {
+        int64_t ab = b < 0 ? -(int64_t)b : b;
+        return CTX_GT + 2 * num_gt + 2 * j + (ab >= j ? 0 : 1);
+    }
+    return CTX_GT + 2 * j + negative;
+}
+
 /* ---- scan walker ------------------------------------------------------
  * Visits the tensor in coding order as row segments: contiguous runs of
  * positions inside one row of one block.  A pass supplies what to do with a
