@@ -19,6 +19,7 @@ typedef struct dcabac_tensor {
     uint8_t hdsp_flag;
     uint8_t row_skip_flag;
     uint8_t param_opt;
+    uint8_t dq_any_index;
     uint32_t codebook_size;
     uint32_t codebook_zero;
     const int32_t *base;

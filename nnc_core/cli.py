@@ -146,6 +146,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         codebook_mode=args.codebook_mode,
         scan_order=args.scan_order,
         row_skipping=args.row_skipping,
+        int_quant_bw=args.int_quant_bw,
+        raw_float=args.raw_float,
         progress=progress,
     )
     output = Path(args.output)
@@ -175,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="0 no codebooks, 1 always (= --codebook), 2 where smaller than uniform")
     encode.add_argument("--scan-order", type=int, default=0, choices=range(5), help="0 row-major, 1..4 block scans")
     encode.add_argument("--row-skipping", action="store_true", help="signal and skip all-zero rows")
+    encode.add_argument("--int-quant-bw", type=int, metavar="BITS",
+                        help="integer-aligned quantization: per-tensor QPs so that stored integers fit BITS bits")
+    encode.add_argument("--raw-float", action="append", default=[], metavar="NAME",
+                        help="send this float tensor uncompressed (lossless, NaN/Inf allowed); repeatable")
     encode.add_argument("-q", "--quiet", action="store_true")
     encode.set_defaults(run=cmd_encode)
 

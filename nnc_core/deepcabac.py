@@ -48,7 +48,7 @@ __all__ = [
     "dq_quantize",
 ]
 
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 if lib.dcabac_abi_version() != _ABI_VERSION:  # pragma: no cover - broken install
     raise ImportError(
         f"nnc_core._deepcabac has ABI version {lib.dcabac_abi_version()}, this nnc_core expects "
@@ -98,6 +98,11 @@ class TensorCoding:
             estimation (as the reference encoder does by default).
         codebook_size: entries of the integer codebook (0 = none).
         codebook_zero_offset: ``CbZeroOffset``: index of the codebook's zero point.
+        dq_any_index: encoder only, with ``dq_flag``: accept integers that are
+            not reconstruction indices of their DQ state and code them as the
+            reference encoder does, as level ``floor((t + sgn(t)*(s & 1)) / 2)``
+            (decoding returns that level's index, a neighbour of ``t``).  Only
+            for reproducing the reference's integer-aligned mode.
     """
 
     dq_flag: bool = False
@@ -110,6 +115,7 @@ class TensorCoding:
     param_opt: bool = True
     codebook_size: int = 0
     codebook_zero_offset: int = 0
+    dq_any_index: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.scan_order <= 4:
@@ -165,6 +171,7 @@ def _c_params(
     p.hdsp_flag = bool(coding.hdsp_flag)
     p.row_skip_flag = bool(coding.row_skip_flag)
     p.param_opt = bool(coding.param_opt)
+    p.dq_any_index = bool(coding.dq_any_index)
     p.codebook_size = coding.codebook_size
     p.codebook_zero = coding.codebook_zero_offset
     n = height * width

@@ -3,19 +3,21 @@
 This is the encoder counterpart of :mod:`nnc_core.decoding`: quantization
 (clause 9: uniform reconstruction quantization, or dependent scalar
 quantization with the trellis of :func:`nnc_core.deepcabac.dq_quantize`),
-DeepCABAC coding of each tensor into its own NNR_NDU, and the high-level
+DeepCABAC coding of each tensor into its own NNR_NDU or of a layer's tensors
+into one NNR_PT_BLOCK NDU, batch-norm folding (clause 8), and the high-level
 syntax around it (NNR_STR, NNR_MPS, NNR_TPL).
 
 With the same settings the bitstream is byte-identical to the one the
-reference software (NNCodec 2.1.3) writes for a plain dictionary of tensors:
-float tensors with more than one dimension are weights coded at ``qp``, the
-others at ``nonweight_qp``; integer tensors are coded losslessly as
-NNR_PT_INT.  Work goes tensor by tensor, so memory stays near one model's size.
+reference software (NNCodec 2.1.3) writes: float tensors with more than one
+dimension (and block weights) are weights coded at ``qp``, the others at
+``nonweight_qp``; integer tensors are coded losslessly as NNR_PT_INT.  Work
+goes NDU by NDU, so memory stays near one model's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from nnc_core.bitstream.units import (
     EntryPoint,
     ModelParameterSet,
     NduHeader,
+    ParameterTypes,
     ParseState,
     PayloadType,
     StartUnit,
@@ -35,11 +38,11 @@ from nnc_core.bitstream.units import (
     write_integer_codebook,
     write_unit,
 )
-from nnc_core.decoding import quantization_step
+from nnc_core.decoding import _CODING_ORDER, _LIST_ORDER, quantization_step
 from nnc_core.deepcabac import Decoder, Encoder, TensorCoding, dq_quantize, encode_tensor
 from nnc_core.errors import ConfigError, EncodeError
 
-__all__ = ["encode", "uniform_quantize"]
+__all__ = ["encode", "uniform_quantize", "blocks_from_parameter_types", "BLOCK_ROLES"]
 
 _INT_KINDS = "iu"
 
@@ -147,16 +150,204 @@ def _check_qp(name: str, qp: int, base_qp: int, qp_density: int) -> None:
         )
 
 
-def _entry_points(payload: bytes, shape: tuple[int, ...], coding: TensorCoding, qp_bits: int | None) -> list[EntryPoint]:
-    """Entry points of a block-scanned tensor, read back from its payload."""
-    dec = Decoder(payload)
-    if qp_bits is not None:
-        dec.decode_bypass(qp_bits)
-    eps = dec.decode_tensor(shape, coding).entry_points
-    return [
-        EntryPoint(int(eps[r]["bit_position"]) - int(eps[r - 1]["bit_position"]), int(eps[r]["value"]), int(eps[r]["dq_state"]))
-        for r in range(1, len(eps))
-    ]
+def _int_aligned_qp(w: np.ndarray, bits: int, qp_density: int) -> int:
+    """QP whose step maps the 99.95th percentile of |w| to the largest integer
+    of ``bits`` bits (unsigned when ``w`` has no negative value): the
+    reference encoder's integer-aligned mode, in its float32 arithmetic."""
+    if not np.any(w):
+        return 0
+    a = np.abs(w)
+    denom = np.float32((1 << bits) - 1 if not np.any(w < 0) else (1 << (bits - 1)) - 1)
+    s = np.float32(np.percentile(a, 99.95)) / denom
+    if s == 0:
+        s = np.float32(a.max()) / denom
+    k = np.float32(1 << qp_density)
+    base = np.floor(np.log2(s)) * k
+    qp = base + ((s * k) / np.float32(2.0) ** (base / k) - k)
+    limit = 1 << (5 + qp_density)
+    return int(np.round(np.clip(qp, -limit, limit - 1)))
+
+
+def _clip_to_bits(stored: np.ndarray, w: np.ndarray, bits: int) -> np.ndarray:
+    """Stored integers clipped to the bit depth of integer-aligned mode (as the
+    reference encoder does, also to DQ reconstruction indices)."""
+    if not np.any(w < 0):
+        return stored.clip(0, (1 << bits) - 1)
+    return stored.clip(-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+
+
+# ---------------------------------------------------------------------------
+# NNR_PT_BLOCK (clause 7.3.8): a layer's weight with its bias, local scaling
+# vector and batch-norm parameters in one NDU.
+
+#: Roles a tensor can have in a block, and the reference software's names of them.
+BLOCK_ROLES = {
+    "weight": "weight",
+    "ls": "weight.ls",
+    "bias": "bias",
+    "bn.beta": "bn.beta",
+    "bn.gamma": "bn.gamma",
+    "bn.mean": "bn.mean",
+    "bn.var": "bn.var",
+}
+_BN_ROLES = ("bn.beta", "bn.gamma", "bn.mean", "bn.var")
+
+
+def blocks_from_parameter_types(
+    block_identifier: Mapping[str, object], parameter_type: Mapping[str, str]
+) -> dict[str, dict[str, str]]:
+    """``blocks`` for :func:`encode` from the reference software's
+    ``block_id_and_param_type`` dictionaries (tensor -> block id, tensor ->
+    ``"weight"``, ``"bias"``, ``"weight.ls"``, ``"bn.gamma"``, ...)."""
+    by_name = {v: k for k, v in BLOCK_ROLES.items()}
+    blocks: dict[str, dict[str, str]] = {}
+    for name, block_id in block_identifier.items():
+        if block_id is None:
+            continue
+        kind = parameter_type.get(name)
+        if kind not in by_name:
+            raise ConfigError(f"tensor {name!r} of block {block_id!r} has parameter type {kind!r}, not one of {sorted(by_name)}")
+        members = blocks.setdefault(str(block_id), {})
+        if by_name[kind] in members:
+            raise ConfigError(f"block {block_id!r} has two tensors of type {kind!r}: {members[by_name[kind]]!r} and {name!r}")
+        members[by_name[kind]] = name
+    return blocks
+
+
+@dataclass
+class _Member:
+    """A tensor about to be coded, with what its NDU header says of it."""
+
+    role: str  # block role, or "tensor" outside blocks
+    name: str
+    value: np.ndarray
+    parameter_id: int
+    weight: bool  # coded at the weight QP
+    qp: int | None = None  # explicit QP (qp_per_tensor, or the non-weight QP of folded tensors)
+
+
+@dataclass
+class _Coded:
+    """A member after quantization: what goes into the payload."""
+
+    name: str
+    shape: tuple[int, ...]
+    payload_type: int
+    stored: np.ndarray  # int32 levels, or float32 values for raw floats
+    qp: int | None
+    dq: bool
+    codebook: IntegerCodebook | None = None
+    clipped: bool = False  # integer-aligned clipping: DQ integers may be no reconstruction indices
+
+
+@dataclass(frozen=True)
+class _Settings:
+    qp: int
+    qp_density: int
+    nonweight_qp: int
+    use_dq: bool
+    codebook_mode: int
+    scan_order: int
+    unary: int
+    param_opt: bool
+    row_skipping: bool
+    int_quant_bw: int | None
+    raw_float: frozenset = field(default_factory=frozenset)
+
+
+def _check_blocks(tensors: Mapping[str, np.ndarray], blocks: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """Validated blocks (id -> role -> tensor name); blocks of a lone weight are dropped
+    (the reference software codes them as plain tensors)."""
+    owner: dict[str, str] = {}
+    checked: dict[str, dict[str, str]] = {}
+    for block_id, members in blocks.items():
+        members = dict(members)
+        unknown = set(members) - set(BLOCK_ROLES)
+        if unknown:
+            raise ConfigError(f"block {block_id!r}: unknown roles {sorted(unknown)}; roles are {list(BLOCK_ROLES)}")
+        if "weight" not in members:
+            raise ConfigError(f"block {block_id!r} has no weight")
+        present = [r for r in _BN_ROLES if r in members]
+        if present and len(present) != len(_BN_ROLES):
+            raise ConfigError(f"block {block_id!r}: batch norm needs all of {list(_BN_ROLES)}, got {present}")
+        for role, name in members.items():
+            if name not in tensors:
+                raise ConfigError(f"block {block_id!r}: {role} {name!r} is not a tensor of the model")
+            if name in owner:
+                raise ConfigError(f"tensor {name!r} is in blocks {owner[name]!r} and {block_id!r}")
+            owner[name] = str(block_id)
+        weight = np.shape(tensors[members["weight"]])
+        if not weight:
+            raise ConfigError(f"block {block_id!r}: weight {members['weight']!r} is a scalar")
+        for role, name in members.items():
+            shape = np.shape(tensors[name]) or (1,)
+            if role != "weight" and shape != (weight[0],):
+                raise ConfigError(
+                    f"block {block_id!r}: {role} {name!r} has shape {list(shape)}, "
+                    f"a block member needs shape [{weight[0]}] (the weight's first dimension)"
+                )
+        if len(members) > 1:
+            checked[str(block_id)] = members
+    return checked
+
+
+def _fold_batch_norm(members: list[_Member], tensors: Mapping[str, np.ndarray], epsilon: float, nonweight_qp: int) -> list[_Member]:
+    """Batch-norm folding (clause 8): ``g = gamma / sqrt(var + eps)``; the local
+    scaling vector becomes ``ls * g`` and the bias ``(bias - mean) * g + beta``;
+    the batch-norm tensors are dropped.  New tensors are named as the reference
+    software names them and take the ids of beta (bias) and gamma (scaling)."""
+    by_role = {m.role: m for m in members}
+    if "bn.gamma" not in by_role:
+        return members
+    weight = by_role["weight"].name
+    bn = {}
+    for role in _BN_ROLES:
+        value = by_role[role].value
+        if np.asarray(value).dtype.kind != "f":
+            raise EncodeError(f"tensor {by_role[role].name!r}: batch-norm folding needs float tensors, not {np.asarray(value).dtype}")
+        bn[role] = np.asarray(value, dtype=np.float32).reshape(-1)
+    g = bn["bn.gamma"] / np.sqrt(bn["bn.var"] + np.float32(epsilon))
+    out = [m for m in members if m.role not in _BN_ROLES and m.role not in ("ls", "bias")]
+    ls = by_role.get("ls")
+    if ls is None:
+        ls = _Member("ls", _new_name(weight + "_scaling", tensors), np.ones_like(g), by_role["bn.gamma"].parameter_id, False, nonweight_qp)
+    bias = by_role.get("bias")
+    if bias is None:
+        bias = _Member("bias", _new_name(weight + ".bias", tensors), np.zeros_like(g), by_role["bn.beta"].parameter_id, False, nonweight_qp)
+    ls.value = np.asarray(ls.value, dtype=np.float32).reshape(-1) * g
+    bias.value = (np.asarray(bias.value, dtype=np.float32).reshape(-1) - bn["bn.mean"]) * g + bn["bn.beta"]
+    return out + [ls, bias]
+
+
+def _new_name(name: str, tensors: Mapping[str, np.ndarray]) -> str:
+    if name in tensors:
+        raise ConfigError(f"batch-norm folding would create tensor {name!r}, but the model already has one of that name")
+    return name
+
+
+def _block_types(roles: Collection[str]) -> int:
+    cpt = ParameterTypes.NONE
+    if "ls" in roles:
+        cpt |= ParameterTypes.NNR_CPT_LS
+    if "bn.gamma" in roles:
+        cpt |= ParameterTypes.NNR_CPT_BN
+    if "bias" in roles:
+        cpt |= ParameterTypes.NNR_CPT_BI
+    return int(cpt)
+
+
+def _jointly_codable(members: list[_Member], coded: list[_Coded]) -> bool:
+    """Whether a block's members can share one NNR_PT_BLOCK NDU: the reference
+    decoder takes one dq_flag for all and the codebook for the weight only, and
+    a block carries quantized float tensors only."""
+    if any(c.payload_type != PayloadType.NNR_PT_FLOAT for c in coded):
+        return False
+    if any(c.codebook is not None for m, c in zip(members, coded) if m.role != "weight"):
+        return False
+    return len({c.dq for c in coded}) == 1
+
+
+# ---------------------------------------------------------------------------
 
 
 def encode(
@@ -169,6 +360,11 @@ def encode(
     qp_per_tensor: Mapping[str, int] | None = None,
     use_dq: bool = True,
     codebook_mode: int = 0,
+    int_quant_bw: int | None = None,
+    raw_float: Collection[str] = (),
+    blocks: Mapping[str, Mapping[str, str]] | None = None,
+    fold_batch_norm: bool = False,
+    batch_norm_epsilon: float = 1e-5,
     scan_order: int = 0,
     cabac_unary_length_minus1: int = 10,
     param_opt: bool = True,
@@ -181,8 +377,8 @@ def encode(
         tensors: name -> array; float arrays are quantized, integer arrays
             (up to 32 bits) coded losslessly.
         qp, qp_density: quantization parameter of weights (tensors with more
-            than one dimension); the step size is ``2**(qp / 2**qp_density)``
-            up to the density's resolution.
+            than one dimension, and block weights); the step size is
+            ``2**(qp / 2**qp_density)`` up to the density's resolution.
         nonweight_qp: QP of the other float tensors (biases, norms).
             A tensor whose levels would overflow int32 at its QP gets the
             smallest larger QP that fits, as the reference encoder does.
@@ -190,14 +386,36 @@ def encode(
         use_dq: dependent scalar quantization (trellis) instead of uniform.
         codebook_mode: 0 none; 1 every float tensor coded as indices into an
             integer codebook; 2 a codebook where it codes smaller.
+        int_quant_bw: integer-aligned quantization: each float tensor gets
+            the QP that maps its 99.95th percentile magnitude to the largest
+            integer of this many bits (8 bits at least for non-weights), and
+            its stored integers are clipped to that bit depth.  With DQ a
+            clipped integer may be no reconstruction index of its state; it is
+            then coded as the reference encoder codes it and decodes to a
+            neighbouring value.
+        raw_float: names of float tensors sent uncompressed (NNR_PT_RAW_FLOAT,
+            float32, lossless); they may hold NaN and infinity.
+        blocks: block id -> {role: tensor name}, roles ``weight`` (required),
+            ``bias``, ``ls`` (local scaling) and ``bn.gamma``, ``bn.beta``,
+            ``bn.mean``, ``bn.var`` (all four or none).  A block's tensors
+            travel in one NNR_PT_BLOCK NDU at its weight's place in the model,
+            or in one NDU each, in block coding order, where they cannot share
+            one (different dq flags, codebook-coded non-weights, integer or raw
+            members).  :func:`blocks_from_parameter_types` converts the
+            reference software's ``block_id_and_param_type``.
+        fold_batch_norm: fold each block's batch norm into a local scaling
+            vector ``<weight>_scaling`` and the bias (``<weight>.bias`` if the
+            block had none), with ``batch_norm_epsilon`` (1e-5 as in PyTorch;
+            TensorFlow uses 1e-3).
         scan_order: 0 row-major, 1..4 block scans with entry points.
         cabac_unary_length_minus1, param_opt, row_skipping: entropy coding
             options (see :class:`nnc_core.deepcabac.TensorCoding`).
-        progress: called as ``progress(done, total, name)`` after each tensor.
+        progress: called as ``progress(done, total, name)`` after each NDU,
+            ``done`` counting input tensors.
 
     Raises:
-        EncodeError: a tensor holds NaN or infinity, an unsupported dtype, or
-            values its step cannot represent in int32.
+        EncodeError: a tensor holds NaN or infinity (and is not raw), an
+            unsupported dtype, or values its step cannot represent in int32.
         ConfigError: invalid settings.
     """
     if not 0 <= qp_density <= 7:
@@ -206,13 +424,25 @@ def encode(
         raise ConfigError(f"scan_order {scan_order} outside 0..4")
     if codebook_mode not in (0, 1, 2):
         raise ConfigError(f"codebook_mode {codebook_mode} is not 0, 1 or 2")
+    if int_quant_bw is not None:
+        if not 1 <= int_quant_bw <= 31:
+            raise ConfigError(f"int_quant_bw {int_quant_bw} outside 1..31")
+        if codebook_mode or qp_per_tensor:
+            raise ConfigError("int_quant_bw chooses every tensor's QP: it excludes codebook_mode and qp_per_tensor")
     qp_per_tensor = dict(qp_per_tensor or {})
-    unknown = set(qp_per_tensor) - set(tensors)
-    if unknown:
-        raise ConfigError(f"qp_per_tensor names tensors that are not in the model: {sorted(unknown)}")
+    for what, names in (("qp_per_tensor", qp_per_tensor), ("raw_float", raw_float)):
+        unknown = set(names) - set(tensors)
+        if unknown:
+            raise ConfigError(f"{what} names tensors that are not in the model: {sorted(unknown)}")
+    settings = _Settings(
+        qp, qp_density, nonweight_qp, use_dq, codebook_mode, scan_order, cabac_unary_length_minus1, param_opt,
+        row_skipping, int_quant_bw, frozenset(raw_float),
+    )
+    checked = _check_blocks(tensors, blocks or {})
+    block_of = {name: members for members in checked.values() for name in members.values()}
+    index_of = {name: i for i, name in enumerate(tensors)}
 
     state = ParseState()
-    profile = 1
     mps = ModelParameterSet(
         UnitType.NNR_MPS,
         topology_carriage_flag=True,
@@ -221,110 +451,160 @@ def encode(
         mps_quantization_parameter=0,
     )
     parts = [
-        write_unit(StartUnit(UnitType.NNR_STR, general_profile_idc=profile), state),
+        write_unit(StartUnit(UnitType.NNR_STR, general_profile_idc=1), state),
         write_unit(mps, state),
         write_unit(TopologyUnit(UnitType.NNR_TPL, topology_storage_format=TopologyStorageFormat.NNR_TPL_UNREC, topology_data=b"\x00"), state),
     ]
-    total = len(tensors)
-    for index, (name, value) in enumerate(tensors.items()):
-        parts.append(
-            _encode_tensor(
-                str(name), np.asarray(value), index, state,
-                qp=qp_per_tensor.get(name), weight_qp=qp, nonweight_qp=nonweight_qp, qp_density=qp_density,
-                use_dq=use_dq, codebook_mode=codebook_mode, scan_order=scan_order, unary=cabac_unary_length_minus1,
-                param_opt=param_opt, row_skipping=row_skipping,
-            )
-        )
+    total, done = len(tensors), 0
+    for name, value in tensors.items():
+        name = str(name)
+        roles = block_of.get(name)
+        if roles is None:
+            members = [_Member("tensor", name, value, index_of[name], np.ndim(value) > 1, qp_per_tensor.get(name))]
+        elif roles["weight"] != name:
+            continue  # coded with its block's weight
+        else:
+            members = [
+                _Member(role, roles[role], tensors[roles[role]], index_of[roles[role]], role == "weight", qp_per_tensor.get(roles[role]))
+                for role in _CODING_ORDER
+                if role in roles
+            ]
+            if fold_batch_norm:
+                members = _fold_batch_norm(members, tensors, batch_norm_epsilon, nonweight_qp)
+                members.sort(key=lambda m: _CODING_ORDER.index(m.role))
+        parts.extend(_encode_members(members, settings, state))
+        done += len(roles) if roles else 1
         if progress is not None:
-            progress(index + 1, total, str(name))
+            progress(done, total, name)
     return b"".join(parts)
 
 
-def _encode_tensor(
-    name: str,
-    value: np.ndarray,
-    index: int,
-    state: ParseState,
-    *,
-    qp: int | None,
-    weight_qp: int,
-    nonweight_qp: int,
-    qp_density: int,
-    use_dq: bool,
-    codebook_mode: int,
-    scan_order: int,
-    unary: int,
-    param_opt: bool,
-    row_skipping: bool,
-) -> bytes:
+def _encode_members(members: list[_Member], s: _Settings, state: ParseState) -> list[bytes]:
+    """The NDUs of one tensor, or of one block's tensors (in coding order)."""
+    coded = [_quantize_member(m, s) for m in members]
+    if len(members) == 1 or not _jointly_codable(members, coded):
+        cpt = _block_types([m.role for m in members]) if len(members) > 1 else 0
+        return [_write_ndu([m], [c], s, state, cpt) for m, c in zip(members, coded)]
+    return [_write_ndu(members, coded, s, state, _block_types([m.role for m in members]))]
+
+
+def _quantize_member(m: _Member, s: _Settings) -> _Coded:
+    value = np.asarray(m.value)
     if value.ndim == 0:
         value = value.reshape(1)
     shape = tuple(int(d) for d in value.shape)
     kind = value.dtype.kind
     if kind in _INT_KINDS:
         if value.size and (value.min() < -(2**31) or value.max() > 2**31 - 1):
-            raise EncodeError(f"tensor {name!r}: integer values outside int32")
-        stored = value.astype(np.int32)
-        payload_type, dq, tensor_qp, codebook = PayloadType.NNR_PT_INT, False, None, None
-    elif kind == "f":
-        w = value.astype(np.float32)
-        if not np.all(np.isfinite(w)):
-            bad = int(np.flatnonzero(~np.isfinite(w.reshape(-1)))[0])
-            raise EncodeError(f"tensor {name!r}: non-finite value {w.reshape(-1)[bad]} at flat index {bad}")
-        requested = qp if qp is not None else (weight_qp if value.ndim > 1 else nonweight_qp)
-        _check_qp(name, requested, 0, qp_density)
-        tensor_scan = scan_order if len(shape) > 1 else 0
-        if codebook_mode:
-            stored, tensor_qp, codebook = _codebook_quantize(
-                name, w, requested, qp_density, use_dq, codebook_mode, tensor_scan, unary, param_opt
-            )
-            dq = use_dq and codebook is None
-        else:
-            dq, codebook = use_dq, None
-            stored, tensor_qp = _quantize(name, w, requested, qp_density, dq, tensor_scan)
-        _check_qp(name, tensor_qp, 0, qp_density)
-        payload_type = PayloadType.NNR_PT_FLOAT
+            raise EncodeError(f"tensor {m.name!r}: integer values outside int32")
+        return _Coded(m.name, shape, PayloadType.NNR_PT_INT, value.astype(np.int32), None, False)
+    if kind != "f":
+        raise EncodeError(f"tensor {m.name!r}: dtype {value.dtype} is not supported (integers up to 32 bits or floats)")
+    w = value.astype(np.float32)
+    if m.name in s.raw_float:
+        return _Coded(m.name, shape, PayloadType.NNR_PT_RAW_FLOAT, w, None, False)
+    if not np.all(np.isfinite(w)):
+        bad = int(np.flatnonzero(~np.isfinite(w.reshape(-1)))[0])
+        raise EncodeError(
+            f"tensor {m.name!r}: non-finite value {w.reshape(-1)[bad]} at flat index {bad} (send it with raw_float to keep it)"
+        )
+    bits = None
+    if s.int_quant_bw is not None:
+        bits = s.int_quant_bw if s.int_quant_bw > 7 or m.weight else 8
+        requested = _int_aligned_qp(w, bits, s.qp_density)
+    elif m.qp is not None:
+        requested = m.qp
     else:
-        raise EncodeError(f"tensor {name!r}: dtype {value.dtype} is not supported (integers up to 32 bits or floats)")
+        requested = s.qp if m.weight else s.nonweight_qp
+    _check_qp(m.name, requested, 0, s.qp_density)
+    scan = s.scan_order if len(shape) > 1 else 0
+    codebook = None
+    if s.codebook_mode:
+        stored, qp, codebook = _codebook_quantize(
+            m.name, w, requested, s.qp_density, s.use_dq, s.codebook_mode, scan, s.unary, s.param_opt
+        )
+        dq = s.use_dq and codebook is None
+    else:
+        dq = s.use_dq
+        stored, qp = _quantize(m.name, w, requested, s.qp_density, dq, scan)
+    if bits is not None:
+        stored = _clip_to_bits(stored, w, bits)
+    _check_qp(m.name, qp, 0, s.qp_density)
+    return _Coded(m.name, shape, PayloadType.NNR_PT_FLOAT, stored, qp, dq, codebook, clipped=bits is not None)
 
-    coding = TensorCoding(
-        dq_flag=dq,
-        scan_order=scan_order if len(shape) > 1 else 0,
-        cabac_unary_length_minus1=unary,
-        general_profile_idc=1,
-        row_skip_flag=row_skipping,
-        param_opt=param_opt,
-        codebook_size=len(codebook.values) if codebook else 0,
-        codebook_zero_offset=codebook.zero_offset if codebook else 0,
-    )
-    enc = Encoder()
-    qp_bits = None
-    if tensor_qp is not None:
-        qp_bits = 6 + qp_density
-        enc.encode_bypass(tensor_qp, qp_bits)
-    try:
-        enc.encode_tensor(stored, coding)
-    except EncodeError as e:
-        raise EncodeError(f"tensor {name!r}: {e}") from e
-    payload = enc.finish()
 
+def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state: ParseState, cpt: int) -> bytes:
+    """One NNR_NDU (clause 7.3.8): a single tensor, or a block's members in coding order."""
+    block = len(members) > 1
+    lead = next(c for m, c in zip(members, coded) if m.role in ("weight", "tensor")) if block else coded[0]
+    scan = s.scan_order if len(lead.shape) > 1 else 0
+    if lead.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
+        payload, entry_points = lead.stored.astype("<f4").tobytes(), []
+    else:
+        payload, entry_points = _payload(coded, scan, s)
+    if block:
+        ids = [next(m.name for m in members if m.role == role) for role in _LIST_ORDER if any(m.role == role for m in members)]
+        parameter_id = next(m.parameter_id for m in members if m.role == "weight")
+    else:
+        ids, parameter_id = [members[0].name], members[0].parameter_id
     header = NduHeader(
-        payload_type=payload_type,
-        element_ids=[name],
+        payload_type=PayloadType.NNR_PT_BLOCK if block else lead.payload_type,
+        multiple_topology_elements_present_flag=block,
+        element_ids=ids,
         node_id_present_flag=True,
         device_id=0,
-        parameter_id=index,
+        parameter_id=parameter_id,
         put_node_depth=0,
-        codebook_present_flag=codebook is not None,
-        codebooks=[codebook] if codebook else [],
-        dq_flag=dq,
+        codebook_present_flag=lead.codebook is not None,
+        codebooks=[lead.codebook] if lead.codebook else [],
+        dq_flag=lead.dq,
         tensor_dimensions_flag=True,
         cabac_unary_length_flag=True,
-        tensor_dimensions=list(shape),
-        cabac_unary_length_minus1=unary,
-        scan_order=coding.scan_order,
+        compressed_parameter_types=cpt,
+        tensor_dimensions=list(lead.shape),
+        cabac_unary_length_minus1=s.unary,
+        scan_order=scan,
+        entry_points=entry_points,
     )
-    if len(shape) > 1 and coding.scan_order > 0:
-        header.entry_points = _entry_points(payload, shape, coding, qp_bits)
     return write_unit(CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=payload), state)
 
+
+def _payload(coded: list[_Coded], scan_order: int, s: _Settings) -> tuple[bytes, list[EntryPoint]]:
+    """The DeepCABAC payload of an NDU's tensors (each: QP offset, then levels;
+    clause 7.3.9) and the entry points of its block-scanned tensors."""
+    enc = Encoder()
+    codings = []
+    for c in coded:
+        coding = TensorCoding(
+            dq_flag=c.dq,
+            scan_order=scan_order if len(c.shape) > 1 else 0,
+            cabac_unary_length_minus1=s.unary,
+            general_profile_idc=1,
+            row_skip_flag=s.row_skipping,
+            param_opt=s.param_opt,
+            codebook_size=len(c.codebook.values) if c.codebook else 0,
+            codebook_zero_offset=c.codebook.zero_offset if c.codebook else 0,
+            dq_any_index=c.clipped and c.dq,
+        )
+        if c.qp is not None:
+            enc.encode_bypass(c.qp, 6 + s.qp_density)
+        try:
+            enc.encode_tensor(c.stored, coding)
+        except EncodeError as e:
+            raise EncodeError(f"tensor {c.name!r}: {e}") from e
+        codings.append(coding)
+    payload = enc.finish()
+    if not any(coding.scan_order > 0 for coding in codings):
+        return payload, []
+    # Entry points are read back from the payload, as the reference encoder does.
+    entry_points: list[EntryPoint] = []
+    dec = Decoder(payload)
+    for c, coding in zip(coded, codings):
+        if c.qp is not None:
+            dec.decode_bypass(6 + s.qp_density)
+        eps = dec.decode_tensor(c.shape, coding).entry_points
+        entry_points += [
+            EntryPoint(int(eps[r]["bit_position"]) - int(eps[r - 1]["bit_position"]), int(eps[r]["value"]), int(eps[r]["dq_state"]))
+            for r in range(1, len(eps))
+        ]
+    return payload, entry_points

@@ -4,6 +4,7 @@ reference software's streams of the conformance vectors, round trips, errors."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,26 @@ import nnc_core
 from nnc_core import ConfigError, EncodeError
 from nnc_core.cli import main
 from nnc_core.decoding import decode_bitstream, quantization_step
-from nnc_core.encoding import uniform_quantize
+from nnc_core.encoding import blocks_from_parameter_types, uniform_quantize
 
 ROOT = Path(__file__).parent / "vectors"
 MANIFEST = json.loads((ROOT / "manifest.json").read_text())
-SUPPORTED = {"qp", "qp_density", "nonweight_qp", "use_dq", "codebook_mode", "scan_order", "cabac_unary_length_minus1", "param_opt", "row_skipping"}
+SUPPORTED = {
+    "qp", "qp_density", "nonweight_qp", "use_dq", "codebook_mode", "scan_order", "cabac_unary_length_minus1", "param_opt",
+    "row_skipping", "int_quant_bw", "block_id_and_param_type", "bnf",
+}
 ENCODABLE = [v for v in MANIFEST["vectors"] if "stream" in v and set(v["compress_args"]) <= SUPPORTED]
+
+
+def _encode_args(compress_args):
+    """Our encode() arguments for the reference software's compress() arguments."""
+    args = dict(compress_args)
+    blocks = args.pop("block_id_and_param_type", None)
+    if blocks is not None:
+        args["blocks"] = blocks_from_parameter_types(blocks["block_identifier"], blocks["parameter_type"])
+    if args.pop("bnf", False):
+        args["fold_batch_norm"] = True
+    return args
 
 
 def _inputs(vector):
@@ -27,11 +42,11 @@ def _inputs(vector):
 
 @pytest.mark.parametrize("vector", ENCODABLE, ids=[v["id"] for v in ENCODABLE])
 def test_stream_equals_reference(vector):
-    assert nnc_core.encode(_inputs(vector), **vector["compress_args"]) == (ROOT / vector["stream"]).read_bytes()
+    assert nnc_core.encode(_inputs(vector), **_encode_args(vector["compress_args"])) == (ROOT / vector["stream"]).read_bytes()
 
 
 def test_encodable_vectors_cover_the_settings():
-    assert len(ENCODABLE) == 17  # blocks, RDO and int_quant_bw come with the next encoder tools
+    assert len(ENCODABLE) == 22  # all but RDO (v17) and the incremental v30/v31
 
 
 @pytest.mark.parametrize("use_dq", [True, False])
@@ -97,3 +112,115 @@ def test_cli_encode_matches_the_api(tmp_path):
     assert out.read_bytes() == nnc_core.encode(_inputs(vector), use_dq=False, qp=-44)
     assert main(["encode", str(npz), "-o", str(out), "--codebook", "-q"]) == 0
     assert out.read_bytes() == nnc_core.encode(_inputs(vector), codebook_mode=1)
+
+
+def _conv_bn(rng, channels=6):
+    return {
+        "conv.weight": (0.2 * rng.standard_normal((channels, 3, 3, 3))).astype(np.float32),
+        "conv.bias": (0.05 * rng.standard_normal(channels)).astype(np.float32),
+        "bn.weight": (1 + 0.1 * rng.standard_normal(channels)).astype(np.float32),
+        "bn.bias": (0.1 * rng.standard_normal(channels)).astype(np.float32),
+        "bn.running_mean": (0.1 * rng.standard_normal(channels)).astype(np.float32),
+        "bn.running_var": (1 + rng.random(channels)).astype(np.float32),
+        "head.weight": (0.1 * rng.standard_normal((4, channels))).astype(np.float32),
+    }
+
+
+CONV_BN_BLOCK = {"c": {"weight": "conv.weight", "bias": "conv.bias", "bn.gamma": "bn.weight", "bn.beta": "bn.bias",
+                       "bn.mean": "bn.running_mean", "bn.var": "bn.running_var"}}
+
+
+@pytest.mark.parametrize("use_dq", [True, False])
+def test_block_round_trip(rng, use_dq):
+    """A block NDU carries its members in coding order and restores each at its QP."""
+    tensors = _conv_bn(rng)
+    data = nnc_core.encode(tensors, blocks=CONV_BN_BLOCK, use_dq=use_dq, scan_order=1)
+    decoded = decode_bitstream(data)
+    assert [t.name for t in decoded] == ["conv.bias", "bn.bias", "bn.weight", "bn.running_mean", "bn.running_var", "conv.weight", "head.weight"]
+    assert len({t.unit_index for t in decoded}) == 2  # one block NDU, one plain NDU
+    for t in decoded:
+        step = quantization_step(-38 if t.name.endswith("conv.weight") or t.name == "head.weight" else -75, 2)
+        assert np.max(np.abs(t.values - tensors[t.name])) <= (2 if use_dq else 0.5) * step * 1.0001
+
+
+def test_batch_norm_folding_reconstructs_the_folded_layer(rng):
+    tensors = _conv_bn(rng)
+    data = nnc_core.encode(tensors, blocks=CONV_BN_BLOCK, fold_batch_norm=True, use_dq=False, qp=-60, nonweight_qp=-90)
+    out = nnc_core.decode(data)
+    assert list(out) == ["conv.weight_scaling", "conv.bias", "conv.weight", "head.weight"]
+    g = tensors["bn.weight"] / np.sqrt(tensors["bn.running_var"] + np.float32(1e-5))
+    folded_bias = (tensors["conv.bias"] - tensors["bn.running_mean"]) * g + tensors["bn.bias"]
+    np.testing.assert_allclose(out["conv.weight_scaling"], g, atol=quantization_step(-90, 2))
+    np.testing.assert_allclose(out["conv.bias"], folded_bias, atol=quantization_step(-90, 2))
+
+
+def test_block_without_bias_gets_one_when_folded(rng):
+    tensors = _conv_bn(rng)
+    del tensors["conv.bias"]
+    blocks = {"c": {k: v for k, v in CONV_BN_BLOCK["c"].items() if k != "bias"}}
+    out = nnc_core.decode(nnc_core.encode(tensors, blocks=blocks, fold_batch_norm=True))
+    assert list(out)[:3] == ["conv.weight_scaling", "conv.weight.bias", "conv.weight"]
+
+
+def test_block_with_integer_member_is_split(rng):
+    """Blocks carry quantized floats only: other members get NDUs of their own,
+    in block coding order, with the block's parameter types in each header."""
+    from nnc_core.bitstream.units import CompressedDataUnit, read_units
+
+    tensors = {"fc.weight": rng.standard_normal((5, 4)).astype(np.float32), "fc.bias": np.arange(5, dtype=np.int32)}
+    data = nnc_core.encode(tensors, blocks={"fc": {"weight": "fc.weight", "bias": "fc.bias"}})
+    ndus = [u for u in read_units(data) if isinstance(u, CompressedDataUnit)]
+    assert [(u.header.element_ids, u.header.payload_type, u.header.compressed_parameter_types) for u in ndus] == [
+        (["fc.bias"], 0, 8), (["fc.weight"], 1, 8)
+    ]
+    assert np.array_equal(nnc_core.decode(data)["fc.bias"], tensors["fc.bias"])
+
+
+@pytest.mark.parametrize(
+    ("blocks", "message"),
+    [
+        ({"b": {"bias": "fc.bias"}}, "block 'b' has no weight"),
+        ({"b": {"weight": "fc.weight", "scale": "fc.bias"}}, "unknown roles ['scale']"),
+        ({"b": {"weight": "fc.weight", "bias": "nope"}}, "bias 'nope' is not a tensor of the model"),
+        ({"b": {"weight": "fc.weight", "bias": "other"}}, "bias 'other' has shape [3], a block member needs shape [5]"),
+        ({"b": {"weight": "fc.weight", "bn.gamma": "fc.bias"}}, "batch norm needs all of"),
+        ({"a": {"weight": "fc.weight", "bias": "fc.bias"}, "b": {"weight": "fc.bias"}}, "tensor 'fc.bias' is in blocks 'a' and 'b'"),
+    ],
+)
+def test_block_errors(rng, blocks, message):
+    tensors = {"fc.weight": np.ones((5, 4), np.float32), "fc.bias": np.ones(5, np.float32), "other": np.ones(3, np.float32)}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        nnc_core.encode(tensors, blocks=blocks)
+
+
+def test_blocks_from_parameter_types_rejects_unknown_types():
+    with pytest.raises(ConfigError, match="has parameter type 'gamma'"):
+        blocks_from_parameter_types({"a": "b1", "b": "b1"}, {"a": "weight", "b": "gamma"})
+
+
+def test_raw_float_is_lossless_with_nan_and_inf(rng):
+    w = rng.standard_normal((4, 6)).astype(np.float32)
+    w[0, 0], w[1, 1], w[2, 2] = np.nan, np.inf, -np.inf
+    tensors = {"w": w, "b": rng.standard_normal(4).astype(np.float32)}
+    out = nnc_core.decode(nnc_core.encode(tensors, raw_float=["w"]))
+    assert out["w"].dtype == np.float32 and out["w"].tobytes() == w.tobytes()
+    with pytest.raises(EncodeError, match=r"tensor 'w': non-finite value nan at flat index 0 \(send it with raw_float"):
+        nnc_core.encode(tensors)
+
+
+@pytest.mark.parametrize("use_dq", [True, False])
+def test_int_quant_bw_keeps_integers_in_bit_depth(minilm, use_dq):
+    tensors = {n: v for n, v in minilm.items() if n.startswith("encoder.layer.2.attention.self")}
+    decoded = decode_bitstream(nnc_core.encode(tensors, int_quant_bw=6, use_dq=use_dq))
+    for t in decoded:
+        signed = np.any(tensors[t.name] < 0)
+        bits = 6 if tensors[t.name].ndim > 1 else 8
+        low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        # DQ: a clipped index that its state cannot reconstruct decodes to a neighbour
+        slack = 1 if use_dq else 0
+        assert low - slack <= t.stored.min() and t.stored.max() <= high + slack, t.name
+
+
+def test_int_quant_bw_excludes_per_tensor_qps():
+    with pytest.raises(ConfigError, match="int_quant_bw chooses every tensor's QP"):
+        nnc_core.encode({"w": np.ones((2, 2), np.float32)}, int_quant_bw=8, qp_per_tensor={"w": -30})

@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct layout or a function signature below changes. */
-#define DCABAC_ABI_VERSION 1
+#define DCABAC_ABI_VERSION 2
 
 /* Largest number of greater-than flags: cabac_unary_length_minus1 is u(8). */
 #define DCABAC_MAX_GT_FLAGS 256
@@ -63,6 +63,10 @@ typedef struct dcabac_tensor {
     uint8_t hdsp_flag;           /* encoder: use HDSP (needs history); decoder: set on return */
     uint8_t row_skip_flag;       /* encoder: skip all-zero rows; decoder: set on return */
     uint8_t param_opt;           /* encoder: choose context init sets by estimation */
+    uint8_t dq_any_index;        /* encoder, with dq_flag: accept any integer; one that is no
+                                  * reconstruction index of its state is coded as the level
+                                  * floor((t + sgn(t) * (state & 1)) / 2), as the reference
+                                  * encoder does (the decoder returns that level's index) */
     uint32_t codebook_size;      /* 0 = no codebook */
     uint32_t codebook_zero;      /* CbZeroOffset (index of zero in the codebook) */
     const int32_t *base;         /* TCA: parent's stored integers (height*width), or NULL */

@@ -337,7 +337,7 @@ DCABAC_INLINE int code_segment_impl(level_pass *p, int64_t pos, int64_t count, i
     for (int64_t end = pos + count; pos < end; pos++) {
         int32_t t = values[pos];
         int64_t k = t;
-        if (dq && !dq_level(t, state, &k)) {
+        if (dq && !dq_level(t, state, &k) && !g->dq_any) {
             rc = DCABAC_E_RANGE;
             break;
         }

@@ -24,6 +24,7 @@ typedef struct tensor_geom {
     int restarts;           /* block scan with more than one block row */
     int num_gt;             /* N greater-than flags */
     int dq;
+    int dq_any;             /* encoder: code non-reconstruction indices (see dq_any_index) */
     int profile;
     int flags_coded;        /* HDSP/row-skip flags may be present (profile 1, 2-D, ...) */
     int nothing_coded;      /* single-entry codebook in profile 1: no values coded */
@@ -70,6 +71,7 @@ static inline int geom_init(tensor_geom *g, const dcabac_tensor *t, char *msg, s
     g->n = t->height * t->width;
     g->num_gt = t->num_gt_flags;
     g->dq = t->dq_flag;
+    g->dq_any = t->dq_any_index != 0;
     g->profile = t->general_profile_idc;
     g->so = (g->w <= 1 || g->h <= 1) ? 0 : t->scan_order;
     if (g->so == 0) {

@@ -147,3 +147,66 @@ def test_our_codebook_streams_equal_nncodec(minilm, args):
     ours = nnc_core.encode(params, **args)
     theirs, expected = _compress_and_decode(params, **args)
     assert ours == theirs
+
+
+BLOCK_ENCODER_SETTINGS = [
+    {},
+    {"bnf": True},
+    {"bnf": True, "use_dq": False, "scan_order": 1, "row_skipping": True},
+    {"int_quant_bw": 8},
+    {"int_quant_bw": 6, "use_dq": False},  # (NNCodec fails on int_quant_bw with bnf: KeyError)
+    # weights may take a codebook while biases stay uniform (joint blocks with a
+    # codebook); only conv1 and the classifier, as NNCodec's codebook search is slow
+    {"codebook_mode": 2, "use_dq": False, "qp": -20, "layers": ("conv1", "classifier")},
+]
+
+
+@pytest.mark.parametrize("args", BLOCK_ENCODER_SETTINGS, ids=lambda a: ",".join(f"{k}={v}" for k, v in a.items()) or "defaults")
+def test_our_block_streams_equal_nncodec(crepe_tiny, args):
+    """Conv/linear + bias + batch-norm blocks (joint or split, folded or not):
+    our bitstream is NNCodec's, and NNCodec decodes it to what we decode."""
+    import nnc_core
+    from nnc_core.encoding import blocks_from_parameter_types
+
+    args = dict(args)
+    layers = args.pop("layers", ("",))
+    params = {k: v for k, v in crepe_tiny.items() if v.dtype == np.float32 and k.startswith(layers)}
+    reference_blocks = _crepe_blocks(params)
+    ours = nnc_core.encode(
+        params,
+        blocks=blocks_from_parameter_types(reference_blocks["block_identifier"], reference_blocks["parameter_type"]),
+        fold_batch_norm=args.get("bnf", False),
+        **{k: v for k, v in args.items() if k != "bnf"},
+    )
+    theirs, _ = _compress_and_decode(params, block_id_and_param_type=reference_blocks, **args)
+    assert ours == theirs
+    nnc = reference.nncodec_compression()
+    with contextlib.redirect_stdout(io.StringIO()):
+        decoded_there = nnc.decompress(bytearray(ours))
+    _check(ours, decoded_there)
+
+
+def test_our_int_aligned_streams_equal_nncodec(minilm):
+    import nnc_core
+
+    params = _minilm_subset(minilm)
+    assert nnc_core.encode(params, int_quant_bw=4, use_dq=False) == _compress_and_decode(params, int_quant_bw=4, use_dq=False)[0]
+
+
+def test_nncodec_decodes_our_raw_floats(minilm, rng):
+    """NNR_PT_RAW_FLOAT (which NNCodec's writer cannot produce) decodes there
+    to the exact float32 values, NaN and infinity included.  NNCodec 2.1.3's
+    parser fails on any unit after a raw-float NDU (TypeError in its byte
+    count), so the raw tensor is the last one here."""
+    import nnc_core
+
+    params = {n: minilm[n] for n in minilm if n.startswith("encoder.layer.0.attention.self")}
+    odd = rng.standard_normal((5, 7)).astype(np.float32)
+    odd[1, 2], odd[3, 4], odd[4, 0] = np.nan, np.inf, -np.inf
+    params["odd"] = odd
+    ours = nnc_core.encode(params, raw_float=["odd"])
+    nnc = reference.nncodec_compression()
+    with contextlib.redirect_stdout(io.StringIO()):
+        decoded_there = nnc.decompress(bytearray(ours))
+    _check(ours, decoded_there)
+    assert np.asarray(decoded_there["odd"]).tobytes() == odd.tobytes()
