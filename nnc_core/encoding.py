@@ -517,7 +517,7 @@ def _quantize_member(m: _Member, s: _Settings) -> _Coded:
     else:
         requested = s.qp if m.weight else s.nonweight_qp
     _check_qp(m.name, requested, 0, s.qp_density)
-    scan = s.scan_order if len(shape) > 1 else 0
+    scan = _scan_order(shape, s.scan_order)
     codebook = None
     if s.codebook_mode:
         stored, qp, codebook = _codebook_quantize(
@@ -533,11 +533,19 @@ def _quantize_member(m: _Member, s: _Settings) -> _Coded:
     return _Coded(m.name, shape, PayloadType.NNR_PT_FLOAT, stored, qp, dq, codebook, clipped=bits is not None)
 
 
+def _scan_order(shape: tuple[int, ...], scan_order: int) -> int:
+    """The scan order a tensor is coded with: block scans need a 2-D view
+    (first dimension x the others) with more than one row and column."""
+    if len(shape) < 2 or shape[0] <= 1 or int(np.prod(shape[1:])) <= 1:
+        return 0
+    return scan_order
+
+
 def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state: ParseState, cpt: int) -> bytes:
     """One NNR_NDU (clause 7.3.8): a single tensor, or a block's members in coding order."""
     block = len(members) > 1
     lead = next(c for m, c in zip(members, coded) if m.role in ("weight", "tensor")) if block else coded[0]
-    scan = s.scan_order if len(lead.shape) > 1 else 0
+    scan = _scan_order(lead.shape, s.scan_order)
     if lead.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
         payload, entry_points = lead.stored.astype("<f4").tobytes(), []
     else:
@@ -577,7 +585,7 @@ def _payload(coded: list[_Coded], scan_order: int, s: _Settings) -> tuple[bytes,
     for c in coded:
         coding = TensorCoding(
             dq_flag=c.dq,
-            scan_order=scan_order if len(c.shape) > 1 else 0,
+            scan_order=_scan_order(c.shape, scan_order),
             cabac_unary_length_minus1=s.unary,
             general_profile_idc=1,
             row_skip_flag=s.row_skipping,

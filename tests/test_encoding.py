@@ -224,3 +224,13 @@ def test_int_quant_bw_keeps_integers_in_bit_depth(minilm, use_dq):
 def test_int_quant_bw_excludes_per_tensor_qps():
     with pytest.raises(ConfigError, match="int_quant_bw chooses every tensor's QP"):
         nnc_core.encode({"w": np.ones((2, 2), np.float32)}, int_quant_bw=8, qp_per_tensor={"w": -30})
+
+
+@pytest.mark.parametrize("shape", [(9, 1), (1, 9), (1, 3, 3), (5, 1, 1)])
+def test_block_scan_falls_back_to_row_major_for_single_row_or_column(rng, shape):
+    """A 2-D view with one row or one column has no block rows: scan order 0 is signalled."""
+    w = rng.standard_normal(shape).astype(np.float32)
+    data = nnc_core.encode({"w": w}, scan_order=1)
+    (t,) = decode_bitstream(data)
+    assert t.values.shape == shape
+    assert np.max(np.abs(t.values - w)) <= 2 * quantization_step(-38, 2)

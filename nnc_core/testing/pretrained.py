@@ -117,6 +117,25 @@ def load(name: str) -> dict[str, np.ndarray]:
     return read_safetensors(file) if reader == "safetensors" else read_torch_zip(file)
 
 
+def crepe_block_types(tensors: dict[str, np.ndarray]) -> dict[str, dict[str, str]]:
+    """CREPE's layers as blocks, in the reference software's ``block_id_and_param_type``
+    form: each conv/linear weight with its bias and batch norm (``conv1`` with
+    ``conv1_BN.*``).  Integer counters stay outside blocks."""
+    kinds = {"weight": "weight", "bias": "bias", "BN.weight": "bn.gamma", "BN.bias": "bn.beta",
+             "BN.running_mean": "bn.mean", "BN.running_var": "bn.var"}
+    block_id, param_type = {}, {}
+    for name, value in tensors.items():
+        if value.dtype.kind != "f":
+            continue
+        if "_BN." in name:
+            layer, kind = name.split("_BN.")[0], "BN." + name.split("_BN.")[1]
+        else:
+            layer, kind = name.rsplit(".", 1)
+        block_id[name] = layer
+        param_type[name] = kinds[kind]
+    return {"block_identifier": block_id, "parameter_type": param_type}
+
+
 _SAFETENSORS_DTYPES = {
     "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
     "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?",

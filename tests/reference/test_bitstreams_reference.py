@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nnc_core.decoding import decode_bitstream
-from nnc_core.testing import reference
+from nnc_core.testing import pretrained, reference
 
 pytestmark = pytest.mark.reference
 
@@ -31,19 +31,7 @@ def _crepe(crepe_tiny):
 
 def _crepe_blocks(params):
     """Conv/linear weight + bias + batch norm of each CREPE layer as one block."""
-    block_id, param_type = {}, {}
-    kinds = {"weight": "weight", "bias": "bias", "BN.weight": "bn.gamma", "BN.bias": "bn.beta",
-             "BN.running_mean": "bn.mean", "BN.running_var": "bn.var"}
-    for name, value in params.items():
-        if value.dtype != np.float32:
-            continue
-        if "_BN." in name:
-            layer, kind = name.split("_BN.")[0], "BN." + name.split("_BN.")[1]
-        else:
-            layer, kind = name.rsplit(".", 1)
-        block_id[name] = layer
-        param_type[name] = kinds[kind]
-    return {"block_identifier": block_id, "parameter_type": param_type}
+    return pretrained.crepe_block_types(params)
 
 
 def _compress_and_decode(params, **args):
