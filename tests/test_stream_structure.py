@@ -586,3 +586,17 @@ def test_structured_stream_decodes_exactly(rng):
         want = stored if qp is None else expected_values(stored, qp, density)
         assert t.values.tobytes() == want.tobytes(), t.name
     assert write_units(read_units(stream)) == stream
+
+
+def test_block_scan_is_not_signalled_for_a_single_row_or_column():
+    """A [9, 1] tensor scans like row-major order and has no entry points: scan_order 0 is written."""
+    parts, state = start()
+    for shape, shift in (((9, 1), 0), ((1, 9), 0), ((1, 12, 1), 1)):
+        stored = np.arange(int(np.prod(shape)), dtype=np.int32).reshape(shape) - 4
+        ndu = build_ndu(stored, ["w"], qp=-38, scan_order=1, first_tensor_dimension_shift=shift)
+        assert (ndu.header.scan_order, ndu.header.entry_points) == (0, [])
+        stream = b"".join(parts) + write_unit(ndu, dataclasses.replace(state))
+        (t,) = decode_bitstream(stream)
+        assert np.array_equal(t.stored, stored)
+    wide = build_ndu(np.ones((2, 40), np.int32), ["w"], qp=-38, scan_order=1, first_tensor_dimension_shift=1)
+    assert wide.header.scan_order == 1 and len(wide.header.entry_points) == block_rows_minus1(40, 1) == 4

@@ -189,6 +189,10 @@ def build_ndu(
     ``stored`` has the tensor's own shape; it is coded in its
     :func:`coded_view`.  Several ``element_ids`` need a
     ``tensor_dimension_mapping`` (see :func:`concatenate_elements`).
+    A block scan is only signalled when the coded view has more than one row
+    and column: otherwise it scans like row-major order but the header would
+    need entry points that the payload does not have (the reference encoder
+    fails on such tensors), so ``scan_order`` 0 is written.
     """
     stored = np.asarray(stored)
     if stored.ndim == 0:
@@ -204,9 +208,11 @@ def build_ndu(
     if (len(element_ids) > 1) != (tensor_dimension_mapping is not None):
         raise ConfigError("several topology elements go with a tensor dimension mapping, one element without")
     coded = coded_view(stored, shift)
+    rows = coded.shape[0] if coded.ndim else 1
+    block_scan = len(shape) > 1 and rows > 1 and coded.size > rows
     coding = TensorCoding(
         dq_flag=dq_flag,
-        scan_order=scan_order if len(shape) > 1 else 0,
+        scan_order=scan_order if block_scan else 0,
         cabac_unary_length_minus1=cabac_unary_length_minus1,
         general_profile_idc=general_profile_idc,
         row_skip_flag=row_skip_flag,
