@@ -20,6 +20,8 @@ import numpy as np
 
 import nnc_core
 from nnc_core.bitstream.units import (
+    AggregateUnit,
+    AggregateUnitType,
     CompressedDataUnit,
     LayerParameterSet,
     ModelParameterSet,
@@ -28,6 +30,7 @@ from nnc_core.bitstream.units import (
     TopologyStorageFormat,
     TopologyUnit,
     UnitType,
+    flatten_units,
     read_units,
 )
 from nnc_core.decoding import decode_bitstream
@@ -53,6 +56,12 @@ def _describe(unit) -> str:  # type: ignore[no-untyped-def]
         return " ".join(parts)
     if isinstance(unit, LayerParameterSet):
         return f"qp_density={unit.lps_qp_density} qp={unit.lps_quantization_parameter}"
+    if isinstance(unit, AggregateUnit):
+        try:
+            kind = AggregateUnitType(unit.aggregate_unit_type).name
+        except ValueError:
+            kind = str(unit.aggregate_unit_type)
+        return f"{kind} units={len(unit.units)}" + (" entry_points" if unit.entry_points_present_flag else "")
     if isinstance(unit, TopologyUnit):
         try:
             fmt = TopologyStorageFormat(unit.topology_storage_format).name
@@ -66,6 +75,13 @@ def _describe(unit) -> str:  # type: ignore[no-untyped-def]
             "ids=" + ",".join(str(i) for i in h.element_ids),
             "dims=" + "x".join(str(d) for d in h.tensor_dimensions),
         ]
+        if h.tensor_dimension_mapping is not None:
+            m = h.tensor_dimension_mapping
+            parts.append(f"concat_axis={m.concatenation_axis_index} split=" + ",".join(str(i) for i in m.split_index))
+        if h.first_tensor_dimension_shift:
+            parts.append(f"first_dim_shift={h.first_tensor_dimension_shift}")
+        if unit.partial_data_counter:
+            parts.append(f"part={unit.partial_data_counter}")
         if h.dq_flag:
             parts.append("dq")
         if h.codebook_present_flag:
@@ -85,16 +101,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{'unit':>4}  {'type':<8} {'offset':>9} {'size':>9}  header")
     for i, unit in enumerate(units):
         print(f"{i:>4}  {_unit_name(unit.unit_type):<8} {unit.offset:>9} {unit.size:>9}  {_describe(unit)}")
+        for j, inner in enumerate(unit.units if isinstance(unit, AggregateUnit) else []):
+            label = f"{i}.{j}"
+            print(f"{label:>6}  {_unit_name(inner.unit_type):<8} {inner.offset:>7} {inner.size:>9}  {_describe(inner)}")
     tensors = decode_bitstream(data, None) if not args.no_decode else []
     if tensors:
-        sizes = {i: u.size for i, u in enumerate(units)}
-        per_unit: dict[int, int] = {}
+        # bits per parameter: the units that carried a tensor, shared by all
+        # tensors carried by exactly those units (block members, mapped elements)
+        sizes = {(i, j): u.size for i, j, u in flatten_units(units)}
+        per_group: dict[tuple, int] = {}
         for t in tensors:
-            per_unit[t.unit_index] = per_unit.get(t.unit_index, 0) + t.values.size
+            per_group[t.carried_by] = per_group.get(t.carried_by, 0) + t.values.size
         print()
         print(f"{'tensor':<48} {'dtype':<8} {'shape':<16} {'qp':>5} {'bits/param':>10}")
         for t in tensors:
-            bpp = 8 * sizes[t.unit_index] / max(per_unit[t.unit_index], 1)
+            bits = 8 * sum(sizes[c] for c in t.carried_by)
+            bpp = bits / max(per_group[t.carried_by], 1)
             shape = "x".join(str(d) for d in t.values.shape)
             print(f"{t.name:<48} {str(t.values.dtype):<8} {shape:<16} {'' if t.qp is None else t.qp:>5} {bpp:>10.3f}")
         total = sum(t.values.size for t in tensors)

@@ -13,6 +13,20 @@ entropy decoding of NDU payloads and reconstruction of tensors).
 
 Incremental streams keep per-tensor state between calls in a
 :class:`DecoderState` (TCA base and HDSP history).
+
+Stream structure beyond the reference software (each decision is listed in
+the README under "Decisions where the reference is silent"):
+
+* the units of an aggregate unit (NNR_AGG) are decoded as if they stood in
+  the bitstream in its place;
+* an NNR_LPS with quantization parameters overrides the MPS's
+  ``qp_density`` and base QP until the next LPS, MPS or start unit;
+* a tensor may be split over consecutive NDUs with ``partial_data_counter``
+  P, P-1, ..., 1; the parts are concatenated along the coded first dimension;
+* a non-block NDU naming several topology elements carries their
+  concatenation, split again by ``topology_tensor_dimension_mapping()``;
+* ``first_tensor_dimension_shift`` s: the tensor is coded with dimension s
+  moved to the front (the rows of the 2-D view) and moved back on decoding.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnc_core.bitstream.layout import coded_shape, coded_view, decoded_view
 from nnc_core.bitstream.units import (
     CompressedDataUnit,
     LayerParameterSet,
@@ -29,7 +44,9 @@ from nnc_core.bitstream.units import (
     ParameterTypes,
     PayloadType,
     StartUnit,
-    Unit,
+    dimension_mapping_problem,
+    flatten_units,
+    quantization_base,
     read_units,
 )
 from nnc_core.deepcabac import Decoder, TensorCoding
@@ -52,8 +69,10 @@ class DecodedTensor:
     name: str
     values: np.ndarray
     stored: np.ndarray | None  # integers before reconstruction (None for raw floats)
-    qp: int | None
-    unit_index: int
+    qp: int | None  # None for integer and raw tensors, and for a split tensor whose parts differ
+    unit_index: int  # the (first) unit that carried it; for a unit inside an NNR_AGG, the aggregate unit
+    aggregated_index: int | None = None  # index inside the aggregate unit, if in one
+    carried_by: tuple[tuple[int, int | None], ...] = ()  # (unit_index, aggregated_index) of every unit carrying it
 
 
 @dataclass
@@ -70,12 +89,16 @@ _LIST_ORDER = ("weight", "ls", "bn.beta", "bn.gamma", "bn.mean", "bn.var", "bias
 _CODING_ORDER = ("ls", "bias", "bn.beta", "bn.gamma", "bn.mean", "bn.var", "weight")
 
 
-def _block_members(h: NduHeader, unit_index: int, offset: int) -> list[tuple[str, str, tuple[int, ...], int]]:
-    """(role, name, shape, codebook index or -1) of each member, in coding order."""
+def _block_members(h: NduHeader, where: dict) -> list[tuple[str, str, tuple[int, ...], int]]:
+    """(role, name, shape, codebook index or -1) of each member, in coding order.
+
+    Non-weight members have one entry per row of the weight's coded view:
+    ``tensor_dimensions[first_tensor_dimension_shift]``.
+    """
     cpt = ParameterTypes(h.compressed_parameter_types)
     dims = tuple(h.tensor_dimensions)
     if not dims:
-        raise BitstreamError("block NDU without tensor dimensions", unit_index=unit_index, byte_offset=offset)
+        raise BitstreamError("block NDU without tensor dimensions", **where)
     roles: list[str] = []
     if cpt & ParameterTypes.NNR_CPT_DC:
         roles += ["G", "H"]
@@ -90,8 +113,7 @@ def _block_members(h: NduHeader, unit_index: int, offset: int) -> list[tuple[str
     if len(roles) != len(h.element_ids):
         raise BitstreamError(
             f"block with compressed_parameter_types {int(cpt)} has {len(roles)} members but {len(h.element_ids)} ids",
-            unit_index=unit_index,
-            byte_offset=offset,
+            **where,
         )
     names = dict(zip(roles, h.element_ids))
     members = []
@@ -100,17 +122,32 @@ def _block_members(h: NduHeader, unit_index: int, offset: int) -> list[tuple[str
             rank, rows = h.decomposition_rank or 0, h.g_number_of_rows or 0
             total = int(np.prod(dims))
             if rows == 0 or total % rows:
-                raise BitstreamError(f"g_number_of_rows {rows} does not divide the weight", unit_index=unit_index, byte_offset=offset)
+                raise BitstreamError(f"g_number_of_rows {rows} does not divide the weight", **where)
             members.append(("G", str(names["G"]), (rows, rank), 0 if h.codebooks else -1))
             members.append(("H", str(names["H"]), (rank, total // rows), 1 if len(h.codebooks) > 1 else -1))
         elif role in names:
-            shape = dims if role == "weight" else (dims[0],)
+            shape = dims if role == "weight" else (dims[h.first_tensor_dimension_shift],)
             members.append((role, str(names[role]), shape, 0 if role == "weight" and h.codebooks else -1))
     return members
 
 
 #: Largest tensor (in elements) the decoder allocates unless told otherwise.
 DEFAULT_MAX_ELEMENTS = 1 << 31
+
+
+@dataclass
+class _Split:
+    """A tensor (or block) arriving in parts: ``partial_data_counter`` P, P-1, ..., 1."""
+
+    header: NduHeader
+    names: list[str]
+    expected: int  # partial_data_counter of the next part
+    parts: list[list[DecodedTensor]] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)  # extent along the joining axis so far, per member
+    elements: dict[str, int] = field(default_factory=dict)  # elements so far, per member
+
+    def what(self) -> str:
+        return "tensor " + ", ".join(repr(n) for n in self.names)
 
 
 def decode_bitstream(
@@ -121,65 +158,229 @@ def decode_bitstream(
 ) -> list[DecodedTensor]:
     """Decode every tensor of an NNR bitstream, in stream order.
 
-    ``max_elements`` bounds the size a header may declare for one tensor, so
-    that a hostile header cannot make the decoder allocate without limit.
+    ``max_elements`` bounds the size a header may declare for one tensor
+    (and the size of a tensor assembled from parts), so that a hostile
+    header cannot make the decoder allocate without limit.
     """
     units = read_units(data)
     out: list[DecodedTensor] = []
     profile = 1
     mps: ModelParameterSet | None = None
     lps: LayerParameterSet | None = None
-    for index, unit in enumerate(units):
+    split: _Split | None = None
+    for index, inner, unit in flatten_units(units):
+        where = dict(unit_index=index, aggregated_index=inner, byte_offset=unit.offset)
+        if split is not None and isinstance(unit, (StartUnit, ModelParameterSet)):
+            raise BitstreamError(
+                f"{split.what()} is incomplete: the part with partial_data_counter {split.expected} is missing", **where
+            )
         if isinstance(unit, StartUnit):
             profile = unit.general_profile_idc
             mps, lps = None, None
         elif isinstance(unit, ModelParameterSet):
-            mps = unit
+            mps, lps = unit, None
         elif isinstance(unit, LayerParameterSet):
+            if mps is None:
+                raise BitstreamError("layer parameter set before any model parameter set", **where)
             lps = unit
         elif isinstance(unit, CompressedDataUnit):
-            out.extend(_decode_ndu(unit, index, profile, mps, lps, state, max_elements))
+            counter = unit.partial_data_counter or 0
+            if split is not None:
+                _check_next_part(split, unit, counter, where)
+            elif counter:
+                split = _start_split(unit, counter, where)
+            results = _decode_ndu(unit, where, profile, mps, lps, state, max_elements, split)
+            if split is None:
+                out.extend(results)
+                _update_state(state, results, unit.header)
+                continue
+            _add_part(split, results, max_elements, where)
+            split.expected = counter - 1
+            if split.expected == 0:
+                assembled = _assemble(split)
+                out.extend(assembled)
+                _update_state(state, assembled, unit.header)
+                split = None
+    if split is not None:
+        raise BitstreamError(
+            f"{split.what()} is incomplete: the bitstream ends before the part with partial_data_counter {split.expected}",
+            unit_index=len(units),
+            byte_offset=len(data),
+        )
     return out
 
 
-def _qp_base(mps: ModelParameterSet | None, lps: LayerParameterSet | None) -> tuple[int, int]:
-    if lps is not None and lps.lps_qp_density is not None:
-        return lps.lps_qp_density, lps.lps_quantization_parameter or 0
-    if mps is not None and mps.mps_qp_density is not None:
-        return mps.mps_qp_density, mps.mps_quantization_parameter or 0
-    return 2, 0
+def _start_split(unit: CompressedDataUnit, counter: int, where: dict) -> _Split:
+    h = unit.header
+    if h.tensor_dimension_mapping is not None:
+        raise BitstreamError("an NDU with a tensor dimension mapping cannot be split into parts", **where)
+    if h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC:
+        raise BitstreamError("a decomposed tensor (NNR_CPT_DC) cannot be split into parts", **where)
+    return _Split(h, [str(i) for i in h.element_ids], counter)
+
+
+def _check_next_part(split: _Split, unit: CompressedDataUnit, counter: int, where: dict) -> None:
+    """The NDU must be the next part of the pending split tensor."""
+    h = unit.header
+    names = [str(i) for i in h.element_ids]
+    if names != split.names:
+        raise BitstreamError(
+            f"{split.what()} is incomplete: the part with partial_data_counter {split.expected} is missing "
+            f"before an NDU of {', '.join(repr(n) for n in names)}",
+            **where,
+        )
+    if counter == 0:
+        raise BitstreamError(
+            f"{split.what()} is incomplete: an NDU without partial_data_counter comes where part {split.expected} was due",
+            **where,
+        )
+    if counter > split.expected:
+        raise BitstreamError(
+            f"{split.what()}: partial_data_counter {counter} repeats a part already received "
+            f"(overlapping parts; part {split.expected} was due)",
+            **where,
+        )
+    if counter < split.expected:
+        missing = f"part {split.expected} is" if counter + 1 == split.expected else f"parts {split.expected}..{counter + 1} are"
+        raise BitstreamError(
+            f"{split.what()}: {missing} missing (partial_data_counter {counter} where {split.expected} was due)", **where
+        )
+    first = split.header
+    for attr in ("payload_type", "compressed_parameter_types", "first_tensor_dimension_shift"):
+        if getattr(h, attr) != getattr(first, attr):
+            raise BitstreamError(
+                f"{split.what()}: part {counter} has {attr} {getattr(h, attr)}, the first part {getattr(first, attr)}", **where
+            )
+
+
+def _split_axis(t: DecodedTensor, header: NduHeader) -> int:
+    """Parts join along the coded first dimension (1-D members: their only one)."""
+    return header.first_tensor_dimension_shift if t.values.ndim > 1 else 0
+
+
+def _add_part(split: _Split, results: list[DecodedTensor], max_elements: int, where: dict) -> None:
+    if split.parts:
+        for first, t in zip(split.parts[0], results):
+            a, b = first.values, t.values
+            axis = _split_axis(t, split.header)
+            same = a.ndim == b.ndim and all(x == y for i, (x, y) in enumerate(zip(a.shape, b.shape)) if i != axis)
+            if not same or a.dtype != b.dtype:
+                raise BitstreamError(
+                    f"part {split.expected} of {t.name!r} has shape {list(b.shape)} ({b.dtype}), which does not join "
+                    f"the first part's {list(a.shape)} ({a.dtype}) along dimension {axis}",
+                    **where,
+                )
+    for t in results:
+        total = split.elements.get(t.name, 0) + t.values.size
+        if total > max_elements:
+            raise BitstreamError(
+                f"tensor {t.name!r} assembled from parts is larger than the limit of {max_elements} elements", **where
+            )
+        split.elements[t.name] = total
+        split.rows[t.name] = split.rows.get(t.name, 0) + t.values.shape[_split_axis(t, split.header)]
+    split.parts.append(results)
+
+
+def _assemble(split: _Split) -> list[DecodedTensor]:
+    """The whole tensors (block members) of a complete split."""
+    out = []
+    for member in zip(*split.parts):
+        first = member[0]
+        axis = _split_axis(first, split.header)
+        values = np.concatenate([t.values for t in member], axis=axis)
+        stored = None if first.stored is None else np.concatenate([t.stored for t in member], axis=axis)
+        qps = {t.qp for t in member}
+        carried = tuple(c for t in member for c in t.carried_by)
+        out.append(
+            DecodedTensor(
+                first.name, values, stored, qps.pop() if len(qps) == 1 else None,
+                first.unit_index, first.aggregated_index, carried,
+            )
+        )
+    return out
+
+
+def _update_state(state: DecoderState | None, results: list[DecodedTensor], h: NduHeader) -> None:
+    if state is None:
+        return
+    for r in results:
+        if r.stored is None:
+            continue
+        state.base[r.name] = r.stored
+        seen = r.stored != 0
+        prev = state.history.get(r.name)
+        state.history[r.name] = seen if prev is None or prev.shape != seen.shape else (prev | seen)
+        if h.put_node_depth is not None:
+            state.put_node_depth[r.name] = h.put_node_depth
+
+
+def _parent(
+    known: dict[str, np.ndarray], h: NduHeader, name: str, shape: tuple[int, ...], axis: int, split: _Split | None
+) -> np.ndarray | None:
+    """What ``known`` holds for a tensor (or part) of ``shape``, co-located with it, or None.
+
+    For a part of a split tensor: the slice of the whole tensor's entry the
+    part covers.  For the tensor of a multi-element NDU: the concatenation
+    of its elements' entries.
+    """
+    m = h.tensor_dimension_mapping
+    if m is not None and h.payload_type != PayloadType.NNR_PT_BLOCK:
+        pieces = [known.get(str(e)) for e in h.element_ids]
+        if any(p is None or p.ndim != len(shape) for p in pieces) or m.concatenation_axis_index >= len(shape):
+            return None
+        try:
+            full = np.concatenate(pieces, axis=m.concatenation_axis_index)
+        except ValueError:
+            return None
+        return full if full.shape == shape else None
+    full = known.get(name)
+    if full is None:
+        return None
+    if split is None:
+        return full.reshape(shape) if full.size == int(np.prod(shape)) else None
+    start = split.rows.get(name, 0)
+    if full.ndim != len(shape) or full.shape[axis] < start + shape[axis]:
+        return None
+    if any(full.shape[i] != shape[i] for i in range(len(shape)) if i != axis):
+        return None
+    return np.take(full, np.arange(start, start + shape[axis]), axis=axis)
 
 
 def _decode_ndu(
     unit: CompressedDataUnit,
-    index: int,
+    where: dict,
     profile: int,
     mps: ModelParameterSet | None,
     lps: LayerParameterSet | None,
     state: DecoderState | None,
     max_elements: int,
+    split: _Split | None,
 ) -> list[DecodedTensor]:
     h = unit.header
-    at = unit.payload_offset
+    at = dict(where, byte_offset=unit.payload_offset)
+    location = (where["unit_index"], where["aggregated_index"])
+    shift = h.first_tensor_dimension_shift
+
+    def tensor(name: str, values: np.ndarray, stored: np.ndarray | None, qp: int | None) -> DecodedTensor:
+        return DecodedTensor(name, values, stored, qp, location[0], location[1], (location,))
+
     if mps is None:
-        raise BitstreamError("compressed data unit before any model parameter set", unit_index=index, byte_offset=unit.offset)
+        raise BitstreamError("compressed data unit before any model parameter set", **where)
     if h.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
         dims = tuple(h.tensor_dimensions) or (1,)
         count = int(np.prod(dims, dtype=object))
         if len(unit.payload) != 4 * count:  # also bounds the allocation by the input
-            raise BitstreamError(
-                f"raw float payload has {len(unit.payload)} bytes, shape {dims} needs {4 * count}", unit_index=index, byte_offset=at
-            )
-        values = np.frombuffer(unit.payload, "<f4").astype(np.float32).reshape(dims)
-        return [DecodedTensor(str(h.element_ids[0]), values, None, None, index)]
+            raise BitstreamError(f"raw float payload has {len(unit.payload)} bytes, shape {dims} needs {4 * count}", **at)
+        coded = np.frombuffer(unit.payload, "<f4").astype(np.float32).reshape(coded_shape(dims, shift))
+        return _map_elements(h, [tensor(str(h.element_ids[0]), decoded_view(coded, shift), None, None)], where)
 
     if h.payload_type == PayloadType.NNR_PT_BLOCK:
-        members = _block_members(h, index, unit.offset)
+        members = _block_members(h, where)
     else:
         dims = tuple(h.tensor_dimensions) or (1,)
         members = [("tensor", str(h.element_ids[0]), dims, 0 if h.codebooks else -1)]
 
-    qp_density, base_qp = _qp_base(mps, lps)
+    qp_density, base_qp = quantization_base(mps, lps)
     has_qp = h.payload_type != PayloadType.NNR_PT_INT
     results = []
     name = str(members[0][1])
@@ -188,10 +389,9 @@ def _decode_ndu(
         for role, name, shape, cb_index in members:
             if int(np.prod(shape, dtype=object)) > max_elements:
                 raise BitstreamError(
-                    f"tensor {name!r} of shape {list(shape)} is larger than the limit of {max_elements} elements",
-                    unit_index=index,
-                    byte_offset=unit.offset,
+                    f"tensor {name!r} of shape {list(shape)} is larger than the limit of {max_elements} elements", **where
                 )
+            member_shift = shift if role in ("tensor", "weight") else 0
             qp = None
             if has_qp:
                 qp = base_qp + dec.decode_bypass(6 + qp_density, signed=True)
@@ -207,35 +407,49 @@ def _decode_ndu(
             )
             base = history = None
             if state is not None:
+                axis = member_shift if len(shape) > 1 else 0
                 if h.temporal_context_modeling_flag and profile == 1:
-                    base = state.base.get(name)
-                    if base is None or base.size != int(np.prod(shape)):
+                    base = _parent(state.base, h, name, shape, axis, split)
+                    if base is None:
                         raise BitstreamError(
-                            f"tensor {name!r} uses temporal context adaptation but no parent of its size was decoded",
-                            unit_index=index,
-                            byte_offset=at,
+                            f"tensor {name!r} uses temporal context adaptation but no parent of its size was decoded", **at
                         )
-                history = state.history.get(name)
-                if history is not None and history.size != int(np.prod(shape)):
-                    history = None
-            decoded = dec.decode_tensor(shape, coding, base=base, history=history)
-            stored = decoded.values
+                    base = coded_view(base, member_shift)
+                history = _parent(state.history, h, name, shape, axis, split)
+                if history is not None:
+                    history = coded_view(history, member_shift)
+            decoded = dec.decode_tensor(coded_shape(shape, member_shift), coding, base=base, history=history)
+            stored = decoded_view(decoded.values, member_shift)
             values = _reconstruct(stored, h.payload_type, qp, qp_density, codebook)
-            results.append(DecodedTensor(name, values, stored, qp, index))
+            results.append(tensor(name, values, stored, qp))
         dec.finish()
     except BitstreamError as e:
         if e.unit_index is None:  # from the entropy decoder: say where
-            raise BitstreamError(f"tensor {name!r}: {e}", unit_index=index, byte_offset=at) from e
+            raise BitstreamError(f"tensor {name!r}: {e}", **at) from e
         raise
-    if state is not None:
-        for r in results:
-            state.base[r.name] = r.stored
-            seen = r.stored != 0
-            prev = state.history.get(r.name)
-            state.history[r.name] = seen if prev is None or prev.shape != seen.shape else (prev | seen)
-            if h.put_node_depth is not None:
-                state.put_node_depth[r.name] = h.put_node_depth
+    if h.payload_type != PayloadType.NNR_PT_BLOCK:
+        results = _map_elements(h, results, where)
     return results
+
+
+def _map_elements(h: NduHeader, results: list[DecodedTensor], where: dict) -> list[DecodedTensor]:
+    """Split the tensor of a multi-element NDU into its topology elements."""
+    m = h.tensor_dimension_mapping
+    if m is None:
+        return results
+    (t,) = results
+    problem = dimension_mapping_problem(m, t.values.shape)
+    if problem:
+        raise BitstreamError(problem, **where)
+    axis = m.concatenation_axis_index
+    bounds = [0, *m.split_index, t.values.shape[axis]]
+    out = []
+    for name, a, b in zip(h.element_ids, bounds, bounds[1:]):
+        cut = (slice(None),) * axis + (slice(a, b),)
+        values = np.ascontiguousarray(t.values[cut])
+        stored = None if t.stored is None else np.ascontiguousarray(t.stored[cut])
+        out.append(DecodedTensor(str(name), values, stored, t.qp, t.unit_index, t.aggregated_index, t.carried_by))
+    return out
 
 
 def _reconstruct(stored: np.ndarray, payload_type: int, qp: int | None, qp_density: int, codebook) -> np.ndarray:

@@ -33,17 +33,29 @@ class BitstreamError(NncError, ValueError):
     """A bitstream or payload is truncated, corrupt or inconsistent.
 
     ``unit_index`` and ``byte_offset`` locate the problem in the bitstream
-    where known (``None`` otherwise); the message includes them.
+    where known (``None`` otherwise); the message includes them.  Inside an
+    aggregate unit (NNR_AGG), ``unit_index`` is the index of the aggregate
+    unit in the bitstream and ``aggregated_index`` that of the unit inside it.
     """
 
-    def __init__(self, message: str, *, unit_index: int | None = None, byte_offset: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        unit_index: int | None = None,
+        byte_offset: int | None = None,
+        aggregated_index: int | None = None,
+    ):
         where = []
         if unit_index is not None:
             where.append(f"unit {unit_index}")
+        if aggregated_index is not None:
+            where.append(f"aggregated unit {aggregated_index}")
         if byte_offset is not None:
             where.append(f"byte offset {byte_offset}")
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
         self.unit_index = unit_index
+        self.aggregated_index = aggregated_index
         self.byte_offset = byte_offset
 
 

@@ -51,3 +51,30 @@ def test_failed_decode_leaves_previous_output_intact(tmp_path, capsys):
     assert "nnc decode: error: nnr_unit_size 555 runs past the end of the bitstream (82 bytes left) (unit 3, byte offset 18)" in capsys.readouterr().err
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "truncated.nnr"]
+
+
+def test_info_shows_aggregated_units_nested(tmp_path, capsys):
+    import numpy as np
+
+    from streams import structured_stream
+
+    from nnc_core.bitstream.units import AggregateUnit, read_units
+
+    stream, expected = structured_stream(np.random.default_rng(3))
+    path = tmp_path / "structured.nnr"
+    path.write_bytes(stream)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    units = read_units(stream)
+    (index,) = [i for i, u in enumerate(units) if isinstance(u, AggregateUnit)]
+    agg = units[index]
+    assert f"{index:>4}  NNR_AGG  {agg.offset:>9} {agg.size:>9}  NNR_AGG_GEN units=3 entry_points" in out
+    lps, ndu, ints = agg.units
+    assert f"{index:>4}.0  NNR_LPS  {lps.offset:>7} {lps.size:>9}  qp_density=4 qp=-100" in out
+    assert f"{index:>4}.1  NNR_NDU  {ndu.offset:>7} {ndu.size:>9}  NNR_PT_FLOAT ids=fc.weight,fc.extra dims=5x9 concat_axis=1 split=6" in out
+    assert any(line.startswith("   3  NNR_NDU ") and "first_dim_shift=2 part=3 dq scan_order=1" in line for line in out)
+    # a split tensor's bits per parameter count all its parts
+    parts = [u for u in units if getattr(u, "partial_data_counter", None) and u.header.element_ids == ["conv.weight"]]
+    bpp = 8 * sum(u.size for u in parts) / expected["conv.weight"][0].size
+    assert any(line.startswith("conv.weight ") and line.endswith(f"{bpp:>10.3f}") for line in out)
+    assert f"{'fc.weight':<48} float32  5x6" in "\n".join(out)

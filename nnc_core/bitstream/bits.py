@@ -29,11 +29,20 @@ _MAX_EXP_GOLOMB_PREFIX = 40
 class BitReader:
     """Reads HLS fields from ``data[start:end]``; ``offset`` base for messages."""
 
-    def __init__(self, data: bytes | memoryview, start: int = 0, end: int | None = None, *, unit_index: int | None = None):
+    def __init__(
+        self,
+        data: bytes | memoryview,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        unit_index: int | None = None,
+        aggregated_index: int | None = None,
+    ):
         self._data = memoryview(data)
         self._pos = start * 8  # bit position
         self._end = (len(data) if end is None else end) * 8
         self.unit_index = unit_index
+        self.aggregated_index = aggregated_index
 
     @property
     def bit_position(self) -> int:
@@ -52,7 +61,9 @@ class BitReader:
         return self._end - self._pos
 
     def error(self, message: str) -> BitstreamError:
-        return BitstreamError(message, unit_index=self.unit_index, byte_offset=self._pos >> 3)
+        return BitstreamError(
+            message, unit_index=self.unit_index, byte_offset=self._pos >> 3, aggregated_index=self.aggregated_index
+        )
 
     def u(self, n: int, what: str = "field") -> int:
         """Unsigned integer of n bits."""

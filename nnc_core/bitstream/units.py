@@ -4,7 +4,9 @@ A bitstream is a concatenation of NNR units, each ``nnr_unit_size()``,
 ``nnr_unit_header()`` and ``nnr_unit_payload()``.  This module holds the
 unit records and the parser: :func:`read_units` walks a bitstream and returns
 the units with their byte offsets; the NDU payload (a DeepCABAC codeword or
-raw floats) is kept as bytes for the decoding process.
+raw floats) is kept as bytes for the decoding process.  An aggregate unit
+(NNR_AGG) is returned as one :class:`AggregateUnit` holding its units;
+:func:`flatten_units` walks them in decoding order.
 
 Field names follow the standard's syntax as documented in our notes
 (``shared/spec/01-units-and-high-level-syntax.md``).  Parsing state that
@@ -15,6 +17,7 @@ MPS flags an NDU header depends on) is kept in :class:`ParseState`.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from nnc_core.bitstream.bits import BitReader, BitWriter
@@ -22,6 +25,7 @@ from nnc_core.errors import BitstreamError
 
 __all__ = [
     "UnitType",
+    "AggregateUnitType",
     "PayloadType",
     "ParameterTypes",
     "TopologyStorageFormat",
@@ -35,10 +39,15 @@ __all__ = [
     "EntryPoint",
     "NduHeader",
     "CompressedDataUnit",
+    "AggregateUnit",
+    "TensorDimensionMapping",
     "ParseState",
+    "quantization_base",
     "read_units",
+    "flatten_units",
     "write_unit",
     "write_units",
+    "aggregate_unit",
     "write_integer_codebook",
 ]
 
@@ -53,6 +62,13 @@ class UnitType(enum.IntEnum):
     NNR_QNT = 4
     NNR_NDU = 5
     NNR_AGG = 6
+
+
+class AggregateUnitType(enum.IntEnum):
+    """``nnr_aggregate_unit_type`` (clause 7.4.3; values UNVERIFIED, see README)."""
+
+    NNR_AGG_GEN = 0  # a set of NNR units
+    NNR_AGG_SLF = 1  # self-contained: decodable with only the NNR_STR and NNR_MPS before it
 
 
 class PayloadType(enum.IntEnum):
@@ -176,6 +192,20 @@ class EntryPoint:
 
 
 @dataclass
+class TensorDimensionMapping:
+    """``topology_tensor_dimension_mapping()`` (syntax UNVERIFIED, see README).
+
+    The tensor of a non-block NDU naming several topology elements is the
+    concatenation of those elements along ``concatenation_axis_index``;
+    element ``j`` is the slice ``[split_index[j-1], split_index[j])`` along
+    that axis (with ``split_index[-1] = 0`` and a last bound of the axis size).
+    """
+
+    concatenation_axis_index: int = 0
+    split_index: list[int] = field(default_factory=list)
+
+
+@dataclass
 class NduHeader:
     payload_type: int = PayloadType.NNR_PT_FLOAT
     multiple_topology_elements_present_flag: bool = False
@@ -201,6 +231,7 @@ class NduHeader:
     decomposition_rank: int | None = None
     g_number_of_rows: int | None = None
     tensor_dimensions: list[int] = field(default_factory=list)
+    tensor_dimension_mapping: TensorDimensionMapping | None = None
     cabac_unary_length_minus1: int = 10
     first_tensor_dimension_shift: int = 0
     scan_order: int = 0
@@ -215,11 +246,51 @@ class CompressedDataUnit(Unit):
 
 
 @dataclass
+class AggregateUnit(Unit):
+    """NNR_AGG: several complete NNR units carried as one (syntax UNVERIFIED, see README).
+
+    ``units`` are decoded as if they appeared in the bitstream in place of
+    the aggregate unit.  ``quant_bitdepth`` and ``ctu_scan_order`` hold one
+    informational entry per contained unit (zeros when empty on writing);
+    ``entry_points`` are the byte offsets of the contained units from the
+    start of the aggregate unit, as read (the writer computes them).
+    """
+
+    aggregate_unit_type: int = AggregateUnitType.NNR_AGG_GEN
+    entry_points_present_flag: bool = True
+    units: list[Unit] = field(default_factory=list)
+    quant_bitdepth: list[int] = field(default_factory=list)
+    ctu_scan_order: list[int] = field(default_factory=list)
+    entry_points: list[int] = field(default_factory=list)
+
+
+@dataclass
 class ParseState:
-    """What NDU headers depend on from earlier units."""
+    """What unit syntax and decoding depend on from earlier units."""
 
     general_profile_idc: int | None = None
     mps: ModelParameterSet | None = None
+    lps: LayerParameterSet | None = None  # the layer parameter set in force
+
+    def quantization_base(self) -> tuple[int, int]:
+        """``(qp_density, quantization_parameter)`` NDUs code their QP against."""
+        return quantization_base(self.mps, self.lps)
+
+
+def quantization_base(mps: ModelParameterSet | None, lps: LayerParameterSet | None) -> tuple[int, int]:
+    """``(qp_density, quantization_parameter)`` in force for an NDU (clause 7.4.3).
+
+    An NNR_LPS carrying quantization parameters overrides those of the
+    NNR_MPS for the NDUs that follow it, until the next NNR_LPS, NNR_MPS or
+    NNR_STR; an LPS without them (``lps_quantization_method_flags & 3 == 0``)
+    leaves the MPS values in force.  Without either: density 2, QP 0 (the
+    reference decoder's defaults).
+    """
+    if lps is not None and lps.lps_qp_density is not None:
+        return lps.lps_qp_density, lps.lps_quantization_parameter or 0
+    if mps is not None and mps.mps_qp_density is not None:
+        return mps.mps_qp_density, mps.mps_quantization_parameter or 0
+    return 2, 0
 
 
 # ---------------------------------------------------------------------------
@@ -439,7 +510,7 @@ def _read_ndu_header(r: BitReader, h: NduHeader, state: ParseState) -> None:
                 raise r.error(f"{count} tensor dimensions cannot fit the unit")
             h.tensor_dimensions = [r.ue(7, "tensor_dimensions") for _ in range(count)]
         if pt != PayloadType.NNR_PT_BLOCK and h.multiple_topology_elements_present_flag:
-            raise r.error("topology_tensor_dimension_mapping() (a tensor split over topology elements) is not supported")
+            h.tensor_dimension_mapping = _read_dimension_mapping(r, h)
         if h.cabac_unary_length_flag:
             h.cabac_unary_length_minus1 = r.u(8, "cabac_unary_length_minus1")
         else:
@@ -449,6 +520,11 @@ def _read_ndu_header(r: BitReader, h: NduHeader, state: ParseState) -> None:
     if len(h.tensor_dimensions) > 1:
         if profile == 1:
             h.first_tensor_dimension_shift = r.ue(1, "first_tensor_dimension_shift")
+            if h.first_tensor_dimension_shift >= len(h.tensor_dimensions):
+                raise r.error(
+                    f"first_tensor_dimension_shift {h.first_tensor_dimension_shift} names no dimension "
+                    f"of a {len(h.tensor_dimensions)}-D tensor"
+                )
         h.scan_order = r.u(4, "scan_order")
         if h.scan_order > 4:
             raise r.error(f"scan_order {h.scan_order} is reserved")
@@ -468,13 +544,41 @@ def _read_ndu_header(r: BitReader, h: NduHeader, state: ParseState) -> None:
     r.byte_alignment()
 
 
+def _read_dimension_mapping(r: BitReader, h: NduHeader) -> TensorDimensionMapping:
+    """``topology_tensor_dimension_mapping()``: concatenation axis and split points."""
+    m = TensorDimensionMapping()
+    m.concatenation_axis_index = r.u(8, "concatenation_axis_index")
+    m.split_index = [r.ue(7, "split_index") for _ in range(len(h.element_ids) - 1)]
+    if h.tensor_dimensions_flag:
+        problem = dimension_mapping_problem(m, h.tensor_dimensions)
+        if problem:
+            raise r.error(problem)
+    return m
+
+
+def dimension_mapping_problem(m: TensorDimensionMapping, dims: list[int] | tuple[int, ...]) -> str | None:
+    """Why a dimension mapping cannot split a tensor of shape ``dims`` (None: it can)."""
+    axis = m.concatenation_axis_index
+    if axis >= len(dims):
+        return f"concatenation_axis_index {axis} names no dimension of a {len(dims)}-D tensor"
+    bounds = [0, *m.split_index, dims[axis]]
+    if any(a >= b for a, b in zip(bounds, bounds[1:])):
+        return f"split_index {m.split_index} does not cut dimension {axis} of size {dims[axis]} into non-empty parts"
+    return None
+
+
+def coded_rows(h: NduHeader) -> int:
+    """First dimension of the coded (2-D view) tensor: ``tensor_dimensions[first_tensor_dimension_shift]``."""
+    return h.tensor_dimensions[h.first_tensor_dimension_shift]
+
+
 def _num_entry_points(h: NduHeader) -> int:
     if h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC:
         if h.payload_type == PayloadType.NNR_PT_BLOCK:
             return block_rows_minus1(h.g_number_of_rows or 0, h.scan_order) + block_rows_minus1(
                 h.decomposition_rank or 0, h.scan_order
             )
-    return block_rows_minus1(h.tensor_dimensions[0], h.scan_order)
+    return block_rows_minus1(coded_rows(h), h.scan_order)
 
 
 def read_units(data: bytes | bytearray | memoryview) -> list[Unit]:
@@ -483,6 +587,7 @@ def read_units(data: bytes | bytearray | memoryview) -> list[Unit]:
     Raises BitstreamError naming the unit index and byte offset of the first
     problem: a size field running past the end, an unknown unit type, a header
     field out of range, or units in an order the decoding process cannot use.
+    Inside an aggregate unit the error also names the contained unit's index.
     """
     buf = memoryview(data)
     units: list[Unit] = []
@@ -490,26 +595,43 @@ def read_units(data: bytes | bytearray | memoryview) -> list[Unit]:
     offset = 0
     index = 0
     while offset < len(buf):
-        units.append(_read_unit(buf, offset, index, state))
+        units.append(_read_unit(buf, offset, index, state, len(buf)))
         offset += units[-1].size
         index += 1
     return units
 
 
-def _read_unit(buf: memoryview, offset: int, index: int, state: ParseState) -> Unit:
-    r = BitReader(buf, offset, unit_index=index)
+def flatten_units(units: list[Unit]) -> Iterator[tuple[int, int | None, Unit]]:
+    """``(unit index, index inside its aggregate unit or None, unit)`` in decoding order.
+
+    The units of an NNR_AGG take the place of the aggregate unit itself.
+    """
+    for index, unit in enumerate(units):
+        if isinstance(unit, AggregateUnit):
+            for inner, contained in enumerate(unit.units):
+                yield index, inner, contained
+        else:
+            yield index, None, unit
+
+
+def _read_unit(
+    buf: memoryview, offset: int, index: int, state: ParseState, end: int, aggregated_index: int | None = None
+) -> Unit:
+    where = dict(unit_index=index, aggregated_index=aggregated_index)
+    container = "bitstream" if aggregated_index is None else "aggregate unit"
+    r = BitReader(buf, offset, end, **where)
     long_size = r.u(1, "nnr_unit_size_flag")
     size = r.u(15 + 16 * long_size, "nnr_unit_size")
     header_min = 2 + 2 * long_size + 1
     if size < header_min:
-        raise BitstreamError(f"nnr_unit_size {size} is smaller than its own fields", unit_index=index, byte_offset=offset)
-    if offset + size > len(buf):
+        raise BitstreamError(f"nnr_unit_size {size} is smaller than its own fields", byte_offset=offset, **where)
+    if offset + size > end:
         raise BitstreamError(
-            f"nnr_unit_size {size} runs past the end of the bitstream ({len(buf) - offset} bytes left)",
-            unit_index=index,
+            f"nnr_unit_size {size} runs past the end of the {container} ({end - offset} bytes left)",
             byte_offset=offset,
+            **where,
         )
-    r = BitReader(buf, offset + 2 + 2 * long_size, offset + size, unit_index=index)
+    r = BitReader(buf, offset + 2 + 2 * long_size, offset + size, **where)
     type_offset = r.byte_position
     unit_type = r.u(6, "nnr_unit_type")
     independent = r.flag()
@@ -523,8 +645,20 @@ def _read_unit(buf: memoryview, offset: int, index: int, state: ParseState) -> U
         partial_data_counter=partial,
         nnr_unit_size_flag=bool(long_size),
     )
-    if index == 0 and unit_type != UnitType.NNR_STR:
+    if index == 0 and aggregated_index is None and unit_type != UnitType.NNR_STR:
         raise r.error(f"the first unit must be a start unit (NNR_STR), found type {unit_type}")
+    if unit_type > UnitType.NNR_AGG:
+        raise BitstreamError(f"unsupported NNR unit type {unit_type}", byte_offset=type_offset, **where)
+    if aggregated_index is not None and unit_type in (UnitType.NNR_AGG, UnitType.NNR_STR):
+        raise BitstreamError(
+            f"an aggregate unit cannot contain an {UnitType(unit_type).name} unit", byte_offset=type_offset, **where
+        )
+    if partial and unit_type != UnitType.NNR_NDU:
+        raise BitstreamError(
+            f"partial_data_counter {partial} on a unit of type {unit_type}: only compressed data units can be split",
+            byte_offset=type_offset,
+            **where,
+        )
 
     if unit_type == UnitType.NNR_STR:
         unit: Unit = StartUnit(**common, general_profile_idc=r.u(8, "general_profile_idc"))
@@ -532,6 +666,7 @@ def _read_unit(buf: memoryview, offset: int, index: int, state: ParseState) -> U
             raise r.error(f"general_profile_idc {unit.general_profile_idc} is not supported")
         state.general_profile_idc = unit.general_profile_idc
         state.mps = None
+        state.lps = None
         return unit
     if state.general_profile_idc is None:
         raise r.error("unit before the start unit")
@@ -539,10 +674,12 @@ def _read_unit(buf: memoryview, offset: int, index: int, state: ParseState) -> U
         mps = ModelParameterSet(**common)
         _read_mps(r, mps, state.general_profile_idc)
         state.mps = mps
+        state.lps = None
         return mps
     if unit_type == UnitType.NNR_LPS:
         lps = LayerParameterSet(**common)
         _read_lps(r, lps)
+        state.lps = lps
         return lps
     if unit_type == UnitType.NNR_TPL:
         tpl = TopologyUnit(**common)
@@ -562,14 +699,69 @@ def _read_unit(buf: memoryview, offset: int, index: int, state: ParseState) -> U
         qnt.quantization_data = r.bytes(r.bits_left() // 8, "quantization_data")
         return qnt
     if unit_type == UnitType.NNR_NDU:
-        if partial is not None:
-            raise r.error("partial data units (partial_data_counter) are not supported")
         ndu = CompressedDataUnit(**common)
         _read_ndu_header(r, ndu.header, state)
         ndu.payload_offset = r.byte_position
         ndu.payload = bytes(buf[r.byte_position : offset + size])
         return ndu
-    raise BitstreamError(f"unsupported NNR unit type {unit_type}", unit_index=index, byte_offset=type_offset)
+    agg = AggregateUnit(**common)  # NNR_AGG, the last type
+    _read_aggregate(r, buf, agg, index, state)
+    return agg
+
+
+# Bits per contained unit in nnr_aggregate_unit_header(): nnr_unit_type and
+# nnr_unit_entry_point (when present), quant_bitdepth and ctu_scan_order.
+_AGG_ENTRY_BITS = 6 + 34
+_AGG_UNIT_BITS = 5 + 1
+
+
+def _read_aggregate(r: BitReader, buf: memoryview, agg: AggregateUnit, index: int, state: ParseState) -> None:
+    """``nnr_aggregate_unit_header()`` and the units of the payload."""
+    agg.aggregate_unit_type = r.u(8, "nnr_aggregate_unit_type")
+    if agg.aggregate_unit_type > AggregateUnitType.NNR_AGG_SLF:
+        raise r.error(f"nnr_aggregate_unit_type {agg.aggregate_unit_type} is reserved")
+    agg.entry_points_present_flag = r.flag()
+    count = r.u(16, "num_of_nnr_units_minus2") + 2
+    if count * (_AGG_UNIT_BITS + _AGG_ENTRY_BITS * agg.entry_points_present_flag) > r.bits_left():
+        raise r.error(f"an aggregate unit of {count} units cannot fit {agg.size} bytes")
+    types = []
+    if agg.entry_points_present_flag:
+        for _ in range(count):
+            types.append(r.u(6, "nnr_unit_type"))
+            agg.entry_points.append(r.u(34, "nnr_unit_entry_point"))
+    for _ in range(count):
+        agg.quant_bitdepth.append(r.u(5, "quant_bitdepth"))
+        agg.ctu_scan_order.append(r.u(1, "ctu_scan_order"))
+    r.byte_alignment()
+    end = agg.offset + agg.size
+    pos = r.byte_position
+    for i in range(count):
+        if pos >= end:
+            raise BitstreamError(
+                f"aggregate unit ends after {i} of its {count} units", unit_index=index, byte_offset=pos
+            )
+        unit = _read_unit(buf, pos, index, state, end, aggregated_index=i)
+        if agg.entry_points_present_flag:
+            if types[i] != unit.unit_type:
+                raise BitstreamError(
+                    f"nnr_unit_type[{i}] {types[i]} of the aggregate unit header does not match the unit's type {unit.unit_type}",
+                    unit_index=index,
+                    aggregated_index=i,
+                    byte_offset=pos,
+                )
+            if agg.entry_points[i] != pos - agg.offset:
+                raise BitstreamError(
+                    f"nnr_unit_entry_point[{i}] {agg.entry_points[i]} does not match the unit's position {pos - agg.offset}",
+                    unit_index=index,
+                    aggregated_index=i,
+                    byte_offset=pos,
+                )
+        agg.units.append(unit)
+        pos += unit.size
+    if pos != end:
+        raise BitstreamError(
+            f"{end - pos} bytes after the {count} units of the aggregate unit", unit_index=index, byte_offset=pos
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -741,13 +933,24 @@ def _write_ndu_header(w: BitWriter, h: NduHeader, state: ParseState) -> None:
             w.ue(1, len(h.tensor_dimensions))
             for d in h.tensor_dimensions:
                 w.ue(7, d)
+        if pt != PayloadType.NNR_PT_BLOCK and h.multiple_topology_elements_present_flag:
+            m = h.tensor_dimension_mapping
+            if m is None or len(m.split_index) != len(h.element_ids) - 1:
+                raise ValueError(f"an NDU of {len(h.element_ids)} topology elements needs a tensor dimension mapping with {len(h.element_ids) - 1} split indices")
+            w.u(8, m.concatenation_axis_index)
+            for j in m.split_index:
+                w.ue(7, j)
         if h.cabac_unary_length_flag:
             w.u(8, h.cabac_unary_length_minus1)
     if pt == PayloadType.NNR_PT_BLOCK and h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC and h.codebook_present_flag:
         write_integer_codebook(w, h.codebooks[1])
     if len(h.tensor_dimensions) > 1:
+        if not 0 <= h.first_tensor_dimension_shift < len(h.tensor_dimensions):
+            raise ValueError(f"first_tensor_dimension_shift {h.first_tensor_dimension_shift} names no dimension of {h.tensor_dimensions}")
         if profile == 1:
             w.ue(1, h.first_tensor_dimension_shift)
+        elif h.first_tensor_dimension_shift:
+            raise ValueError("first_tensor_dimension_shift needs general_profile_idc 1")
         w.u(4, h.scan_order)
         if h.scan_order > 0:
             if len(h.entry_points) != _num_entry_points(h):
@@ -766,24 +969,34 @@ def _write_ndu_header(w: BitWriter, h: NduHeader, state: ParseState) -> None:
 
 
 def write_unit(unit: Unit, state: ParseState) -> bytes:
-    """Serialise one NNR unit; ``state`` carries the profile and MPS as for reading."""
+    """Serialise one NNR unit; ``state`` carries the profile and parameter sets as for reading."""
+    if isinstance(unit, AggregateUnit):
+        return aggregate_unit(
+            [write_unit(u, state) for u in unit.units],
+            aggregate_unit_type=unit.aggregate_unit_type,
+            entry_points_present_flag=unit.entry_points_present_flag,
+            quant_bitdepth=unit.quant_bitdepth or None,
+            ctu_scan_order=unit.ctu_scan_order or None,
+            independently_decodable_flag=unit.independently_decodable_flag,
+            partial_data_counter=unit.partial_data_counter,
+            nnr_unit_size_flag=unit.nnr_unit_size_flag,
+        )
     w = BitWriter()
-    w.u(6, unit.unit_type)
-    w.flag(unit.independently_decodable_flag)
-    w.flag(unit.partial_data_counter is not None)
-    if unit.partial_data_counter is not None:
-        w.u(8, unit.partial_data_counter)
+    _write_unit_header(w, unit.unit_type, unit.independently_decodable_flag, unit.partial_data_counter)
     if isinstance(unit, StartUnit):
         w.u(8, unit.general_profile_idc)
         state.general_profile_idc = unit.general_profile_idc
         state.mps = None
+        state.lps = None
     elif state.general_profile_idc is None:
         raise ValueError("a start unit must come first")
     elif isinstance(unit, ModelParameterSet):
         _write_mps(w, unit, state.general_profile_idc)
         state.mps = unit
+        state.lps = None
     elif isinstance(unit, LayerParameterSet):
         _write_lps(w, unit)
+        state.lps = unit
     elif isinstance(unit, TopologyUnit):
         w.u(8, unit.topology_storage_format)
         w.u(8, unit.topology_compression_format)
@@ -800,17 +1013,108 @@ def write_unit(unit: Unit, state: ParseState) -> bytes:
         w.bytes(unit.payload)
     else:
         raise ValueError(f"cannot write unit type {unit.unit_type}")
-    body = w.getvalue()
-    long_form = unit.nnr_unit_size_flag
+    return _with_size(w.getvalue(), unit.nnr_unit_size_flag)
+
+
+def _write_unit_header(w: BitWriter, unit_type: int, independent: bool, partial_data_counter: int | None) -> None:
+    w.u(6, unit_type)
+    w.flag(independent)
+    w.flag(partial_data_counter is not None)
+    if partial_data_counter is not None:
+        w.u(8, partial_data_counter)
+
+
+def _size_field_bytes(body_len: int, long_form: bool | None) -> int:
+    """2 (short form) or 4 (long form): the shortest that fits unless ``long_form`` says."""
     if long_form is None:
-        long_form = len(body) + 2 > 0x7FFF
+        long_form = body_len + 2 > 0x7FFF
     if not long_form:
-        if len(body) + 2 > 0x7FFF:
-            raise ValueError(f"unit of {len(body) + 2} bytes needs the long size field")
+        if body_len + 2 > 0x7FFF:
+            raise ValueError(f"unit of {body_len + 2} bytes needs the long size field")
+        return 2
+    if body_len + 4 > 0x7FFFFFFF:
+        raise ValueError(f"unit of {body_len + 4} bytes is larger than nnr_unit_size allows")
+    return 4
+
+
+def _with_size(body: bytes, long_form: bool | None) -> bytes:
+    """Prefix ``nnr_unit_size()`` (clause 7.3.2): the whole unit's length, size field included."""
+    n = _size_field_bytes(len(body), long_form)
+    if n == 2:
         return (len(body) + 2).to_bytes(2, "big") + body
-    if len(body) + 4 > 0x7FFFFFFF:
-        raise ValueError(f"unit of {len(body) + 4} bytes is larger than nnr_unit_size allows")
     return (0x80000000 | (len(body) + 4)).to_bytes(4, "big") + body
+
+
+def _unit_type_of(unit: bytes) -> int:
+    """``nnr_unit_type`` of one serialised unit, checking that it is exactly one unit."""
+    if len(unit) < 3:
+        raise ValueError(f"{len(unit)} bytes are not an NNR unit")
+    long_form = unit[0] >> 7
+    size = int.from_bytes(unit[: 2 + 2 * long_form], "big") & (0x7FFFFFFF if long_form else 0x7FFF)
+    if size != len(unit) or len(unit) < 3 + 2 * long_form:
+        raise ValueError(f"a unit of {len(unit)} bytes declares nnr_unit_size {size}")
+    return unit[2 + 2 * long_form] >> 2
+
+
+def aggregate_unit(
+    units: Sequence[bytes],
+    *,
+    aggregate_unit_type: int = AggregateUnitType.NNR_AGG_GEN,
+    entry_points_present_flag: bool = True,
+    quant_bitdepth: Sequence[int] | None = None,
+    ctu_scan_order: Sequence[int] | None = None,
+    independently_decodable_flag: bool = True,
+    partial_data_counter: int | None = None,
+    nnr_unit_size_flag: bool | None = None,
+) -> bytes:
+    """Wrap serialised NNR units into one NNR_AGG unit (syntax UNVERIFIED, see README).
+
+    ``units`` are complete units as :func:`write_unit` returns them (at
+    least 2, at most 65537; no NNR_STR and no other NNR_AGG).  They must have
+    been written with the parse state of their position in the bitstream:
+    an aggregate unit does not change how its units are parsed.  The entry
+    points are computed here.  ``quant_bitdepth`` / ``ctu_scan_order`` give
+    one informational value per unit (default 0).  ``partial_data_counter``
+    may only be None or 0 (an aggregate unit is never part of a split).
+    """
+    if partial_data_counter:
+        raise ValueError("an aggregate unit cannot carry partial data")
+    n = len(units)
+    if not 2 <= n <= 0xFFFF + 2:
+        raise ValueError(f"an aggregate unit holds 2..65537 units, not {n}")
+    types = [_unit_type_of(u) for u in units]
+    for t in types:
+        if t in (UnitType.NNR_STR, UnitType.NNR_AGG):
+            raise ValueError(f"an aggregate unit cannot contain an {UnitType(t).name} unit")
+    quant_bitdepth = list(quant_bitdepth) if quant_bitdepth is not None else [0] * n
+    ctu_scan_order = list(ctu_scan_order) if ctu_scan_order is not None else [0] * n
+    if len(quant_bitdepth) != n or len(ctu_scan_order) != n:
+        raise ValueError(f"quant_bitdepth and ctu_scan_order need one value for each of the {n} units")
+
+    def header(entry_points: list[int]) -> bytes:
+        w = BitWriter()
+        _write_unit_header(w, UnitType.NNR_AGG, independently_decodable_flag, partial_data_counter)
+        w.u(8, aggregate_unit_type)
+        w.flag(entry_points_present_flag)
+        w.u(16, n - 2)
+        if entry_points_present_flag:
+            for t, ep in zip(types, entry_points):
+                w.u(6, t)
+                w.u(34, ep)
+        for qb, cso in zip(quant_bitdepth, ctu_scan_order):
+            w.u(5, qb)
+            w.u(1, cso)
+        w.byte_alignment()
+        return w.getvalue()
+
+    header_len = len(header([0] * n))  # the entry points have a fixed width
+    payload_len = sum(len(u) for u in units)
+    start = _size_field_bytes(header_len + payload_len, nnr_unit_size_flag) + header_len
+    entry_points = []
+    for u in units:
+        entry_points.append(start)
+        start += len(u)
+    return _with_size(header(entry_points) + b"".join(units), nnr_unit_size_flag)
 
 
 def write_units(units: list[Unit]) -> bytes:
