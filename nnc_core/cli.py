@@ -170,6 +170,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         row_skipping=args.row_skipping,
         int_quant_bw=args.int_quant_bw,
         raw_float=args.raw_float,
+        max_part_elements=args.max_part_elements,
+        aggregate=args.aggregate,
         progress=progress,
     )
     output = Path(args.output)
@@ -203,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="integer-aligned quantization: per-tensor QPs so that stored integers fit BITS bits")
     encode.add_argument("--raw-float", action="append", default=[], metavar="NAME",
                         help="send this float tensor uncompressed (lossless, NaN/Inf allowed); repeatable")
+    encode.add_argument("--max-part-elements", type=int, metavar="N",
+                        help="split tensors larger than N elements into several NDUs (partial_data_counter)")
+    encode.add_argument("--aggregate", action="store_true", help="carry all units after the start unit in one NNR_AGG unit")
     encode.add_argument("-q", "--quiet", action="store_true")
     encode.set_defaults(run=cmd_encode)
 

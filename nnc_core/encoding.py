@@ -36,10 +36,12 @@ from nnc_core.bitstream.units import (
     TopologyUnit,
     UnitType,
     write_integer_codebook,
+    aggregate_unit,
     write_unit,
 )
+from nnc_core.bitstream.layout import code_payload, coded_view, split_tensor
 from nnc_core.decoding import _CODING_ORDER, _LIST_ORDER, quantization_step
-from nnc_core.deepcabac import Decoder, Encoder, TensorCoding, dq_quantize, encode_tensor
+from nnc_core.deepcabac import TensorCoding, dq_quantize, encode_tensor
 from nnc_core.errors import ConfigError, EncodeError
 
 __all__ = ["encode", "uniform_quantize", "blocks_from_parameter_types", "BLOCK_ROLES"]
@@ -224,6 +226,8 @@ class _Member:
     parameter_id: int
     weight: bool  # coded at the weight QP
     qp: int | None = None  # explicit QP (qp_per_tensor, or the non-weight QP of folded tensors)
+    shift: int = 0  # first_tensor_dimension_shift
+    partial_data_counter: int | None = None  # part of a split tensor
 
 
 @dataclass
@@ -231,9 +235,9 @@ class _Coded:
     """A member after quantization: what goes into the payload."""
 
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # the tensor's own shape (tensor_dimensions)
     payload_type: int
-    stored: np.ndarray  # int32 levels, or float32 values for raw floats
+    stored: np.ndarray  # int32 levels, or float32 values for raw floats, in coded view
     qp: int | None
     dq: bool
     codebook: IntegerCodebook | None = None
@@ -255,7 +259,9 @@ class _Settings:
     raw_float: frozenset = field(default_factory=frozenset)
 
 
-def _check_blocks(tensors: Mapping[str, np.ndarray], blocks: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+def _check_blocks(
+    tensors: Mapping[str, np.ndarray], blocks: Mapping[str, Mapping[str, str]], shifts: Mapping[str, int]
+) -> dict[str, dict[str, str]]:
     """Validated blocks (id -> role -> tensor name); blocks of a lone weight are dropped
     (the reference software codes them as plain tensors)."""
     owner: dict[str, str] = {}
@@ -279,13 +285,16 @@ def _check_blocks(tensors: Mapping[str, np.ndarray], blocks: Mapping[str, Mappin
         weight = np.shape(tensors[members["weight"]])
         if not weight:
             raise ConfigError(f"block {block_id!r}: weight {members['weight']!r} is a scalar")
+        rows = weight[shifts.get(members["weight"], 0)]
         for role, name in members.items():
             shape = np.shape(tensors[name]) or (1,)
-            if role != "weight" and shape != (weight[0],):
+            if role != "weight" and shape != (rows,):
                 raise ConfigError(
                     f"block {block_id!r}: {role} {name!r} has shape {list(shape)}, "
-                    f"a block member needs shape [{weight[0]}] (the weight's first dimension)"
+                    f"a block member needs shape [{rows}] (the weight's coded first dimension)"
                 )
+            if role != "weight" and shifts.get(name):
+                raise ConfigError(f"block {block_id!r}: {role} {name!r} is 1-D and takes no dimension shift")
         if len(members) > 1:
             checked[str(block_id)] = members
     return checked
@@ -369,6 +378,9 @@ def encode(
     cabac_unary_length_minus1: int = 10,
     param_opt: bool = True,
     row_skipping: bool = False,
+    dimension_shift: Mapping[str, int] | None = None,
+    max_part_elements: int | None = None,
+    aggregate: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> bytes:
     """Encode named tensors into one NNR bitstream.
@@ -410,6 +422,15 @@ def encode(
         scan_order: 0 row-major, 1..4 block scans with entry points.
         cabac_unary_length_minus1, param_opt, row_skipping: entropy coding
             options (see :class:`nnc_core.deepcabac.TensorCoding`).
+        dimension_shift: ``first_tensor_dimension_shift`` by tensor name:
+            the dimension coded as rows (scan, row skipping, entry points,
+            DQ), e.g. 3 for output channels of a ``[kh, kw, in, out]`` kernel;
+            a block's weight sets it for the block.
+        max_part_elements: split tensors (outside blocks) larger than this
+            into consecutive NDUs of at most this many elements, cut along
+            their coded first dimension (``partial_data_counter``; at most
+            255 parts), each with its own QP and entry points.
+        aggregate: carry every unit after the start unit in one NNR_AGG unit.
         progress: called as ``progress(done, total, name)`` after each NDU,
             ``done`` counting input tensors.
 
@@ -430,7 +451,14 @@ def encode(
         if codebook_mode or qp_per_tensor:
             raise ConfigError("int_quant_bw chooses every tensor's QP: it excludes codebook_mode and qp_per_tensor")
     qp_per_tensor = dict(qp_per_tensor or {})
-    for what, names in (("qp_per_tensor", qp_per_tensor), ("raw_float", raw_float)):
+    shifts = {str(k): int(v) for k, v in (dimension_shift or {}).items()}
+    for name, shift in shifts.items():
+        ndim = np.ndim(tensors[name]) if name in tensors else 0
+        if shift and not 0 <= shift < ndim:
+            raise ConfigError(f"dimension_shift {shift} of tensor {name!r} names no dimension of its {ndim}-D shape")
+    if max_part_elements is not None and max_part_elements < 1:
+        raise ConfigError(f"max_part_elements {max_part_elements} must be at least 1")
+    for what, names in (("qp_per_tensor", qp_per_tensor), ("raw_float", raw_float), ("dimension_shift", shifts)):
         unknown = set(names) - set(tensors)
         if unknown:
             raise ConfigError(f"{what} names tensors that are not in the model: {sorted(unknown)}")
@@ -438,7 +466,7 @@ def encode(
         qp, qp_density, nonweight_qp, use_dq, codebook_mode, scan_order, cabac_unary_length_minus1, param_opt,
         row_skipping, int_quant_bw, frozenset(raw_float),
     )
-    checked = _check_blocks(tensors, blocks or {})
+    checked = _check_blocks(tensors, blocks or {}, shifts)
     block_of = {name: members for members in checked.values() for name in members.values()}
     index_of = {name: i for i, name in enumerate(tensors)}
 
@@ -460,12 +488,21 @@ def encode(
         name = str(name)
         roles = block_of.get(name)
         if roles is None:
-            members = [_Member("tensor", name, value, index_of[name], np.ndim(value) > 1, qp_per_tensor.get(name))]
+            member = _Member("tensor", name, value, index_of[name], np.ndim(value) > 1, qp_per_tensor.get(name), shifts.get(name, 0))
+            for part in _parts(member, max_part_elements):
+                parts.extend(_encode_members([part], settings, state))
+            done += 1
+            if progress is not None:
+                progress(done, total, name)
+            continue
         elif roles["weight"] != name:
             continue  # coded with its block's weight
         else:
             members = [
-                _Member(role, roles[role], tensors[roles[role]], index_of[roles[role]], role == "weight", qp_per_tensor.get(roles[role]))
+                _Member(
+                    role, roles[role], tensors[roles[role]], index_of[roles[role]], role == "weight",
+                    qp_per_tensor.get(roles[role]), shifts.get(roles[role], 0),
+                )
                 for role in _CODING_ORDER
                 if role in roles
             ]
@@ -473,10 +510,33 @@ def encode(
                 members = _fold_batch_norm(members, tensors, batch_norm_epsilon, nonweight_qp)
                 members.sort(key=lambda m: _CODING_ORDER.index(m.role))
         parts.extend(_encode_members(members, settings, state))
-        done += len(roles) if roles else 1
+        done += len(roles)
         if progress is not None:
             progress(done, total, name)
+    if aggregate:
+        parts[1:] = [aggregate_unit(parts[1:])]
     return b"".join(parts)
+
+
+def _parts(m: _Member, max_elements: int | None) -> list[_Member]:
+    """A tensor outside blocks, cut into parts of at most ``max_elements`` (clause 7.3.1,
+    ``partial_data_counter``), or whole."""
+    value = np.asarray(m.value)
+    if max_elements is None or value.size <= max_elements:
+        return [m]
+    value = value.reshape(1) if value.ndim == 0 else value
+    rows = value.shape[m.shift]
+    rows_per_part = max(1, max_elements // max(1, value.size // rows))
+    count = -(-rows // rows_per_part)
+    if count > 255:
+        raise ConfigError(
+            f"tensor {m.name!r}: {count} parts of at most {max_elements} elements; a tensor can be split into 255 parts at most"
+        )
+    return [
+        _Member(m.role, m.name, p.values, m.parameter_id, m.weight, m.qp, m.shift, p.partial_data_counter)
+        for p in split_tensor(value, [min(rows_per_part, rows - start) for start in range(0, rows, rows_per_part)],
+                              first_tensor_dimension_shift=m.shift)
+    ]
 
 
 def _encode_members(members: list[_Member], s: _Settings, state: ParseState) -> list[bytes]:
@@ -493,6 +553,7 @@ def _quantize_member(m: _Member, s: _Settings) -> _Coded:
     if value.ndim == 0:
         value = value.reshape(1)
     shape = tuple(int(d) for d in value.shape)
+    value = coded_view(value, m.shift)  # rows of the 2-D view first (clause 7.3.8)
     kind = value.dtype.kind
     if kind in _INT_KINDS:
         if value.size and (value.min() < -(2**31) or value.max() > 2**31 - 1):
@@ -517,7 +578,7 @@ def _quantize_member(m: _Member, s: _Settings) -> _Coded:
     else:
         requested = s.qp if m.weight else s.nonweight_qp
     _check_qp(m.name, requested, 0, s.qp_density)
-    scan = _scan_order(shape, s.scan_order)
+    scan = _scan_order(value.shape, s.scan_order)
     codebook = None
     if s.codebook_mode:
         stored, qp, codebook = _codebook_quantize(
@@ -544,15 +605,17 @@ def _scan_order(shape: tuple[int, ...], scan_order: int) -> int:
 def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state: ParseState, cpt: int) -> bytes:
     """One NNR_NDU (clause 7.3.8): a single tensor, or a block's members in coding order."""
     block = len(members) > 1
-    lead = next(c for m, c in zip(members, coded) if m.role in ("weight", "tensor")) if block else coded[0]
-    scan = _scan_order(lead.shape, s.scan_order)
+    # a block's header describes its weight
+    at = next(i for i, m in enumerate(members) if m.role == "weight") if block else 0
+    lead = coded[at]
+    scan = _scan_order(lead.stored.shape, s.scan_order)
     if lead.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
         payload, entry_points = lead.stored.astype("<f4").tobytes(), []
     else:
         payload, entry_points = _payload(coded, scan, s)
     if block:
         ids = [next(m.name for m in members if m.role == role) for role in _LIST_ORDER if any(m.role == role for m in members)]
-        parameter_id = next(m.parameter_id for m in members if m.role == "weight")
+        parameter_id = members[at].parameter_id
     else:
         ids, parameter_id = [members[0].name], members[0].parameter_id
     header = NduHeader(
@@ -571,21 +634,21 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
         compressed_parameter_types=cpt,
         tensor_dimensions=list(lead.shape),
         cabac_unary_length_minus1=s.unary,
+        first_tensor_dimension_shift=members[at].shift,
         scan_order=scan,
         entry_points=entry_points,
     )
-    return write_unit(CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=payload), state)
+    unit = CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=payload, partial_data_counter=members[0].partial_data_counter)
+    return write_unit(unit, state)
 
 
 def _payload(coded: list[_Coded], scan_order: int, s: _Settings) -> tuple[bytes, list[EntryPoint]]:
-    """The DeepCABAC payload of an NDU's tensors (each: QP offset, then levels;
-    clause 7.3.9) and the entry points of its block-scanned tensors."""
-    enc = Encoder()
-    codings = []
+    """The DeepCABAC payload of an NDU's tensors and its entry points."""
+    tensors = []
     for c in coded:
         coding = TensorCoding(
             dq_flag=c.dq,
-            scan_order=_scan_order(c.shape, scan_order),
+            scan_order=_scan_order(c.stored.shape, scan_order),
             cabac_unary_length_minus1=s.unary,
             general_profile_idc=1,
             row_skip_flag=s.row_skipping,
@@ -594,25 +657,5 @@ def _payload(coded: list[_Coded], scan_order: int, s: _Settings) -> tuple[bytes,
             codebook_zero_offset=c.codebook.zero_offset if c.codebook else 0,
             dq_any_index=c.clipped and c.dq,
         )
-        if c.qp is not None:
-            enc.encode_bypass(c.qp, 6 + s.qp_density)
-        try:
-            enc.encode_tensor(c.stored, coding)
-        except EncodeError as e:
-            raise EncodeError(f"tensor {c.name!r}: {e}") from e
-        codings.append(coding)
-    payload = enc.finish()
-    if not any(coding.scan_order > 0 for coding in codings):
-        return payload, []
-    # Entry points are read back from the payload, as the reference encoder does.
-    entry_points: list[EntryPoint] = []
-    dec = Decoder(payload)
-    for c, coding in zip(coded, codings):
-        if c.qp is not None:
-            dec.decode_bypass(6 + s.qp_density)
-        eps = dec.decode_tensor(c.shape, coding).entry_points
-        entry_points += [
-            EntryPoint(int(eps[r]["bit_position"]) - int(eps[r - 1]["bit_position"]), int(eps[r]["value"]), int(eps[r]["dq_state"]))
-            for r in range(1, len(eps))
-        ]
-    return payload, entry_points
+        tensors.append((c.name, c.stored, c.qp, coding))
+    return code_payload(tensors, 6 + s.qp_density)

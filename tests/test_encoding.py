@@ -234,3 +234,51 @@ def test_block_scan_falls_back_to_row_major_for_single_row_or_column(rng, shape)
     (t,) = decode_bitstream(data)
     assert t.values.shape == shape
     assert np.max(np.abs(t.values - w)) <= 2 * quantization_step(-38, 2)
+
+
+def test_split_tensors_decode_like_whole_ones(minilm):
+    """Parts (partial_data_counter) of uniformly quantized tensors reconstruct
+    exactly what the whole tensors do; with DQ each part has its own trellis."""
+    from nnc_core.bitstream.units import CompressedDataUnit, read_units
+
+    tensors = {n: v for n, v in minilm.items() if n.startswith("encoder.layer.3.attention.self")}
+    whole = nnc_core.decode(nnc_core.encode(tensors, use_dq=False, scan_order=2))
+    data = nnc_core.encode(tensors, use_dq=False, scan_order=2, max_part_elements=40_000)
+    counters = [u.partial_data_counter for u in read_units(data) if isinstance(u, CompressedDataUnit)]
+    assert list(tensors)[:2] == ["encoder.layer.3.attention.self.key.bias", "encoder.layer.3.attention.self.key.weight"]
+    assert counters[:5] == [None, 4, 3, 2, 1]  # the bias whole, the 384 x 384 weight in parts of 104 rows and less
+    split = nnc_core.decode(data)
+    assert list(split) == list(whole)
+    for name in whole:
+        assert split[name].tobytes() == whole[name].tobytes(), name
+    dq = nnc_core.decode(nnc_core.encode(tensors, max_part_elements=40_000))
+    for name in tensors:
+        assert np.max(np.abs(dq[name] - tensors[name])) <= 2 * quantization_step(-38 if tensors[name].ndim > 1 else -75, 2)
+
+
+def test_dimension_shift_codes_output_channels_as_rows(rng):
+    """A [kh, kw, in, out] kernel with shift 3 (output channels as rows) in a
+    block with its per-output-channel bias, row skipping on zero output channels."""
+    kernel = rng.standard_normal((3, 3, 4, 8)).astype(np.float32)
+    kernel[..., [1, 5]] = 0
+    tensors = {"k": kernel, "b": rng.standard_normal(8).astype(np.float32)}
+    data = nnc_core.encode(tensors, blocks={"l": {"weight": "k", "bias": "b"}}, dimension_shift={"k": 3},
+                           row_skipping=True, scan_order=1, use_dq=False)
+    out = nnc_core.decode(data)
+    reference = nnc_core.decode(nnc_core.encode(tensors, use_dq=False))  # the same values without shift
+    assert out["k"].shape == kernel.shape and out["k"].tobytes() == reference["k"].tobytes()
+    assert out["b"].tobytes() == reference["b"].tobytes()
+    with pytest.raises(ConfigError, match=re.escape("a block member needs shape [3] (the weight's coded first dimension)")):
+        nnc_core.encode(tensors, blocks={"l": {"weight": "k", "bias": "b"}})
+
+
+def test_aggregate_unit_carries_the_stream(rng):
+    from nnc_core.bitstream.units import AggregateUnit, read_units
+
+    tensors = _conv_bn(rng)
+    plain = nnc_core.encode(tensors, blocks=CONV_BN_BLOCK)
+    data = nnc_core.encode(tensors, blocks=CONV_BN_BLOCK, aggregate=True)
+    units = read_units(data)
+    assert [type(u).__name__ for u in units] == ["StartUnit", "AggregateUnit"]
+    assert isinstance(units[1], AggregateUnit)
+    assert {k: v.tobytes() for k, v in nnc_core.decode(data).items()} == {k: v.tobytes() for k, v in nnc_core.decode(plain).items()}

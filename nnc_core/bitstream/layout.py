@@ -33,7 +33,7 @@ from nnc_core.bitstream.units import (
     UnitType,
 )
 from nnc_core.deepcabac import Decoder, Encoder, TensorCoding
-from nnc_core.errors import ConfigError
+from nnc_core.errors import ConfigError, EncodeError
 
 __all__ = [
     "coded_view",
@@ -43,7 +43,7 @@ __all__ = [
     "split_tensor",
     "part_header",
     "concatenate_elements",
-    "payload_entry_points",
+    "code_payload",
     "build_ndu",
 ]
 
@@ -150,16 +150,35 @@ def concatenate_elements(elements: Mapping[str, np.ndarray], axis: int = 0) -> t
     return np.concatenate(arrays, axis=axis), [str(n) for n in elements], TensorDimensionMapping(axis, split)
 
 
-def payload_entry_points(payload: bytes, coded: tuple[int, ...], coding: TensorCoding, qp_bits: int | None) -> list[EntryPoint]:
-    """``entry_point_list()`` of a single-tensor payload coded with a block scan."""
+def code_payload(tensors: Sequence[tuple[str, np.ndarray, int | None, TensorCoding]], qp_bits: int) -> tuple[bytes, list[EntryPoint]]:
+    """DeepCABAC payload of an NDU (clause 7.3.9): for each tensor
+    ``(name, integers in coded view, QP offset or None for NNR_PT_INT, coding)``
+    in coding order, its QP offset in ``qp_bits`` bypass bins and its integers;
+    then the ``entry_point_list()`` of its block-scanned tensors, read back
+    from the payload as the reference encoder does (concatenated in coding
+    order)."""
+    enc = Encoder()
+    for name, stored, qp_offset, coding in tensors:
+        if qp_offset is not None:
+            enc.encode_bypass(qp_offset, qp_bits)
+        try:
+            enc.encode_tensor(stored, coding)
+        except EncodeError as e:
+            raise EncodeError(f"tensor {name!r}: {e}") from e
+    payload = enc.finish()
+    entry_points: list[EntryPoint] = []
+    if not any(coding.scan_order > 0 and stored.ndim > 1 for _, stored, _, coding in tensors):
+        return payload, entry_points
     dec = Decoder(payload)
-    if qp_bits is not None:
-        dec.decode_bypass(qp_bits)
-    eps = dec.decode_tensor(coded, coding).entry_points
-    return [
-        EntryPoint(int(eps[r]["bit_position"]) - int(eps[r - 1]["bit_position"]), int(eps[r]["value"]), int(eps[r]["dq_state"]))
-        for r in range(1, len(eps))
-    ]
+    for _, stored, qp_offset, coding in tensors:
+        if qp_offset is not None:
+            dec.decode_bypass(qp_bits)
+        eps = dec.decode_tensor(stored.shape, coding).entry_points
+        entry_points += [
+            EntryPoint(int(eps[r]["bit_position"]) - int(eps[r - 1]["bit_position"]), int(eps[r]["value"]), int(eps[r]["dq_state"]))
+            for r in range(1, len(eps))
+        ]
+    return payload, entry_points
 
 
 def build_ndu(
@@ -220,17 +239,14 @@ def build_ndu(
         codebook_size=len(codebook.values) if codebook else 0,
         codebook_zero_offset=codebook.zero_offset if codebook else 0,
     )
-    enc = Encoder()
-    qp_bits = None
+    density, base = quantization_base
+    qp_bits = 6 + density
+    offset = None
     if qp is not None:
-        density, base = quantization_base
-        qp_bits = 6 + density
         offset = qp - base
         if not -(1 << (qp_bits - 1)) <= offset < 1 << (qp_bits - 1):
             raise ConfigError(f"qp {qp} is {offset} away from the base QP {base}: more than qp_density {density} can signal")
-        enc.encode_bypass(offset, qp_bits)
-    enc.encode_tensor(coded.astype(np.int32, copy=False), coding)
-    payload = enc.finish()
+    payload, entry_points = code_payload([(str(element_ids[0]), coded.astype(np.int32, copy=False), offset, coding)], qp_bits)
     header = NduHeader(
         payload_type=PayloadType.NNR_PT_INT if qp is None else PayloadType.NNR_PT_FLOAT,
         multiple_topology_elements_present_flag=len(element_ids) > 1,
@@ -249,7 +265,6 @@ def build_ndu(
         cabac_unary_length_minus1=cabac_unary_length_minus1,
         first_tensor_dimension_shift=shift,
         scan_order=coding.scan_order,
+        entry_points=entry_points,
     )
-    if coding.scan_order > 0:
-        header.entry_points = payload_entry_points(payload, coded.shape, coding, qp_bits)
     return CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=payload, partial_data_counter=partial_data_counter)
