@@ -379,12 +379,14 @@ def scan_positions(shape: tuple[int, ...], scan_order: int) -> np.ndarray | None
     if scan_order == 0 or height <= 1 or width <= 1:
         return None
     block = 4 << scan_order
-    rows = np.arange(height, dtype=np.int64)
-    cols = np.arange(width, dtype=np.int64)
-    # sort key: block row, block column, row, column
-    y, x = np.meshgrid(rows, cols, indexing="ij")
-    key = np.lexsort(((x % block).ravel(), (y % block).ravel(), (x // block).ravel(), (y // block).ravel()))
-    return np.ascontiguousarray(key, dtype=np.int64)
+    # blocks in raster order, each in raster order: pad to whole blocks with -1,
+    # view as (block row, row, block column, column), visit block row, block
+    # column, row, column, and drop the padding
+    tall, wide = -(-height // block) * block, -(-width // block) * block
+    grid = np.full((tall, wide), -1, dtype=np.int64)
+    grid[:height, :width] = np.arange(height * width, dtype=np.int64).reshape(height, width)
+    order = grid.reshape(tall // block, block, wide // block, block).transpose(0, 2, 1, 3).ravel()
+    return np.ascontiguousarray(order[order >= 0])
 
 
 def dq_quantize(weights: np.ndarray, step: float, /, *, scan_order: int = 0) -> np.ndarray:
