@@ -43,7 +43,7 @@ static int guard_failure(const float *weights, int64_t count)
 static inline int guard_float_ok(float inv, float w, double lo, double hi)
 {
     double x = (double)(inv * w);
-    return x < hi + 0.5 && x > lo - 0.5;
+    return (x < hi + 0.5) & (x > lo - 0.5);
 }
 
 #define DQ_GUARD_HI 2147483645.0  /* 2^31 - 3 */
@@ -65,17 +65,18 @@ static int guard_double(const float *weights, int64_t count, double q)
     int ok = 1;
     for (int64_t i = 0; i < count; i++) {
         double x = (double)weights[i] * q;
-        ok &= x < URQ_GUARD_HI + 0.5 && x > URQ_GUARD_LO - 0.5;
+        ok &= (x < URQ_GUARD_HI + 0.5) & (x > URQ_GUARD_LO - 0.5);
     }
     return ok ? DCABAC_OK : guard_failure(weights, count);
 }
 
 /* Round half away from zero, exact for any float (|x| + 0.5 is exact in
- * double).  Only called on values that passed the guard. */
+ * double); 0 for values the URQ guard refuses, -2^31 for x = -2^31. */
 static inline int32_t round_float(float x)
 {
-    int64_t a = (int64_t)(fabs((double)x) + 0.5); /* conversion truncates */
-    return (int32_t)(x < 0 ? -a : a);
+    double a = fabs((double)x) + 0.5;
+    uint32_t m = (uint32_t)(a <= 2147483648.5 ? a : 0.0); /* conversion truncates; false for NaN */
+    return (int32_t)(x < 0 ? 0u - m : m);
 }
 
 /* ---- DQ trellis: shared parts --------------------------------------------
@@ -464,9 +465,12 @@ int dcabac_urq_quantize(const float *weights, int64_t count, const int64_t *orde
         return DCABAC_E_ARG;
     if (lambda_scale == 0.0) {
         const float inv = 1.0f / step;
-        if ((rc = guard_float(weights, count, inv, URQ_GUARD_LO, URQ_GUARD_HI))) return rc;
-        for (int64_t i = 0; i < count; i++) out[i] = round_float(inv * weights[i]);
-        return DCABAC_OK;
+        int ok = 1;
+        for (int64_t i = 0; i < count; i++) {
+            ok &= guard_float_ok(inv, weights[i], URQ_GUARD_LO, URQ_GUARD_HI);
+            out[i] = round_float(inv * weights[i]);
+        }
+        return ok ? DCABAC_OK : guard_failure(weights, count);
     }
     if (count == 0) return DCABAC_OK;
     q = 1.0 / (double)step;
