@@ -5,7 +5,7 @@
 
 typedef enum dcabac_status {
     DCABAC_OK, DCABAC_E_NOMEM, DCABAC_E_ARG, DCABAC_E_STATE, DCABAC_E_RANGE,
-    DCABAC_E_TRUNCATED, DCABAC_E_CORRUPT, DCABAC_E_TRAILING, ...
+    DCABAC_E_TRUNCATED, DCABAC_E_CORRUPT, DCABAC_E_TRAILING, DCABAC_E_OVERFLOW, ...
 } dcabac_status;
 
 typedef struct dcabac_tensor {
@@ -59,3 +59,7 @@ int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
                       dcabac_entry_point *eps, size_t eps_capacity);
 int dcabac_dec_finish(dcabac_decoder *dec, size_t *consumed);
 int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out);
+int dcabac_dq_quantize_rd(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
+                          int32_t rate_gt_flags, int32_t *out);
+int dcabac_urq_quantize(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
+                        int32_t rate_gt_flags, int32_t *out);

@@ -10,6 +10,7 @@ from nnc_core.errors import (
     EncodeError,
     NncError,
     NncMemoryError,
+    QuantizationOverflowError,
 )
 
 from nnc_core.decoding import DecoderState, decode
@@ -25,6 +26,7 @@ __all__ = [
     "NncError",
     "ConfigError",
     "EncodeError",
+    "QuantizationOverflowError",
     "BitstreamError",
     "NncMemoryError",
     "CoderStateError",

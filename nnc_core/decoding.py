@@ -60,8 +60,10 @@ def quantization_step(qp: int, qp_density: int) -> np.float32:
     k = 1 << qp_density
     mul = k + (qp & (k - 1))
     shift = qp >> qp_density
+    # Computed in double and rounded to float32 like the reference decoder,
+    # including overflow to infinity for absurd QPs (e.g. corrupted streams).
     with np.errstate(over="ignore", under="ignore"):
-        return np.float32(mul * 2.0 ** (shift - qp_density))
+        return np.float32(np.ldexp(np.float64(mul), shift - qp_density))
 
 
 @dataclass

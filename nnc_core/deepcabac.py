@@ -6,7 +6,8 @@ This module is the only one that touches the compiled extension
 * :class:`TensorCoding`: the entropy-coding parameters of one tensor;
 * :class:`Encoder` and :class:`Decoder`: one NDU payload (one arithmetic
   codeword holding one or more tensors);
-* :func:`encode_tensor` / :func:`decode_tensor`: a payload of a single tensor.
+* :func:`encode_tensor` / :func:`decode_tensor`: a payload of a single tensor;
+* :func:`dq_quantize` / :func:`urq_quantize`: the encoder's quantizers.
 
 Values are *stored integers*: plain levels, or with dependent quantization
 the reconstruction indices (the integers a decoder multiplies by the step
@@ -34,6 +35,7 @@ from nnc_core.errors import (
     EncodeError,
     NncError,
     NncMemoryError,
+    QuantizationOverflowError,
 )
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "ENTRY_POINT_DTYPE",
     "scan_positions",
     "dq_quantize",
+    "urq_quantize",
 ]
 
 _ABI_VERSION = 2
@@ -66,6 +69,7 @@ _STATUS_ERRORS: dict[int, type[NncError]] = {
     lib.DCABAC_E_TRUNCATED: BitstreamError,
     lib.DCABAC_E_CORRUPT: BitstreamError,
     lib.DCABAC_E_TRAILING: BitstreamError,
+    lib.DCABAC_E_OVERFLOW: QuantizationOverflowError,
 }
 
 
@@ -389,17 +393,125 @@ def scan_positions(shape: tuple[int, ...], scan_order: int) -> np.ndarray | None
     return np.ascontiguousarray(order[order >= 0])
 
 
-def dq_quantize(weights: np.ndarray, step: float, /, *, scan_order: int = 0) -> np.ndarray:
-    """Reconstruction indices of dependent scalar quantization (8-state trellis,
-    squared error), the reference encoder's choice for the same weights."""
+def _quantize(
+    fn: Any, weights: np.ndarray, step: float, scan_order: int, lambda_scale: float, cabac_unary_length_minus1: int
+) -> np.ndarray:
+    """Validate the arguments, run a C quantizer, map its status to exceptions."""
     w = np.ascontiguousarray(weights, dtype=np.float32)
-    out = np.empty(w.shape, dtype=np.int32)
+    step32 = np.float32(step)
+    if not (np.isfinite(step32) and step32 > 0):
+        raise ConfigError(f"step size {step} must be positive and finite (as float32)")
+    if not 0 <= scan_order <= 4:
+        raise ConfigError(f"scan_order {scan_order} outside 0..4")
+    if not 0 <= cabac_unary_length_minus1 <= 255:
+        raise ConfigError(f"cabac_unary_length_minus1 {cabac_unary_length_minus1} outside 0..255")
+    # The reference encoder receives lambda_scale as a float32.
+    with np.errstate(over="ignore"):
+        lam = np.float32(lambda_scale)
+    if not (np.isfinite(lam) and lam >= 0):
+        raise ConfigError(f"lambda_scale {lambda_scale} must be finite and >= 0")
     order = scan_positions(w.shape, scan_order)
-    order_ptr = ffi.NULL if order is None else ffi.from_buffer("int64_t[]", order)
-    status = lib.dcabac_dq_quantize(
-        ffi.from_buffer("float[]", w), w.size, order_ptr, float(np.float32(step)), ffi.from_buffer("int32_t[]", out)
+    out = np.empty(w.shape, dtype=np.int32)
+    status = fn(
+        ffi.from_buffer("float[]", w),
+        w.size,
+        ffi.NULL if order is None else ffi.from_buffer("int64_t[]", order),
+        float(step32),
+        float(lam),
+        cabac_unary_length_minus1,
+        ffi.from_buffer("int32_t[]", out),
     )
+    if status == lib.DCABAC_E_OVERFLOW:
+        raise QuantizationOverflowError(
+            f"quantized weights would leave the int32 range at step {step32}: a coarser QP is needed"
+        )
     if status == lib.DCABAC_E_RANGE:
-        raise EncodeError(f"weights too large for step {step} (or not finite)")
+        raise EncodeError("weights must be finite, and their quantized values fit int32")
     _check(status, ffi.new("char[]", b""))
     return out
+
+
+def dq_quantize(
+    weights: np.ndarray,
+    step: float,
+    /,
+    *,
+    scan_order: int = 0,
+    lambda_scale: float = 0.0,
+    cabac_unary_length_minus1: int = 10,
+) -> np.ndarray:
+    """Dependent scalar quantization: the reconstruction indices the reference
+    encoder (NNCodec 2.1.3) chooses for the same weights.
+
+    Clause 9.3 defines the decoder side (two quantizers, an 8-state machine
+    driven by level parity); the encoder searches the 8-state trellis in
+    coding order (notes 03 §6) for the path minimising squared error, or with
+    ``lambda_scale > 0`` squared error plus lambda times the rate estimated
+    by one DeepCABAC context model per trellis state (03 §6 "RDO variant",
+    02 §4.4).
+
+    Args:
+        weights: float array (converted to float32); its shape gives the
+            H x W matrix view of the scan.
+        step: quantization step size (used as float32).
+        scan_order: the tensor's scan order (0..4), which sets the coding order.
+        lambda_scale: rate weight (rounded to float32 like the reference);
+            0 = squared error only.
+        cabac_unary_length_minus1: the stream's value; the rate model uses it
+            as its number of greater-than flags (the reference's choice, one
+            fewer than the coder).  Ignored when ``lambda_scale`` is 0.
+
+    Returns:
+        int32 reconstruction indices (stored integers for ``dq_flag = 1``),
+        shaped like ``weights``.
+
+    Raises:
+        QuantizationOverflowError: a scaled weight rounds outside
+            [-(2**31 - 2), 2**31 - 3]; the reference then uses a coarser QP.
+        EncodeError: a weight is not finite (or, at the very edge of the
+            guard, a reconstruction index would not fit int32).
+        ConfigError: invalid arguments.
+    """
+    return _quantize(lib.dcabac_dq_quantize_rd, weights, step, scan_order, lambda_scale, cabac_unary_length_minus1)
+
+
+def urq_quantize(
+    weights: np.ndarray,
+    step: float,
+    /,
+    *,
+    scan_order: int = 0,
+    lambda_scale: float,
+    cabac_unary_length_minus1: int = 10,
+) -> np.ndarray:
+    """Uniform reconstruction quantization as the reference encoder does it.
+
+    Clause 9.3 reconstructs ``t * step``; the encoder (notes 03 §5) rounds
+    ``float32(1/step) * w`` half away from zero when ``lambda_scale`` is 0,
+    and otherwise walks the tensor in coding order choosing, per weight, the
+    magnitude among 0, ``m - 1`` (if at least 1) and ``m`` (``m`` =
+    ``|w|/step`` rounded) that minimises squared error plus lambda times the
+    rate estimated by a DeepCABAC context model (02 §4.4) that follows the
+    chosen levels.  (A weight of exactly ``-2**31`` steps gets 0 there, as in
+    the reference on x86, whose int32 conversion of ``m`` overflows.)
+
+    Args:
+        weights: float array (converted to float32).
+        step: quantization step size (used as float32).
+        scan_order: the tensor's scan order (0..4), the order of the decisions.
+        lambda_scale: rate weight (rounded to float32 like the reference), >= 0.
+        cabac_unary_length_minus1: the stream's value; the rate model uses it
+            as its number of greater-than flags (one fewer than the coder).
+
+    Returns:
+        int32 levels (stored integers for ``dq_flag = 0``), shaped like ``weights``.
+
+    Raises:
+        QuantizationOverflowError: a scaled weight rounds outside the int32
+            range (tested on ``float32(1/step) * w`` for lambda 0, on
+            ``w / step`` in double otherwise); the reference then uses a
+            coarser QP.
+        EncodeError: a weight is not finite.
+        ConfigError: invalid arguments.
+    """
+    return _quantize(lib.dcabac_urq_quantize, weights, step, scan_order, lambda_scale, cabac_unary_length_minus1)

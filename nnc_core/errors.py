@@ -11,6 +11,7 @@ __all__ = [
     "NncError",
     "ConfigError",
     "EncodeError",
+    "QuantizationOverflowError",
     "BitstreamError",
     "NncMemoryError",
     "CoderStateError",
@@ -27,6 +28,14 @@ class ConfigError(NncError, ValueError):
 
 class EncodeError(NncError, ValueError):
     """A value cannot be represented with the chosen coding parameters."""
+
+
+class QuantizationOverflowError(EncodeError):
+    """Quantized values would leave the int32 range at the chosen step size.
+
+    The reference encoder then re-quantizes at a coarser QP; encoders catch
+    this to do the same.
+    """
 
 
 class BitstreamError(NncError, ValueError):

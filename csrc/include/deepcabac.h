@@ -45,7 +45,8 @@ typedef enum dcabac_status {
     DCABAC_E_RANGE = 4,      /* encoder input value cannot be coded */
     DCABAC_E_TRUNCATED = 5,  /* decoder needed bytes beyond the payload */
     DCABAC_E_CORRUPT = 6,    /* decoded data inconsistent (overflow, bad terminator) */
-    DCABAC_E_TRAILING = 7    /* payload has bytes left after the terminating bin */
+    DCABAC_E_TRAILING = 7,   /* payload has bytes left after the terminating bin */
+    DCABAC_E_OVERFLOW = 8    /* quantizer: levels would leave the int32 range at this step size */
 } dcabac_status;
 
 /* Coding parameters of one tensor (clause 10 syntax elements and the
@@ -131,13 +132,34 @@ int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
  * *consumed receives the number of payload bytes the decoder read. */
 int dcabac_dec_finish(dcabac_decoder *dec, size_t *consumed);
 
-/* ---- quantization ----------------------------------------------------- */
+/* ---- quantization -----------------------------------------------------
+ * Encoder-side quantizers (clause 9.3 defines only reconstruction; these
+ * make the reference encoder's choices).  All take `count` weights visited
+ * in `order` (positions in coding order, i.e. the tensor's scan; NULL =
+ * 0..count-1) and write stored integers to out at the weights' positions.
+ *
+ * Before quantizing they apply the reference encoder's int32 guard: if a
+ * scaled weight would round outside the int32 range (with DQ: outside
+ * [-(2^31 - 2), 2^31 - 3]) they return DCABAC_E_OVERFLOW and the caller
+ * chooses a coarser step.  Non-finite weights give DCABAC_E_RANGE. */
 
-/* Dependent scalar quantization of `count` weights visited in `order`
- * (positions in coding order; NULL = 0..count-1) with step size `step`:
- * writes reconstruction indices (the values dcabac_enc_tensor codes with
- * dq_flag = 1) to out, at the weights' positions.  Squared-error trellis. */
+/* Dependent scalar quantization, lambda = 0: reconstruction indices (the
+ * values dcabac_enc_tensor codes with dq_flag = 1) of the squared-error
+ * trellis. */
 int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out);
+
+/* Dependent scalar quantization with rate-distortion optimisation:
+ * lambda_scale >= 0 (0 = dcabac_dq_quantize); the rate model has
+ * rate_gt_flags (0..255) greater-than flags, which the reference encoder
+ * sets to cabac_unary_length_minus1. */
+int dcabac_dq_quantize_rd(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
+                          int32_t rate_gt_flags, int32_t *out);
+
+/* Uniform reconstruction quantization: levels; lambda_scale = 0 rounds
+ * (order is then irrelevant), lambda_scale > 0 decides sequentially with a
+ * rate model of rate_gt_flags greater-than flags. */
+int dcabac_urq_quantize(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
+                        int32_t rate_gt_flags, int32_t *out);
 
 #ifdef __cplusplus
 }

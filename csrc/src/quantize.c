@@ -1,106 +1,508 @@
 /*
- * Encoder-side quantization for dependent scalar quantization (clause 9.3):
- * an 8-state trellis (Viterbi) search over the reconstruction points of the
- * two quantizers, minimising squared error (lambda = 0).
+ * Encoder-side quantization (clause 9.3 reconstruction rules; the search
+ * itself is the encoder's choice, made here exactly as the reference encoder
+ * NNCodec makes it so that the stored integers are identical):
  *
- * Candidate order, state order and tie-breaking are those of the reference
- * encoder, so the chosen reconstruction indices are identical to NNCodec's.
+ * - dependent scalar quantization (DQ): an 8-state trellis (Viterbi) search
+ *   over the reconstruction points of the two quantizers, minimising squared
+ *   error (lambda = 0) or squared error plus lambda times an estimated rate
+ *   (lambda > 0, rate-distortion optimised);
+ * - uniform reconstruction quantization (URQ): rounding (lambda = 0) or a
+ *   sequential rate-distortion decision per value (lambda > 0).
+ *
+ * Candidate order, state order, tie-breaking, the rate model and the int32
+ * overflow guard are those of the reference encoder.
  */
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "deepcabac.h"
-#include "tables.h"
+#include "tensor.h"
 
-/* decision per position and state: predecessor (bits 0..2) and slot (bits 3..5) */
+/* ---- int32 overflow guard ----------------------------------------------
+ * Before quantizing, the reference encoder checks that every scaled value
+ * rounds into the int32 range (with a margin for DQ); if one does not, it
+ * picks a coarser QP.  We report that as DCABAC_E_OVERFLOW.  Non-finite
+ * weights are reported as DCABAC_E_RANGE instead (a coarser step cannot help),
+ * so the guard's failure path scans the whole tensor for them. */
 
-int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out)
+static int guard_failure(const float *weights, int64_t count)
 {
-    double q, cost[8], next_cost[8];
-    uint8_t *decisions;
-    int64_t i;
-    int s, end_state;
+    for (int64_t i = 0; i < count; i++)
+        if (!isfinite(weights[i])) return DCABAC_E_RANGE;
+    return DCABAC_E_OVERFLOW;
+}
 
-    if ((!weights || !out) && count > 0) return DCABAC_E_ARG;
-    if (count < 0 || !(step > 0.0f) || !isfinite(step)) return DCABAC_E_ARG;
-    if (count == 0) return DCABAC_OK;
-    /* Branches into each state, in the reference's evaluation order:
-     * predecessors in increasing order; a parity-0 link offers the nonzero
-     * candidate of its quantizer, then zero; a parity-1 link one candidate. */
-    int branch_p[8][3], branch_slot[8][3];
+/* DQ (both lambda cases) and URQ with lambda = 0 scale in float32; the
+ * test is round(float32(1/step) * w) in [lo, hi] (lo, hi integers),
+ * i.e. lo - 0.5 < x < hi + 0.5 (rounding halves away from zero), which
+ * is exact in double and false for NaN. */
+static inline int guard_float_ok(float inv, float w, double lo, double hi)
+{
+    double x = (double)(inv * w);
+    return (x < hi + 0.5) & (x > lo - 0.5);
+}
+
+#define DQ_GUARD_HI 2147483645.0  /* 2^31 - 3 */
+#define DQ_GUARD_LO -2147483646.0 /* -(2^31 - 2) */
+#define URQ_GUARD_HI 2147483647.0
+#define URQ_GUARD_LO -2147483648.0
+
+/* The whole tensor at once (a separate pass keeps the search loops lean). */
+static int guard_float(const float *weights, int64_t count, float inv, double lo, double hi)
+{
+    int ok = 1;
+    for (int64_t i = 0; i < count; i++) ok &= guard_float_ok(inv, weights[i], lo, hi);
+    return ok ? DCABAC_OK : guard_failure(weights, count);
+}
+
+/* URQ with lambda > 0 scales in double: round(w * (1.0 / step)). */
+static int guard_double(const float *weights, int64_t count, double q)
+{
+    int ok = 1;
+    for (int64_t i = 0; i < count; i++) {
+        double x = (double)weights[i] * q;
+        ok &= (x < URQ_GUARD_HI + 0.5) & (x > URQ_GUARD_LO - 0.5);
+    }
+    return ok ? DCABAC_OK : guard_failure(weights, count);
+}
+
+/* Round half away from zero, exact for any float (|x| + 0.5 is exact in
+ * double); 0 for values the URQ guard refuses, -2^31 for x = -2^31. */
+static inline int32_t round_float(float x)
+{
+    double a = fabs((double)x) + 0.5;
+    uint32_t m = (uint32_t)(a <= 2147483648.5 ? a : 0.0); /* conversion truncates; false for NaN */
+    return (int32_t)(x < 0 ? 0u - m : m);
+}
+
+/* ---- DQ trellis: shared parts --------------------------------------------
+ * Per value (clause 9.3: Q0 reconstructs to even, Q1 to odd multiples of the
+ * step or zero), with o = |w| / step, the candidates are the four half-step
+ * indices c = m .. m+3 around o (m = max(1, trunc(o) - 1)), kept in slot
+ * c & 3, and zero in slot 4.  Even c are points of Q0, odd c of Q1; the
+ * level (the value the entropy coder sees) of c is (c + 1) >> 1. */
+
+typedef struct dq_branches {
+    int p[8][3];    /* predecessor state of branch k into state t */
+    int slot[8][3]; /* candidate slot it offers */
+} dq_branches;
+
+/* Branches into each state, in the reference's evaluation order:
+ * predecessors in increasing order; a parity-0 link offers the nonzero
+ * candidate of its quantizer, then zero; a parity-1 link one candidate. */
+static void dq_branches_init(dq_branches *b)
+{
     for (int t = 0; t < 8; t++) {
         int n = 0;
         for (int p = 0; p < 8; p++) {
             if (dcabac_dq_next[p][0] == t) {
-                branch_p[t][n] = p, branch_slot[t][n++] = 3 * (p & 1);
-                branch_p[t][n] = p, branch_slot[t][n++] = 4;
+                b->p[t][n] = p, b->slot[t][n++] = 3 * (p & 1);
+                b->p[t][n] = p, b->slot[t][n++] = 4;
             }
-            if (dcabac_dq_next[p][1] == t) branch_p[t][n] = p, branch_slot[t][n++] = 2 - (p & 1);
+            if (dcabac_dq_next[p][1] == t) b->p[t][n] = p, b->slot[t][n++] = 2 - (p & 1);
         }
     }
-    decisions = (uint8_t *)malloc((size_t)count * 8);
-    if (!decisions) return DCABAC_E_NOMEM;
-    q = 1.0 / (double)step;
-    cost[0] = 0.0;
-    for (s = 1; s < 8; s++) cost[s] = 0.5 * DBL_MAX;
+}
 
-    for (i = 0; i < count; i++) {
-        int64_t pos = order ? order[i] : i;
-        double w = (double)weights[pos];
-        double o = q * w * (w < 0 ? -1.0 : 1.0);
-        double dist[5];
-        double tr = trunc(o) - 1.0;
-        int64_t m, c;
-        if (!(o < 4.0e9)) {  /* also catches NaN */
-            free(decisions);
-            return DCABAC_E_RANGE;
-        }
-        m = tr < 1.0 ? 1 : (int64_t)tr;
-        dist[4] = o * o;
-        for (c = m; c < m + 4; c++) dist[c & 3] = (o - (double)c) * (o - (double)c);
-        for (int t = 0; t < 8; t++) {
-            double best = cost[branch_p[t][0]] + dist[branch_slot[t][0]];
-            int choice = branch_p[t][0] | (branch_slot[t][0] << 3);
-            for (int k = 1; k < 3; k++) {
-                double j = cost[branch_p[t][k]] + dist[branch_slot[t][k]];
-                if (j < best) {
-                    best = j;
-                    choice = branch_p[t][k] | (branch_slot[t][k] << 3);
-                }
-            }
-            next_cost[t] = best;
-            decisions[i * 8 + t] = (uint8_t)choice;
-        }
-        for (s = 0; s < 8; s++) cost[s] = next_cost[s];
-    }
+/* |w| / step and the first candidate index m (o < 2^31 after the guard). */
+static inline double dq_scaled(double q, double w, int64_t *m)
+{
+    double o = q * w * (w < 0 ? -1.0 : 1.0);
+    int64_t t = (int64_t)o - 1; /* o >= 0: the conversion truncates */
+    *m = t < 1 ? 1 : t;
+    return o;
+}
 
-    end_state = 0;
-    for (s = 1; s < 8; s++)
-        if (cost[s] < cost[end_state]) end_state = s;
-    for (i = count - 1, s = end_state; i >= 0; i--) {
+/* decision per position and state: predecessor (bits 0..2) and slot (bits 3..5) */
+#define DQ_DECISION(p, slot) ((uint8_t)((p) | ((slot) << 3)))
+
+/* Follow the decisions back from the cheapest end state (lowest index on
+ * ties) and write reconstruction indices 2k - sgn(k)*(p & 1), p being the
+ * state the level k is coded in.  The guard's float32 scaling can admit an
+ * o a little above 2^31 (where the reference's int32 arithmetic breaks);
+ * such an index is refused with DCABAC_E_RANGE. */
+static int dq_backtrack(const float *weights, int64_t count, const int64_t *order, double q, const double cost[8],
+                         const uint8_t *decisions, int32_t *out)
+{
+    int s = 0;
+    for (int t = 1; t < 8; t++)
+        if (cost[t] < cost[s]) s = t;
+    for (int64_t i = count - 1; i >= 0; i--) {
         int64_t pos = order ? order[i] : i;
         uint8_t d = decisions[i * 8 + s];
         int p = d & 7, slot = d >> 3;
         int32_t t = 0;
         if (slot != 4) {
             double w = (double)weights[pos];
-            double o = q * w * (w < 0 ? -1.0 : 1.0);
-            double tr = trunc(o) - 1.0;
-            int64_t m = tr < 1.0 ? 1 : (int64_t)tr;
-            int64_t c = m + ((slot - (m & 3)) & 3); /* the candidate of that slot */
-            int64_t level = (c + 1) >> 1;
-            int64_t v = 2 * level - (p & 1);
-            if (v > INT32_MAX) {
-                free(decisions);
-                return DCABAC_E_RANGE;
-            }
-            t = (int32_t)(w < 0 ? -v : v);
+            int64_t m;
+            int64_t c, level;
+            dq_scaled(q, w, &m);
+            c = m + ((slot - (m & 3)) & 3); /* the candidate of that slot */
+            level = (c + 1) >> 1;
+            if (2 * level - (p & 1) > INT32_MAX) return DCABAC_E_RANGE;
+            t = (int32_t)(w < 0 ? -(2 * level - (p & 1)) : 2 * level - (p & 1));
         }
         out[pos] = t;
         s = p;
     }
+    return DCABAC_OK;
+}
+
+static int quant_args_ok(const float *weights, int64_t count, float step, const int32_t *out)
+{
+    if ((!weights || !out) && count > 0) return 0;
+    return count >= 0 && step > 0.0f && isfinite(step);
+}
+
+/* ---- DQ, lambda = 0: squared error only ---------------------------------- */
+
+int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out)
+{
+    double q, cost[8], next_cost[8];
+    float inv;
+    uint8_t *decisions;
+    dq_branches br;
+
+    int rc;
+
+    if (!quant_args_ok(weights, count, step, out)) return DCABAC_E_ARG;
+    if (count == 0) return DCABAC_OK;
+    inv = 1.0f / step;
+    if ((rc = guard_float(weights, count, inv, DQ_GUARD_LO, DQ_GUARD_HI))) return rc;
+    dq_branches_init(&br);
+    decisions = (uint8_t *)malloc((size_t)count * 8);
+    if (!decisions) return DCABAC_E_NOMEM;
+    q = 1.0 / (double)step;
+    cost[0] = 0.0;
+    for (int s = 1; s < 8; s++) cost[s] = 0.5 * DBL_MAX;
+
+    for (int64_t i = 0; i < count; i++) {
+        int64_t pos = order ? order[i] : i;
+        double w = (double)weights[pos];
+        double dist[5], o;
+        int64_t m, c;
+        o = dq_scaled(q, w, &m);
+        dist[4] = o * o;
+        for (c = m; c < m + 4; c++) dist[c & 3] = (o - (double)c) * (o - (double)c);
+        for (int t = 0; t < 8; t++) {
+            double best = cost[br.p[t][0]] + dist[br.slot[t][0]];
+            uint8_t choice = DQ_DECISION(br.p[t][0], br.slot[t][0]);
+            for (int k = 1; k < 3; k++) {
+                double j = cost[br.p[t][k]] + dist[br.slot[t][k]];
+                if (j < best) {
+                    best = j;
+                    choice = DQ_DECISION(br.p[t][k], br.slot[t][k]);
+                }
+            }
+            next_cost[t] = best;
+            decisions[i * 8 + t] = choice;
+        }
+        for (int s = 0; s < 8; s++) cost[s] = next_cost[s];
+    }
+    rc = dq_backtrack(weights, count, order, q, cost, decisions, out);
     free(decisions);
+    return rc;
+}
+
+/* ---- rate model (lambda > 0) ----------------------------------------------
+ * The rate R(v) of a value is what DeepCABAC would spend on it (clause 10):
+ * the estimated cost of each context-coded bin in its current context state
+ * (1/32768 bit, table dcabac_est_bits) plus one bit per bypass bin.  The
+ * model is a profile-0 context set of the clause 10.4 layout with n
+ * greater-than flags, every context at initialisation set 0, and the
+ * previously coded value as neighbour.  The reference encoder builds it with
+ * n = cabac_unary_length_minus1 (one flag fewer than the coder uses), and
+ * always codes the first greater-than flag even when n = 0 (its remainder
+ * contexts then start at the first greater-than context); both are kept for
+ * identical decisions.  Binarization: unlimited (no codebook), remainder
+ * prefix always terminated. */
+
+DCABAC_INLINE uint32_t est_bits(const dcabac_ctx *c, unsigned bin)
+{
+    return dcabac_est_bits[512 + (ctx_sum(c) >> 3)][bin];
+}
+
+/* Cost of the remainder r: Exp-Golomb prefix in contexts, suffix in bypass. */
+DCABAC_INLINE uint32_t rate_remainder(const dcabac_ctx *ctx, int n, uint64_t r)
+{
+    uint32_t bits = 0;
+    int k = 0;
+    while (r >= ((uint64_t)2 << k) - 1) bits += est_bits(&ctx[CTX_REM(n) + k++], 1);
+    return bits + est_bits(&ctx[CTX_REM(n) + k], 0) + ((uint32_t)k << 15);
+}
+
+/* Costs of the values of magnitude a and a + 1 (a >= 1) with sign `neg` in
+ * DQ state `state`; the two share their significance, sign and leading
+ * greater-than bins. */
+DCABAC_INLINE void rate_pair(const dcabac_ctx *ctx, int n, int state, int prev_class, int neg, int64_t a,
+                             uint32_t *cost_a, uint32_t *cost_a1)
+{
+    const int64_t nf = n > 0 ? n : 1; /* greater-than flags coded at most */
+    const int64_t ones = a - 1 < nf ? a - 1 : nf;
+    uint32_t common = est_bits(&ctx[sig_ctx_index(state, prev_class, 0, 0)], 1) +
+                      est_bits(&ctx[sign_ctx_index(prev_class, 0)], (unsigned)neg);
+    for (int j = 0; j < ones; j++) common += est_bits(&ctx[gt_ctx_index(n, j, neg, 0)], 1);
+    if (a <= nf) {
+        const dcabac_ctx *last = &ctx[gt_ctx_index(n, (int)a - 1, neg, 0)];
+        *cost_a = common + est_bits(last, 0);
+        common += est_bits(last, 1);
+        *cost_a1 = a < nf ? common + est_bits(&ctx[gt_ctx_index(n, (int)a, neg, 0)], 0)
+                          : common + rate_remainder(ctx, n, 0);
+    } else {
+        *cost_a = common + rate_remainder(ctx, n, (uint64_t)(a - nf - 1));
+        *cost_a1 = common + rate_remainder(ctx, n, (uint64_t)(a - nf));
+    }
+}
+
+/* Cost of value v (state 0 and the model's neighbour: URQ). */
+DCABAC_INLINE uint32_t rate_single(const dcabac_ctx *ctx, int n, int prev_class, int64_t v)
+{
+    uint32_t lo, hi;
+    if (v == 0) return est_bits(&ctx[sig_ctx_index(0, prev_class, 0, 0)], 0);
+    rate_pair(ctx, n, 0, prev_class, v < 0, v < 0 ? -v : v, &lo, &hi);
+    return lo;
+}
+
+/* Adapt the contexts to the bins of value v coded in DQ state `state`. */
+static inline void rate_code(dcabac_ctx *ctx, int n, int state, int prev_class, int64_t v)
+{
+    ctx_update(&ctx[sig_ctx_index(state, prev_class, 0, 0)], v != 0);
+    if (v != 0) {
+        const int neg = v < 0;
+        uint64_t r = (uint64_t)(neg ? -v : v) - 1; /* |v| - 1 */
+        int j;
+        ctx_update(&ctx[sign_ctx_index(prev_class, 0)], (unsigned)neg);
+        ctx_update(&ctx[gt_ctx_index(n, 0, neg, 0)], r != 0);
+        for (j = 1; r != 0 && j < n; j++) {
+            r--;
+            ctx_update(&ctx[gt_ctx_index(n, j, neg, 0)], r != 0);
+        }
+        if (r != 0) {
+            int k = 0;
+            r--;
+            while (r >= ((uint64_t)2 << k) - 1) ctx_update(&ctx[CTX_REM(n) + k++], 1);
+            ctx_update(&ctx[CTX_REM(n) + k], 0);
+        }
+    }
+}
+
+static void rate_ctx_init(dcabac_ctx *ctx, int n)
+{
+    for (int i = 0; i < CTX_COUNT(n); i++) ctx_init(&ctx[i], 0);
+}
+
+/* Context states of `src` into `dst`: only the contexts the model uses. */
+static inline void rate_ctx_copy(dcabac_ctx *dst, const dcabac_ctx *src, int n)
+{
+    const int gt_end = CTX_GT + 2 * (n > 0 ? n : 1);
+    memcpy(dst + CTX_SIG, src + CTX_SIG, 24 * sizeof(dcabac_ctx));
+    memcpy(dst + CTX_SIGN, src + CTX_SIGN, (size_t)(gt_end - CTX_SIGN) * sizeof(dcabac_ctx));
+    memcpy(dst + CTX_REM(n), src + CTX_REM(n), 32 * sizeof(dcabac_ctx));
+}
+
+static int rate_args_ok(double lambda_scale, int32_t rate_gt_flags)
+{
+    return lambda_scale >= 0.0 && isfinite(lambda_scale) && rate_gt_flags >= 0 &&
+           rate_gt_flags < DCABAC_MAX_GT_FLAGS;
+}
+
+/* ---- DQ, lambda > 0 --------------------------------------------------------
+ * J = D * (o - c)^2 + R with D = 2^15 / lambda', lambda' = lambda_scale *
+ * 4 * ln(2)/6 * 0.7 (the reference's constants; R is in 1/2^15 bit).
+ * Every trellis state owns a rate model; the rate of a branch from state p
+ * is taken from p's model with DQ state p.  After the decision for state t,
+ * t's model takes the context states (not the neighbour) of the chosen
+ * predecessor's model and codes the chosen level with DQ state t and its own
+ * neighbour.  The reference keeps two banks of state models and swaps them
+ * every position, so "its own neighbour" is the level that bank's state t
+ * received two positions earlier; reproduced here with two banks.
+ *
+ * Context states live in 16 buffers; a bank slot refers to one.  A state's
+ * new contexts are its predecessor's buffer itself when it is the first to
+ * take it (no copy), else a copy into a free buffer. */
+
+int dcabac_dq_quantize_rd(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
+                          int32_t rate_gt_flags, int32_t *out)
+{
+    const int n = rate_gt_flags;
+    double q, D, cost[8];
+    float inv;
+    uint8_t *decisions;
+    dcabac_ctx *ctx_mem, *buf[16];
+    uint8_t bank_buf[2][8];     /* buffer of each bank slot */
+    int32_t bank_prev[2][8];    /* neighbour of each bank slot */
+    dq_branches br;
+    int rc;
+
+    if (!quant_args_ok(weights, count, step, out) || !rate_args_ok(lambda_scale, rate_gt_flags))
+        return DCABAC_E_ARG;
+    if (lambda_scale == 0.0) return dcabac_dq_quantize(weights, count, order, step, out);
+    if (count == 0) return DCABAC_OK;
+    inv = 1.0f / step;
+    if ((rc = guard_float(weights, count, inv, DQ_GUARD_LO, DQ_GUARD_HI))) return rc;
+    dq_branches_init(&br);
+    decisions = (uint8_t *)malloc((size_t)count * 8);
+    ctx_mem = (dcabac_ctx *)malloc((size_t)16 * CTX_COUNT(n) * sizeof(dcabac_ctx));
+    if (!decisions || !ctx_mem) {
+        free(decisions);
+        free(ctx_mem);
+        return DCABAC_E_NOMEM;
+    }
+    for (int b = 0; b < 16; b++) {
+        buf[b] = ctx_mem + (size_t)b * CTX_COUNT(n);
+        rate_ctx_init(buf[b], n);
+        bank_buf[b >> 3][b & 7] = (uint8_t)b;
+        bank_prev[b >> 3][b & 7] = 0;
+    }
+    q = 1.0 / (double)step;
+    D = (double)(1 << 15) / (lambda_scale * 4.0 * (log(2.0) / 6.0) * 0.7);
+    cost[0] = 0.0;
+    for (int s = 1; s < 8; s++) cost[s] = 0.5 * DBL_MAX;
+
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t pos = order ? order[i] : i;
+        const double w = (double)weights[pos];
+        const int neg = w < 0;
+        const int pb = (int)(i & 1) ^ 1, cb = (int)(i & 1); /* previous and current bank */
+        double dist[5], o, next_cost[8];
+        int64_t m, c, level[5];
+        uint32_t rate[8][5];
+        int pred[8], slot_of[8], taken = 0, nfree = 0;
+        uint8_t new_buf[8], free_buf[8];
+
+        o = dq_scaled(q, w, &m);
+        dist[4] = D * (o * o);
+        level[4] = 0;
+        for (c = m; c < m + 4; c++) {
+            dist[c & 3] = D * ((o - (double)c) * (o - (double)c));
+            level[c & 3] = (c + 1) >> 1; /* magnitude */
+        }
+        /* rates of each predecessor's three candidates (zero and the two
+         * nonzero points of its quantizer, of adjacent magnitudes) */
+        for (int p = 0; p < 8; p++) {
+            const dcabac_ctx *ctx = buf[bank_buf[pb][p]];
+            const int pc = neighbour_class(bank_prev[pb][p]);
+            const int sa = 3 * (p & 1), sb = 2 - (p & 1);
+            const int lo = level[sa] < level[sb] ? sa : sb, hi = lo == sa ? sb : sa;
+            rate[p][4] = est_bits(&ctx[sig_ctx_index(p, pc, 0, 0)], 0);
+            rate_pair(ctx, n, p, pc, neg, level[lo], &rate[p][lo], &rate[p][hi]);
+        }
+        for (int t = 0; t < 8; t++) {
+            double best = DBL_MAX;
+            int k_best = 0;
+            for (int k = 0; k < 3; k++) {
+                const int p = br.p[t][k], slot = br.slot[t][k];
+                double j = cost[p] + dist[slot] + (double)rate[p][slot];
+                if (j < best) {
+                    best = j;
+                    k_best = k;
+                }
+            }
+            next_cost[t] = best;
+            pred[t] = br.p[t][k_best];
+            slot_of[t] = br.slot[t][k_best];
+            decisions[i * 8 + t] = DQ_DECISION(pred[t], slot_of[t]);
+        }
+        /* New context buffers: all copies before any update. */
+        for (int b = 0; b < 8; b++) free_buf[b] = bank_buf[cb][b];
+        for (int t = 0; t < 8; t++) {
+            const int p = pred[t];
+            if (!(taken & (1 << p))) {
+                taken |= 1 << p;
+                new_buf[t] = bank_buf[pb][p];
+            } else {
+                new_buf[t] = free_buf[nfree++];
+                rate_ctx_copy(buf[new_buf[t]], buf[bank_buf[pb][p]], n);
+            }
+        }
+        /* the previous bank (next position's current one) keeps the rest:
+         * the current bank's unused buffers and those nobody took */
+        {
+            uint8_t rest[8];
+            int r = 0;
+            for (int b = nfree; b < 8; b++) rest[r++] = free_buf[b];
+            for (int p = 0; p < 8; p++)
+                if (!(taken & (1 << p))) rest[r++] = bank_buf[pb][p];
+            memcpy(bank_buf[pb], rest, sizeof rest);
+        }
+        for (int t = 0; t < 8; t++) {
+            const int64_t v = neg ? -level[slot_of[t]] : level[slot_of[t]];
+            bank_buf[cb][t] = new_buf[t];
+            rate_code(buf[new_buf[t]], n, t, neighbour_class(bank_prev[cb][t]), v);
+            bank_prev[cb][t] = (int32_t)v;
+            cost[t] = next_cost[t];
+        }
+    }
+    rc = dq_backtrack(weights, count, order, q, cost, decisions, out);
+    free(decisions);
+    free(ctx_mem);
+    return rc;
+}
+
+/* ---- URQ --------------------------------------------------------------------
+ * lambda = 0: t = round(float32(1/step) * w), halves away from zero.
+ * lambda > 0: per value in coding order, with a = |w| / step (double), the
+ * level among 0, max(1, round(a) - 1) .. round(a) minimising
+ * D * (a - c)^2 + R(c), D = 2^15 / (lambda_scale * ln(2)/6); R is the rate
+ * of the positive level c in the single rate model (DQ state 0), which then
+ * codes the signed choice.  Ties keep the smaller level.  The guard admits
+ * -2^31 here but not +2^31. */
+
+int dcabac_urq_quantize(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
+                        int32_t rate_gt_flags, int32_t *out)
+{
+    const int n = rate_gt_flags;
+    double q, D;
+    dcabac_ctx *ctx;
+    int32_t prev = 0; /* neighbour */
+    int rc;
+
+    if (!quant_args_ok(weights, count, step, out) || !rate_args_ok(lambda_scale, rate_gt_flags))
+        return DCABAC_E_ARG;
+    if (lambda_scale == 0.0) {
+        const float inv = 1.0f / step;
+        int ok = 1;
+        for (int64_t i = 0; i < count; i++) {
+            ok &= guard_float_ok(inv, weights[i], URQ_GUARD_LO, URQ_GUARD_HI);
+            out[i] = round_float(inv * weights[i]);
+        }
+        return ok ? DCABAC_OK : guard_failure(weights, count);
+    }
+    if (count == 0) return DCABAC_OK;
+    q = 1.0 / (double)step;
+    if ((rc = guard_double(weights, count, q))) return rc;
+    ctx = (dcabac_ctx *)malloc((size_t)CTX_COUNT(n) * sizeof(dcabac_ctx));
+    if (!ctx) return DCABAC_E_NOMEM;
+    rate_ctx_init(ctx, n);
+    D = (double)(1 << 15) / (lambda_scale * (log(2.0) / 6.0));
+    for (int64_t i = 0; i < count; i++) {
+        int64_t pos = order ? order[i] : i;
+        const double w = (double)weights[pos];
+        const int pc = neighbour_class(prev);
+        double a, best_cost;
+        int64_t best = 0, top;
+        a = (w < 0 ? -w : w) * q;
+        top = (int64_t)round(a);
+        /* a may round to 2^31 for w < 0; the reference converts that to
+         * int32 (INT32_MIN on x86), which leaves no nonzero candidate. */
+        if (top > INT32_MAX) top = 0;
+        best_cost = D * (a * a) + (double)rate_single(ctx, n, pc, 0);
+        for (int64_t c = top - 1 > 1 ? top - 1 : 1; c <= top; c++) {
+            double j = D * ((a - (double)c) * (a - (double)c)) + (double)rate_single(ctx, n, pc, c);
+            if (j < best_cost) {
+                best_cost = j;
+                best = c;
+            }
+        }
+        if (w < 0) best = -best;
+        out[pos] = (int32_t)best;
+        rate_code(ctx, n, 0, pc, best);
+        prev = (int32_t)best;
+    }
+    free(ctx);
     return DCABAC_OK;
 }

@@ -14,6 +14,7 @@ const char *dcabac_strerror(int status)
     case DCABAC_E_TRUNCATED: return "payload truncated";
     case DCABAC_E_CORRUPT: return "corrupt payload";
     case DCABAC_E_TRAILING: return "trailing bytes after the payload";
+    case DCABAC_E_OVERFLOW: return "quantized values would overflow int32 at this step size";
     default: return "unknown status";
     }
 }

@@ -151,14 +151,28 @@ def entry_points(payload: bytes, shape: tuple[int, ...], coding: TensorCoding) -
 
 
 def quantize(
-    weights: np.ndarray, *, dq_flag: bool, qp: int, qp_density: int = 2, scan_order: int = 0, lambda_scale: float = 0.0
+    weights: np.ndarray,
+    *,
+    dq_flag: bool,
+    qp: int,
+    qp_density: int = 2,
+    scan_order: int = 0,
+    lambda_scale: float = 0.0,
+    cabac_unary_length_minus1: int = 10,
 ) -> tuple[np.ndarray, int]:
-    """NNCodec's quantizer: stored integers and the QP it used (it may raise QP on overflow)."""
+    """NNCodec's quantizer: stored integers and the QP it used (it may raise QP on overflow).
+
+    Called as NNCodec's approximator does, with the stream's
+    ``cabac_unary_length_minus1`` (which its rate model takes as its number of
+    greater-than flags).
+    """
     w = np.ascontiguousarray(weights, dtype=np.float32)
     q = np.zeros(w.shape, dtype=np.int32)
     enc = deepCABAC.Encoder()
-    enc.initCtxModels(11, 0)
-    used = enc.quantLayer(w, q, int(dq_flag), qp_density, qp, lambda_scale, 10, scan_order, 1)
+    enc.initCtxModels(cabac_unary_length_minus1, 0)
+    used = enc.quantLayer(
+        w, q, int(dq_flag), qp_density, qp, lambda_scale, cabac_unary_length_minus1, scan_order, 1
+    )
     return q, int(used)
 
 
