@@ -32,6 +32,7 @@ SETTINGS = {
     "uniform, qp -38": {"use_dq": False},
     "DQ, qp -32, row skipping": {"qp": -32, "row_skipping": True},
     "DQ, scan 16x16 blocks": {"scan_order": 2},
+    "DQ, RDO lambda 1": {"lambda_scale": 1.0},
     "uniform, int_quant_bw 8": {"int_quant_bw": 8, "use_dq": False},
     # layers as NNR_PT_BLOCK units, batch norm folded (CREPE only: MiniLM has no batch norm)
     "blocks + BN folding": {"blocks": True, "bnf": True},

@@ -165,6 +165,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         qp_density=args.qp_density,
         nonweight_qp=args.nonweight_qp,
         use_dq=not args.no_dq,
+        lambda_scale=args.lambda_scale,
         codebook_mode=args.codebook_mode,
         scan_order=args.scan_order,
         row_skipping=args.row_skipping,
@@ -201,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="0 no codebooks, 1 always (= --codebook), 2 where smaller than uniform")
     encode.add_argument("--scan-order", type=int, default=0, choices=range(5), help="0 row-major, 1..4 block scans")
     encode.add_argument("--row-skipping", action="store_true", help="signal and skip all-zero rows")
+    encode.add_argument("--lambda", dest="lambda_scale", type=float, default=0.0, metavar="L",
+                        help="rate-distortion optimised quantization with rate weight L (0: nearest points); e.g. 1")
     encode.add_argument("--int-quant-bw", type=int, metavar="BITS",
                         help="integer-aligned quantization: per-tensor QPs so that stored integers fit BITS bits")
     encode.add_argument("--raw-float", action="append", default=[], metavar="NAME",

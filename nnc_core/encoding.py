@@ -17,7 +17,7 @@ goes NDU by NDU, so memory stays near one model's size.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,8 +41,8 @@ from nnc_core.bitstream.units import (
 )
 from nnc_core.bitstream.layout import code_payload, coded_view, split_tensor
 from nnc_core.decoding import _CODING_ORDER, _LIST_ORDER, quantization_step
-from nnc_core.deepcabac import TensorCoding, dq_quantize, encode_tensor
-from nnc_core.errors import ConfigError, EncodeError
+from nnc_core.deepcabac import TensorCoding, dq_quantize, encode_tensor, urq_quantize
+from nnc_core.errors import ConfigError, EncodeError, QuantizationOverflowError
 
 __all__ = ["encode", "uniform_quantize", "blocks_from_parameter_types", "BLOCK_ROLES"]
 
@@ -52,24 +52,7 @@ _INT_KINDS = "iu"
 def uniform_quantize(weights: np.ndarray, step: np.float32) -> np.ndarray:
     """Uniform reconstruction quantization: ``round(float32(1/step) * w)``,
     rounding halves away from zero (the reference encoder's arithmetic)."""
-    inv = np.float32(1.0) / np.float32(step)
-    scaled = (inv * np.asarray(weights, dtype=np.float32)).astype(np.float64)
-    levels = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
-    if levels.size and (levels.max() > 2**31 - 1 or levels.min() < -(2**31)):
-        raise EncodeError(f"weights too large for step {float(step)}: levels exceed int32")
-    return levels.astype(np.int32)
-
-
-def _overflowing(w: np.ndarray, step: np.float32, dq: bool) -> bool:
-    """Would quantizing at this step leave the int32 range (reference encoder's test)?"""
-    if not w.size:
-        return False
-    scaled = ((np.float32(1.0) / step) * w).astype(np.float64)  # float32 product
-    top = np.floor(float(scaled.max()) + 0.5)
-    bottom = -np.floor(-float(scaled.min()) + 0.5)
-    if dq:
-        return top > 2**31 - 3 or bottom < -(2**31 - 2)
-    return top > 2**31 - 1 or bottom < -(2**31)
+    return urq_quantize(weights, step, lambda_scale=0.0)
 
 
 def _overflow_qp(w: np.ndarray, qp_density: int) -> int:
@@ -81,17 +64,30 @@ def _overflow_qp(w: np.ndarray, qp_density: int) -> int:
     return int(np.ceil(np.float32(base + ((min_step * k) / 2.0 ** (base / k) - k))))
 
 
-def _quantize(name: str, w: np.ndarray, qp: int, qp_density: int, dq: bool, scan_order: int) -> tuple[np.ndarray, int]:
-    """Stored integers of a float tensor and the QP they use."""
-    step = quantization_step(qp, qp_density)
-    if _overflowing(w, step, dq):
-        qp = _overflow_qp(w, qp_density)
-        step = quantization_step(qp, qp_density)
-    try:
-        stored = dq_quantize(w, step, scan_order=scan_order) if dq else uniform_quantize(w, step)
-    except EncodeError as e:
-        raise EncodeError(f"tensor {name!r}: {e}") from e
-    return stored, qp
+@dataclass(frozen=True)
+class _Quantizer:
+    """How float tensors are quantized (clause 9.3; encoder choices of notes 03)."""
+
+    qp_density: int
+    lambda_scale: float  # rate weight of RDO quantization, 0 = nearest
+    unary: int  # cabac_unary_length_minus1 of the stream (RDO rate model)
+
+    def __call__(self, name: str, w: np.ndarray, qp: int, dq: bool, scan_order: int) -> tuple[np.ndarray, int]:
+        """Stored integers of a float tensor and the QP they use: the requested
+        one, or where levels would overflow int32 the reference's fallback QP."""
+        try:
+            try:
+                return self._run(w, qp, dq, scan_order), qp
+            except QuantizationOverflowError:
+                qp = _overflow_qp(w, self.qp_density)
+                return self._run(w, qp, dq, scan_order), qp
+        except EncodeError as e:
+            raise EncodeError(f"tensor {name!r}: {e}") from e
+
+    def _run(self, w: np.ndarray, qp: int, dq: bool, scan_order: int) -> np.ndarray:
+        step = quantization_step(qp, self.qp_density)
+        quantize = dq_quantize if dq else urq_quantize
+        return quantize(w, step, scan_order=scan_order, lambda_scale=self.lambda_scale, cabac_unary_length_minus1=self.unary)
 
 
 def _codebook_bits(values: list[int], zero_offset: int, egk: int) -> int:
@@ -101,7 +97,7 @@ def _codebook_bits(values: list[int], zero_offset: int, egk: int) -> int:
 
 
 def _codebook_quantize(
-    name: str, w: np.ndarray, qp: int, qp_density: int, use_dq: bool, mode: int, scan_order: int, unary: int, param_opt: bool
+    name: str, w: np.ndarray, qp: int, quantize: _Quantizer, use_dq: bool, mode: int, scan_order: int, param_opt: bool
 ) -> tuple[np.ndarray, int, IntegerCodebook | None]:
     """Codebook quantization (clause 9.2.3 signalling), with the reference encoder's choices.
 
@@ -112,9 +108,10 @@ def _codebook_quantize(
     bits.  Mode 2 keeps uniform quantization when that codes smaller.
     Returns stored integers, QP and codebook (None: uniform).
     """
+    unary = quantize.unary
     if unary < 1:
         raise ConfigError("codebooks need cabac_unary_length_minus1 >= 1 (their search codes with that many flags)")
-    levels, cb_qp = _quantize(name, w, qp - (1 << qp_density) if use_dq else qp, qp_density, False, scan_order)
+    levels, cb_qp = quantize(name, w, qp - (1 << quantize.qp_density) if use_dq else qp, False, scan_order)
     values, inverse = np.unique(levels, return_inverse=True)
     indices = inverse.reshape(levels.shape).astype(np.int32)
     # The reference encoder's search codes with cabac_unary_length_minus1 flags
@@ -131,7 +128,7 @@ def _codebook_quantize(
     indices = (indices - best_zero).astype(np.int32)
     if mode == 1:
         return indices, cb_qp, codebook
-    uniform, uni_qp = _quantize(name, w, qp, qp_density, True, scan_order) if use_dq else (levels, cb_qp)
+    uniform, uni_qp = quantize(name, w, qp, True, scan_order) if use_dq else (levels, cb_qp)
     cost = TensorCoding(dq_flag=use_dq, scan_order=scan_order, cabac_unary_length_minus1=unary - 1, param_opt=param_opt)
     bytes_uniform = len(encode_tensor(uniform, cost))
     cost = TensorCoding(scan_order=scan_order, cabac_unary_length_minus1=unary - 1, param_opt=param_opt)
@@ -256,7 +253,8 @@ class _Settings:
     param_opt: bool
     row_skipping: bool
     int_quant_bw: int | None
-    raw_float: frozenset = field(default_factory=frozenset)
+    raw_float: frozenset
+    quantize: _Quantizer
 
 
 def _check_blocks(
@@ -368,6 +366,7 @@ def encode(
     nonweight_qp: int = -75,
     qp_per_tensor: Mapping[str, int] | None = None,
     use_dq: bool = True,
+    lambda_scale: float = 0.0,
     codebook_mode: int = 0,
     int_quant_bw: int | None = None,
     raw_float: Collection[str] = (),
@@ -396,6 +395,9 @@ def encode(
             smallest larger QP that fits, as the reference encoder does.
         qp_per_tensor: QP overrides by tensor name.
         use_dq: dependent scalar quantization (trellis) instead of uniform.
+        lambda_scale: rate-distortion optimised quantization: > 0 weighs the
+            estimated DeepCABAC rate of each decision against its squared error
+            (the reference encoder's RDO; 0 picks the nearest points).
         codebook_mode: 0 none; 1 every float tensor coded as indices into an
             integer codebook; 2 a codebook where it codes smaller.
         int_quant_bw: integer-aligned quantization: each float tensor gets
@@ -445,6 +447,8 @@ def encode(
         raise ConfigError(f"scan_order {scan_order} outside 0..4")
     if codebook_mode not in (0, 1, 2):
         raise ConfigError(f"codebook_mode {codebook_mode} is not 0, 1 or 2")
+    if not (lambda_scale >= 0 and np.isfinite(lambda_scale)):
+        raise ConfigError(f"lambda_scale {lambda_scale} must be a finite number >= 0")
     if int_quant_bw is not None:
         if not 1 <= int_quant_bw <= 31:
             raise ConfigError(f"int_quant_bw {int_quant_bw} outside 1..31")
@@ -464,7 +468,7 @@ def encode(
             raise ConfigError(f"{what} names tensors that are not in the model: {sorted(unknown)}")
     settings = _Settings(
         qp, qp_density, nonweight_qp, use_dq, codebook_mode, scan_order, cabac_unary_length_minus1, param_opt,
-        row_skipping, int_quant_bw, frozenset(raw_float),
+        row_skipping, int_quant_bw, frozenset(raw_float), _Quantizer(qp_density, float(lambda_scale), cabac_unary_length_minus1),
     )
     checked = _check_blocks(tensors, blocks or {}, shifts)
     block_of = {name: members for members in checked.values() for name in members.values()}
@@ -581,13 +585,11 @@ def _quantize_member(m: _Member, s: _Settings) -> _Coded:
     scan = _scan_order(value.shape, s.scan_order)
     codebook = None
     if s.codebook_mode:
-        stored, qp, codebook = _codebook_quantize(
-            m.name, w, requested, s.qp_density, s.use_dq, s.codebook_mode, scan, s.unary, s.param_opt
-        )
+        stored, qp, codebook = _codebook_quantize(m.name, w, requested, s.quantize, s.use_dq, s.codebook_mode, scan, s.param_opt)
         dq = s.use_dq and codebook is None
     else:
         dq = s.use_dq
-        stored, qp = _quantize(m.name, w, requested, s.qp_density, dq, scan)
+        stored, qp = s.quantize(m.name, w, requested, dq, scan)
     if bits is not None:
         stored = _clip_to_bits(stored, w, bits)
     _check_qp(m.name, qp, 0, s.qp_density)

@@ -108,6 +108,8 @@ ENCODER_SETTINGS = [
     {"scan_order": 2, "row_skipping": True},
     {"scan_order": 1, "use_dq": False},
     {"cabac_unary_length_minus1": 3, "param_opt": False},
+    {"lambda_scale": 1.0},
+    {"lambda_scale": 4.0, "use_dq": False, "scan_order": 2},
 ]
 
 
@@ -142,6 +144,7 @@ BLOCK_ENCODER_SETTINGS = [
     {"bnf": True},
     {"bnf": True, "use_dq": False, "scan_order": 1, "row_skipping": True},
     {"int_quant_bw": 8},
+    {"lambda_scale": 2.0, "bnf": True},
     {"int_quant_bw": 6, "use_dq": False},  # (NNCodec fails on int_quant_bw with bnf: KeyError)
     # weights may take a codebook while biases stay uniform (joint blocks with a
     # codebook); only conv1 and the classifier, as NNCodec's codebook search is slow
