@@ -11,12 +11,11 @@
  *   it, so bytes are loaded a few at a time instead of one per 8 bits.
  *   Every load is bounds-checked; past the payload end the register is fed
  *   zero bytes and the decoder notes that the window has reached them.
- * - A context keeps the two estimates of the dual-rate model in one 32-bit
- *   word, biased to be non-negative: (s0 + 128) << 20 | (s1 + 2048).  The
- *   model's sum s1 + 16 * s0 (plus 4096) is then (w >> 16) + (w & 0xFFFF),
- *   and one probability update is two table look-ups added to the word.
- *   The tables are derived from dcabac_curve and dcabac_rlps when a decoder
- *   is created.
+ * - A context keeps the two estimates of the dual-rate model biased to be
+ *   non-negative, s0 + 128 and s1 + 2048, in one 64-bit word together with
+ *   their sum s1 + 16 * s0 + 4096, which drives coding (see dec_ctx); the
+ *   probability update adds two table entries to the word.  The tables are
+ *   derived from dcabac_curve and dcabac_rlps when a decoder is created.
  * - A run of n bypass bins is one integer division: the bins are the binary
  *   digits of floor((value * 2^n + next n bits) / range) (clause 10.3.4
  *   applied n times), and the remainder is the new value.
@@ -53,33 +52,42 @@ static inline int dec_clz32(uint32_t x)
 
 /* ---- probability models ------------------------------------------------ */
 
-/* Update tables of one initialisation set (its two window shifts): for the
- * fast estimate, entry 2*j + bin is the change of the word when the bin is
- * coded and j = (16*(s0 + 128) + (bin ? 0 : 112)) >> 7; for the slow one,
- * entry 2*j + bin with j = ((s1 + 2048) + (bin ? 0 : 127)) >> 7.  Both j
- * equal 16 + ((g * s) >> precision) of clause 10.3 for bin 1 (g = +1) and 32
- * minus it for bin 0, where -s is rounded the other way. */
+/* Fields of a context word: bits 0..15 the biased sum s1 + 16 * s0 + 4096,
+ * bits 16..31 s1 + 2048, bits 32..47 16 * (s0 + 128).  Each stays in 0..8191,
+ * so adding the signed changes of all fields at once never carries across. */
+#define DEC_SUM(x) ((uint64_t)(uint32_t)(x))
+#define DEC_SLOW(x) ((uint64_t)(uint32_t)(x) << 16)
+#define DEC_FAST(x) ((uint64_t)(uint32_t)(x) << 32)
+
+/* Update tables of one initialisation set (its two window shifts) and one
+ * bin value: the change of the context word, indexed for the fast estimate
+ * by j0 = (16 * (s0 + 128) + (bin ? 0 : 112)) >> 7 and for the slow one by
+ * j1 = (s1 + 2048 + (bin ? 0 : 127)) >> 7.  j equals 16 + ((g * s) >> p) of
+ * clause 10.3 for bin 1 (g = +1); for bin 0 it is 32 minus that, with -s
+ * rounded the other way. */
 typedef struct dec_update_tab {
-    int32_t fast[2 * 33];
-    int32_t slow[2 * 33];
+    int64_t fast[33];
+    int64_t slow[33];
 } dec_update_tab;
 
 /* The constant tables of a decoder, derived from the shared ones. */
 typedef struct dec_tables {
-    /* rLPS by |sum >> 7| and range row: entry 8 * (q + 32) + ((range >> 5) & 7) */
-    uint8_t rlps[64 * 8];
-    dec_update_tab upd[DCABAC_NUM_INIT_SETS];
+    /* rLPS by q = sum >> 7: byte r of entry q + 32 is the rLPS of range
+     * row r = (range >> 5) & 7 */
+    uint64_t rlps[64];
+    dec_update_tab upd[DCABAC_NUM_INIT_SETS][2];
 } dec_tables;
 
 typedef struct dec_ctx {
-    uint32_t w;                 /* (s0 + 128) << 20 | (s1 + 2048) */
-    uint32_t set;               /* initialisation set (for restarts) */
-    const dec_update_tab *upd;  /* update table of that set */
+    uint64_t w;                    /* the context word, see DEC_SUM */
+    const dec_update_tab *upd[2];  /* update tables of its set by bin */
+    uint32_t set;                  /* initialisation set (for restarts) */
 } dec_ctx;
 
-static inline uint32_t dec_pack_state(int s0, int s1)
+static inline uint64_t dec_pack_state(int s0, int s1)
 {
-    return ((uint32_t)(s0 + 128) << 20) | (uint32_t)(s1 + 2048);
+    uint32_t f = 16u * (uint32_t)(s0 + 128), l = (uint32_t)(s1 + 2048);
+    return DEC_SUM(f + l) | DEC_SLOW(l) | DEC_FAST(f);
 }
 
 static inline void dec_tables_init(dec_tables *t)
@@ -87,24 +95,26 @@ static inline void dec_tables_init(dec_tables *t)
     int q, r, j, set;
     for (q = -32; q < 32; q++) {
         int aq = q < 0 ? -q : q;
+        uint64_t row = 0;
         for (r = 0; r < 8; r++) {
             /* |q| = 32 cannot occur (|sum| stays below 4096 - 128) */
-            t->rlps[8 * (q + 32) + r] = dcabac_rlps[32 * r + (aq < 32 ? aq : 31)];
+            row |= (uint64_t)dcabac_rlps[32 * r + (aq < 32 ? aq : 31)] << (8 * r);
         }
+        t->rlps[q + 32] = row;
     }
     for (set = 0; set < DCABAC_NUM_INIT_SETS; set++) {
         int sh0 = dcabac_init_sets[set].sh0, sh1 = dcabac_init_sets[set].sh1;
-        dec_update_tab *u = &t->upd[set];
+        dec_update_tab *dn = &t->upd[set][0], *up = &t->upd[set][1];
         for (j = 0; j <= 32; j++) {
             /* bin 1: step at 16 + (s >> p) = j; bin 0: step at 16 + ((-s) >> p) = 32 - j */
-            int up0 = j < 32 ? dcabac_curve[j] >> sh0 : 0;
-            int up1 = j < 32 ? dcabac_curve[j] >> sh1 : 0;
-            int dn0 = j > 0 ? dcabac_curve[32 - j] >> sh0 : 0;
-            int dn1 = j > 0 ? dcabac_curve[32 - j] >> sh1 : 0;
-            u->fast[2 * j + 1] = (int32_t)((uint32_t)up0 << 20);
-            u->fast[2 * j + 0] = -(int32_t)((uint32_t)dn0 << 20);
-            u->slow[2 * j + 1] = up1;
-            u->slow[2 * j + 0] = -dn1;
+            int64_t up0 = j < 32 ? 16 * (dcabac_curve[j] >> sh0) : 0;
+            int64_t up1 = j < 32 ? dcabac_curve[j] >> sh1 : 0;
+            int64_t dn0 = j > 0 ? 16 * (dcabac_curve[32 - j] >> sh0) : 0;
+            int64_t dn1 = j > 0 ? dcabac_curve[32 - j] >> sh1 : 0;
+            up->fast[j] = (int64_t)(DEC_SUM(up0) | DEC_FAST(up0));
+            up->slow[j] = (int64_t)(DEC_SUM(up1) | DEC_SLOW(up1));
+            dn->fast[j] = -(int64_t)(DEC_SUM(dn0) | DEC_FAST(dn0));
+            dn->slow[j] = -(int64_t)(DEC_SUM(dn1) | DEC_SLOW(dn1));
         }
     }
 }
@@ -113,7 +123,8 @@ static inline void dec_ctx_init(dec_ctx *c, const dec_tables *t, int set)
 {
     c->w = dec_pack_state(dcabac_init_sets[set].s0, dcabac_init_sets[set].s1);
     c->set = (uint32_t)set;
-    c->upd = &t->upd[set];
+    c->upd[0] = &t->upd[set][0];
+    c->upd[1] = &t->upd[set][1];
 }
 
 static inline void dec_ctx_reset(dec_ctx *c)
@@ -122,13 +133,15 @@ static inline void dec_ctx_reset(dec_ctx *c)
 }
 
 /* Adapt the model to the decoded bin (clause 10.3 probability update). */
-DCABAC_INLINE void dec_ctx_update(dec_ctx *c, uint32_t w, unsigned bin)
+DCABAC_INLINE void dec_ctx_update(dec_ctx *c, uint64_t w, unsigned bin)
 {
-    uint32_t m = (uint32_t)bin - 1u; /* 0 for bin 1, all ones for bin 0 */
-    uint32_t j0 = ((w >> 16) + (m & 112u)) >> 7;
-    uint32_t j1 = ((w & 0xFFFFu) + (m & 127u)) >> 7;
-    const dec_update_tab *u = c->upd;
-    c->w = w + (uint32_t)u->fast[2 * j0 + bin] + (uint32_t)u->slow[2 * j1 + bin];
+    /* add the bin-0 rounding to both estimates at once, then read j0, j1 */
+    uint64_t m = (uint64_t)bin - 1u; /* 0 for bin 1, all ones for bin 0 */
+    uint64_t x = w + (m & (DEC_FAST(112) | DEC_SLOW(127)));
+    uint32_t j0 = (uint32_t)(x >> 39);
+    uint32_t j1 = (uint32_t)x >> 23;
+    const dec_update_tab *u = c->upd[bin];
+    c->w = w + (uint64_t)u->fast[j0] + (uint64_t)u->slow[j1];
 }
 
 /* ---- the arithmetic decoder -------------------------------------------- */
@@ -146,16 +159,19 @@ typedef struct bin_decoder {
 /* Whether the window has reached past the payload end (truncation). */
 DCABAC_INLINE int bd_overrun(const bin_decoder *d) { return d->bits < d->zero_bits; }
 
-/* Refill near the payload end, byte by byte, then with zero bytes. */
-static DEC_NOINLINE void bd_refill_tail(bin_decoder *d)
+/* Refill near the payload end, byte by byte, then with zero bytes.  Takes
+ * and returns the state by value so that the decoding loops can keep their
+ * copy in registers. */
+static DEC_NOINLINE bin_decoder bd_refill_tail(bin_decoder d)
 {
-    while (d->bits <= DEC_LOW_BITS - 8) {
+    while (d.bits <= DEC_LOW_BITS - 8) {
         uint64_t b = 0;
-        if (d->p < d->end) b = *d->p++;
-        else d->zero_bits += 8;
-        d->value |= b << (DEC_LOW_BITS - 8 - d->bits);
-        d->bits += 8;
+        if (d.p < d.end) b = *d.p++;
+        else d.zero_bits += 8;
+        d.value |= b << (DEC_LOW_BITS - 8 - d.bits);
+        d.bits += 8;
     }
+    return d;
 }
 
 /* Load read-ahead bits; needs bits >= -9.  Afterwards bits >= 47. */
@@ -172,7 +188,7 @@ DCABAC_INLINE void bd_refill(bin_decoder *d)
         d->p = q + k;
         d->bits += 8 * k;
     } else {
-        bd_refill_tail(d);
+        *d = bd_refill_tail(*d);
     }
 }
 
@@ -203,25 +219,25 @@ static inline size_t bd_bytes_used(const bin_decoder *d) { return (size_t)((bd_b
 /* rLPS of context word w at the current range. */
 DCABAC_INLINE uint32_t bd_rlps(const dec_tables *t, uint32_t range, uint32_t sb)
 {
-    return t->rlps[8 * (sb >> 7) + ((range >> 5) & 7)];
+    /* 8 * ((range >> 5) & 7), the bit offset of the range row */
+    return (uint32_t)(t->rlps[sb >> 7] >> ((range >> 2) & 56)) & 0xFFu;
 }
 
 /* A context-coded bin. */
 DCABAC_INLINE unsigned bd_decision(bin_decoder *d, const dec_tables *t, dec_ctx *c)
 {
-    uint32_t w = c->w;
-    uint32_t sb = (w >> 16) + (w & 0xFFFFu); /* sum + 4096 */
+    uint64_t w = c->w;
+    uint32_t sb = (uint32_t)w & 0xFFFFu; /* sum + 4096 */
     uint32_t rlps = bd_rlps(t, d->range, sb);
     uint32_t rmps = d->range - rlps;
     unsigned bin = sb >> 12;                   /* MPS: sum >= 0 */
     if (DEC_LIKELY(d->value < (uint64_t)rmps << DEC_LOW_BITS)) {
-        if (rmps < 256) {
-            d->range = rmps << 1;
-            d->value <<= 1;
-            if (--d->bits < 0) bd_refill(d);
-        } else {
-            d->range = rmps;
-        }
+        /* renormalise by 0 or 1 bit without a branch: rmps >= 128 */
+        unsigned n = rmps < 256;
+        d->range = rmps << n;
+        d->value <<= n;
+        d->bits -= (int)n;
+        if (d->bits < 0) bd_refill(d);
     } else {
         int n = dec_clz32(rlps) - 23;
         bin ^= 1;
@@ -237,8 +253,8 @@ DCABAC_INLINE unsigned bd_decision(bin_decoder *d, const dec_tables *t, dec_ctx 
 /* A context-coded bin without branches on its value, for bins near p = 1/2. */
 DCABAC_INLINE unsigned bd_decision_flat(bin_decoder *d, const dec_tables *t, dec_ctx *c)
 {
-    uint32_t w = c->w;
-    uint32_t sb = (w >> 16) + (w & 0xFFFFu);
+    uint64_t w = c->w;
+    uint32_t sb = (uint32_t)w & 0xFFFFu;
     uint32_t rlps = bd_rlps(t, d->range, sb);
     uint32_t rmps = d->range - rlps;
     uint64_t scaled = (uint64_t)rmps << DEC_LOW_BITS;

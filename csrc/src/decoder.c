@@ -154,17 +154,17 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
         int64_t a = 0;
         int negative = 0;
         if (bd_decision(&bd, t, &ctx[CTX_SIG + 3 * state + prev_class])) {
-            dec_ctx *gt;
-            unsigned bin;
-            int j = 0;
+            dec_ctx *gt, *gt_end;
             negative = (int)bd_decision_flat(&bd, t, &ctx[CTX_SIGN + prev_class]);
             gt = ctx + CTX_GT + negative;
-            a = 1;
+            gt_end = gt + 2 * n;
+            /* greater-than flags j = 0..n-1 (contexts 2j apart) until a 0 */
             do {
-                bin = bd_decision(&bd, t, gt + 2 * j);
-                a += bin;
-            } while (bin && ++j < n);
-            if (bin) {
+                if (!bd_decision(&bd, t, gt)) break;
+                gt += 2;
+            } while (gt != gt_end);
+            a = 1 + ((gt - (ctx + CTX_GT + negative)) >> 1);
+            if (gt == gt_end) {
                 int nb = 0;
                 while (bd_decision(&bd, t, rem + nb)) {
                     a += (int64_t)1 << nb;
@@ -178,11 +178,11 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
             else if (bd_overrun(&bd)) rc = DCABAC_E_TRUNCATED;
             else rc = dec_stored(a, negative, dq, state, &out[pos]);
             if (rc) break;
-        } else if (dq) {
-            int32_t v = a ? (int32_t)(2 * a - (state & 1)) : 0;
-            out[pos] = negative ? -v : v;
         } else {
-            out[pos] = negative ? -(int32_t)a : (int32_t)a;
+            /* without branches on the sign: (v ^ -1) + 1 = -v */
+            int32_t v = (int32_t)a, neg = -(int32_t)negative;
+            if (dq) v = a ? 2 * v - (state & 1) : 0;
+            out[pos] = (v ^ neg) - neg;
         }
         prev_class = a ? 2 - negative : 0;
         if (dq) state = dcabac_dq_next[state][a & 1];
