@@ -216,21 +216,22 @@ static inline uint32_t bd_window(const bin_decoder *d) { return (uint32_t)(d->va
 /* Payload bytes the window has touched. */
 static inline size_t bd_bytes_used(const bin_decoder *d) { return (size_t)((bd_bit_position(d) + 9 + 7) / 8); }
 
-/* rLPS of context word w at the current range. */
-DCABAC_INLINE uint32_t bd_rlps(const dec_tables *t, uint32_t range, uint32_t sb)
-{
-    /* 8 * ((range >> 5) & 7), the bit offset of the range row */
-    return (uint32_t)(t->rlps[sb >> 7] >> ((range >> 2) & 56)) & 0xFFu;
-}
+/* The 8 rLPS values of context word w, one per range row. */
+DCABAC_INLINE uint64_t bd_rlps_row(const dec_tables *t, uint64_t w) { return t->rlps[((uint32_t)w & 0xFFFFu) >> 7]; }
 
-/* A context-coded bin. */
-DCABAC_INLINE unsigned bd_decision(bin_decoder *d, const dec_tables *t, dec_ctx *c)
+/* rLPS of a row at the current range: byte (range >> 5) & 7. */
+DCABAC_INLINE uint32_t bd_rlps(uint64_t row, uint32_t range) { return (uint32_t)(row >> ((range >> 2) & 56)) & 0xFFu; }
+
+/* A context-coded bin, given the context's word w and rLPS row (read early
+ * by callers that know the context before the previous bin is decoded).
+ * Each path ends with a constant bin, so that the update is specialised and
+ * the caller's test of the bin disappears (the extra test, on the
+ * context's MPS, is well predicted). */
+DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uint64_t row)
 {
-    uint64_t w = c->w;
     uint32_t sb = (uint32_t)w & 0xFFFFu; /* sum + 4096 */
-    uint32_t rlps = bd_rlps(t, d->range, sb);
+    uint32_t rlps = bd_rlps(row, d->range);
     uint32_t rmps = d->range - rlps;
-    unsigned bin = sb >> 12;                   /* MPS: sum >= 0 */
     if (DEC_LIKELY(d->value < (uint64_t)rmps << DEC_LOW_BITS)) {
         /* renormalise by 0 or 1 bit without a branch: rmps >= 128 */
         unsigned n = rmps < 256;
@@ -238,16 +239,32 @@ DCABAC_INLINE unsigned bd_decision(bin_decoder *d, const dec_tables *t, dec_ctx 
         d->value <<= n;
         d->bits -= (int)n;
         if (d->bits < 0) bd_refill(d);
+        if (sb >= 4096) { /* MPS is 1: sum >= 0 */
+            dec_ctx_update(c, w, 1);
+            return 1;
+        }
+        dec_ctx_update(c, w, 0);
+        return 0;
     } else {
         int n = dec_clz32(rlps) - 23;
-        bin ^= 1;
         d->value = (d->value - ((uint64_t)rmps << DEC_LOW_BITS)) << n;
         d->range = rlps << n;
         d->bits -= n;
         if (d->bits < 0) bd_refill(d);
+        if (sb >= 4096) {
+            dec_ctx_update(c, w, 0);
+            return 0;
+        }
+        dec_ctx_update(c, w, 1);
+        return 1;
     }
-    dec_ctx_update(c, w, bin);
-    return bin;
+}
+
+/* A context-coded bin. */
+DCABAC_INLINE unsigned bd_decision(bin_decoder *d, const dec_tables *t, dec_ctx *c)
+{
+    uint64_t w = c->w;
+    return bd_decision_w(d, c, w, bd_rlps_row(t, w));
 }
 
 /* A context-coded bin without branches on its value, for bins near p = 1/2. */
@@ -255,7 +272,7 @@ DCABAC_INLINE unsigned bd_decision_flat(bin_decoder *d, const dec_tables *t, dec
 {
     uint64_t w = c->w;
     uint32_t sb = (uint32_t)w & 0xFFFFu;
-    uint32_t rlps = bd_rlps(t, d->range, sb);
+    uint32_t rlps = bd_rlps(bd_rlps_row(t, w), d->range);
     uint32_t rmps = d->range - rlps;
     uint64_t scaled = (uint64_t)rmps << DEC_LOW_BITS;
     unsigned lps = d->value >= scaled;

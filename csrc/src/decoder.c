@@ -155,14 +155,20 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
         int negative = 0;
         if (bd_decision(&bd, t, &ctx[CTX_SIG + 3 * state + prev_class])) {
             dec_ctx *gt, *gt_end;
+            /* the first greater-than flag's context depends on the sign:
+             * read both candidates before the sign is decoded */
+            uint64_t wp = ctx[CTX_GT].w, wn = ctx[CTX_GT + 1].w, w;
+            uint64_t rp = bd_rlps_row(t, wp), rn = bd_rlps_row(t, wn), row;
             negative = (int)bd_decision_flat(&bd, t, &ctx[CTX_SIGN + prev_class]);
+            w = negative ? wn : wp;
+            row = negative ? rn : rp;
             gt = ctx + CTX_GT + negative;
             gt_end = gt + 2 * n;
             /* greater-than flags j = 0..n-1 (contexts 2j apart) until a 0 */
-            do {
-                if (!bd_decision(&bd, t, gt)) break;
-                gt += 2;
-            } while (gt != gt_end);
+            if (bd_decision_w(&bd, gt, w, row)) {
+                for (gt += 2; gt != gt_end; gt += 2)
+                    if (!bd_decision(&bd, t, gt)) break;
+            }
             a = 1 + ((gt - (ctx + CTX_GT + negative)) >> 1);
             if (gt == gt_end) {
                 int nb = 0;
