@@ -1,8 +1,9 @@
 /*
- * Binary arithmetic coding engine of DeepCABAC (clause 10.3): regular bins
- * coded with a context, bypass bins, the terminating bin, and the restart
- * used at entry points.  Everything is inline so that the coding loops keep
- * the coder state in registers (they copy the struct into a local).
+ * Binary arithmetic coding engine of DeepCABAC (clause 10.3), encoder side:
+ * regular bins coded with a context, bypass bins and the terminating bin.
+ * Everything is inline so that the coding loops keep the coder state in
+ * registers (they copy the struct into a local).  The decoder has its own
+ * engine, dec_engine.h.
  */
 #ifndef DCABAC_ARITH_H
 #define DCABAC_ARITH_H
@@ -35,112 +36,6 @@ DCABAC_INLINE uint32_t rlps_of(const dcabac_ctx *c, uint32_t range)
 }
 
 DCABAC_INLINE unsigned ctx_mps(const dcabac_ctx *c) { return ctx_sum(c) >= 0; }
-
-/* ======================================================================
- * Decoder engine
- * ====================================================================== */
-
-typedef struct bin_decoder {
-    const uint8_t *p;     /* next byte to read */
-    const uint8_t *end;   /* one past the last payload byte */
-    uint32_t range;
-    uint32_t value;
-    int bits_needed;
-    int overrun;          /* set when a byte beyond `end` was needed */
-} bin_decoder;
-
-DCABAC_INLINE uint32_t bd_read_byte(bin_decoder *d)
-{
-    if (DCABAC_LIKELY(d->p < d->end)) return *d->p++;
-    d->overrun = 1;
-    return 0;
-}
-
-DCABAC_INLINE void bd_start(bin_decoder *d)
-{
-    d->range = 510;
-    d->bits_needed = -8;
-    d->value = bd_read_byte(d) << 8;
-    d->value |= bd_read_byte(d);
-}
-
-DCABAC_INLINE unsigned bd_decision(bin_decoder *d, dcabac_ctx *c)
-{
-    int sum = ctx_sum(c);
-    int q = sum >> 7;
-    uint32_t rlps = dcabac_rlps[(d->range & 0xE0) + (uint32_t)(q < 0 ? -q : q)];
-    uint32_t rmps = d->range - rlps;
-    uint32_t scaled = rmps << 7;
-    unsigned bin;
-    if (__builtin_expect(d->value < scaled, 1)) {
-        bin = sum >= 0;
-        d->range = rmps;
-        if (rmps < 256) {
-            d->range = rmps << 1;
-            d->value <<= 1;
-            if (++d->bits_needed == 0) {
-                d->value += bd_read_byte(d);
-                d->bits_needed = -8;
-            }
-        }
-    } else {
-        int n = renorm_shift(rlps);
-        bin = sum < 0;
-        d->value = (d->value - scaled) << n;
-        d->range = rlps << n;
-        d->bits_needed += n;
-        if (d->bits_needed >= 0) {
-            d->value += bd_read_byte(d) << d->bits_needed;
-            d->bits_needed -= 8;
-        }
-    }
-    ctx_update(c, bin);
-    return bin;
-}
-
-DCABAC_INLINE unsigned bd_bypass(bin_decoder *d)
-{
-    d->value <<= 1;
-    if (++d->bits_needed >= 0) {
-        d->value += bd_read_byte(d);
-        d->bits_needed = -8;
-    }
-    uint32_t scaled = d->range << 7;
-    if (d->value >= scaled) {
-        d->value -= scaled;
-        return 1;
-    }
-    return 0;
-}
-
-DCABAC_INLINE uint32_t bd_bypass_bits(bin_decoder *d, int n)
-{
-    uint32_t v = 0;
-    while (n-- > 0) v = (v << 1) | bd_bypass(d);
-    return v;
-}
-
-DCABAC_INLINE unsigned bd_terminate(bin_decoder *d)
-{
-    d->range -= 2;
-    uint32_t scaled = d->range << 7;
-    if (d->value >= scaled) return 1;
-    if (d->range < 256) {
-        d->range <<= 1;
-        d->value <<= 1;
-        if (++d->bits_needed == 0) {
-            d->value += bd_read_byte(d);
-            d->bits_needed = -8;
-        }
-    }
-    return 0;
-}
-
-/* Bit position of the decoder as signalled in entry points (clause 10.5). */
-static inline uint64_t bd_bit_position(const bin_decoder *d, const uint8_t *begin)
-{
-    return (uint64_t)(8 * (int64_t)(d->p - begin) - 8 + d->bits_needed);
-}
 
 /* ======================================================================
  * Encoder engine

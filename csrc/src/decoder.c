@@ -11,24 +11,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "arith.h"
+#include "dec_engine.h"
 #include "tensor.h"
 
 enum { DEC_IDLE = 0, DEC_OPEN = 1 };
 
 struct dcabac_decoder {
     bin_decoder bd;
-    const uint8_t *begin;
     int phase;
     uint8_t *skip;
     size_t skip_cap;
-    dcabac_ctx ctx[CTX_MAX];
+    dec_ctx ctx[CTX_MAX];
+    dec_tables tab;
     char msg[256];
 };
 
 dcabac_decoder *dcabac_decoder_new(void)
 {
-    return (dcabac_decoder *)calloc(1, sizeof(dcabac_decoder));
+    dcabac_decoder *dec = (dcabac_decoder *)calloc(1, sizeof(dcabac_decoder));
+    if (dec) dec_tables_init(&dec->tab);
+    return dec;
 }
 
 void dcabac_decoder_free(dcabac_decoder *dec)
@@ -53,11 +55,7 @@ int dcabac_dec_begin(dcabac_decoder *dec, const uint8_t *data, size_t size)
         snprintf(dec->msg, sizeof dec->msg, "payload of %zu bytes is shorter than the 2 bytes the decoder starts with", size);
         return DCABAC_E_TRUNCATED;
     }
-    dec->begin = data;
-    dec->bd.p = data;
-    dec->bd.end = data + size;
-    dec->bd.overrun = 0;
-    bd_start(&dec->bd);
+    bd_start(&dec->bd, data, size);
     dec->phase = DEC_OPEN;
     return DCABAC_OK;
 }
@@ -74,7 +72,7 @@ static int dec_check_open(dcabac_decoder *dec)
 static int dec_truncated(dcabac_decoder *dec, const char *where)
 {
     snprintf(dec->msg, sizeof dec->msg, "%s needs bytes beyond its %zu bytes", where,
-             (size_t)(dec->bd.end - dec->begin));
+             (size_t)(dec->bd.end - dec->bd.begin));
     dec->phase = DEC_IDLE;
     return DCABAC_E_TRUNCATED;
 }
@@ -89,7 +87,7 @@ int dcabac_dec_bypass(dcabac_decoder *dec, int nbits, uint32_t *value)
         return DCABAC_E_ARG;
     }
     *value = bd_bypass_bits(&dec->bd, nbits);
-    if (dec->bd.overrun) return dec_truncated(dec, "a bypass value");
+    if (bd_overrun(&dec->bd)) return dec_truncated(dec, "a bypass value");
     return DCABAC_OK;
 }
 
@@ -119,112 +117,81 @@ typedef struct dec_pass {
 static void record_entry_point(dec_pass *p)
 {
     dcabac_entry_point *ep = &p->eps[p->num_eps++];
-    ep->bit_position = bd_bit_position(&p->bd, p->dec->begin);
-    ep->value = p->bd.value >> 7;
+    ep->bit_position = bd_bit_position(&p->bd);
+    ep->value = bd_window(&p->bd);
     ep->dq_state = (uint32_t)p->state;
 }
 
-/* Decode one level k (clause 10.4 binarization); returns 0 on success.
- * `plain` is a compile-time constant in the specialised callers: no TCA
- * base, no HDSP and no codebook limits, the common case. */
-DCABAC_INLINE int decode_level(const tensor_geom *g, dcabac_ctx *ctx, bin_decoder *bd, int state, int prev_class,
-                               int hdsp_here, int32_t b, int plain, int64_t *level)
+/* Stored integer of a decoded level k = (negative ? -a : a), a >= 0: k
+ * itself, or with dependent quantization the reconstruction index
+ * 2k - sgn(k) * (state & 1) (clause 10.4).  Returns 0 when it fits int32. */
+static inline int dec_stored(int64_t a, int negative, int dq, int state, int32_t *out)
 {
-    const int n = g->num_gt;
-    int sig_ci, negative;
-    int64_t a, max_abs;
-    unsigned bin = 1;
-
-    sig_ci = sig_ctx_index(state, prev_class, hdsp_here, b); /* plain callers pass constants 0 */
-    if (!bd_decision(bd, &ctx[sig_ci])) {
-        *level = 0;
-        return 0;
-    }
-    if (plain) {
-        dcabac_ctx *gt;
-        int j = 0;
-        negative = (int)bd_decision(bd, &ctx[CTX_SIGN + prev_class]);
-        gt = &ctx[CTX_GT + negative];
-        a = 1;
-        do {
-            bin = bd_decision(bd, gt + 2 * j);
-            a += bin;
-        } while (bin && ++j < n);
-        if (bin) {
-            int nb = 0;
-            dcabac_ctx *rem = &ctx[CTX_REM(n)];
-            while (bd_decision(bd, rem + nb)) {
-                a += (int64_t)1 << nb;
-                if (++nb == 31) break;
-            }
-            a += bd_bypass_bits(bd, nb);
-        }
-        if (a > ((int64_t)1 << 31) - !negative) return DCABAC_E_CORRUPT;
-        *level = negative ? -a : a;
-        return 0;
-    }
-    if (g->sign_inferred) negative = g->cb_zero != 0;
-    else negative = (int)bd_decision(bd, &ctx[sign_ctx_index(prev_class, b)]);
-    max_abs = geom_max_abs(g, negative);
-    a = 1;
-    if (max_abs > 1) {
-        int j = 0;
-        for (;;) {
-            bin = bd_decision(bd, &ctx[gt_ctx_index(n, j, negative, b)]);
-            a += bin;
-            if (!bin || j == n - 1 || !(max_abs > a)) break;
-            j++;
-        }
-        if (bin && max_abs > a) {
-            int nb = 0, k = 0;
-            dcabac_ctx *rem = &ctx[CTX_REM(n)];
-            for (;;) {
-                bin = bd_decision(bd, rem + k);
-                if (bin) a += (int64_t)1 << nb++;
-                if (!bin || k == 30 || !(max_abs >= a + ((int64_t)1 << nb))) break;
-                k++;
-            }
-            a += bd_bypass_bits(bd, nb);
-        }
-    }
-    if (a > max_abs || a > ((int64_t)1 << 31) - !negative) return DCABAC_E_CORRUPT;
-    *level = negative ? -a : a;
+    int64_t t = dq && a ? 2 * a - (state & 1) : a;
+    if (t > (int64_t)INT32_MAX + negative) return DCABAC_E_CORRUPT;
+    *out = (int32_t)(negative ? -t : t);
     return 0;
 }
 
-DCABAC_INLINE int dec_segment_impl(dec_pass *p, int64_t pos, int64_t count, int plain, int dq)
+/* ---- the common case: no TCA base, no HDSP, no codebook limits --------
+ * Clause 10.4 binarization: sig_flag, sign_flag, up to N abs_level_greater
+ * flags, then the remainder as Exp-Golomb order 0 with a context-coded
+ * unary prefix and a bypass suffix. */
+DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count, int dq)
 {
-    const tensor_geom *g = p->g;
-    dcabac_ctx *ctx = p->dec->ctx;
+    const int n = p->g->num_gt;
+    dcabac_decoder *dec = p->dec;
+    dec_ctx *const ctx = dec->ctx;
+    dec_ctx *const rem = ctx + CTX_REM(n);
+    const dec_tables *const t = &dec->tab;
     int32_t *out = p->out;
     bin_decoder bd = p->bd;
     int state = p->state, prev_class = p->prev_class;
     int rc = 0;
+    /* below this magnitude the stored integer fits int32 without checks */
+    const int64_t fast_limit = dq ? ((int64_t)1 << 30) : ((int64_t)1 << 31) - 1;
     for (int64_t end = pos + count; pos < end; pos++) {
-        int64_t k = 0;
-        if (plain) {
-            rc = decode_level(g, ctx, &bd, state, prev_class, 0, 0, 1, &k);
-        } else if (!g->nothing_coded) {
-            int32_t b = p->base ? p->base[pos] : 0;
-            int hdsp_here = p->hdsp && p->history[pos];
-            rc = decode_level(g, ctx, &bd, state, prev_class, hdsp_here, b, 0, &k);
-        }
-        if (DCABAC_UNLIKELY(rc != 0 || bd.overrun)) {
-            if (!rc) rc = DCABAC_E_TRUNCATED;
-            break;
-        }
-        prev_class = neighbour_class(k);
-        if (dq) {
-            int64_t t = k == 0 ? 0 : 2 * k - (k < 0 ? -1 : 1) * (state & 1);
-            if (t > INT32_MAX || t < INT32_MIN) {
-                rc = DCABAC_E_CORRUPT;
-                break;
+        int64_t a = 0;
+        int negative = 0;
+        if (bd_decision(&bd, t, &ctx[CTX_SIG + 3 * state + prev_class])) {
+            dec_ctx *gt, *gt_end;
+            /* the first greater-than flag's context depends on the sign:
+             * read both candidates before the sign is decoded */
+            uint64_t wp = ctx[CTX_GT].w, wn = ctx[CTX_GT + 1].w, w;
+            uint64_t rp = bd_rlps_row(t, wp), rn = bd_rlps_row(t, wn), row;
+            negative = (int)bd_decision_flat(&bd, t, &ctx[CTX_SIGN + prev_class]);
+            w = negative ? wn : wp;
+            row = negative ? rn : rp;
+            gt = ctx + CTX_GT + negative;
+            gt_end = gt + 2 * n;
+            /* greater-than flags j = 0..n-1 (contexts 2j apart) until a 0 */
+            if (bd_decision_w(&bd, gt, w, row)) {
+                for (gt += 2; gt != gt_end; gt += 2)
+                    if (!bd_decision(&bd, t, gt)) break;
             }
-            out[pos] = (int32_t)t;
-            state = dcabac_dq_next[state][k & 1];
-        } else {
-            out[pos] = (int32_t)k;
+            a = 1 + ((gt - (ctx + CTX_GT + negative)) >> 1);
+            if (gt == gt_end) {
+                int nb = 0;
+                while (bd_decision(&bd, t, rem + nb)) {
+                    a += (int64_t)1 << nb;
+                    if (++nb == 31) break;
+                }
+                if (nb) a += bd_bypass_run(&bd, nb);
+            }
         }
+        if (DEC_UNLIKELY(a >= fast_limit || bd_overrun(&bd))) {
+            if (a > ((int64_t)1 << 31) - !negative) rc = DCABAC_E_CORRUPT;
+            else if (bd_overrun(&bd)) rc = DCABAC_E_TRUNCATED;
+            else rc = dec_stored(a, negative, dq, state, &out[pos]);
+            if (rc) break;
+        } else {
+            /* without branches on the sign: (v ^ -1) + 1 = -v */
+            int32_t v = (int32_t)a, neg = -(int32_t)negative;
+            if (dq) v = a ? 2 * v - (state & 1) : 0;
+            out[pos] = (v ^ neg) - neg;
+        }
+        prev_class = a ? 2 - negative : 0;
+        if (dq) state = dcabac_dq_next[state][a & 1];
     }
     p->bd = bd;
     p->state = state;
@@ -235,18 +202,94 @@ DCABAC_INLINE int dec_segment_impl(dec_pass *p, int64_t pos, int64_t count, int 
 
 static int dec_segment_plain(void *self, int64_t pos, int64_t count)
 {
-    return dec_segment_impl((dec_pass *)self, pos, count, 1, 0);
+    return dec_segment_plain_impl((dec_pass *)self, pos, count, 0);
 }
 
 static int dec_segment_plain_dq(void *self, int64_t pos, int64_t count)
 {
-    return dec_segment_impl((dec_pass *)self, pos, count, 1, 1);
+    return dec_segment_plain_impl((dec_pass *)self, pos, count, 1);
+}
+
+/* ---- everything else: TCA, HDSP, codebook limits ----------------------- */
+
+/* Decode one level k (clause 10.4 binarization); returns 0 on success. */
+static inline int decode_level_general(const tensor_geom *g, dec_ctx *ctx, const dec_tables *t, bin_decoder *bd,
+                                       int state, int prev_class, int hdsp_here, int32_t b, int64_t *level)
+{
+    const int n = g->num_gt;
+    int negative;
+    int64_t a, max_abs;
+    unsigned bin = 1;
+
+    if (!bd_decision(bd, t, &ctx[sig_ctx_index(state, prev_class, hdsp_here, b)])) {
+        *level = 0;
+        return 0;
+    }
+    if (g->sign_inferred) negative = g->cb_zero != 0;
+    else negative = (int)bd_decision(bd, t, &ctx[sign_ctx_index(prev_class, b)]);
+    max_abs = geom_max_abs(g, negative);
+    a = 1;
+    if (max_abs > 1) {
+        int j = 0;
+        for (;;) {
+            bin = bd_decision(bd, t, &ctx[gt_ctx_index(n, j, negative, b)]);
+            a += bin;
+            if (!bin || j == n - 1 || !(max_abs > a)) break;
+            j++;
+        }
+        if (bin && max_abs > a) {
+            int nb = 0, k = 0;
+            dec_ctx *rem = &ctx[CTX_REM(n)];
+            for (;;) {
+                bin = bd_decision(bd, t, rem + k);
+                if (bin) a += (int64_t)1 << nb++;
+                if (!bin || k == 30 || !(max_abs >= a + ((int64_t)1 << nb))) break;
+                k++;
+            }
+            if (nb) a += bd_bypass_run(bd, nb);
+        }
+    }
+    if (a > max_abs || a > ((int64_t)1 << 31) - !negative) return DCABAC_E_CORRUPT;
+    *level = negative ? -a : a;
+    return 0;
+}
+
+DCABAC_INLINE int dec_segment_general_impl(dec_pass *p, int64_t pos, int64_t count, int dq)
+{
+    const tensor_geom *g = p->g;
+    dec_ctx *ctx = p->dec->ctx;
+    const dec_tables *t = &p->dec->tab;
+    int32_t *out = p->out;
+    bin_decoder bd = p->bd;
+    int state = p->state, prev_class = p->prev_class;
+    int rc = 0;
+    for (int64_t end = pos + count; pos < end; pos++) {
+        int64_t k = 0;
+        if (!g->nothing_coded) {
+            int32_t b = p->base ? p->base[pos] : 0;
+            int hdsp_here = p->hdsp && p->history[pos];
+            rc = decode_level_general(g, ctx, t, &bd, state, prev_class, hdsp_here, b, &k);
+        }
+        if (DEC_UNLIKELY(rc != 0 || bd_overrun(&bd))) {
+            if (!rc) rc = DCABAC_E_TRUNCATED;
+            break;
+        }
+        rc = dec_stored(k < 0 ? -k : k, k < 0, dq, state, &out[pos]);
+        if (rc) break;
+        prev_class = neighbour_class(k);
+        if (dq) state = dcabac_dq_next[state][k & 1];
+    }
+    p->bd = bd;
+    p->state = state;
+    p->prev_class = prev_class;
+    if (rc) p->error_pos = pos;
+    return rc;
 }
 
 static int dec_segment_general(void *self, int64_t pos, int64_t count)
 {
     dec_pass *p = (dec_pass *)self;
-    return p->g->dq ? dec_segment_impl(p, pos, count, 0, 1) : dec_segment_impl(p, pos, count, 0, 0);
+    return p->g->dq ? dec_segment_general_impl(p, pos, count, 1) : dec_segment_general_impl(p, pos, count, 0);
 }
 
 static void dec_skipped(void *self, int64_t pos, int64_t count)
@@ -261,7 +304,7 @@ static void dec_block_row_end(void *self, int64_t next_row)
     dec_pass *p = (dec_pass *)self;
     int count = CTX_COUNT(p->g->num_gt);
     (void)next_row;
-    for (int i = 0; i < count; i++) ctx_reset(&p->dec->ctx[i]);
+    for (int i = 0; i < count; i++) dec_ctx_reset(&p->dec->ctx[i]);
     p->prev_class = 0;
     p->bd.range = 256;
     record_entry_point(p);
@@ -277,9 +320,9 @@ static void read_init_set(void *self, int ci, int signalled)
     init_set_reader *r = (init_set_reader *)self;
     dcabac_decoder *dec = r->dec;
     int set = 0;
-    if (signalled && bd_decision(&dec->bd, &dec->ctx[r->flag_ctx]))
+    if (signalled && bd_decision(&dec->bd, &dec->tab, &dec->ctx[r->flag_ctx]))
         set = 1 + (int)bd_bypass_bits(&dec->bd, 3);
-    ctx_init(&dec->ctx[ci], set);
+    dec_ctx_init(&dec->ctx[ci], &dec->tab, set);
 }
 
 int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
@@ -311,7 +354,7 @@ int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
      * unspecified. */
 
     ctx_count = CTX_COUNT(g.num_gt);
-    for (int i = 0; i < ctx_count; i++) ctx_init(&dec->ctx[i], 0);
+    for (int i = 0; i < ctx_count; i++) dec_ctx_init(&dec->ctx[i], &dec->tab, 0);
 
     if (g.flags_coded) {
         if (t->parent_flag) hdsp = (int)bd_bypass(&dec->bd);
@@ -334,8 +377,8 @@ int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
                 dec->skip_cap = (size_t)g.h;
             }
             for (int64_t r = 0; r < g.h; r++) {
-                dec->skip[r] = (uint8_t)bd_decision(&dec->bd, &dec->ctx[CTX_ROW_SKIP(g.num_gt)]);
-                if (dec->bd.overrun) return dec_truncated(dec, "the row-skip flags");
+                dec->skip[r] = (uint8_t)bd_decision(&dec->bd, &dec->tab, &dec->ctx[CTX_ROW_SKIP(g.num_gt)]);
+                if (bd_overrun(&dec->bd)) return dec_truncated(dec, "the row-skip flags");
             }
             skip = dec->skip;
         }
@@ -349,7 +392,7 @@ int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
         r.flag_ctx = CTX_INIT_SET_FLAG(g.num_gt);
         for_each_init_set_ctx(&g, hdsp, read_init_set, &r);
     }
-    if (dec->bd.overrun) return dec_truncated(dec, "the context initialisation");
+    if (bd_overrun(&dec->bd)) return dec_truncated(dec, "the context initialisation");
 
     memset(&pass, 0, sizeof pass);
     pass.dec = dec;
@@ -373,7 +416,7 @@ int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
         if (rc == DCABAC_E_TRUNCATED) {
             snprintf(dec->msg, sizeof dec->msg,
                      "value at position %lld needs bytes beyond its %zu bytes",
-                     (long long)pass.error_pos, (size_t)(dec->bd.end - dec->begin));
+                     (long long)pass.error_pos, (size_t)(dec->bd.end - dec->bd.begin));
         } else {
             snprintf(dec->msg, sizeof dec->msg, "value at position %lld is out of range%s",
                      (long long)pass.error_pos, g.limited ? " of the codebook" : " of int32");
@@ -390,13 +433,13 @@ int dcabac_dec_finish(dcabac_decoder *dec, size_t *consumed)
     if (!dec) return DCABAC_E_ARG;
     if ((rc = dec_check_open(dec))) return rc;
     dec->phase = DEC_IDLE;
-    size = (size_t)(dec->bd.end - dec->begin);
+    size = (size_t)(dec->bd.end - dec->bd.begin);
     if (!bd_terminate(&dec->bd)) {
         snprintf(dec->msg, sizeof dec->msg, "the terminating bin is 0, expected 1");
         return DCABAC_E_CORRUPT;
     }
-    if (dec->bd.overrun) return dec_truncated(dec, "the terminating bin");
-    used = (size_t)(dec->bd.p - dec->begin);
+    if (bd_overrun(&dec->bd)) return dec_truncated(dec, "the terminating bin");
+    used = bd_bytes_used(&dec->bd);
     if (consumed) *consumed = used;
     if (used != size) {
         snprintf(dec->msg, sizeof dec->msg, "payload has %zu bytes, the codeword ends after %zu", size, used);

@@ -1,0 +1,347 @@
+/*
+ * Arithmetic decoding engine of DeepCABAC (clause 10.3), decoder side:
+ * regular bins coded with a context, bypass bins, the terminating bin and
+ * the restart at entry points (clause 10.5).
+ *
+ * The engine is the one of clause 10.3 computed differently, for speed; it
+ * decodes the same bins from the same bits:
+ *
+ * - The arithmetic decoder's 9-bit value window sits in bits 63..55 of a
+ *   64-bit register, and up to 55 further payload bits are read ahead below
+ *   it, so bytes are loaded a few at a time instead of one per 8 bits.
+ *   Every load is bounds-checked; past the payload end the register is fed
+ *   zero bytes and the decoder notes that the window has reached them.
+ * - A context keeps the two estimates of the dual-rate model biased to be
+ *   non-negative, s0 + 128 and s1 + 2048, in one 64-bit word together with
+ *   their sum s1 + 16 * s0 + 4096, which drives coding (see dec_ctx); the
+ *   probability update adds two table entries to the word.  The tables are
+ *   derived from dcabac_curve and dcabac_rlps when a decoder is created.
+ * - A run of n bypass bins is one integer division: the bins are the binary
+ *   digits of floor((value * 2^n + next n bits) / range) (clause 10.3.4
+ *   applied n times), and the remainder is the new value.
+ */
+#ifndef DCABAC_DEC_ENGINE_H
+#define DCABAC_DEC_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "context.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define DEC_LIKELY(x) __builtin_expect(!!(x), 1)
+#define DEC_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define DEC_NOINLINE __attribute__((noinline))
+static inline int dec_clz32(uint32_t x) { return __builtin_clz(x); }
+#else
+#define DEC_LIKELY(x) (x)
+#define DEC_UNLIKELY(x) (x)
+#define DEC_NOINLINE
+static inline int dec_clz32(uint32_t x)
+{
+    int n = 0;
+    while (!(x & 0x80000000u)) {
+        x <<= 1;
+        n++;
+    }
+    return n;
+}
+#endif
+
+/* Bits of the register below the 9-bit window. */
+#define DEC_LOW_BITS 55
+
+/* ---- probability models ------------------------------------------------ */
+
+/* Fields of a context word: bits 0..15 the biased sum s1 + 16 * s0 + 4096,
+ * bits 16..31 s1 + 2048, bits 32..47 16 * (s0 + 128).  Each stays in 0..8191,
+ * so adding the signed changes of all fields at once never carries across. */
+#define DEC_SUM(x) ((uint64_t)(uint32_t)(x))
+#define DEC_SLOW(x) ((uint64_t)(uint32_t)(x) << 16)
+#define DEC_FAST(x) ((uint64_t)(uint32_t)(x) << 32)
+
+/* Update tables of one initialisation set (its two window shifts) and one
+ * bin value: the change of the context word, indexed for the fast estimate
+ * by j0 = (16 * (s0 + 128) + (bin ? 0 : 112)) >> 7 and for the slow one by
+ * j1 = (s1 + 2048 + (bin ? 0 : 127)) >> 7.  j equals 16 + ((g * s) >> p) of
+ * clause 10.3 for bin 1 (g = +1); for bin 0 it is 32 minus that, with -s
+ * rounded the other way. */
+typedef struct dec_update_tab {
+    int64_t fast[33];
+    int64_t slow[33];
+} dec_update_tab;
+
+/* The constant tables of a decoder, derived from the shared ones. */
+typedef struct dec_tables {
+    /* rLPS by q = sum >> 7: byte r of entry q + 32 is the rLPS of range
+     * row r = (range >> 5) & 7 */
+    uint64_t rlps[64];
+    dec_update_tab upd[DCABAC_NUM_INIT_SETS][2];
+} dec_tables;
+
+typedef struct dec_ctx {
+    uint64_t w;                    /* the context word, see DEC_SUM */
+    const dec_update_tab *upd[2];  /* update tables of its set by bin */
+    uint32_t set;                  /* initialisation set (for restarts) */
+} dec_ctx;
+
+static inline uint64_t dec_pack_state(int s0, int s1)
+{
+    uint32_t f = 16u * (uint32_t)(s0 + 128), l = (uint32_t)(s1 + 2048);
+    return DEC_SUM(f + l) | DEC_SLOW(l) | DEC_FAST(f);
+}
+
+static inline void dec_tables_init(dec_tables *t)
+{
+    int q, r, j, set;
+    for (q = -32; q < 32; q++) {
+        int aq = q < 0 ? -q : q;
+        uint64_t row = 0;
+        for (r = 0; r < 8; r++) {
+            /* |q| = 32 cannot occur (|sum| stays below 4096 - 128) */
+            row |= (uint64_t)dcabac_rlps[32 * r + (aq < 32 ? aq : 31)] << (8 * r);
+        }
+        t->rlps[q + 32] = row;
+    }
+    for (set = 0; set < DCABAC_NUM_INIT_SETS; set++) {
+        int sh0 = dcabac_init_sets[set].sh0, sh1 = dcabac_init_sets[set].sh1;
+        dec_update_tab *dn = &t->upd[set][0], *up = &t->upd[set][1];
+        for (j = 0; j <= 32; j++) {
+            /* bin 1: step at 16 + (s >> p) = j; bin 0: step at 16 + ((-s) >> p) = 32 - j */
+            int64_t up0 = j < 32 ? 16 * (dcabac_curve[j] >> sh0) : 0;
+            int64_t up1 = j < 32 ? dcabac_curve[j] >> sh1 : 0;
+            int64_t dn0 = j > 0 ? 16 * (dcabac_curve[32 - j] >> sh0) : 0;
+            int64_t dn1 = j > 0 ? dcabac_curve[32 - j] >> sh1 : 0;
+            up->fast[j] = (int64_t)(DEC_SUM(up0) | DEC_FAST(up0));
+            up->slow[j] = (int64_t)(DEC_SUM(up1) | DEC_SLOW(up1));
+            dn->fast[j] = -(int64_t)(DEC_SUM(dn0) | DEC_FAST(dn0));
+            dn->slow[j] = -(int64_t)(DEC_SUM(dn1) | DEC_SLOW(dn1));
+        }
+    }
+}
+
+static inline void dec_ctx_init(dec_ctx *c, const dec_tables *t, int set)
+{
+    c->w = dec_pack_state(dcabac_init_sets[set].s0, dcabac_init_sets[set].s1);
+    c->set = (uint32_t)set;
+    c->upd[0] = &t->upd[set][0];
+    c->upd[1] = &t->upd[set][1];
+}
+
+static inline void dec_ctx_reset(dec_ctx *c)
+{
+    c->w = dec_pack_state(dcabac_init_sets[c->set].s0, dcabac_init_sets[c->set].s1);
+}
+
+/* Adapt the model to the decoded bin (clause 10.3 probability update). */
+DCABAC_INLINE void dec_ctx_update(dec_ctx *c, uint64_t w, unsigned bin)
+{
+    /* add the bin-0 rounding to both estimates at once, then read j0, j1 */
+    uint64_t m = (uint64_t)bin - 1u; /* 0 for bin 1, all ones for bin 0 */
+    uint64_t x = w + (m & (DEC_FAST(112) | DEC_SLOW(127)));
+    uint32_t j0 = (uint32_t)(x >> 39);
+    uint32_t j1 = (uint32_t)x >> 23;
+    const dec_update_tab *u = c->upd[bin];
+    c->w = w + (uint64_t)u->fast[j0] + (uint64_t)u->slow[j1];
+}
+
+/* ---- the arithmetic decoder -------------------------------------------- */
+
+typedef struct bin_decoder {
+    uint64_t value;       /* window in bits 63..55, then `bits` read-ahead bits */
+    int bits;             /* read-ahead bits below the window (>= 0 between bins) */
+    int zero_bits;        /* zero bits fed after the payload end (the last ones of `bits`) */
+    uint32_t range;       /* 256..510 */
+    const uint8_t *p;     /* next byte to load */
+    const uint8_t *end;   /* one past the last payload byte */
+    const uint8_t *begin; /* first payload byte */
+} bin_decoder;
+
+/* Whether the window has reached past the payload end (truncation). */
+DCABAC_INLINE int bd_overrun(const bin_decoder *d) { return d->bits < d->zero_bits; }
+
+/* Refill near the payload end, byte by byte, then with zero bytes.  Takes
+ * and returns the state by value so that the decoding loops can keep their
+ * copy in registers. */
+static DEC_NOINLINE bin_decoder bd_refill_tail(bin_decoder d)
+{
+    while (d.bits <= DEC_LOW_BITS - 8) {
+        uint64_t b = 0;
+        if (d.p < d.end) b = *d.p++;
+        else d.zero_bits += 8;
+        d.value |= b << (DEC_LOW_BITS - 8 - d.bits);
+        d.bits += 8;
+    }
+    return d;
+}
+
+/* Load read-ahead bits; needs bits >= -9.  Afterwards bits >= 47. */
+DCABAC_INLINE void bd_refill(bin_decoder *d)
+{
+    if (DEC_LIKELY(d->end - d->p >= 8)) {
+        const uint8_t *q = d->p;
+        uint64_t x = (uint64_t)q[0] << 56 | (uint64_t)q[1] << 48 | (uint64_t)q[2] << 40 | (uint64_t)q[3] << 32 |
+                     (uint64_t)q[4] << 24 | (uint64_t)q[5] << 16 | (uint64_t)q[6] << 8 | (uint64_t)q[7];
+        int k = (DEC_LOW_BITS - 1 - d->bits) >> 3;
+        /* the bytes after the k whole ones are ORed in partially; the next
+         * refill ORs the same bits into the same places */
+        d->value |= x >> (9 + d->bits);
+        d->p = q + k;
+        d->bits += 8 * k;
+    } else {
+        *d = bd_refill_tail(*d);
+    }
+}
+
+static inline void bd_start(bin_decoder *d, const uint8_t *data, size_t size)
+{
+    d->begin = data;
+    d->p = data;
+    d->end = data + size;
+    d->value = 0;
+    d->bits = -9;
+    d->zero_bits = 0;
+    d->range = 510;
+    bd_refill(d);
+}
+
+/* Number of payload bits before the window (the bit position of clause 10.5). */
+static inline uint64_t bd_bit_position(const bin_decoder *d)
+{
+    return (uint64_t)(8 * ((int64_t)(d->p - d->begin) + d->zero_bits / 8) - 9 - d->bits);
+}
+
+/* The 9-bit window (entry point value of clause 10.5). */
+static inline uint32_t bd_window(const bin_decoder *d) { return (uint32_t)(d->value >> DEC_LOW_BITS); }
+
+/* Payload bytes the window has touched. */
+static inline size_t bd_bytes_used(const bin_decoder *d) { return (size_t)((bd_bit_position(d) + 9 + 7) / 8); }
+
+/* The 8 rLPS values of context word w, one per range row. */
+DCABAC_INLINE uint64_t bd_rlps_row(const dec_tables *t, uint64_t w) { return t->rlps[((uint32_t)w & 0xFFFFu) >> 7]; }
+
+/* rLPS of a row at the current range: byte (range >> 5) & 7. */
+DCABAC_INLINE uint32_t bd_rlps(uint64_t row, uint32_t range) { return (uint32_t)(row >> ((range >> 2) & 56)) & 0xFFu; }
+
+/* A context-coded bin, given the context's word w and rLPS row (read early
+ * by callers that know the context before the previous bin is decoded).
+ * Each path ends with a constant bin, so that the update is specialised and
+ * the caller's test of the bin disappears (the extra test, on the
+ * context's MPS, is well predicted). */
+DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uint64_t row)
+{
+    uint32_t sb = (uint32_t)w & 0xFFFFu; /* sum + 4096 */
+    uint32_t rlps = bd_rlps(row, d->range);
+    uint32_t rmps = d->range - rlps;
+    if (DEC_LIKELY(d->value < (uint64_t)rmps << DEC_LOW_BITS)) {
+        /* renormalise by 0 or 1 bit without a branch: rmps >= 128 */
+        unsigned n = rmps < 256;
+        d->range = rmps << n;
+        d->value <<= n;
+        d->bits -= (int)n;
+        if (d->bits < 0) bd_refill(d);
+        if (sb >= 4096) { /* MPS is 1: sum >= 0 */
+            dec_ctx_update(c, w, 1);
+            return 1;
+        }
+        dec_ctx_update(c, w, 0);
+        return 0;
+    } else {
+        int n = dec_clz32(rlps) - 23;
+        d->value = (d->value - ((uint64_t)rmps << DEC_LOW_BITS)) << n;
+        d->range = rlps << n;
+        d->bits -= n;
+        if (d->bits < 0) bd_refill(d);
+        if (sb >= 4096) {
+            dec_ctx_update(c, w, 0);
+            return 0;
+        }
+        dec_ctx_update(c, w, 1);
+        return 1;
+    }
+}
+
+/* A context-coded bin. */
+DCABAC_INLINE unsigned bd_decision(bin_decoder *d, const dec_tables *t, dec_ctx *c)
+{
+    uint64_t w = c->w;
+    return bd_decision_w(d, c, w, bd_rlps_row(t, w));
+}
+
+/* A context-coded bin without branches on its value, for bins near p = 1/2. */
+DCABAC_INLINE unsigned bd_decision_flat(bin_decoder *d, const dec_tables *t, dec_ctx *c)
+{
+    uint64_t w = c->w;
+    uint32_t sb = (uint32_t)w & 0xFFFFu;
+    uint32_t rlps = bd_rlps(bd_rlps_row(t, w), d->range);
+    uint32_t rmps = d->range - rlps;
+    uint64_t scaled = (uint64_t)rmps << DEC_LOW_BITS;
+    unsigned lps = d->value >= scaled;
+    uint64_t mask = (uint64_t)0 - lps;
+    uint32_t range = lps ? rlps : rmps;
+    unsigned bin = (sb >> 12) ^ lps;
+    int n = dec_clz32(range) - 23;
+    d->value = (d->value - (scaled & mask)) << n;
+    d->range = range << n;
+    d->bits -= n;
+    if (d->bits < 0) bd_refill(d);
+    dec_ctx_update(c, w, bin);
+    return bin;
+}
+
+/* One bypass bin. */
+DCABAC_INLINE unsigned bd_bypass(bin_decoder *d)
+{
+    uint64_t scaled = (uint64_t)d->range << DEC_LOW_BITS;
+    /* the doubled window may need a 10th bit: the one shifted out */
+    unsigned bin = (unsigned)(d->value >> 63);
+    d->value <<= 1;
+    if (--d->bits < 0) bd_refill(d);
+    bin |= d->value >= scaled;
+    if (bin) d->value -= scaled; /* modulo 2^64, the result is below scaled */
+    return bin;
+}
+
+/* n bypass bins, 0 <= n <= 31, first bin most significant: one division. */
+DCABAC_INLINE uint32_t bd_bypass_run(bin_decoder *d, int n)
+{
+    uint64_t x, low;
+    uint32_t v, r;
+    if (d->bits < n) bd_refill(d);
+    /* window followed by the next n bits */
+    x = d->value >> (DEC_LOW_BITS - n);
+    low = (d->value << n) & (((uint64_t)1 << DEC_LOW_BITS) - 1);
+    if (n <= 23) {
+        uint32_t x32 = (uint32_t)x;
+        v = x32 / d->range;
+        r = x32 - v * d->range;
+    } else {
+        v = (uint32_t)(x / d->range);
+        r = (uint32_t)(x - (uint64_t)v * d->range);
+    }
+    d->value = ((uint64_t)r << DEC_LOW_BITS) | low;
+    d->bits -= n;
+    return v;
+}
+
+/* Bypass bins one at a time (any count up to 32). */
+static inline uint32_t bd_bypass_bits(bin_decoder *d, int n)
+{
+    uint32_t v = 0;
+    while (n-- > 0) v = (v << 1) | bd_bypass(d);
+    return v;
+}
+
+/* The terminating bin. */
+static inline unsigned bd_terminate(bin_decoder *d)
+{
+    d->range -= 2;
+    if (d->value >= (uint64_t)d->range << DEC_LOW_BITS) return 1;
+    if (d->range < 256) {
+        d->range <<= 1;
+        d->value <<= 1;
+        if (--d->bits < 0) bd_refill(d);
+    }
+    return 0;
+}
+
+#endif
