@@ -50,7 +50,7 @@ from nnc_core.bitstream.units import (
     read_units,
 )
 from nnc_core.deepcabac import Decoder, TensorCoding
-from nnc_core.errors import BitstreamError
+from nnc_core.errors import BitstreamError, ConfigError
 
 __all__ = ["quantization_step", "DecodedTensor", "DecoderState", "decode_bitstream", "decode"]
 
@@ -429,6 +429,10 @@ def _decode_ndu(
         if e.unit_index is None:  # from the entropy decoder: say where
             raise BitstreamError(f"tensor {name!r}: {e}", **at) from e
         raise
+    except ConfigError as e:
+        # the coder's parameters come from this stream (e.g. a payload asking
+        # for HDSP where no earlier version of the tensor was decoded)
+        raise BitstreamError(f"tensor {name!r}: {e}", **at) from e
     if h.payload_type != PayloadType.NNR_PT_BLOCK:
         results = _map_elements(h, results, where)
     return results

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from nnc_core import BitstreamError
@@ -189,6 +189,17 @@ def test_size_running_past_the_end_is_named():
         decode_bitstream(bytes(stream))
 
 
+def test_hdsp_without_history_is_a_bitstream_error():
+    """Found by the fuzz test below: a corrupted header bit (v30's first stream
+    then signals a parent) makes the payload's HDSP flag present and set, but
+    no earlier version of the tensor was decoded."""
+    stream = bytearray(STREAMS[23])
+    stream[9] ^= 32
+    with pytest.raises(BitstreamError, match=r"history-dependent significance \(HDSP\) but no history was given \(unit \d+, byte offset \d+\)"):
+        decode_bitstream(bytes(stream))
+
+
+@example(index=23, flips=[(9, 32)])
 @given(
     index=st.integers(0, len(STREAMS) - 1),
     flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), min_size=1, max_size=4),
