@@ -24,42 +24,8 @@ VECTORS = Path(__file__).parent / "vectors"
 
 
 def trellis_reference(weights: np.ndarray, step: float, order: list[int]) -> np.ndarray:
-    """03-quantization §6 written out directly (lambda = 0)."""
-    q = 1.0 / float(np.float32(step))
-    cost = [0.0] + [0.5 * 1.7976931348623157e308] * 7
-    history = []
-    for pos in order:
-        w = float(weights.flat[pos])
-        sg = -1 if w < 0 else 1
-        o = (q * w) * sg
-        m = max(1, int(math.trunc(o)) - 1)
-        cand = [None] * 5
-        cand[4] = (o * o, 0)
-        for c in range(m, m + 4):
-            cand[c & 3] = ((o - c) ** 2, sg * ((c + 1) >> 1))
-        new, step_choice = [0.0] * 8, [None] * 8
-        for t in range(8):
-            best = None
-            for p in range(8):
-                slots = []
-                if DQ_NEXT[p][0] == t:
-                    slots += [3 * (p & 1), 4]
-                if DQ_NEXT[p][1] == t:
-                    slots.append(2 - (p & 1))
-                for slot in slots:
-                    j = cost[p] + cand[slot][0]
-                    if best is None or j < best:
-                        best, step_choice[t] = j, (p, cand[slot][1])
-            new[t] = best
-        cost = new
-        history.append(step_choice)
-    state = min(range(8), key=lambda s: (cost[s], s))
-    out = np.zeros(weights.size, dtype=np.int32)
-    for pos, choices in zip(reversed(order), reversed(history)):
-        p, level = choices[state]
-        out[pos] = 0 if level == 0 else 2 * level - (1 if level > 0 else -1) * (p & 1)
-        state = p
-    return out.reshape(weights.shape)
+    """03-quantization §6 written out directly (lambda = 0: squared error only)."""
+    return trellis_rdo_reference(weights, step, order, 0.0, 10).astype(np.int32)
 
 
 @pytest.mark.parametrize("shape,scan_order", [((37,), 0), ((12, 20), 0), ((20, 24), 1), ((3, 4, 5), 0)])
@@ -184,8 +150,10 @@ def urq_rdo_reference(weights: np.ndarray, step: float, order: list[int], lam: f
 
 def trellis_rdo_reference(weights: np.ndarray, step: float, order: list[int], lam: float, n: int) -> np.ndarray:
     """03 §6 with its "RDO variant" paragraph, written out directly: a rate
-    model per state, in two banks that swap roles at every position."""
-    d = 32768.0 / (float(np.float32(lam)) * 4.0 * (math.log(2.0) / 6.0) * 0.7)
+    model per state, in two banks that swap roles at every position.  With
+    ``lam`` 0 the costs are squared errors alone (D = 1, no rates)."""
+    rdo = lam > 0
+    d = 32768.0 / (float(np.float32(lam)) * 4.0 * (math.log(2.0) / 6.0) * 0.7) if rdo else 1.0
     q = 1.0 / float(np.float32(step))
     cost = [0.0] + [0.5 * sys.float_info.max] * 7
     banks = [[RateModel(n) for _ in range(8)] for _ in range(2)]
@@ -210,11 +178,11 @@ def trellis_rdo_reference(weights: np.ndarray, step: float, order: list[int], la
                 if DQ_NEXT[p][1] == t:
                     slots.append(2 - (p & 1))
                 for slot in slots:
-                    j = cost[p] + cand[slot][0] + prev_bank[p].rate(cand[slot][1], p)
+                    j = cost[p] + cand[slot][0] + (prev_bank[p].rate(cand[slot][1], p) if rdo else 0)
                     if best is None or j < best:
                         best, choice[t] = j, (p, cand[slot][1])
             new[t] = best
-        for t in range(8):
+        for t in range(8 if rdo else 0):
             p, level = choice[t]
             curr_bank[t].take_contexts(prev_bank[p])
             curr_bank[t].code(level, t)
