@@ -75,6 +75,10 @@ typedef struct dec_tables {
     /* rLPS by q = sum >> 7: byte r of entry q + 32 is the rLPS of range
      * row r = (range >> 5) & 7 */
     uint64_t rlps[64];
+    /* the same rows for the renormalisation after an LPS: the shift n,
+     * and (rLPS << n) - 256 */
+    uint64_t lps_shift[64];
+    uint64_t lps_range[64];
     dec_update_tab upd[DCABAC_NUM_INIT_SETS][2];
 } dec_tables;
 
@@ -95,12 +99,18 @@ static inline void dec_tables_init(dec_tables *t)
     int q, r, j, set;
     for (q = -32; q < 32; q++) {
         int aq = q < 0 ? -q : q;
-        uint64_t row = 0;
+        uint64_t row = 0, shift = 0, range = 0;
         for (r = 0; r < 8; r++) {
             /* |q| = 32 cannot occur (|sum| stays below 4096 - 128) */
-            row |= (uint64_t)dcabac_rlps[32 * r + (aq < 32 ? aq : 31)] << (8 * r);
+            uint32_t rlps = dcabac_rlps[32 * r + (aq < 32 ? aq : 31)];
+            int n = dec_clz32(rlps) - 23;
+            row |= (uint64_t)rlps << (8 * r);
+            shift |= (uint64_t)n << (8 * r);
+            range |= (uint64_t)((rlps << n) - 256) << (8 * r);
         }
         t->rlps[q + 32] = row;
+        t->lps_shift[q + 32] = shift;
+        t->lps_range[q + 32] = range;
     }
     for (set = 0; set < DCABAC_NUM_INIT_SETS; set++) {
         int sh0 = dcabac_init_sets[set].sh0, sh1 = dcabac_init_sets[set].sh1;
@@ -222,6 +232,33 @@ DCABAC_INLINE uint64_t bd_rlps_row(const dec_tables *t, uint64_t w) { return t->
 /* rLPS of a row at the current range: byte (range >> 5) & 7. */
 DCABAC_INLINE uint32_t bd_rlps(uint64_t row, uint32_t range) { return (uint32_t)(row >> ((range >> 2) & 56)) & 0xFFu; }
 
+/* Renormalisation after an MPS: by one bit if rmps < 256 (rmps >= 128). */
+DCABAC_INLINE void bd_renorm_mps(bin_decoder *d, uint32_t rmps)
+{
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(DEC_NO_ASM)
+    /* a compare and conditional moves: two cycles on the range's
+     * dependency chain; compilers turn the C select into a branch */
+    uint32_t r = rmps, r2 = rmps + rmps;
+    uint64_t v = d->value, v2 = v + v;
+    int b = d->bits, b1 = b - 1;
+    __asm__("cmpl $256, %[r]\n\t"
+            "cmovb %[r2], %[r]\n\t"
+            "cmovb %[v2], %[v]\n\t"
+            "cmovb %[b1], %[b]"
+            : [r] "+r"(r), [v] "+r"(v), [b] "+r"(b)
+            : [r2] "r"(r2), [v2] "r"(v2), [b1] "r"(b1)
+            : "cc");
+    d->range = r;
+    d->value = v;
+    d->bits = b;
+#else
+    unsigned n = rmps < 256;
+    d->range = rmps << n;
+    d->value <<= n;
+    d->bits -= (int)n;
+#endif
+}
+
 /* A context-coded bin, given the context's word w and rLPS row (read early
  * by callers that know the context before the previous bin is decoded).
  * Each path ends with a constant bin, so that the update is specialised and
@@ -233,11 +270,7 @@ DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uin
     uint32_t rlps = bd_rlps(row, d->range);
     uint32_t rmps = d->range - rlps;
     if (DEC_LIKELY(d->value < (uint64_t)rmps << DEC_LOW_BITS)) {
-        /* renormalise by 0 or 1 bit without a branch: rmps >= 128 */
-        unsigned n = rmps < 256;
-        d->range = rmps << n;
-        d->value <<= n;
-        d->bits -= (int)n;
+        bd_renorm_mps(d, rmps);
         if (d->bits < 0) bd_refill(d);
         if (sb >= 4096) { /* MPS is 1: sum >= 0 */
             dec_ctx_update(c, w, 1);
@@ -267,22 +300,48 @@ DCABAC_INLINE unsigned bd_decision(bin_decoder *d, const dec_tables *t, dec_ctx 
     return bd_decision_w(d, c, w, bd_rlps_row(t, w));
 }
 
-/* A context-coded bin without branches on its value, for bins near p = 1/2. */
+/* A context-coded bin without branches on its value, for bins near p = 1/2.
+ * Both outcomes' renormalisations are ready when the comparison is (the
+ * LPS one from tables), so the range's dependency chain is only a compare
+ * and a select longer than for a predicted MPS. */
 DCABAC_INLINE unsigned bd_decision_flat(bin_decoder *d, const dec_tables *t, dec_ctx *c)
 {
     uint64_t w = c->w;
     uint32_t sb = (uint32_t)w & 0xFFFFu;
-    uint32_t rlps = bd_rlps(bd_rlps_row(t, w), d->range);
+    uint32_t q = sb >> 7, sh = (d->range >> 2) & 56;
+    uint32_t rlps = (uint32_t)(t->rlps[q] >> sh) & 0xFFu;
+    uint32_t n_lps = (uint32_t)(t->lps_shift[q] >> sh) & 0xFFu;
+    uint32_t r_lps = ((uint32_t)(t->lps_range[q] >> sh) & 0xFFu) + 256;
     uint32_t rmps = d->range - rlps;
+    uint32_t n_mps = rmps < 256;
     uint64_t scaled = (uint64_t)rmps << DEC_LOW_BITS;
-    unsigned lps = d->value >= scaled;
-    uint64_t mask = (uint64_t)0 - lps;
-    uint32_t range = lps ? rlps : rmps;
-    unsigned bin = (sb >> 12) ^ lps;
-    int n = dec_clz32(range) - 23;
-    d->value = (d->value - (scaled & mask)) << n;
-    d->range = range << n;
-    d->bits -= n;
+    uint64_t v_lps = d->value - scaled;
+    uint32_t range = rmps << n_mps, n = n_mps;
+    uint64_t v = d->value;
+    unsigned lps, bin;
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(DEC_NO_ASM)
+    /* compilers turn the C selects below into a branch */
+    __asm__("cmpq %[sc], %[v]\n\t"
+            "setae %b[lps]\n\t"
+            "cmovae %[rl], %[range]\n\t"
+            "cmovae %[nl], %[n]\n\t"
+            "cmovae %[vl], %[v]"
+            : [range] "+r"(range), [n] "+r"(n), [v] "+r"(v), [lps] "=&q"(lps)
+            : [sc] "r"(scaled), [rl] "r"(r_lps), [nl] "r"(n_lps), [vl] "r"(v_lps)
+            : "cc");
+    lps &= 1u;
+#else
+    lps = v >= scaled;
+    if (lps) {
+        range = r_lps;
+        n = n_lps;
+        v = v_lps;
+    }
+#endif
+    bin = (sb >> 12) ^ lps;
+    d->value = v << n;
+    d->range = range;
+    d->bits -= (int)n;
     if (d->bits < 0) bd_refill(d);
     dec_ctx_update(c, w, bin);
     return bin;
