@@ -156,16 +156,15 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
         if (bd_decision(&bd, t, &ctx[CTX_SIG + 3 * state + prev_class])) {
             dec_ctx *gt, *gt_end;
             /* the first greater-than flag's context depends on the sign:
-             * read both candidates before the sign is decoded */
-            uint64_t wp = ctx[CTX_GT].w, wn = ctx[CTX_GT + 1].w, w;
-            uint64_t rp = bd_rlps_row(t, wp), rn = bd_rlps_row(t, wn), row;
+             * read both candidates' rLPS rows before the sign is decoded
+             * (the range's dependency chain needs only the row) */
+            uint64_t rp = bd_rlps_row(t, ctx[CTX_GT].w), rn = bd_rlps_row(t, ctx[CTX_GT + 1].w), row;
             negative = (int)bd_decision_flat(&bd, t, &ctx[CTX_SIGN + prev_class]);
-            w = negative ? wn : wp;
-            row = negative ? rn : rp;
+            row = rp ^ ((rp ^ rn) & ((uint64_t)0 - (uint64_t)negative));
             gt = ctx + CTX_GT + negative;
             gt_end = gt + 2 * n;
             /* greater-than flags j = 0..n-1 (contexts 2j apart) until a 0 */
-            if (bd_decision_w(&bd, gt, w, row)) {
+            if (bd_decision_w(&bd, gt, gt->w, row)) {
                 for (gt += 2; gt != gt_end; gt += 2)
                     if (!bd_decision(&bd, t, gt)) break;
             }
