@@ -80,6 +80,8 @@ typedef struct dec_tables {
     uint64_t lps_shift[64];
     uint64_t lps_range[64];
     dec_update_tab upd[DCABAC_NUM_INIT_SETS][2];
+    /* dependent quantization: 3 * next state at 3 * state + parity */
+    uint8_t next3[24];
 } dec_tables;
 
 typedef struct dec_ctx {
@@ -111,6 +113,10 @@ static inline void dec_tables_init(dec_tables *t)
         t->rlps[q + 32] = row;
         t->lps_shift[q + 32] = shift;
         t->lps_range[q + 32] = range;
+    }
+    for (r = 0; r < 8; r++) {
+        t->next3[3 * r] = (uint8_t)(3 * dcabac_dq_next[r][0]);
+        t->next3[3 * r + 1] = (uint8_t)(3 * dcabac_dq_next[r][1]);
     }
     for (set = 0; set < DCABAC_NUM_INIT_SETS; set++) {
         int sh0 = dcabac_init_sets[set].sh0, sh1 = dcabac_init_sets[set].sh1;
@@ -164,6 +170,8 @@ typedef struct bin_decoder {
     const uint8_t *p;     /* next byte to load */
     const uint8_t *end;   /* one past the last payload byte */
     const uint8_t *begin; /* first payload byte */
+    int64_t limit;        /* for decoding loops: levels of this magnitude or more
+                           * take the checked path; -1 once zero bytes are fed */
 } bin_decoder;
 
 /* Whether the window has reached past the payload end (truncation). */
@@ -176,8 +184,12 @@ static DEC_NOINLINE bin_decoder bd_refill_tail(bin_decoder d)
 {
     while (d.bits <= DEC_LOW_BITS - 8) {
         uint64_t b = 0;
-        if (d.p < d.end) b = *d.p++;
-        else d.zero_bits += 8;
+        if (d.p < d.end) {
+            b = *d.p++;
+        } else {
+            d.zero_bits += 8;
+            d.limit = -1;
+        }
         d.value |= b << (DEC_LOW_BITS - 8 - d.bits);
         d.bits += 8;
     }
@@ -210,6 +222,7 @@ static inline void bd_start(bin_decoder *d, const uint8_t *data, size_t size)
     d->value = 0;
     d->bits = -9;
     d->zero_bits = 0;
+    d->limit = -1;
     d->range = 510;
     bd_refill(d);
 }
