@@ -52,12 +52,13 @@ static inline int dec_clz32(uint32_t x)
 
 /* ---- probability models ------------------------------------------------ */
 
-/* Fields of a context word: bits 0..15 the biased sum s1 + 16 * s0 + 4096,
- * bits 16..31 s1 + 2048, bits 32..47 16 * (s0 + 128).  Each stays in 0..8191,
+/* Fields of a context word: bits 0..15 s1 + 2048, bits 16..31
+ * 16 * (s0 + 128), bits 48..63 the biased sum s1 + 16 * s0 + 4096 (so that
+ * sum >> 7 is one shift).  Each stays in 0..8191,
  * so adding the signed changes of all fields at once never carries across. */
-#define DEC_SUM(x) ((uint64_t)(uint32_t)(x))
-#define DEC_SLOW(x) ((uint64_t)(uint32_t)(x) << 16)
-#define DEC_FAST(x) ((uint64_t)(uint32_t)(x) << 32)
+#define DEC_SLOW(x) ((uint64_t)(uint32_t)(x))
+#define DEC_FAST(x) ((uint64_t)(uint32_t)(x) << 16)
+#define DEC_SUM(x) ((uint64_t)(uint32_t)(x) << 48)
 
 /* Update tables of one initialisation set (its two window shifts) and one
  * bin value: the change of the context word, indexed for the fast estimate
@@ -154,8 +155,8 @@ DCABAC_INLINE void dec_ctx_update(dec_ctx *c, uint64_t w, unsigned bin)
     /* add the bin-0 rounding to both estimates at once, then read j0, j1 */
     uint64_t m = (uint64_t)bin - 1u; /* 0 for bin 1, all ones for bin 0 */
     uint64_t x = w + (m & (DEC_FAST(112) | DEC_SLOW(127)));
-    uint32_t j0 = (uint32_t)(x >> 39);
-    uint32_t j1 = (uint32_t)x >> 23;
+    uint32_t j0 = (uint32_t)x >> 23;
+    uint32_t j1 = ((uint32_t)x & 0xFFFFu) >> 7;
     const dec_update_tab *u = c->upd[bin];
     c->w = w + (uint64_t)u->fast[j0] + (uint64_t)u->slow[j1];
 }
@@ -240,7 +241,7 @@ static inline uint32_t bd_window(const bin_decoder *d) { return (uint32_t)(d->va
 static inline size_t bd_bytes_used(const bin_decoder *d) { return (size_t)((bd_bit_position(d) + 9 + 7) / 8); }
 
 /* The 8 rLPS values of context word w, one per range row. */
-DCABAC_INLINE uint64_t bd_rlps_row(const dec_tables *t, uint64_t w) { return t->rlps[((uint32_t)w & 0xFFFFu) >> 7]; }
+DCABAC_INLINE uint64_t bd_rlps_row(const dec_tables *t, uint64_t w) { return t->rlps[w >> 55]; }
 
 /* rLPS of a row at the current range: byte (range >> 5) & 7. */
 DCABAC_INLINE uint32_t bd_rlps(uint64_t row, uint32_t range) { return (uint32_t)(row >> ((range >> 2) & 56)) & 0xFFu; }
@@ -279,13 +280,13 @@ DCABAC_INLINE void bd_renorm_mps(bin_decoder *d, uint32_t rmps)
  * context's MPS, is well predicted). */
 DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uint64_t row)
 {
-    uint32_t sb = (uint32_t)w & 0xFFFFu; /* sum + 4096 */
+    unsigned mps = (unsigned)(w >> 60); /* sum >= 0 */
     uint32_t rlps = bd_rlps(row, d->range);
     uint32_t rmps = d->range - rlps;
     if (DEC_LIKELY(d->value < (uint64_t)rmps << DEC_LOW_BITS)) {
         bd_renorm_mps(d, rmps);
         if (d->bits < 0) bd_refill(d);
-        if (sb >= 4096) { /* MPS is 1: sum >= 0 */
+        if (mps) {
             dec_ctx_update(c, w, 1);
             return 1;
         }
@@ -297,7 +298,7 @@ DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uin
         d->range = rlps << n;
         d->bits -= n;
         if (d->bits < 0) bd_refill(d);
-        if (sb >= 4096) {
+        if (mps) {
             dec_ctx_update(c, w, 0);
             return 0;
         }
@@ -320,8 +321,7 @@ DCABAC_INLINE unsigned bd_decision(bin_decoder *d, const dec_tables *t, dec_ctx 
 DCABAC_INLINE unsigned bd_decision_flat(bin_decoder *d, const dec_tables *t, dec_ctx *c)
 {
     uint64_t w = c->w;
-    uint32_t sb = (uint32_t)w & 0xFFFFu;
-    uint32_t q = sb >> 7, sh = (d->range >> 2) & 56;
+    uint32_t q = (uint32_t)(w >> 55), sh = (d->range >> 2) & 56;
     uint32_t rlps = (uint32_t)(t->rlps[q] >> sh) & 0xFFu;
     uint32_t n_lps = (uint32_t)(t->lps_shift[q] >> sh) & 0xFFu;
     uint32_t r_lps = ((uint32_t)(t->lps_range[q] >> sh) & 0xFFu) + 256;
@@ -351,7 +351,7 @@ DCABAC_INLINE unsigned bd_decision_flat(bin_decoder *d, const dec_tables *t, dec
         v = v_lps;
     }
 #endif
-    bin = (sb >> 12) ^ lps;
+    bin = (unsigned)(w >> 60) ^ lps;
     d->value = v << n;
     d->range = range;
     d->bits -= (int)n;
