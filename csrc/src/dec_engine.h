@@ -163,11 +163,15 @@ DCABAC_INLINE void dec_ctx_update(dec_ctx *c, uint64_t w, unsigned bin)
 
 /* ---- the arithmetic decoder -------------------------------------------- */
 
+/* The value register: the window in bits 63..55, then the bits read ahead,
+ * then a 1 bit (the marker), then zeros.  The marker moves with every
+ * shift, so that renormalising needs no count; the number of bits read
+ * ahead is 54 minus the marker's position.  Decoding a bin needs the
+ * window complete, i.e. at least 0 bits read ahead. */
 typedef struct bin_decoder {
-    uint64_t value;       /* window in bits 63..55, then `bits` read-ahead bits */
-    int bits;             /* read-ahead bits below the window (>= 0 between bins) */
-    int zero_bits;        /* zero bits fed after the payload end (the last ones of `bits`) */
+    uint64_t value;       /* window, read-ahead bits, marker */
     uint32_t range;       /* 256..510 */
+    int zero_bits;        /* zero bits fed after the payload end (read ahead, or past) */
     const uint8_t *p;     /* next byte to load */
     const uint8_t *end;   /* one past the last payload byte */
     const uint8_t *begin; /* first payload byte */
@@ -175,43 +179,66 @@ typedef struct bin_decoder {
                            * take the checked path; -1 once zero bytes are fed */
 } bin_decoder;
 
+static inline int dec_ctz64(uint64_t x)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(x);
+#else
+    int n = 0;
+    while (!(x & 1)) {
+        x >>= 1;
+        n++;
+    }
+    return n;
+#endif
+}
+
+/* Bits read ahead below the window (-9..54; negative: window incomplete). */
+DCABAC_INLINE int bd_ahead(const bin_decoder *d) { return DEC_LOW_BITS - 1 - dec_ctz64(d->value); }
+
+/* Whether at least n (0..54) bits are read ahead: the marker is below them. */
+DCABAC_INLINE int bd_has(const bin_decoder *d, int n) { return (d->value << (9 + n)) != 0; }
+
 /* Whether the window has reached past the payload end (truncation). */
-DCABAC_INLINE int bd_overrun(const bin_decoder *d) { return d->bits < d->zero_bits; }
+DCABAC_INLINE int bd_overrun(const bin_decoder *d) { return bd_ahead(d) < d->zero_bits; }
 
 /* Refill near the payload end, byte by byte, then with zero bytes.  Takes
  * and returns the state by value so that the decoding loops can keep their
- * copy in registers. */
-static DEC_NOINLINE bin_decoder bd_refill_tail(bin_decoder d)
+ * copy in registers.  b: bits read ahead, marker already cleared. */
+static DEC_NOINLINE bin_decoder bd_refill_tail(bin_decoder d, int b)
 {
-    while (d.bits <= DEC_LOW_BITS - 8) {
-        uint64_t b = 0;
+    while (b <= DEC_LOW_BITS - 9) { /* at most 54 read ahead: room for the marker */
+        uint64_t byte = 0;
         if (d.p < d.end) {
-            b = *d.p++;
+            byte = *d.p++;
         } else {
             d.zero_bits += 8;
             d.limit = -1;
         }
-        d.value |= b << (DEC_LOW_BITS - 8 - d.bits);
-        d.bits += 8;
+        d.value |= byte << (DEC_LOW_BITS - 8 - b);
+        b += 8;
     }
+    d.value |= (uint64_t)1 << (DEC_LOW_BITS - 1 - b);
     return d;
 }
 
-/* Load read-ahead bits; needs bits >= -9.  Afterwards bits >= 47. */
-DCABAC_INLINE void bd_refill(bin_decoder *d)
+/* Load read-ahead bits (whole bytes); afterwards at least 47 are read ahead. */
+static inline void bd_refill(bin_decoder *d)
 {
+    int b = bd_ahead(d);
+    d->value &= d->value - 1; /* clear the marker */
     if (DEC_LIKELY(d->end - d->p >= 8)) {
         const uint8_t *q = d->p;
         uint64_t x = (uint64_t)q[0] << 56 | (uint64_t)q[1] << 48 | (uint64_t)q[2] << 40 | (uint64_t)q[3] << 32 |
                      (uint64_t)q[4] << 24 | (uint64_t)q[5] << 16 | (uint64_t)q[6] << 8 | (uint64_t)q[7];
-        int k = (DEC_LOW_BITS - 1 - d->bits) >> 3;
-        /* the bytes after the k whole ones are ORed in partially; the next
-         * refill ORs the same bits into the same places */
-        d->value |= x >> (9 + d->bits);
+        int k = (DEC_LOW_BITS - 1 - b) >> 3; /* 1..7 */
+        x &= ~(uint64_t)0 << (64 - 8 * k);
+        d->value |= x >> (9 + b);
         d->p = q + k;
-        d->bits += 8 * k;
+        b += 8 * k;
+        d->value |= (uint64_t)1 << (DEC_LOW_BITS - 1 - b);
     } else {
-        *d = bd_refill_tail(*d);
+        *d = bd_refill_tail(*d, b);
     }
 }
 
@@ -220,8 +247,7 @@ static inline void bd_start(bin_decoder *d, const uint8_t *data, size_t size)
     d->begin = data;
     d->p = data;
     d->end = data + size;
-    d->value = 0;
-    d->bits = -9;
+    d->value = (uint64_t)1 << 63; /* marker only: 9 bits missing */
     d->zero_bits = 0;
     d->limit = -1;
     d->range = 510;
@@ -231,7 +257,7 @@ static inline void bd_start(bin_decoder *d, const uint8_t *data, size_t size)
 /* Number of payload bits before the window (the bit position of clause 10.5). */
 static inline uint64_t bd_bit_position(const bin_decoder *d)
 {
-    return (uint64_t)(8 * ((int64_t)(d->p - d->begin) + d->zero_bits / 8) - 9 - d->bits);
+    return (uint64_t)(8 * ((int64_t)(d->p - d->begin) + d->zero_bits / 8) - 9 - bd_ahead(d));
 }
 
 /* The 9-bit window (entry point value of clause 10.5). */
@@ -246,6 +272,18 @@ DCABAC_INLINE uint64_t bd_rlps_row(const dec_tables *t, uint64_t w) { return t->
 /* rLPS of a row at the current range: byte (range >> 5) & 7. */
 DCABAC_INLINE uint32_t bd_rlps(uint64_t row, uint32_t range) { return (uint32_t)(row >> ((range >> 2) & 56)) & 0xFFu; }
 
+/* Read ahead kept by callers that decode several bins between refill tests
+ * (budget mode): an MPS bin consumes at most one bit, so after a test for
+ * DEC_BUDGET bits, up to DEC_BUDGET MPS bins need no test of their own; an
+ * LPS bin (up to 7 bits) tests again. */
+#define DEC_BUDGET 16
+
+/* After a bin: refill unless `budget` bits (0 or DEC_BUDGET) are read ahead. */
+DCABAC_INLINE void bd_keep(bin_decoder *d, int budget)
+{
+    if (!bd_has(d, budget)) bd_refill(d);
+}
+
 /* Renormalisation after an MPS: by one bit if rmps < 256 (rmps >= 128). */
 DCABAC_INLINE void bd_renorm_mps(bin_decoder *d, uint32_t rmps)
 {
@@ -254,22 +292,18 @@ DCABAC_INLINE void bd_renorm_mps(bin_decoder *d, uint32_t rmps)
      * dependency chain; compilers turn the C select into a branch */
     uint32_t r = rmps, r2 = rmps + rmps;
     uint64_t v = d->value, v2 = v + v;
-    int b = d->bits, b1 = b - 1;
     __asm__("cmpl $256, %[r]\n\t"
             "cmovb %[r2], %[r]\n\t"
-            "cmovb %[v2], %[v]\n\t"
-            "cmovb %[b1], %[b]"
-            : [r] "+r"(r), [v] "+r"(v), [b] "+r"(b)
-            : [r2] "r"(r2), [v2] "r"(v2), [b1] "r"(b1)
+            "cmovb %[v2], %[v]"
+            : [r] "+r"(r), [v] "+r"(v)
+            : [r2] "r"(r2), [v2] "r"(v2)
             : "cc");
     d->range = r;
     d->value = v;
-    d->bits = b;
 #else
     unsigned n = rmps < 256;
     d->range = rmps << n;
     d->value <<= n;
-    d->bits -= (int)n;
 #endif
 }
 
@@ -277,15 +311,16 @@ DCABAC_INLINE void bd_renorm_mps(bin_decoder *d, uint32_t rmps)
  * by callers that know the context before the previous bin is decoded).
  * Each path ends with a constant bin, so that the update is specialised and
  * the caller's test of the bin disappears (the extra test, on the
- * context's MPS, is well predicted). */
-DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uint64_t row)
+ * context's MPS, is well predicted).  `budget` (a constant): in budget
+ * mode (see DEC_BUDGET) an MPS bin does not test the read-ahead. */
+DCABAC_INLINE unsigned bd_decision_wb(bin_decoder *d, dec_ctx *c, uint64_t w, uint64_t row, int budget)
 {
     unsigned mps = (unsigned)(w >> 60); /* sum >= 0 */
     uint32_t rlps = bd_rlps(row, d->range);
     uint32_t rmps = d->range - rlps;
     if (DEC_LIKELY(d->value < (uint64_t)rmps << DEC_LOW_BITS)) {
         bd_renorm_mps(d, rmps);
-        if (d->bits < 0) bd_refill(d);
+        if (!budget) bd_keep(d, 0);
         if (mps) {
             dec_ctx_update(c, w, 1);
             return 1;
@@ -296,8 +331,7 @@ DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uin
         int n = dec_clz32(rlps) - 23;
         d->value = (d->value - ((uint64_t)rmps << DEC_LOW_BITS)) << n;
         d->range = rlps << n;
-        d->bits -= n;
-        if (d->bits < 0) bd_refill(d);
+        bd_keep(d, budget ? DEC_BUDGET : 0);
         if (mps) {
             dec_ctx_update(c, w, 0);
             return 0;
@@ -307,18 +341,29 @@ DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uin
     }
 }
 
+DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uint64_t row)
+{
+    return bd_decision_wb(d, c, w, row, 0);
+}
+
 /* A context-coded bin. */
-DCABAC_INLINE unsigned bd_decision(bin_decoder *d, const dec_tables *t, dec_ctx *c)
+DCABAC_INLINE unsigned bd_decision_b(bin_decoder *d, const dec_tables *t, dec_ctx *c, int budget)
 {
     uint64_t w = c->w;
-    return bd_decision_w(d, c, w, bd_rlps_row(t, w));
+    return bd_decision_wb(d, c, w, bd_rlps_row(t, w), budget);
+}
+
+DCABAC_INLINE unsigned bd_decision(bin_decoder *d, const dec_tables *t, dec_ctx *c)
+{
+    return bd_decision_b(d, t, c, 0);
 }
 
 /* A context-coded bin without branches on its value, for bins near p = 1/2.
  * Both outcomes' renormalisations are ready when the comparison is (the
  * LPS one from tables), so the range's dependency chain is only a compare
- * and a select longer than for a predicted MPS. */
-DCABAC_INLINE unsigned bd_decision_flat(bin_decoder *d, const dec_tables *t, dec_ctx *c)
+ * and a select longer than for a predicted MPS.  `budget`: as for
+ * bd_decision_wb, the read-ahead afterwards. */
+DCABAC_INLINE unsigned bd_decision_flat_b(bin_decoder *d, const dec_tables *t, dec_ctx *c, int budget)
 {
     uint64_t w = c->w;
     uint32_t q = (uint32_t)(w >> 55), sh = (d->range >> 2) & 56;
@@ -354,10 +399,14 @@ DCABAC_INLINE unsigned bd_decision_flat(bin_decoder *d, const dec_tables *t, dec
     bin = (unsigned)(w >> 60) ^ lps;
     d->value = v << n;
     d->range = range;
-    d->bits -= (int)n;
-    if (d->bits < 0) bd_refill(d);
+    bd_keep(d, budget);
     dec_ctx_update(c, w, bin);
     return bin;
+}
+
+DCABAC_INLINE unsigned bd_decision_flat(bin_decoder *d, const dec_tables *t, dec_ctx *c)
+{
+    return bd_decision_flat_b(d, t, c, 0);
 }
 
 /* One bypass bin. */
@@ -367,7 +416,7 @@ DCABAC_INLINE unsigned bd_bypass(bin_decoder *d)
     /* the doubled window may need a 10th bit: the one shifted out */
     unsigned bin = (unsigned)(d->value >> 63);
     d->value <<= 1;
-    if (--d->bits < 0) bd_refill(d);
+    bd_keep(d, 0);
     bin |= d->value >= scaled;
     if (bin) d->value -= scaled; /* modulo 2^64, the result is below scaled */
     return bin;
@@ -378,7 +427,7 @@ DCABAC_INLINE uint32_t bd_bypass_run(bin_decoder *d, int n)
 {
     uint64_t x, low;
     uint32_t v, r;
-    if (d->bits < n) bd_refill(d);
+    if (!bd_has(d, n)) bd_refill(d);
     /* window followed by the next n bits */
     x = d->value >> (DEC_LOW_BITS - n);
     low = (d->value << n) & (((uint64_t)1 << DEC_LOW_BITS) - 1);
@@ -391,7 +440,6 @@ DCABAC_INLINE uint32_t bd_bypass_run(bin_decoder *d, int n)
         r = (uint32_t)(x - (uint64_t)v * d->range);
     }
     d->value = ((uint64_t)r << DEC_LOW_BITS) | low;
-    d->bits -= n;
     return v;
 }
 
@@ -411,7 +459,7 @@ static inline unsigned bd_terminate(bin_decoder *d)
     if (d->range < 256) {
         d->range <<= 1;
         d->value <<= 1;
-        if (--d->bits < 0) bd_refill(d);
+        bd_keep(d, 0);
     }
     return 0;
 }

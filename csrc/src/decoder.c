@@ -137,7 +137,7 @@ static inline int dec_stored(int64_t a, int negative, int dq, int state, int32_t
  * Clause 10.4 binarization: sig_flag, sign_flag, up to N abs_level_greater
  * flags, then the remainder as Exp-Golomb order 0 with a context-coded
  * unary prefix and a bypass suffix. */
-DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count, int dq)
+DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count, int dq, int budget)
 {
     const int n = p->g->num_gt;
     dcabac_decoder *dec = p->dec;
@@ -158,7 +158,10 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
         unsigned negative;
         dec_ctx *gt, *gt_end;
         uint64_t rp, rn, row;
-        if (!bd_decision(&bd, t, &ctx[CTX_SIG + s3 + cls])) {
+        /* budget mode: the significance bin and the greater-than flags
+         * (fewer than DEC_BUDGET) need no read-ahead tests after an MPS */
+        if (budget && !bd_has(&bd, DEC_BUDGET)) bd_refill(&bd);
+        if (!bd_decision_b(&bd, t, &ctx[CTX_SIG + s3 + cls], budget)) {
             if (DEC_UNLIKELY(bd.limit < 0) && bd_overrun(&bd)) {
                 rc = DCABAC_E_TRUNCATED;
                 break;
@@ -173,14 +176,14 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
          * range's dependency chain needs only the row) */
         rp = bd_rlps_row(t, ctx[CTX_GT].w);
         rn = bd_rlps_row(t, ctx[CTX_GT + 1].w);
-        negative = bd_decision_flat(&bd, t, &ctx[CTX_SIGN + cls]);
+        negative = bd_decision_flat_b(&bd, t, &ctx[CTX_SIGN + cls], budget ? DEC_BUDGET : 0);
         row = rp ^ ((rp ^ rn) & ((uint64_t)0 - (uint64_t)negative));
         gt = ctx + CTX_GT + negative;
         gt_end = gt + 2 * n;
         /* greater-than flags j = 0..n-1 (contexts 2j apart) until a 0 */
-        if (bd_decision_w(&bd, gt, gt->w, row)) {
+        if (bd_decision_wb(&bd, gt, gt->w, row, budget)) {
             for (gt += 2; gt != gt_end; gt += 2)
-                if (!bd_decision(&bd, t, gt)) break;
+                if (!bd_decision_b(&bd, t, gt, budget)) break;
         }
         a = 1 + ((gt - (ctx + CTX_GT + negative)) >> 1);
         if (gt == gt_end) {
@@ -213,12 +216,16 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
 
 static int dec_segment_plain(void *self, int64_t pos, int64_t count)
 {
-    return dec_segment_plain_impl((dec_pass *)self, pos, count, 0);
+    dec_pass *p = (dec_pass *)self;
+    if (p->g->num_gt < DEC_BUDGET) return dec_segment_plain_impl(p, pos, count, 0, 1);
+    return dec_segment_plain_impl(p, pos, count, 0, 0);
 }
 
 static int dec_segment_plain_dq(void *self, int64_t pos, int64_t count)
 {
-    return dec_segment_plain_impl((dec_pass *)self, pos, count, 1);
+    dec_pass *p = (dec_pass *)self;
+    if (p->g->num_gt < DEC_BUDGET) return dec_segment_plain_impl(p, pos, count, 1, 1);
+    return dec_segment_plain_impl(p, pos, count, 1, 0);
 }
 
 /* ---- everything else: TCA, HDSP, codebook limits ----------------------- */
