@@ -7,18 +7,32 @@
  * decodes the same bins from the same bits:
  *
  * - The arithmetic decoder's 9-bit value window sits in bits 63..55 of a
- *   64-bit register, and up to 55 further payload bits are read ahead below
- *   it, so bytes are loaded a few at a time instead of one per 8 bits.
- *   Every load is bounds-checked; past the payload end the register is fed
- *   zero bytes and the decoder notes that the window has reached them.
+ *   64-bit register, and up to 54 further payload bits are read ahead below
+ *   it, followed by a marker bit, so bytes are loaded a few at a time and
+ *   renormalisation needs no bit count.  Every load is bounds-checked; past
+ *   the payload end the register is fed zero bytes and the decoder notes
+ *   when the window reaches them.
  * - A context keeps the two estimates of the dual-rate model biased to be
  *   non-negative, s0 + 128 and s1 + 2048, in one 64-bit word together with
- *   their sum s1 + 16 * s0 + 4096, which drives coding (see dec_ctx); the
+ *   their sum s1 + 16 * s0 + 4096, which drives coding (see DEC_SUM); the
  *   probability update adds two table entries to the word.  The tables are
  *   derived from dcabac_curve and dcabac_rlps when a decoder is created.
+ * - The rLPS of a probability for all 8 range rows is one 64-bit word; the
+ *   range picks a byte by a shift (a shorter dependency chain than an
+ *   indexed load).
+ * - Decisions are written so that the range's dependency chain from bin to
+ *   bin is short: after an MPS, renormalisation is a compare and a select
+ *   (conditional moves; x86-64 uses inline assembly because compilers turn
+ *   the select into a branch, elsewhere or with -DDEC_NO_ASM the same in
+ *   C), and the branch-free decision for bins near p = 1/2 takes the LPS
+ *   renormalisation from tables.
  * - A run of n bypass bins is one integer division: the bins are the binary
  *   digits of floor((value * 2^n + next n bits) / range) (clause 10.3.4
  *   applied n times), and the remainder is the new value.
+ *
+ * On payloads no encoder produces (a first window >= 510, or a window >= 256
+ * at an entry point) clause 10.3 leaves the value outside the range; the
+ * engine then decodes other, still bounded, garbage than a 32-bit one would.
  */
 #ifndef DCABAC_DEC_ENGINE_H
 #define DCABAC_DEC_ENGINE_H
@@ -54,8 +68,10 @@ static inline int dec_clz32(uint32_t x)
 
 /* Fields of a context word: bits 0..15 s1 + 2048, bits 16..31
  * 16 * (s0 + 128), bits 48..63 the biased sum s1 + 16 * s0 + 4096 (so that
- * sum >> 7 is one shift).  Each stays in 0..8191,
- * so adding the signed changes of all fields at once never carries across. */
+ * sum >> 7 and the MPS are single shifts).  Each stays in 0..8191 (s0 in
+ * -123..123 and s1 in -1923..1923 are all the update can reach from the
+ * initial states), so adding the signed changes of all fields at once
+ * never carries across. */
 #define DEC_SLOW(x) ((uint64_t)(uint32_t)(x))
 #define DEC_FAST(x) ((uint64_t)(uint32_t)(x) << 16)
 #define DEC_SUM(x) ((uint64_t)(uint32_t)(x) << 48)

@@ -197,7 +197,7 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
         if (DEC_UNLIKELY(a >= bd.limit)) {
             if (a > ((int64_t)1 << 31) - !negative) rc = DCABAC_E_CORRUPT;
             else if (bd_overrun(&bd)) rc = DCABAC_E_TRUNCATED;
-            else rc = dec_stored(a, (int)negative, dq, (int)s3, o);
+            else rc = dec_stored(a, (int)negative, dq, (int)(s3 / 3), o);
             if (rc) break;
         } else {
             /* without branches on the sign: (v ^ -1) + 1 = -v */
