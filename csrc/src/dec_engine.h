@@ -7,18 +7,32 @@
  * decodes the same bins from the same bits:
  *
  * - The arithmetic decoder's 9-bit value window sits in bits 63..55 of a
- *   64-bit register, and up to 55 further payload bits are read ahead below
- *   it, so bytes are loaded a few at a time instead of one per 8 bits.
- *   Every load is bounds-checked; past the payload end the register is fed
- *   zero bytes and the decoder notes that the window has reached them.
+ *   64-bit register, and up to 54 further payload bits are read ahead below
+ *   it, followed by a marker bit, so bytes are loaded a few at a time and
+ *   renormalisation needs no bit count.  Every load is bounds-checked; past
+ *   the payload end the register is fed zero bytes and the decoder notes
+ *   when the window reaches them.
  * - A context keeps the two estimates of the dual-rate model biased to be
  *   non-negative, s0 + 128 and s1 + 2048, in one 64-bit word together with
- *   their sum s1 + 16 * s0 + 4096, which drives coding (see dec_ctx); the
+ *   their sum s1 + 16 * s0 + 4096, which drives coding (see DEC_SUM); the
  *   probability update adds two table entries to the word.  The tables are
  *   derived from dcabac_curve and dcabac_rlps when a decoder is created.
+ * - The rLPS of a probability for all 8 range rows is one 64-bit word; the
+ *   range picks a byte by a shift (a shorter dependency chain than an
+ *   indexed load).
+ * - Decisions are written so that the range's dependency chain from bin to
+ *   bin is short: after an MPS, renormalisation is a compare and a select
+ *   (conditional moves; x86-64 uses inline assembly because compilers turn
+ *   the select into a branch, elsewhere or with -DDEC_NO_ASM the same in
+ *   C), and the branch-free decision for bins near p = 1/2 takes the LPS
+ *   renormalisation from tables.
  * - A run of n bypass bins is one integer division: the bins are the binary
  *   digits of floor((value * 2^n + next n bits) / range) (clause 10.3.4
  *   applied n times), and the remainder is the new value.
+ *
+ * On payloads no encoder produces (a first window >= 510, or a window >= 256
+ * at an entry point) clause 10.3 leaves the value outside the range; the
+ * engine then decodes other, still bounded, garbage than a 32-bit one would.
  */
 #ifndef DCABAC_DEC_ENGINE_H
 #define DCABAC_DEC_ENGINE_H
@@ -52,12 +66,15 @@ static inline int dec_clz32(uint32_t x)
 
 /* ---- probability models ------------------------------------------------ */
 
-/* Fields of a context word: bits 0..15 the biased sum s1 + 16 * s0 + 4096,
- * bits 16..31 s1 + 2048, bits 32..47 16 * (s0 + 128).  Each stays in 0..8191,
- * so adding the signed changes of all fields at once never carries across. */
-#define DEC_SUM(x) ((uint64_t)(uint32_t)(x))
-#define DEC_SLOW(x) ((uint64_t)(uint32_t)(x) << 16)
-#define DEC_FAST(x) ((uint64_t)(uint32_t)(x) << 32)
+/* Fields of a context word: bits 0..15 s1 + 2048, bits 16..31
+ * 16 * (s0 + 128), bits 48..63 the biased sum s1 + 16 * s0 + 4096 (so that
+ * sum >> 7 and the MPS are single shifts).  Each stays in 0..8191 (s0 in
+ * -123..123 and s1 in -1923..1923 are all the update can reach from the
+ * initial states), so adding the signed changes of all fields at once
+ * never carries across. */
+#define DEC_SLOW(x) ((uint64_t)(uint32_t)(x))
+#define DEC_FAST(x) ((uint64_t)(uint32_t)(x) << 16)
+#define DEC_SUM(x) ((uint64_t)(uint32_t)(x) << 48)
 
 /* Update tables of one initialisation set (its two window shifts) and one
  * bin value: the change of the context word, indexed for the fast estimate
@@ -75,7 +92,13 @@ typedef struct dec_tables {
     /* rLPS by q = sum >> 7: byte r of entry q + 32 is the rLPS of range
      * row r = (range >> 5) & 7 */
     uint64_t rlps[64];
+    /* the same rows for the renormalisation after an LPS: the shift n,
+     * and (rLPS << n) - 256 */
+    uint64_t lps_shift[64];
+    uint64_t lps_range[64];
     dec_update_tab upd[DCABAC_NUM_INIT_SETS][2];
+    /* dependent quantization: 3 * next state at 3 * state + parity */
+    uint8_t next3[24];
 } dec_tables;
 
 typedef struct dec_ctx {
@@ -95,12 +118,22 @@ static inline void dec_tables_init(dec_tables *t)
     int q, r, j, set;
     for (q = -32; q < 32; q++) {
         int aq = q < 0 ? -q : q;
-        uint64_t row = 0;
+        uint64_t row = 0, shift = 0, range = 0;
         for (r = 0; r < 8; r++) {
             /* |q| = 32 cannot occur (|sum| stays below 4096 - 128) */
-            row |= (uint64_t)dcabac_rlps[32 * r + (aq < 32 ? aq : 31)] << (8 * r);
+            uint32_t rlps = dcabac_rlps[32 * r + (aq < 32 ? aq : 31)];
+            int n = dec_clz32(rlps) - 23;
+            row |= (uint64_t)rlps << (8 * r);
+            shift |= (uint64_t)n << (8 * r);
+            range |= (uint64_t)((rlps << n) - 256) << (8 * r);
         }
         t->rlps[q + 32] = row;
+        t->lps_shift[q + 32] = shift;
+        t->lps_range[q + 32] = range;
+    }
+    for (r = 0; r < 8; r++) {
+        t->next3[3 * r] = (uint8_t)(3 * dcabac_dq_next[r][0]);
+        t->next3[3 * r + 1] = (uint8_t)(3 * dcabac_dq_next[r][1]);
     }
     for (set = 0; set < DCABAC_NUM_INIT_SETS; set++) {
         int sh0 = dcabac_init_sets[set].sh0, sh1 = dcabac_init_sets[set].sh1;
@@ -138,57 +171,90 @@ DCABAC_INLINE void dec_ctx_update(dec_ctx *c, uint64_t w, unsigned bin)
     /* add the bin-0 rounding to both estimates at once, then read j0, j1 */
     uint64_t m = (uint64_t)bin - 1u; /* 0 for bin 1, all ones for bin 0 */
     uint64_t x = w + (m & (DEC_FAST(112) | DEC_SLOW(127)));
-    uint32_t j0 = (uint32_t)(x >> 39);
-    uint32_t j1 = (uint32_t)x >> 23;
+    uint32_t j0 = (uint32_t)x >> 23;
+    uint32_t j1 = ((uint32_t)x & 0xFFFFu) >> 7;
     const dec_update_tab *u = c->upd[bin];
     c->w = w + (uint64_t)u->fast[j0] + (uint64_t)u->slow[j1];
 }
 
 /* ---- the arithmetic decoder -------------------------------------------- */
 
+/* The value register: the window in bits 63..55, then the bits read ahead,
+ * then a 1 bit (the marker), then zeros.  The marker moves with every
+ * shift, so that renormalising needs no count; the number of bits read
+ * ahead is 54 minus the marker's position.  Decoding a bin needs the
+ * window complete, i.e. at least 0 bits read ahead. */
 typedef struct bin_decoder {
-    uint64_t value;       /* window in bits 63..55, then `bits` read-ahead bits */
-    int bits;             /* read-ahead bits below the window (>= 0 between bins) */
-    int zero_bits;        /* zero bits fed after the payload end (the last ones of `bits`) */
+    uint64_t value;       /* window, read-ahead bits, marker */
     uint32_t range;       /* 256..510 */
+    int zero_bits;        /* zero bits fed after the payload end (read ahead, or past) */
     const uint8_t *p;     /* next byte to load */
     const uint8_t *end;   /* one past the last payload byte */
     const uint8_t *begin; /* first payload byte */
+    int64_t limit;        /* for decoding loops: levels of this magnitude or more
+                           * take the checked path; -1 once zero bytes are fed */
 } bin_decoder;
 
+static inline int dec_ctz64(uint64_t x)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(x);
+#else
+    int n = 0;
+    while (!(x & 1)) {
+        x >>= 1;
+        n++;
+    }
+    return n;
+#endif
+}
+
+/* Bits read ahead below the window (-9..54; negative: window incomplete). */
+DCABAC_INLINE int bd_ahead(const bin_decoder *d) { return DEC_LOW_BITS - 1 - dec_ctz64(d->value); }
+
+/* Whether at least n (0..54) bits are read ahead: the marker is below them. */
+DCABAC_INLINE int bd_has(const bin_decoder *d, int n) { return (d->value << (9 + n)) != 0; }
+
 /* Whether the window has reached past the payload end (truncation). */
-DCABAC_INLINE int bd_overrun(const bin_decoder *d) { return d->bits < d->zero_bits; }
+DCABAC_INLINE int bd_overrun(const bin_decoder *d) { return bd_ahead(d) < d->zero_bits; }
 
 /* Refill near the payload end, byte by byte, then with zero bytes.  Takes
  * and returns the state by value so that the decoding loops can keep their
- * copy in registers. */
-static DEC_NOINLINE bin_decoder bd_refill_tail(bin_decoder d)
+ * copy in registers.  b: bits read ahead, marker already cleared. */
+static DEC_NOINLINE bin_decoder bd_refill_tail(bin_decoder d, int b)
 {
-    while (d.bits <= DEC_LOW_BITS - 8) {
-        uint64_t b = 0;
-        if (d.p < d.end) b = *d.p++;
-        else d.zero_bits += 8;
-        d.value |= b << (DEC_LOW_BITS - 8 - d.bits);
-        d.bits += 8;
+    while (b <= DEC_LOW_BITS - 9) { /* at most 54 read ahead: room for the marker */
+        uint64_t byte = 0;
+        if (d.p < d.end) {
+            byte = *d.p++;
+        } else {
+            d.zero_bits += 8;
+            d.limit = -1;
+        }
+        d.value |= byte << (DEC_LOW_BITS - 8 - b);
+        b += 8;
     }
+    d.value |= (uint64_t)1 << (DEC_LOW_BITS - 1 - b);
     return d;
 }
 
-/* Load read-ahead bits; needs bits >= -9.  Afterwards bits >= 47. */
-DCABAC_INLINE void bd_refill(bin_decoder *d)
+/* Load read-ahead bits (whole bytes); afterwards at least 47 are read ahead. */
+static inline void bd_refill(bin_decoder *d)
 {
+    int b = bd_ahead(d);
+    d->value &= d->value - 1; /* clear the marker */
     if (DEC_LIKELY(d->end - d->p >= 8)) {
         const uint8_t *q = d->p;
         uint64_t x = (uint64_t)q[0] << 56 | (uint64_t)q[1] << 48 | (uint64_t)q[2] << 40 | (uint64_t)q[3] << 32 |
                      (uint64_t)q[4] << 24 | (uint64_t)q[5] << 16 | (uint64_t)q[6] << 8 | (uint64_t)q[7];
-        int k = (DEC_LOW_BITS - 1 - d->bits) >> 3;
-        /* the bytes after the k whole ones are ORed in partially; the next
-         * refill ORs the same bits into the same places */
-        d->value |= x >> (9 + d->bits);
+        int k = (DEC_LOW_BITS - 1 - b) >> 3; /* 1..7 */
+        x &= ~(uint64_t)0 << (64 - 8 * k);
+        d->value |= x >> (9 + b);
         d->p = q + k;
-        d->bits += 8 * k;
+        b += 8 * k;
+        d->value |= (uint64_t)1 << (DEC_LOW_BITS - 1 - b);
     } else {
-        *d = bd_refill_tail(*d);
+        *d = bd_refill_tail(*d, b);
     }
 }
 
@@ -197,9 +263,9 @@ static inline void bd_start(bin_decoder *d, const uint8_t *data, size_t size)
     d->begin = data;
     d->p = data;
     d->end = data + size;
-    d->value = 0;
-    d->bits = -9;
+    d->value = (uint64_t)1 << 63; /* marker only: 9 bits missing */
     d->zero_bits = 0;
+    d->limit = -1;
     d->range = 510;
     bd_refill(d);
 }
@@ -207,7 +273,7 @@ static inline void bd_start(bin_decoder *d, const uint8_t *data, size_t size)
 /* Number of payload bits before the window (the bit position of clause 10.5). */
 static inline uint64_t bd_bit_position(const bin_decoder *d)
 {
-    return (uint64_t)(8 * ((int64_t)(d->p - d->begin) + d->zero_bits / 8) - 9 - d->bits);
+    return (uint64_t)(8 * ((int64_t)(d->p - d->begin) + d->zero_bits / 8) - 9 - bd_ahead(d));
 }
 
 /* The 9-bit window (entry point value of clause 10.5). */
@@ -217,29 +283,61 @@ static inline uint32_t bd_window(const bin_decoder *d) { return (uint32_t)(d->va
 static inline size_t bd_bytes_used(const bin_decoder *d) { return (size_t)((bd_bit_position(d) + 9 + 7) / 8); }
 
 /* The 8 rLPS values of context word w, one per range row. */
-DCABAC_INLINE uint64_t bd_rlps_row(const dec_tables *t, uint64_t w) { return t->rlps[((uint32_t)w & 0xFFFFu) >> 7]; }
+DCABAC_INLINE uint64_t bd_rlps_row(const dec_tables *t, uint64_t w) { return t->rlps[w >> 55]; }
 
 /* rLPS of a row at the current range: byte (range >> 5) & 7. */
 DCABAC_INLINE uint32_t bd_rlps(uint64_t row, uint32_t range) { return (uint32_t)(row >> ((range >> 2) & 56)) & 0xFFu; }
+
+/* Read ahead kept by callers that decode several bins between refill tests
+ * (budget mode): an MPS bin consumes at most one bit, so after a test for
+ * DEC_BUDGET bits, up to DEC_BUDGET MPS bins need no test of their own; an
+ * LPS bin (up to 7 bits) tests again. */
+#define DEC_BUDGET 16
+
+/* After a bin: refill unless `budget` bits (0 or DEC_BUDGET) are read ahead. */
+DCABAC_INLINE void bd_keep(bin_decoder *d, int budget)
+{
+    if (!bd_has(d, budget)) bd_refill(d);
+}
+
+/* Renormalisation after an MPS: by one bit if rmps < 256 (rmps >= 128). */
+DCABAC_INLINE void bd_renorm_mps(bin_decoder *d, uint32_t rmps)
+{
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(DEC_NO_ASM)
+    /* a compare and conditional moves: two cycles on the range's
+     * dependency chain; compilers turn the C select into a branch */
+    uint32_t r = rmps, r2 = rmps + rmps;
+    uint64_t v = d->value, v2 = v + v;
+    __asm__("cmpl $256, %[r]\n\t"
+            "cmovb %[r2], %[r]\n\t"
+            "cmovb %[v2], %[v]"
+            : [r] "+r"(r), [v] "+r"(v)
+            : [r2] "r"(r2), [v2] "r"(v2)
+            : "cc");
+    d->range = r;
+    d->value = v;
+#else
+    unsigned n = rmps < 256;
+    d->range = rmps << n;
+    d->value <<= n;
+#endif
+}
 
 /* A context-coded bin, given the context's word w and rLPS row (read early
  * by callers that know the context before the previous bin is decoded).
  * Each path ends with a constant bin, so that the update is specialised and
  * the caller's test of the bin disappears (the extra test, on the
- * context's MPS, is well predicted). */
-DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uint64_t row)
+ * context's MPS, is well predicted).  `budget` (a constant): in budget
+ * mode (see DEC_BUDGET) an MPS bin does not test the read-ahead. */
+DCABAC_INLINE unsigned bd_decision_wb(bin_decoder *d, dec_ctx *c, uint64_t w, uint64_t row, int budget)
 {
-    uint32_t sb = (uint32_t)w & 0xFFFFu; /* sum + 4096 */
+    unsigned mps = (unsigned)(w >> 60); /* sum >= 0 */
     uint32_t rlps = bd_rlps(row, d->range);
     uint32_t rmps = d->range - rlps;
     if (DEC_LIKELY(d->value < (uint64_t)rmps << DEC_LOW_BITS)) {
-        /* renormalise by 0 or 1 bit without a branch: rmps >= 128 */
-        unsigned n = rmps < 256;
-        d->range = rmps << n;
-        d->value <<= n;
-        d->bits -= (int)n;
-        if (d->bits < 0) bd_refill(d);
-        if (sb >= 4096) { /* MPS is 1: sum >= 0 */
+        bd_renorm_mps(d, rmps);
+        if (!budget) bd_keep(d, 0);
+        if (mps) {
             dec_ctx_update(c, w, 1);
             return 1;
         }
@@ -249,9 +347,8 @@ DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uin
         int n = dec_clz32(rlps) - 23;
         d->value = (d->value - ((uint64_t)rmps << DEC_LOW_BITS)) << n;
         d->range = rlps << n;
-        d->bits -= n;
-        if (d->bits < 0) bd_refill(d);
-        if (sb >= 4096) {
+        bd_keep(d, budget ? DEC_BUDGET : 0);
+        if (mps) {
             dec_ctx_update(c, w, 0);
             return 0;
         }
@@ -260,32 +357,72 @@ DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uin
     }
 }
 
-/* A context-coded bin. */
-DCABAC_INLINE unsigned bd_decision(bin_decoder *d, const dec_tables *t, dec_ctx *c)
+DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uint64_t row)
 {
-    uint64_t w = c->w;
-    return bd_decision_w(d, c, w, bd_rlps_row(t, w));
+    return bd_decision_wb(d, c, w, row, 0);
 }
 
-/* A context-coded bin without branches on its value, for bins near p = 1/2. */
-DCABAC_INLINE unsigned bd_decision_flat(bin_decoder *d, const dec_tables *t, dec_ctx *c)
+/* A context-coded bin. */
+DCABAC_INLINE unsigned bd_decision_b(bin_decoder *d, const dec_tables *t, dec_ctx *c, int budget)
 {
     uint64_t w = c->w;
-    uint32_t sb = (uint32_t)w & 0xFFFFu;
-    uint32_t rlps = bd_rlps(bd_rlps_row(t, w), d->range);
+    return bd_decision_wb(d, c, w, bd_rlps_row(t, w), budget);
+}
+
+DCABAC_INLINE unsigned bd_decision(bin_decoder *d, const dec_tables *t, dec_ctx *c)
+{
+    return bd_decision_b(d, t, c, 0);
+}
+
+/* A context-coded bin without branches on its value, for bins near p = 1/2.
+ * Both outcomes' renormalisations are ready when the comparison is (the
+ * LPS one from tables), so the range's dependency chain is only a compare
+ * and a select longer than for a predicted MPS.  `budget`: as for
+ * bd_decision_wb, the read-ahead afterwards. */
+DCABAC_INLINE unsigned bd_decision_flat_b(bin_decoder *d, const dec_tables *t, dec_ctx *c, int budget)
+{
+    uint64_t w = c->w;
+    uint32_t q = (uint32_t)(w >> 55), sh = (d->range >> 2) & 56;
+    uint32_t rlps = (uint32_t)(t->rlps[q] >> sh) & 0xFFu;
+    uint32_t n_lps = (uint32_t)(t->lps_shift[q] >> sh) & 0xFFu;
+    uint32_t r_lps = ((uint32_t)(t->lps_range[q] >> sh) & 0xFFu) + 256;
     uint32_t rmps = d->range - rlps;
+    uint32_t n_mps = rmps < 256;
     uint64_t scaled = (uint64_t)rmps << DEC_LOW_BITS;
-    unsigned lps = d->value >= scaled;
-    uint64_t mask = (uint64_t)0 - lps;
-    uint32_t range = lps ? rlps : rmps;
-    unsigned bin = (sb >> 12) ^ lps;
-    int n = dec_clz32(range) - 23;
-    d->value = (d->value - (scaled & mask)) << n;
-    d->range = range << n;
-    d->bits -= n;
-    if (d->bits < 0) bd_refill(d);
+    uint64_t v_lps = d->value - scaled;
+    uint32_t range = rmps << n_mps, n = n_mps;
+    uint64_t v = d->value;
+    unsigned lps, bin;
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(DEC_NO_ASM)
+    /* compilers turn the C selects below into a branch */
+    __asm__("cmpq %[sc], %[v]\n\t"
+            "setae %b[lps]\n\t"
+            "cmovae %[rl], %[range]\n\t"
+            "cmovae %[nl], %[n]\n\t"
+            "cmovae %[vl], %[v]"
+            : [range] "+r"(range), [n] "+r"(n), [v] "+r"(v), [lps] "=&q"(lps)
+            : [sc] "r"(scaled), [rl] "r"(r_lps), [nl] "r"(n_lps), [vl] "r"(v_lps)
+            : "cc");
+    lps &= 1u;
+#else
+    lps = v >= scaled;
+    if (lps) {
+        range = r_lps;
+        n = n_lps;
+        v = v_lps;
+    }
+#endif
+    bin = (unsigned)(w >> 60) ^ lps;
+    d->value = v << n;
+    d->range = range;
+    bd_keep(d, budget);
     dec_ctx_update(c, w, bin);
     return bin;
+}
+
+DCABAC_INLINE unsigned bd_decision_flat(bin_decoder *d, const dec_tables *t, dec_ctx *c)
+{
+    return bd_decision_flat_b(d, t, c, 0);
 }
 
 /* One bypass bin. */
@@ -295,7 +432,7 @@ DCABAC_INLINE unsigned bd_bypass(bin_decoder *d)
     /* the doubled window may need a 10th bit: the one shifted out */
     unsigned bin = (unsigned)(d->value >> 63);
     d->value <<= 1;
-    if (--d->bits < 0) bd_refill(d);
+    bd_keep(d, 0);
     bin |= d->value >= scaled;
     if (bin) d->value -= scaled; /* modulo 2^64, the result is below scaled */
     return bin;
@@ -306,7 +443,7 @@ DCABAC_INLINE uint32_t bd_bypass_run(bin_decoder *d, int n)
 {
     uint64_t x, low;
     uint32_t v, r;
-    if (d->bits < n) bd_refill(d);
+    if (!bd_has(d, n)) bd_refill(d);
     /* window followed by the next n bits */
     x = d->value >> (DEC_LOW_BITS - n);
     low = (d->value << n) & (((uint64_t)1 << DEC_LOW_BITS) - 1);
@@ -319,7 +456,6 @@ DCABAC_INLINE uint32_t bd_bypass_run(bin_decoder *d, int n)
         r = (uint32_t)(x - (uint64_t)v * d->range);
     }
     d->value = ((uint64_t)r << DEC_LOW_BITS) | low;
-    d->bits -= n;
     return v;
 }
 
@@ -339,7 +475,7 @@ static inline unsigned bd_terminate(bin_decoder *d)
     if (d->range < 256) {
         d->range <<= 1;
         d->value <<= 1;
-        if (--d->bits < 0) bd_refill(d);
+        bd_keep(d, 0);
     }
     return 0;
 }

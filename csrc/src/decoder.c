@@ -137,77 +137,95 @@ static inline int dec_stored(int64_t a, int negative, int dq, int state, int32_t
  * Clause 10.4 binarization: sig_flag, sign_flag, up to N abs_level_greater
  * flags, then the remainder as Exp-Golomb order 0 with a context-coded
  * unary prefix and a bypass suffix. */
-DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count, int dq)
+DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count, int dq, int budget)
 {
     const int n = p->g->num_gt;
     dcabac_decoder *dec = p->dec;
     dec_ctx *const ctx = dec->ctx;
     dec_ctx *const rem = ctx + CTX_REM(n);
     const dec_tables *const t = &dec->tab;
-    int32_t *out = p->out;
+    int32_t *o = p->out + pos, *const o_end = o + count;
     bin_decoder bd = p->bd;
-    int state = p->state, prev_class = p->prev_class;
+    /* 3 * DQ state (whose parity is the state's) and neighbour class: the
+     * significance context is CTX_SIG + s3 + cls */
+    unsigned s3 = 3u * (unsigned)p->state, cls = (unsigned)p->prev_class;
     int rc = 0;
-    /* below this magnitude the stored integer fits int32 without checks */
-    const int64_t fast_limit = dq ? ((int64_t)1 << 30) : ((int64_t)1 << 31) - 1;
-    for (int64_t end = pos + count; pos < end; pos++) {
-        int64_t a = 0;
-        int negative = 0;
-        if (bd_decision(&bd, t, &ctx[CTX_SIG + 3 * state + prev_class])) {
-            dec_ctx *gt, *gt_end;
-            /* the first greater-than flag's context depends on the sign:
-             * read both candidates before the sign is decoded */
-            uint64_t wp = ctx[CTX_GT].w, wn = ctx[CTX_GT + 1].w, w;
-            uint64_t rp = bd_rlps_row(t, wp), rn = bd_rlps_row(t, wn), row;
-            negative = (int)bd_decision_flat(&bd, t, &ctx[CTX_SIGN + prev_class]);
-            w = negative ? wn : wp;
-            row = negative ? rn : rp;
-            gt = ctx + CTX_GT + negative;
-            gt_end = gt + 2 * n;
-            /* greater-than flags j = 0..n-1 (contexts 2j apart) until a 0 */
-            if (bd_decision_w(&bd, gt, w, row)) {
-                for (gt += 2; gt != gt_end; gt += 2)
-                    if (!bd_decision(&bd, t, gt)) break;
+    /* below this magnitude the stored integer fits int32 without checks;
+     * once zero bytes are fed (payload end), every level is checked */
+    bd.limit = bd.zero_bits ? -1 : dq ? ((int64_t)1 << 30) : ((int64_t)1 << 31) - 1;
+    for (; o != o_end; o++) {
+        int64_t a;
+        unsigned negative;
+        dec_ctx *gt, *gt_end;
+        uint64_t rp, rn, row;
+        /* budget mode: the significance bin and the greater-than flags
+         * (fewer than DEC_BUDGET) need no read-ahead tests after an MPS */
+        if (budget && !bd_has(&bd, DEC_BUDGET)) bd_refill(&bd);
+        if (!bd_decision_b(&bd, t, &ctx[CTX_SIG + s3 + cls], budget)) {
+            if (DEC_UNLIKELY(bd.limit < 0) && bd_overrun(&bd)) {
+                rc = DCABAC_E_TRUNCATED;
+                break;
             }
-            a = 1 + ((gt - (ctx + CTX_GT + negative)) >> 1);
-            if (gt == gt_end) {
-                int nb = 0;
-                while (bd_decision(&bd, t, rem + nb)) {
-                    a += (int64_t)1 << nb;
-                    if (++nb == 31) break;
-                }
-                if (nb) a += bd_bypass_run(&bd, nb);
-            }
+            *o = 0;
+            cls = 0;
+            if (dq) s3 = t->next3[s3];
+            continue;
         }
-        if (DEC_UNLIKELY(a >= fast_limit || bd_overrun(&bd))) {
+        /* the first greater-than flag's context depends on the sign: read
+         * both candidates' rLPS rows before the sign is decoded (the
+         * range's dependency chain needs only the row) */
+        rp = bd_rlps_row(t, ctx[CTX_GT].w);
+        rn = bd_rlps_row(t, ctx[CTX_GT + 1].w);
+        negative = bd_decision_flat_b(&bd, t, &ctx[CTX_SIGN + cls], budget ? DEC_BUDGET : 0);
+        row = rp ^ ((rp ^ rn) & ((uint64_t)0 - (uint64_t)negative));
+        gt = ctx + CTX_GT + negative;
+        gt_end = gt + 2 * n;
+        /* greater-than flags j = 0..n-1 (contexts 2j apart) until a 0 */
+        if (bd_decision_wb(&bd, gt, gt->w, row, budget)) {
+            for (gt += 2; gt != gt_end; gt += 2)
+                if (!bd_decision_b(&bd, t, gt, budget)) break;
+        }
+        a = 1 + ((gt - (ctx + CTX_GT + negative)) >> 1);
+        if (gt == gt_end) {
+            int nb = 0;
+            while (bd_decision(&bd, t, rem + nb)) {
+                a += (int64_t)1 << nb;
+                if (++nb == 31) break;
+            }
+            if (nb) a += bd_bypass_run(&bd, nb);
+        }
+        if (DEC_UNLIKELY(a >= bd.limit)) {
             if (a > ((int64_t)1 << 31) - !negative) rc = DCABAC_E_CORRUPT;
             else if (bd_overrun(&bd)) rc = DCABAC_E_TRUNCATED;
-            else rc = dec_stored(a, negative, dq, state, &out[pos]);
+            else rc = dec_stored(a, (int)negative, dq, (int)(s3 / 3), o);
             if (rc) break;
         } else {
             /* without branches on the sign: (v ^ -1) + 1 = -v */
-            int32_t v = (int32_t)a, neg = -(int32_t)negative;
-            if (dq) v = a ? 2 * v - (state & 1) : 0;
-            out[pos] = (v ^ neg) - neg;
+            int32_t v = dq ? 2 * (int32_t)a - (int32_t)(s3 & 1) : (int32_t)a, neg = -(int32_t)negative;
+            *o = (v ^ neg) - neg;
         }
-        prev_class = a ? 2 - negative : 0;
-        if (dq) state = dcabac_dq_next[state][a & 1];
+        cls = 2 - negative;
+        if (dq) s3 = t->next3[s3 + (unsigned)(a & 1)];
     }
     p->bd = bd;
-    p->state = state;
-    p->prev_class = prev_class;
-    if (rc) p->error_pos = pos;
+    p->state = (int)(s3 / 3);
+    p->prev_class = (int)cls;
+    if (rc) p->error_pos = o - p->out;
     return rc;
 }
 
 static int dec_segment_plain(void *self, int64_t pos, int64_t count)
 {
-    return dec_segment_plain_impl((dec_pass *)self, pos, count, 0);
+    dec_pass *p = (dec_pass *)self;
+    if (p->g->num_gt < DEC_BUDGET) return dec_segment_plain_impl(p, pos, count, 0, 1);
+    return dec_segment_plain_impl(p, pos, count, 0, 0);
 }
 
 static int dec_segment_plain_dq(void *self, int64_t pos, int64_t count)
 {
-    return dec_segment_plain_impl((dec_pass *)self, pos, count, 1);
+    dec_pass *p = (dec_pass *)self;
+    if (p->g->num_gt < DEC_BUDGET) return dec_segment_plain_impl(p, pos, count, 1, 1);
+    return dec_segment_plain_impl(p, pos, count, 1, 0);
 }
 
 /* ---- everything else: TCA, HDSP, codebook limits ----------------------- */
