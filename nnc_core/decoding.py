@@ -87,8 +87,8 @@ class DecoderState:
 
 
 # Member order of an NNR_PT_BLOCK: in the header's id list, and inside the payload.
-_LIST_ORDER = ("weight", "ls", "bn.beta", "bn.gamma", "bn.mean", "bn.var", "bias")
-_CODING_ORDER = ("ls", "bias", "bn.beta", "bn.gamma", "bn.mean", "bn.var", "weight")
+BLOCK_ID_ORDER = ("weight", "ls", "bn.beta", "bn.gamma", "bn.mean", "bn.var", "bias")
+BLOCK_CODING_ORDER = ("ls", "bias", "bn.beta", "bn.gamma", "bn.mean", "bn.var", "weight")
 
 
 def _block_members(h: NduHeader, where: dict) -> list[tuple[str, str, tuple[int, ...], int]]:
@@ -119,7 +119,7 @@ def _block_members(h: NduHeader, where: dict) -> list[tuple[str, str, tuple[int,
         )
     names = dict(zip(roles, h.element_ids))
     members = []
-    for role in _CODING_ORDER:
+    for role in BLOCK_CODING_ORDER:
         if role == "weight" and cpt & ParameterTypes.NNR_CPT_DC:
             rank, rows = h.decomposition_rank or 0, h.g_number_of_rows or 0
             total = int(np.prod(dims))

@@ -39,8 +39,8 @@ from nnc_core.bitstream.units import (
     aggregate_unit,
     write_unit,
 )
-from nnc_core.bitstream.layout import code_payload, coded_view, split_tensor
-from nnc_core.decoding import _CODING_ORDER, _LIST_ORDER, quantization_step
+from nnc_core.bitstream.layout import code_payload, coded_scan_order, coded_view, split_tensor
+from nnc_core.decoding import BLOCK_CODING_ORDER, BLOCK_ID_ORDER, quantization_step
 from nnc_core.deepcabac import TensorCoding, dq_quantize, encode_tensor, urq_quantize
 from nnc_core.errors import ConfigError, EncodeError, QuantizationOverflowError
 
@@ -507,12 +507,12 @@ def encode(
                     role, roles[role], tensors[roles[role]], index_of[roles[role]], role == "weight",
                     qp_per_tensor.get(roles[role]), shifts.get(roles[role], 0),
                 )
-                for role in _CODING_ORDER
+                for role in BLOCK_CODING_ORDER
                 if role in roles
             ]
             if fold_batch_norm:
                 members = _fold_batch_norm(members, tensors, batch_norm_epsilon, nonweight_qp)
-                members.sort(key=lambda m: _CODING_ORDER.index(m.role))
+                members.sort(key=lambda m: BLOCK_CODING_ORDER.index(m.role))
         parts.extend(_encode_members(members, settings, state))
         done += len(roles)
         if progress is not None:
@@ -582,7 +582,7 @@ def _quantize_member(m: _Member, s: _Settings) -> _Coded:
     else:
         requested = s.qp if m.weight else s.nonweight_qp
     _check_qp(m.name, requested, 0, s.qp_density)
-    scan = _scan_order(value.shape, s.scan_order)
+    scan = coded_scan_order(value.shape, s.scan_order)
     codebook = None
     if s.codebook_mode:
         stored, qp, codebook = _codebook_quantize(m.name, w, requested, s.quantize, s.use_dq, s.codebook_mode, scan, s.param_opt)
@@ -596,27 +596,20 @@ def _quantize_member(m: _Member, s: _Settings) -> _Coded:
     return _Coded(m.name, shape, PayloadType.NNR_PT_FLOAT, stored, qp, dq, codebook, clipped=bits is not None)
 
 
-def _scan_order(shape: tuple[int, ...], scan_order: int) -> int:
-    """The scan order a tensor is coded with: block scans need a 2-D view
-    (first dimension x the others) with more than one row and column."""
-    if len(shape) < 2 or shape[0] <= 1 or int(np.prod(shape[1:])) <= 1:
-        return 0
-    return scan_order
-
-
 def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state: ParseState, cpt: int) -> bytes:
     """One NNR_NDU (clause 7.3.8): a single tensor, or a block's members in coding order."""
     block = len(members) > 1
     # a block's header describes its weight
     at = next(i for i, m in enumerate(members) if m.role == "weight") if block else 0
     lead = coded[at]
-    scan = _scan_order(lead.stored.shape, s.scan_order)
+    scan = coded_scan_order(lead.stored.shape, s.scan_order)
     if lead.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
         payload, entry_points = lead.stored.astype("<f4").tobytes(), []
     else:
         payload, entry_points = _payload(coded, scan, s)
     if block:
-        ids = [next(m.name for m in members if m.role == role) for role in _LIST_ORDER if any(m.role == role for m in members)]
+        by_role = {m.role: m.name for m in members}
+        ids = [by_role[role] for role in BLOCK_ID_ORDER if role in by_role]
         parameter_id = members[at].parameter_id
     else:
         ids, parameter_id = [members[0].name], members[0].parameter_id
@@ -650,7 +643,7 @@ def _payload(coded: list[_Coded], scan_order: int, s: _Settings) -> tuple[bytes,
     for c in coded:
         coding = TensorCoding(
             dq_flag=c.dq,
-            scan_order=_scan_order(c.stored.shape, scan_order),
+            scan_order=coded_scan_order(c.stored.shape, scan_order),
             cabac_unary_length_minus1=s.unary,
             general_profile_idc=1,
             row_skip_flag=s.row_skipping,

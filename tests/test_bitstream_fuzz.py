@@ -85,17 +85,6 @@ def test_every_truncation_of_structured_streams_fails_cleanly(index):
             assert e.value.unit_index is not None and e.value.byte_offset is not None
 
 
-@given(
-    index=st.integers(0, len(STRUCTURED) - 1),
-    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), min_size=1, max_size=4),
-)
-def test_corrupted_structured_streams_fail_cleanly(index, flips):
-    stream = bytearray(STRUCTURED[index])
-    for pos, mask in flips:
-        stream[pos % len(stream)] ^= mask
-    _decode_or_bitstream_error(bytes(stream))
-
-
 @st.composite
 def _tensor_plan(draw, index: int):
     """One tensor: shape, dimension shift, DQ, scan, parts, QP offset; or a multi-element NDU."""
@@ -201,11 +190,12 @@ def test_hdsp_without_history_is_a_bitstream_error():
 
 @example(index=23, flips=[(9, 32)])
 @given(
-    index=st.integers(0, len(STREAMS) - 1),
+    index=st.integers(0, len(STREAMS) + len(STRUCTURED) - 1),
     flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), min_size=1, max_size=4),
 )
 def test_corrupted_streams_fail_cleanly(index, flips):
-    stream = bytearray(STREAMS[index])
+    """Conformance streams, then the structured ones (aggregate units, splits, LPS)."""
+    stream = bytearray((STREAMS + STRUCTURED)[index])
     for pos, mask in flips:
         stream[pos % len(stream)] ^= mask
     _decode_or_bitstream_error(bytes(stream))

@@ -43,6 +43,7 @@ __all__ = [
     "split_tensor",
     "part_header",
     "concatenate_elements",
+    "coded_scan_order",
     "code_payload",
     "build_ndu",
 ]
@@ -150,6 +151,16 @@ def concatenate_elements(elements: Mapping[str, np.ndarray], axis: int = 0) -> t
     return np.concatenate(arrays, axis=axis), [str(n) for n in elements], TensorDimensionMapping(axis, split)
 
 
+def coded_scan_order(coded: Sequence[int], scan_order: int) -> int:
+    """The scan order a tensor is coded with, given the shape of its coded view:
+    block scans need a 2-D view (first dimension x the others) with more than
+    one row and column; otherwise the header would need entry points that the
+    payload does not have (the reference encoder fails on such tensors)."""
+    if len(coded) < 2 or coded[0] <= 1 or int(np.prod(coded[1:])) <= 1:
+        return 0
+    return scan_order
+
+
 def code_payload(tensors: Sequence[tuple[str, np.ndarray, int | None, TensorCoding]], qp_bits: int) -> tuple[bytes, list[EntryPoint]]:
     """DeepCABAC payload of an NDU (clause 7.3.9): for each tensor
     ``(name, integers in coded view, QP offset or None for NNR_PT_INT, coding)``
@@ -227,11 +238,9 @@ def build_ndu(
     if (len(element_ids) > 1) != (tensor_dimension_mapping is not None):
         raise ConfigError("several topology elements go with a tensor dimension mapping, one element without")
     coded = coded_view(stored, shift)
-    rows = coded.shape[0] if coded.ndim else 1
-    block_scan = len(shape) > 1 and rows > 1 and coded.size > rows
     coding = TensorCoding(
         dq_flag=dq_flag,
-        scan_order=scan_order if block_scan else 0,
+        scan_order=coded_scan_order(coded.shape, scan_order),
         cabac_unary_length_minus1=cabac_unary_length_minus1,
         general_profile_idc=general_profile_idc,
         row_skip_flag=row_skip_flag,
