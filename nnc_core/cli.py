@@ -1,8 +1,10 @@
 """The ``nnc`` command line tool.
 
-    nnc encode IN.npz -o OUT.nnr encode the arrays of a numpy archive
-    nnc info IN.nnr              list every unit and each tensor's bits per parameter
-    nnc decode IN.nnr -o OUT.npz decode a bitstream into a numpy archive
+    nnc encode MODEL -o OUT.nnr   encode a model (.npz, or any installed plugin's format)
+    nnc info IN.nnr               list every unit and each tensor's bits per parameter
+    nnc decode IN.nnr -o MODEL    decode a bitstream into a model of the output's format
+    nnc convert SRC -o DST        convert between frameworks, weights carried as NNR
+    nnc plugins                   list the framework plugins and their state
 
 Outputs are written atomically: a failed run leaves no partial file and an
 existing file untouched.
@@ -11,9 +13,7 @@ existing file untouched.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,9 @@ from nnc_core.bitstream.units import (
 )
 from nnc_core.decoding import decode_bitstream
 from nnc_core.errors import NncError
+from nnc_core.files import write_atomically
+from nnc_core.model import decode_model, encode_model
+from nnc_core.plugins import get_plugin_manager, read_model, write_model
 
 
 def _unit_name(unit_type: int) -> str:
@@ -124,43 +127,28 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_atomically(path: Path, write) -> None:  # type: ignore[no-untyped-def]
-    """Write through a temporary file in the same directory, then rename."""
-    path = path.resolve()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def cmd_decode(args: argparse.Namespace) -> int:
     data = Path(args.input).read_bytes()
-    tensors = nnc_core.decode(data)
+    model = decode_model(data)
     output = Path(args.output)
-    _write_atomically(output, lambda f: np.savez(f, **tensors))
+    write_model(model, output, framework=args.framework, template=args.template)
     if not args.quiet:
-        print(f"{args.input}: {len(tensors)} tensors -> {output}", file=sys.stderr)
+        print(f"{args.input}: {len(model.tensors)} tensors -> {output}", file=sys.stderr)
     return 0
 
 
-def cmd_encode(args: argparse.Namespace) -> int:
-    with np.load(args.input, allow_pickle=False) as archive:
-        tensors = {name: archive[name] for name in archive.files}
-    show = (not args.quiet) and sys.stderr.isatty()
+def _progress(quiet: bool):  # type: ignore[no-untyped-def]
+    show = (not quiet) and sys.stderr.isatty()
 
     def progress(done: int, total: int, name: str) -> None:
         if show:
             print(f"\r[{done}/{total}] {name[:60]:<60}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
-    data = nnc_core.encode(
-        tensors,
+    return progress
+
+
+def _encode_options(args: argparse.Namespace) -> dict:
+    return dict(
         qp=args.qp,
         qp_density=args.qp_density,
         nonweight_qp=args.nonweight_qp,
@@ -173,15 +161,63 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raw_float=args.raw_float,
         max_part_elements=args.max_part_elements,
         aggregate=args.aggregate,
-        progress=progress,
     )
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    model = read_model(args.input, framework=args.framework)
+    data = encode_model(model, progress=_progress(args.quiet), **_encode_options(args))
     output = Path(args.output)
-    _write_atomically(output, lambda f: f.write(data))
+    write_atomically(output, lambda f: f.write(data))
     if not args.quiet:
-        params = sum(int(np.asarray(t).size) for t in tensors.values())
-        print(f"{args.input}: {len(tensors)} tensors, {params} parameters -> {output}: {len(data)} bytes, "
-              f"{8 * len(data) / max(params, 1):.3f} bits per parameter", file=sys.stderr)
+        params = sum(int(np.asarray(t).size) for t in model.tensors.values())
+        print(f"{args.input} ({model.framework}): {len(model.tensors)} tensors, {params} parameters -> {output}: "
+              f"{len(data)} bytes, {8 * len(data) / max(params, 1):.3f} bits per parameter", file=sys.stderr)
     return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from nnc_core.convert import convert
+
+    report = convert(args.input, args.output, target=args.framework, progress=_progress(args.quiet), **_encode_options(args))
+    if not args.quiet:
+        print(f"{args.input} ({report.source_framework}) -> {args.output} ({report.target_framework}): "
+              f"{report.parameters} parameters as {report.bitstream_bytes} NNR bytes ({report.bits_per_parameter:.3f} bits "
+              f"per parameter); {len(report.matched)} tensors carried, {len(report.unmatched)} left as converted",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    statuses = get_plugin_manager().status(import_adapters=args.check)
+    print(f"{'plugin':<12} {'distribution':<18} {'version':<9} {'annex':<5} {'framework':<24} {'formats':<28} state")
+    for st in statuses:
+        fw = f"{st.framework} {st.framework_version or '-'}"
+        print(f"{st.name:<12} {st.distribution:<18} {st.version:<9} {st.annex or '-':<5} {fw:<24} "
+              f"{' '.join(st.suffixes) or '-':<28} {st.state}")
+    return 0
+
+
+def _add_encode_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--qp", type=int, default=-38, help="QP of weights (tensors with more than one dimension); default -38")
+    p.add_argument("--qp-density", type=int, default=2, help="QP resolution, 0..7; default 2")
+    p.add_argument("--nonweight-qp", type=int, default=-75, help="QP of biases and other 1-D tensors; default -75")
+    p.add_argument("--no-dq", action="store_true", help="uniform instead of dependent quantization")
+    p.add_argument("--codebook", dest="codebook_mode", action="store_const", const=1, default=0,
+                   help="code float tensors as indices into integer codebooks")
+    p.add_argument("--codebook-mode", type=int, choices=(0, 1, 2), dest="codebook_mode",
+                   help="0 no codebooks, 1 always (= --codebook), 2 where smaller than uniform")
+    p.add_argument("--scan-order", type=int, default=0, choices=range(5), help="0 row-major, 1..4 block scans")
+    p.add_argument("--row-skipping", action="store_true", help="signal and skip all-zero rows")
+    p.add_argument("--lambda", dest="lambda_scale", type=float, default=0.0, metavar="L",
+                   help="rate-distortion optimised quantization with rate weight L (0: nearest points); e.g. 1")
+    p.add_argument("--int-quant-bw", type=int, metavar="BITS",
+                   help="integer-aligned quantization: per-tensor QPs so that stored integers fit BITS bits")
+    p.add_argument("--raw-float", action="append", default=[], metavar="NAME",
+                   help="send this float tensor uncompressed (lossless, NaN/Inf allowed); repeatable")
+    p.add_argument("--max-part-elements", type=int, metavar="N",
+                   help="split tensors larger than N elements into several NDUs (partial_data_counter)")
+    p.add_argument("--aggregate", action="store_true", help="carry all units after the start unit in one NNR_AGG unit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,28 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nnc {nnc_core.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    encode = sub.add_parser("encode", help="encode the arrays of a .npz archive into an NNR bitstream")
-    encode.add_argument("input", help="numpy .npz archive (names -> arrays)")
+    encode = sub.add_parser("encode", help="encode a model (.npz or a plugin's format) into an NNR bitstream")
+    encode.add_argument("input", help="model file or folder (.npz archive of arrays, or any installed plugin's format)")
     encode.add_argument("-o", "--output", required=True, help="output NNR bitstream")
-    encode.add_argument("--qp", type=int, default=-38, help="QP of weights (tensors with more than one dimension); default -38")
-    encode.add_argument("--qp-density", type=int, default=2, help="QP resolution, 0..7; default 2")
-    encode.add_argument("--nonweight-qp", type=int, default=-75, help="QP of biases and other 1-D tensors; default -75")
-    encode.add_argument("--no-dq", action="store_true", help="uniform instead of dependent quantization")
-    encode.add_argument("--codebook", dest="codebook_mode", action="store_const", const=1, default=0,
-                        help="code float tensors as indices into integer codebooks")
-    encode.add_argument("--codebook-mode", type=int, choices=(0, 1, 2), dest="codebook_mode",
-                        help="0 no codebooks, 1 always (= --codebook), 2 where smaller than uniform")
-    encode.add_argument("--scan-order", type=int, default=0, choices=range(5), help="0 row-major, 1..4 block scans")
-    encode.add_argument("--row-skipping", action="store_true", help="signal and skip all-zero rows")
-    encode.add_argument("--lambda", dest="lambda_scale", type=float, default=0.0, metavar="L",
-                        help="rate-distortion optimised quantization with rate weight L (0: nearest points); e.g. 1")
-    encode.add_argument("--int-quant-bw", type=int, metavar="BITS",
-                        help="integer-aligned quantization: per-tensor QPs so that stored integers fit BITS bits")
-    encode.add_argument("--raw-float", action="append", default=[], metavar="NAME",
-                        help="send this float tensor uncompressed (lossless, NaN/Inf allowed); repeatable")
-    encode.add_argument("--max-part-elements", type=int, metavar="N",
-                        help="split tensors larger than N elements into several NDUs (partial_data_counter)")
-    encode.add_argument("--aggregate", action="store_true", help="carry all units after the start unit in one NNR_AGG unit")
+    encode.add_argument("--framework", help="plugin to read the model with (default: chosen from the file)")
+    _add_encode_options(encode)
     encode.add_argument("-q", "--quiet", action="store_true")
     encode.set_defaults(run=cmd_encode)
 
@@ -219,11 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--no-decode", action="store_true", help="only parse unit headers")
     info.set_defaults(run=cmd_info)
 
-    decode = sub.add_parser("decode", help="decode a bitstream into a .npz archive")
+    decode = sub.add_parser("decode", help="decode a bitstream into a model of the output's format")
     decode.add_argument("input", help="NNR bitstream")
-    decode.add_argument("-o", "--output", required=True, help="output .npz")
+    decode.add_argument("-o", "--output", required=True, help="output model (.npz, or any installed plugin's format)")
+    decode.add_argument("--framework", help="plugin to write the model with (default: chosen from the output's suffix)")
+    decode.add_argument("--template", help="original model, for formats that need one to rebuild what NNR does not carry")
     decode.add_argument("-q", "--quiet", action="store_true")
     decode.set_defaults(run=cmd_decode)
+
+    convert = sub.add_parser("convert", help="convert a model to another framework, its weights carried as NNR")
+    convert.add_argument("input", help="source model (file or folder)")
+    convert.add_argument("-o", "--output", required=True, help="destination model; its suffix picks the framework")
+    convert.add_argument("--framework", help="destination plugin (default: chosen from the output's suffix)")
+    _add_encode_options(convert)
+    convert.add_argument("-q", "--quiet", action="store_true")
+    convert.set_defaults(run=cmd_convert)
+
+    plugins = sub.add_parser("plugins", help="list the framework plugins, their versions and state")
+    plugins.add_argument("--check", action="store_true", help="import each plugin's adapter (and framework) to prove it loads")
+    plugins.set_defaults(run=cmd_plugins)
     return parser
 
 

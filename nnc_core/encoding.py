@@ -32,8 +32,6 @@ from nnc_core.bitstream.units import (
     ParseState,
     PayloadType,
     StartUnit,
-    TopologyStorageFormat,
-    TopologyUnit,
     UnitType,
     write_integer_codebook,
     aggregate_unit,
@@ -43,6 +41,7 @@ from nnc_core.bitstream.layout import code_payload, coded_scan_order, coded_view
 from nnc_core.decoding import BLOCK_CODING_ORDER, BLOCK_ID_ORDER, quantization_step
 from nnc_core.deepcabac import TensorCoding, dq_quantize, encode_tensor, urq_quantize
 from nnc_core.errors import ConfigError, EncodeError, QuantizationOverflowError
+from nnc_core.model import Topology
 
 __all__ = ["encode", "uniform_quantize", "blocks_from_parameter_types", "BLOCK_ROLES"]
 
@@ -380,6 +379,7 @@ def encode(
     dimension_shift: Mapping[str, int] | None = None,
     max_part_elements: int | None = None,
     aggregate: bool = False,
+    topology: Topology | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> bytes:
     """Encode named tensors into one NNR bitstream.
@@ -433,6 +433,9 @@ def encode(
             their coded first dimension (``partial_data_counter``; at most
             255 parts), each with its own QP and entry points.
         aggregate: carry every unit after the start unit in one NNR_AGG unit.
+        topology: the NNR_TPL unit's payload (:class:`~nnc_core.model.Topology`,
+            e.g. a framework's graph); by default an unrecognised, empty one
+            as the reference encoder writes.
         progress: called as ``progress(done, total, name)`` after each NDU,
             ``done`` counting input tensors.
 
@@ -485,7 +488,7 @@ def encode(
     parts = [
         write_unit(StartUnit(UnitType.NNR_STR, general_profile_idc=1), state),
         write_unit(mps, state),
-        write_unit(TopologyUnit(UnitType.NNR_TPL, topology_storage_format=TopologyStorageFormat.NNR_TPL_UNREC, topology_data=b"\x00"), state),
+        write_unit((topology or Topology()).to_unit(), state),
     ]
     total, done = len(tensors), 0
     for name, value in tensors.items():

@@ -15,6 +15,9 @@ __all__ = [
     "BitstreamError",
     "NncMemoryError",
     "CoderStateError",
+    "ModelError",
+    "PluginError",
+    "FrameworkUnavailableError",
 ]
 
 
@@ -74,3 +77,19 @@ class NncMemoryError(NncError, MemoryError):
 
 class CoderStateError(NncError, RuntimeError):
     """A coder object was used out of order or from two threads at once."""
+
+
+class ModelError(NncError, ValueError):
+    """A framework model cannot be mapped to NNR or written back.
+
+    The message names the file, layer or tensor (unsupported layer or dtype,
+    missing weight, mismatched shape, corrupt file).
+    """
+
+
+class PluginError(NncError):
+    """A plugin is broken, duplicated, or no plugin handles a model or file."""
+
+
+class FrameworkUnavailableError(PluginError, ImportError):
+    """The framework a plugin needs is not installed or fails to import."""

@@ -1,0 +1,128 @@
+"""Converting a model between frameworks with its weights carried as NNR.
+
+The topology travels through an established converter that a plugin
+declares (:class:`~nnc_core.plugins.TopologyConverter`: ``torch.onnx``,
+onnx2tf, nnef-tools …); the weights travel as an NNR bitstream.  Steps:
+
+1. the source plugin maps the source model to NNR and it is encoded;
+2. the converter writes the destination model, with the original weights;
+3. the destination plugin reads that model, and each of its tensors is
+   matched to the source tensor it came from: by name where the converter
+   kept names and values, otherwise by identical content (both plugins
+   present tensors in NNR's layout, output channels first, so a weight the
+   converter renamed is still bit-identical to its source);
+4. the matched tensors are replaced by the NNR-decoded ones and the
+   destination plugin writes the result.
+
+Tensors the converter created (folded constants, reshaped copies) that match
+no source tensor keep the converter's values; :class:`ConversionReport`
+lists them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnc_core.errors import PluginError
+from nnc_core.files import atomic_path
+from nnc_core.model import NNRModel, decode_model, encode_model
+from nnc_core.plugins import get_plugin_manager, load_object
+from nnc_core.plugins.types import Source
+
+__all__ = ["ConversionReport", "convert", "match_tensors"]
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert` did."""
+
+    source_framework: str
+    target_framework: str
+    bitstream_bytes: int
+    parameters: int
+    matched: dict[str, str] = field(default_factory=dict)  # destination name -> source name
+    unmatched: list[str] = field(default_factory=list)  # destination tensors left as converted
+
+    @property
+    def bits_per_parameter(self) -> float:
+        return 8 * self.bitstream_bytes / max(self.parameters, 1)
+
+
+def _key(a: np.ndarray) -> tuple[str, tuple[int, ...], str]:
+    a = np.ascontiguousarray(a)
+    return (str(a.dtype), a.shape, hashlib.sha256(a.tobytes()).hexdigest())
+
+
+def match_tensors(source: NNRModel, destination: NNRModel) -> dict[str, str]:
+    """destination name -> source name for tensors with equal content.
+
+    Names that exist in both with equal content match first; the others by
+    content alone (dtype, shape and bytes).
+    """
+    by_content: dict[tuple, list[str]] = {}
+    for name, value in source.tensors.items():
+        by_content.setdefault(_key(value), []).append(name)
+    matched: dict[str, str] = {}
+    for name, value in destination.tensors.items():
+        key = _key(value)
+        candidates = by_content.get(key, [])
+        if name in candidates:
+            matched[name] = name
+        elif candidates:
+            matched[name] = candidates[0]
+    return matched
+
+
+def convert(
+    source: Source,
+    destination: str | Path,
+    /,
+    *,
+    target: str | None = None,
+    example_inputs: Any = None,
+    progress: Callable[[int, int, str], None] | None = None,
+    **options: Any,
+) -> ConversionReport:
+    """Convert ``source`` to the format of ``destination`` (or plugin ``target``).
+
+    ``options`` are those of :func:`nnc_core.encode` (lossless settings give
+    exactly the source's weights).  ``example_inputs`` is passed to
+    converters that trace the model (``torch.onnx.export``).
+    """
+    pm = get_plugin_manager()
+    destination = Path(destination)
+    src_name = pm.plugin_for_source(source).name
+    dst_record = pm.frameworks()[target] if target else pm.plugin_for_destination(destination, directory=True)
+    dst_name = dst_record.name
+    src_adapter, dst_adapter = pm.adapter(src_name), pm.adapter(dst_name)
+
+    original = src_adapter.read(source)
+    bitstream = encode_model(original, progress=progress, **options)
+    decoded = decode_model(bitstream)
+    parameters = sum(int(v.size) for v in original.tensors.values())
+    if src_name == dst_name:
+        decoded.topology = original.topology
+        dst_adapter.write(decoded, destination, template=source)
+        names = {n: n for n in decoded.tensors}
+        return ConversionReport(src_name, dst_name, len(bitstream), parameters, names, [])
+
+    converter = pm.converter(src_name, dst_name)
+    if converter is None:
+        pairs = ", ".join(f"{c.source_framework}->{c.target_framework}" for c in pm.converters()) or "none"
+        raise PluginError(f"no topology converter from {src_name} to {dst_name} is installed (available: {pairs})")
+    function = load_object(converter.function)
+    with atomic_path(destination, directory=dst_record.directories and not destination.suffix) as staged:
+        function(source, staged, example_inputs=example_inputs)
+        converted = dst_adapter.read(staged)
+        matched = match_tensors(original, converted)
+        for dst_tensor, src_tensor in matched.items():
+            converted.tensors[dst_tensor] = decoded.tensors[src_tensor].astype(converted.tensors[dst_tensor].dtype, copy=False)
+        dst_adapter.write(converted, staged, template=staged)
+    unmatched = [n for n in converted.tensors if n not in matched]
+    return ConversionReport(src_name, dst_name, len(bitstream), parameters, matched, unmatched)

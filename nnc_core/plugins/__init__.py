@@ -1,0 +1,57 @@
+"""The plugin API: how framework plugins meet the codec.
+
+A plugin is a distribution with an entry point in the group ``nnc`` naming a
+module that implements the hooks of :class:`~nnc_core.plugins.hookspecs.NncSpecs`
+with :data:`hookimpl`.  See the README section "Writing a plugin".
+"""
+
+from pathlib import Path
+
+from nnc_core.model import NNRModel
+from nnc_core.plugins.hookspecs import HOOK_API_VERSION, NncSpecs, hookimpl, hookspec
+from nnc_core.plugins.manager import (
+    ENTRY_POINT_GROUP,
+    PluginManager,
+    PluginStatus,
+    PluginWarning,
+    get_plugin_manager,
+    load_object,
+)
+from nnc_core.plugins.types import FrameworkAdapter, FrameworkPlugin, Source, TopologyConverter
+
+__all__ = [
+    "HOOK_API_VERSION",
+    "ENTRY_POINT_GROUP",
+    "NncSpecs",
+    "hookimpl",
+    "hookspec",
+    "FrameworkPlugin",
+    "FrameworkAdapter",
+    "TopologyConverter",
+    "Source",
+    "PluginManager",
+    "PluginStatus",
+    "PluginWarning",
+    "get_plugin_manager",
+    "load_object",
+    "read_model",
+    "write_model",
+]
+
+
+def read_model(source: Source, /, *, framework: str | None = None) -> NNRModel:
+    """Read a model (path or object) with the plugin that recognises it (or ``framework``)."""
+    pm = get_plugin_manager()
+    name = framework or pm.plugin_for_source(source).name
+    model = pm.adapter(name).read(source)
+    model.framework = name
+    return model
+
+
+def write_model(
+    model: NNRModel, destination: str | Path, /, *, framework: str | None = None, template: Source | None = None
+) -> None:
+    """Write an :class:`~nnc_core.model.NNRModel` with the plugin for ``destination``'s format."""
+    pm = get_plugin_manager()
+    name = framework or pm.plugin_for_destination(destination).name
+    pm.adapter(name).write(model, Path(destination), template=template)

@@ -1,0 +1,248 @@
+"""The plugin system: entry-point loading that survives broken plugins, the
+allow-list, format detection, and encode/decode/convert through a plugin.
+
+The plugins here are real distributions: a ``.dist-info`` folder with an
+``entry_points.txt`` put on ``sys.path``, found by importlib.metadata exactly
+as an installed plugin is.  Their "framework" is the standard library's
+``json`` module, so the tests need no machine-learning framework.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnc_core
+from nnc_core.cli import main
+from nnc_core.convert import convert, match_tensors
+from nnc_core.errors import FrameworkUnavailableError, ModelError, PluginError
+from nnc_core.model import NNRModel
+from nnc_core.plugins import NncSpecs, PluginManager, PluginWarning, get_plugin_manager
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A framework "fakefw": files *.fake are .npz archives whose names carry a
+# "fw/" prefix and whose 2-D arrays are stored transposed (its "layout": the
+# adapter transposes to NNR's output-channels-first layout and back).
+FAKEFW = '''
+from pathlib import Path
+import numpy as np
+from nnc_core.files import write_atomically
+from nnc_core.model import NNRModel
+from nnc_core.plugins import FrameworkPlugin, TopologyConverter, hookimpl
+
+@hookimpl
+def nnc_frameworks():
+    yield FrameworkPlugin(name="fakefw", adapter="fakefw_plugin:Adapter", framework="json",
+                          suffixes=(".fake",), annex="-", description="test framework")
+
+@hookimpl
+def nnc_topology_converters():
+    yield TopologyConverter("numpy", "fakefw", "fakefw_plugin:from_npz")
+
+def _store(tensors, path):
+    stored = {"fw/" + k: (v.T if v.ndim == 2 else v) for k, v in tensors.items()}
+    write_atomically(path, lambda f: np.savez(f, **stored))
+
+def from_npz(source, destination, *, example_inputs=None):
+    with np.load(source) as a:
+        _store({k.upper(): a[k] for k in a.files}, destination)
+
+class Adapter:
+    def can_read(self, source):
+        return str(source).endswith(".fake")
+    def read(self, source):
+        with np.load(str(source)) as a:
+            tensors = {k[3:]: (a[k].T if a[k].ndim == 2 else a[k]) for k in a.files}
+        return NNRModel(tensors)
+    def write(self, model, destination, *, template=None):
+        _store(model.tensors, destination)
+    def embed(self, bitstream, destination, *, template=None):
+        Path(destination).write_bytes(bitstream)
+    def extract(self, source):
+        return Path(source).read_bytes()
+'''
+
+
+def _distribution(root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
+    info = root / f"{dist.replace('-', '_')}-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.3\n")
+    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[nnc]\n{lines}\n")
+    for name, source in modules.items():
+        (root / f"{name}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def plugin_path(tmp_path, monkeypatch):
+    """A folder on sys.path for fake plugin distributions; a fresh manager after."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    get_plugin_manager.cache_clear()
+    yield root
+    get_plugin_manager.cache_clear()
+    for name in [m for m in sys.modules if m.endswith("_plugin")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def fakefw(plugin_path):
+    _distribution(plugin_path, "nnc-fakefw", {"fakefw": "fakefw_plugin"}, {"fakefw_plugin": FAKEFW})
+    return plugin_path
+
+
+def test_builtin_numpy_plugin_is_listed(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^numpy\s+nnc-core\s+" + re.escape(nnc_core.__version__) + r"\s+-\s+numpy \S+\s+\.npz\s+ok$", out, re.M)
+
+
+def test_entry_point_plugin_is_loaded_listed_and_used(fakefw, tmp_path, capsys):
+    assert main(["plugins", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^fakefw\s+nnc-fakefw\s+0\.3\s+-\s+json \S+\s+\.fake\s+ok$", out, re.M), out
+
+    weights = {"dense": np.arange(12, dtype=np.float32).reshape(3, 4) / 8, "bias": np.arange(3, dtype=np.float32) / 4}
+    from fakefw_plugin import _store
+
+    source = tmp_path / "model.fake"
+    _store(weights, source)
+    nnr, back = tmp_path / "model.nnr", tmp_path / "back.fake"
+    assert main(["encode", str(source), "-o", str(nnr), "-q"]) == 0
+    assert main(["decode", str(nnr), "-o", str(back), "-q"]) == 0
+    assert nnc_core.decode(nnr.read_bytes()).keys() == {"dense", "bias"}
+    with np.load(back) as a:  # written back in the framework's layout
+        assert a["fw/dense"].shape == (4, 3)
+        assert a["fw/dense"].T.tobytes() == nnc_core.decode(nnr.read_bytes())["dense"].tobytes()
+
+
+def test_broken_plugin_warns_and_the_host_goes_on(plugin_path, tmp_path, capsys):
+    _distribution(plugin_path, "nnc-broken", {"broken": "broken_plugin"}, {"broken_plugin": "import not_a_module_xyz\n"})
+    with pytest.warns(PluginWarning, match=r"nnc plugin 'broken' from nnc-broken 0\.3: failed to load: ModuleNotFoundError"):
+        statuses = get_plugin_manager().status()
+    states = {s.name: s.state for s in statuses}
+    assert states["numpy"] == "ok"
+    assert states["broken"].startswith("failed to load: ModuleNotFoundError: No module named 'not_a_module_xyz'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)
+        npz = tmp_path / "m.npz"
+        np.savez(npz, w=np.ones((2, 2), np.float32))
+        assert main(["encode", str(npz), "-o", str(tmp_path / "m.nnr"), "-q"]) == 0
+
+
+def test_missing_framework_and_bad_records(plugin_path):
+    _distribution(
+        plugin_path,
+        "nnc-odd",
+        {"odd": "odd_plugin"},
+        {
+            "odd_plugin": """
+            from nnc_core.plugins import FrameworkPlugin, hookimpl
+            @hookimpl
+            def nnc_frameworks():
+                yield FrameworkPlugin(name="ghost", adapter="ghost:A", framework="not_installed_fw_xyz", suffixes=(".ghost",))
+                yield FrameworkPlugin(name="numpy", adapter="x:Y", framework="json")
+                yield FrameworkPlugin(name="future", adapter="x:Y", framework="json", hook_api=99)
+            """
+        },
+    )
+    pm = get_plugin_manager()
+    with pytest.warns(PluginWarning) as caught:
+        statuses = {s.name: s.state for s in pm.status()}
+    messages = [str(w.message) for w in caught]
+    assert any("duplicate framework name 'numpy', also declared by nnc-core" in m for m in messages)
+    assert any("needs hook API 99, this nnc-core has 1" in m for m in messages)
+    assert statuses["ghost"] == "framework 'not_installed_fw_xyz' not installed"
+    assert "future" in statuses and statuses["future"].startswith("needs hook API 99")
+    with pytest.raises(FrameworkUnavailableError, match="plugin 'ghost' needs the 'not_installed_fw_xyz' module") as e:
+        pm.adapter("ghost")
+    assert isinstance(e.value, ImportError)
+    assert pm.frameworks()["numpy"].adapter == "nnc_core.plugins.npz:NpzAdapter"  # the built-in one stays
+
+
+def test_allow_list_loads_only_named_plugins(fakefw, monkeypatch):
+    monkeypatch.setenv("NNC_LOAD_PLUGINS", "")
+    assert set(PluginManager().frameworks()) == set()  # not loaded: frameworks() needs load_plugins
+    pm = PluginManager()
+    pm.load_plugins()
+    assert set(pm.frameworks()) == {"numpy"}
+    monkeypatch.setenv("NNC_LOAD_PLUGINS", "fakefw")
+    pm = PluginManager()
+    pm.load_plugins()
+    assert set(pm.frameworks()) == {"numpy", "fakefw"}
+
+
+def test_unknown_format_is_a_clear_error(fakefw, tmp_path, capsys):
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"not a model")
+    assert main(["encode", str(model), "-o", str(tmp_path / "x.nnr")]) == 1
+    err = capsys.readouterr().err
+    assert "nnc encode: error: no installed plugin reads .h5 files" in err
+    assert "installed plugins: numpy (.npz), fakefw (.fake)" in err
+    assert not (tmp_path / "x.nnr").exists()
+    with pytest.raises(PluginError, match=r"no installed plugin writes \.h5 outputs"):
+        get_plugin_manager().plugin_for_destination(model)
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ModelError, match="corrupt.npz: not a readable .npz archive"):
+        nnc_core.plugins.read_model(corrupt)
+
+
+def test_convert_carries_the_nnr_decoded_weights(fakefw, tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    weights = {"conv": rng.normal(size=(6, 5)).astype(np.float32), "bias": rng.normal(size=6).astype(np.float32)}
+    source, destination = tmp_path / "model.npz", tmp_path / "model.fake"
+    np.savez(source, **weights)
+    assert main(["convert", str(source), "-o", str(destination), "--qp", "-30"]) == 0
+    assert "model.npz (numpy) -> " in capsys.readouterr().err
+    expected = nnc_core.decode(nnc_core.encode(weights, qp=-30))
+    with np.load(destination) as a:
+        # the converter renamed (CONV) and transposed; the weights are the NNR-decoded ones
+        assert sorted(a.files) == ["fw/BIAS", "fw/CONV"]
+        assert a["fw/CONV"].T.tobytes() == expected["conv"].tobytes()
+        assert a["fw/BIAS"].tobytes() == expected["bias"].tobytes()
+        assert a["fw/CONV"].T.tobytes() != weights["conv"].tobytes()  # lossy: really carried
+    report = convert(source, tmp_path / "again.fake", qp=-30)
+    assert report.matched == {"CONV": "conv", "BIAS": "bias"} and report.unmatched == []
+    with pytest.raises(PluginError, match=r"no topology converter from fakefw to numpy is installed \(available: numpy->fakefw\)"):
+        convert(destination, tmp_path / "x.npz")
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_match_tensors_prefers_names_then_content():
+    a = np.arange(4, dtype=np.float32)
+    source = NNRModel({"x": a, "y": a.copy(), "z": a * 2})
+    destination = NNRModel({"y": a, "renamed": a * 2, "new": a * 3})
+    assert match_tensors(source, destination) == {"y": "y", "renamed": "z"}
+
+
+def test_core_imports_no_framework():
+    code = (
+        "import sys, nnc_core, nnc_core.plugins, nnc_core.convert, nnc_core.cli\n"
+        "from nnc_core.plugins import get_plugin_manager\n"
+        "pm = get_plugin_manager(); pm.status(); [pm.plugin_for_destination(f'x{s}') for r in pm.frameworks().values() for s in r.suffixes]\n"
+        "print(sorted(m for m in ('torch', 'tensorflow', 'keras', 'onnx', 'onnxruntime', 'nnef', 'nnef_tools') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT / "tests")
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_hook_is_documented_with_its_signature():
+    readme = (ROOT / "README.md").read_text()
+    hooks = [name for name, _ in inspect.getmembers(NncSpecs, inspect.isfunction) if name.startswith("nnc_")]
+    assert hooks == ["nnc_frameworks", "nnc_topology_converters"]
+    for name in hooks:
+        function = getattr(NncSpecs, name)
+        assert ".. versionadded::" in (function.__doc__ or ""), name
+        parameters = [p for p in inspect.signature(function).parameters if p != "self"]
+        assert f"`{name}({', '.join(parameters)})`" in readme, f"README documents {name}"
