@@ -1,0 +1,343 @@
+"""TensorFlow/Keras models as NNR models (ISO/IEC 15938-17 Annex D).
+
+Sources: ``.keras`` archives, legacy Keras ``.h5``/``.hdf5`` files, SavedModel
+folders and in-memory ``keras.Model`` objects.
+
+Names: a tensor is named by its Keras variable path (``conv2d_1/kernel``),
+which is also the SavedModel variable name without ``:0``, so the same model
+gives the same NNR names in every form.
+
+Layout (the decision this plugin makes): TensorFlow stores kernels with the
+output channels LAST (``Dense`` ``[in, out]``, ``Conv2D`` ``[kh, kw, in,
+out]``).  Every tool of NNR that works along a tensor's first dimension (row
+skipping, local scaling, batch-norm folding, DQ rows, entry points) must act
+on output channels, so the plugin TRANSPOSES each kernel (a variable whose
+name ends in ``kernel``) of rank n with the permutation
+``(n-1, n-2, 0, …, n-3)``: ``[out, in, kh, kw]`` — the layout of ONNX, NNEF
+and PyTorch.  It does not signal ``first_tensor_dimension_shift`` instead,
+because (1) a transposed tensor is byte-identical to the same layer's tensor
+read from ONNX, NNEF or PyTorch, which is what ``nnc convert`` relies on to
+carry the NNR-decoded weights into a converted model, and (2) a decoder that
+ignores the shift (NNCodec parses it and ignores it) still sees output
+channels first.  The transposition is a pure function of the name, so writing
+back needs no side information.  Other variables (biases, batch-norm
+statistics, embeddings) keep their layout.
+
+Topology: the NNR_TPL unit carries ``topology_storage_format`` NNR_TPL_TEF
+with the Keras model config (``model.to_json()``), deflated, so a ``.keras``
+or ``.h5`` file can be rebuilt from the bitstream alone; a SavedModel (no
+Keras config) carries an empty TEF topology and is written back from a
+template (the original folder).
+
+Carriage (Annex E): :meth:`KerasAdapter.embed` writes a ``.keras`` archive
+(zip) holding the model config and the NNR bitstream as ``model.nnr`` instead
+of ``model.weights.h5``; a ``.h5`` file holds it as the uint8 dataset
+``nnr_bitstream`` beside the ``model_config`` attribute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnc_core.bitstream.units import TopologyStorageFormat
+from nnc_core.errors import ModelError
+from nnc_core.model import NNRModel, Topology
+
+import keras  # noqa: E402  (after numpy: keras imports tensorflow)
+import tensorflow as tf  # noqa: E402
+
+__all__ = ["KerasAdapter", "to_nnr_layout", "from_nnr_layout", "is_kernel"]
+
+CARRIAGE_MEMBER = "model.nnr"
+H5_CARRIAGE_DATASET = "nnr_bitstream"
+_FLOAT_KINDS = ("float16", "float32", "float64")
+
+
+def is_kernel(name: str) -> bool:
+    """Whether variable ``name`` is a kernel whose output channels come last."""
+    return name.rsplit("/", 1)[-1].endswith("kernel")
+
+
+def _perm(ndim: int) -> tuple[int, ...]:
+    return (ndim - 1, ndim - 2, *range(ndim - 2))
+
+
+def to_nnr_layout(name: str, value: np.ndarray) -> np.ndarray:
+    """TensorFlow layout -> NNR coding layout (output channels first)."""
+    if is_kernel(name) and value.ndim >= 2:
+        return np.ascontiguousarray(np.transpose(value, _perm(value.ndim)))
+    return value
+
+
+def from_nnr_layout(name: str, value: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_nnr_layout`."""
+    if is_kernel(name) and value.ndim >= 2:
+        return np.ascontiguousarray(np.transpose(value, np.argsort(_perm(value.ndim))))
+    return value
+
+
+def _nnr_value(name: str, value: Any, where: str) -> np.ndarray:
+    a = np.asarray(value)
+    if a.dtype.name in _FLOAT_KINDS:
+        return to_nnr_layout(name, a)
+    if a.dtype.kind in "iub":
+        if a.size and (a.min() < -(2**31) or a.max() > 2**31 - 1):
+            raise ModelError(f"{where}: variable {name!r} ({a.dtype}) holds values outside int32, which NNR cannot code")
+        return to_nnr_layout(name, a.astype(np.int32))
+    raise ModelError(f"{where}: variable {name!r} has dtype {a.dtype}, which the TensorFlow plugin cannot map to NNR")
+
+
+def _is_saved_model(path: Path) -> bool:
+    return path.is_dir() and (path / "saved_model.pb").is_file()
+
+
+class KerasAdapter:
+    """Reads and writes Keras models and SavedModel folders."""
+
+    # -- reading -------------------------------------------------------------
+
+    def can_read(self, source: object, /) -> bool:
+        if isinstance(source, keras.Model):
+            return True
+        path = Path(str(source))
+        if path.is_dir():
+            return _is_saved_model(path)
+        if path.suffix.lower() == ".keras":
+            return zipfile.is_zipfile(path)
+        if path.suffix.lower() in (".h5", ".hdf5"):
+            with open(path, "rb") as f:
+                return f.read(8) == b"\x89HDF\r\n\x1a\n"
+        return False
+
+    def load(self, source: object) -> Any:
+        """The framework object: a ``keras.Model`` or a loaded SavedModel."""
+        if isinstance(source, keras.Model):
+            return source
+        path = Path(str(source))
+        if not path.exists():
+            raise ModelError(f"{path}: no such file or folder")
+        if path.is_dir():
+            if not _is_saved_model(path):
+                raise ModelError(f"{path}: a folder without saved_model.pb is no SavedModel")
+            try:
+                return tf.saved_model.load(str(path))
+            except Exception as e:
+                raise ModelError(f"{path}: cannot load SavedModel: {type(e).__name__}: {_short(e)}") from e
+        try:
+            return keras.saving.load_model(str(path), compile=False)
+        except Exception as e:
+            raise ModelError(f"{path}: cannot load Keras model: {type(e).__name__}: {_short(e)}") from e
+
+    def read(self, source: object, /) -> NNRModel:
+        obj = self.load(source)
+        where = str(source) if not isinstance(source, keras.Model) else f"keras.Model {source.name!r}"
+        if isinstance(obj, keras.Model):
+            return self._read_keras(obj, where)
+        return self._read_saved_model(obj, where)
+
+    def _read_keras(self, model: Any, where: str) -> NNRModel:
+        tensors: dict[str, np.ndarray] = {}
+        blocks: dict[str, dict[str, str]] = {}
+        for layer in _layers(model):
+            for w in layer.weights:
+                if w.path in tensors:
+                    continue  # shared weights appear under every layer that uses them
+                tensors[w.path] = _nnr_value(w.path, w.numpy(), f"{where}, layer {layer.name!r} ({type(layer).__name__})")
+            kernel, bias = getattr(layer, "kernel", None), getattr(layer, "bias", None)
+            if kernel is not None and bias is not None and hasattr(kernel, "path") and hasattr(bias, "path"):
+                if np.ndim(tensors.get(kernel.path)) >= 2 and np.ndim(tensors.get(bias.path)) == 1 \
+                        and tensors[kernel.path].shape[0] == tensors[bias.path].shape[0]:
+                    blocks[layer.name] = {"weight": kernel.path, "bias": bias.path}
+        try:
+            config = model.to_json()
+        except Exception as e:  # subclassed models without get_config
+            raise ModelError(f"{where}: the model's topology cannot be serialised (to_json): {_short(e)}") from e
+        topology = Topology(TopologyStorageFormat.NNR_TPL_TEF, config.encode(), deflate=True)
+        return NNRModel(tensors, blocks=blocks, topology=topology, framework="tensorflow",
+                        metadata={"kind": "keras"})
+
+    def _read_saved_model(self, obj: Any, where: str) -> NNRModel:
+        tensors: dict[str, np.ndarray] = {}
+        for v in obj.variables:
+            name = _variable_name(v)
+            if name in tensors:
+                raise ModelError(f"{where}: two variables are named {name!r}; the plugin cannot tell them apart")
+            tensors[name] = _nnr_value(name, v.numpy(), where)
+        topology = Topology(TopologyStorageFormat.NNR_TPL_TEF, b"")
+        return NNRModel(tensors, topology=topology, framework="tensorflow", metadata={"kind": "saved_model"})
+
+    # -- writing -------------------------------------------------------------
+
+    def write(self, model: NNRModel, destination: Path, /, *, template: object | None = None) -> None:
+        destination = Path(destination)
+        suffix = destination.suffix.lower()
+        if suffix in (".keras", ".h5", ".hdf5"):
+            keras_model = self._keras_model(model, template)
+            self._assign(keras_model.weights, model, lambda w: w.path)
+            _save_file(destination, lambda p: keras_model.save(p))
+            return
+        if suffix:
+            raise ModelError(f"{destination}: the TensorFlow plugin writes .keras, .h5 or SavedModel folders, not {suffix}")
+        # SavedModel folder
+        base = self.load(template) if template is not None and not isinstance(template, keras.Model) else template
+        if base is None or isinstance(base, keras.Model):
+            keras_model = base if base is not None else self._keras_model(model, None)
+            self._assign(keras_model.weights, model, lambda w: w.path)
+            _save_folder(destination, lambda p: keras_model.export(p, verbose=False))
+        else:
+            self._assign(base.variables, model, _variable_name)
+            _save_folder(destination, lambda p: tf.saved_model.save(base, p, signatures=base.signatures))
+
+    def _keras_model(self, model: NNRModel, template: object | None) -> Any:
+        if template is not None:
+            obj = self.load(template)
+            if not isinstance(obj, keras.Model):
+                raise ModelError(f"{template}: a SavedModel cannot be a template for a Keras file; write a folder")
+            return keras.models.clone_model(obj) if obj is template else obj
+        topology = model.topology
+        if topology is None or topology.storage_format != TopologyStorageFormat.NNR_TPL_TEF or not topology.data:
+            raise ModelError("the bitstream carries no Keras topology (NNR_TPL_TEF with a model config): "
+                             "pass the original model as template")
+        try:
+            return keras.models.model_from_json(topology.data.decode())
+        except Exception as e:
+            raise ModelError(f"the NNR_TPL_TEF topology is no Keras model config this Keras can build: "
+                             f"{type(e).__name__}: {_short(e)}") from e
+
+    @staticmethod
+    def _assign(variables: Any, model: NNRModel, name_of: Any) -> None:
+        missing = []
+        for v in variables:
+            name = name_of(v)
+            if name not in model.tensors:
+                missing.append(name)
+                continue
+            value = from_nnr_layout(name, np.asarray(model.tensors[name]))
+            shape = tuple(v.shape)
+            if value.shape != shape:
+                raise ModelError(f"tensor {name!r}: decoded shape {value.shape} does not match the model's {shape}")
+            v.assign(value.astype(v.dtype.name if hasattr(v.dtype, "name") else v.dtype))
+        if missing:
+            raise ModelError(f"the decoded model lacks {len(missing)} weight(s) of the TensorFlow model: {missing[:5]}")
+
+    # -- carriage (Annex E) ---------------------------------------------------
+
+    def embed(self, bitstream: bytes, destination: Path, /, *, template: object | None = None) -> None:
+        destination = Path(destination)
+        config = None
+        if template is not None:
+            obj = self.load(template)
+            if isinstance(obj, keras.Model):
+                config = obj.to_json()
+        if config is None:
+            topology = _topology_of(bitstream)
+            if topology is not None and topology.storage_format == TopologyStorageFormat.NNR_TPL_TEF and topology.data:
+                config = topology.data.decode()
+        suffix = destination.suffix.lower()
+        if suffix == ".keras":
+            def write(path: str) -> None:
+                with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+                    zf.writestr("metadata.json", json.dumps({"keras_version": keras.__version__, "nnr": CARRIAGE_MEMBER}))
+                    zf.writestr("config.json", config or "{}")
+                    zf.writestr(CARRIAGE_MEMBER, bytes(bitstream))
+            _save_file(destination, write)
+        elif suffix in (".h5", ".hdf5"):
+            import h5py
+
+            def write_h5(path: str) -> None:
+                with h5py.File(path, "w") as f:
+                    if config:
+                        f.attrs["model_config"] = config
+                    f.create_dataset(H5_CARRIAGE_DATASET, data=np.frombuffer(bitstream, dtype=np.uint8))
+            _save_file(destination, write_h5)
+        else:
+            raise ModelError(f"{destination}: NNR carriage is written to .keras or .h5 files")
+
+    def extract(self, source: Path, /) -> bytes | None:
+        path = Path(source)
+        if path.suffix.lower() == ".keras":
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    if CARRIAGE_MEMBER not in zf.namelist():
+                        return None
+                    return zf.read(CARRIAGE_MEMBER)
+            except zipfile.BadZipFile as e:
+                raise ModelError(f"{path}: not a .keras archive: {e}") from e
+        if path.suffix.lower() in (".h5", ".hdf5"):
+            import h5py
+
+            try:
+                with h5py.File(path, "r") as f:
+                    if H5_CARRIAGE_DATASET not in f:
+                        return None
+                    return f[H5_CARRIAGE_DATASET][()].tobytes()
+            except OSError as e:
+                raise ModelError(f"{path}: not an HDF5 file: {e}") from e
+        return None
+
+
+def _topology_of(bitstream: bytes) -> Topology | None:
+    from nnc_core.bitstream.units import TopologyUnit, flatten_units, read_units
+
+    topology = None
+    for _, _, unit in flatten_units(read_units(bitstream)):
+        if isinstance(unit, TopologyUnit):
+            topology = Topology.from_unit(unit)
+    return topology
+
+
+def _layers(model: Any) -> list[Any]:
+    """Every layer with weights, nested models flattened, in model order."""
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.extend(_layers(layer))
+        else:
+            out.append(layer)
+    return out
+
+
+def _variable_name(v: Any) -> str:
+    name = getattr(v, "path", None) or v.name
+    return name[:-2] if name.endswith(":0") else name
+
+
+def _short(e: BaseException) -> str:
+    """The first line of an error, or the line naming an unknown layer class."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    for line in lines:
+        if "Could not locate" in line or "Unknown layer" in line:
+            return line[:300]
+    return lines[0][:300] if lines else type(e).__name__
+
+
+def _save_file(destination: Path, save: Any) -> None:
+    """Save through a same-suffix temporary name (Keras checks suffixes), then rename."""
+    destination = destination.resolve()
+    if not destination.parent.is_dir():
+        raise FileNotFoundError(f"output directory {destination.parent} does not exist")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        staged = tmp / destination.name
+        with contextlib.redirect_stdout(io.StringIO()):
+            save(str(staged))
+        os.replace(staged, destination)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save_folder(destination: Path, save: Any) -> None:
+    from nnc_core.files import atomic_path
+
+    with atomic_path(destination, directory=True) as staged, contextlib.redirect_stdout(io.StringIO()):
+        save(str(staged))

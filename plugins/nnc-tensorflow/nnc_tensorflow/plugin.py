@@ -1,0 +1,29 @@
+"""Entry point of the TensorFlow/Keras plugin: declarations only, no TensorFlow import."""
+
+from nnc_core.bitstream.units import TopologyStorageFormat
+from nnc_core.plugins import FrameworkPlugin, TopologyConverter, hookimpl
+
+
+@hookimpl
+def nnc_frameworks():  # type: ignore[no-untyped-def]
+    yield FrameworkPlugin(
+        name="tensorflow",
+        adapter="nnc_tensorflow.adapter:KerasAdapter",
+        framework="tensorflow",
+        framework_distribution="tensorflow-cpu",
+        suffixes=(".keras", ".h5", ".hdf5"),
+        object_types=("keras.src.models.model.Model",),
+        topology_format=TopologyStorageFormat.NNR_TPL_TEF,
+        annex="D",
+        description="TensorFlow/Keras: .keras, legacy .h5, SavedModel folders, keras.Model",
+        directories=True,
+    )
+
+
+@hookimpl
+def nnc_topology_converters():  # type: ignore[no-untyped-def]
+    yield TopologyConverter("tensorflow", "onnx", "nnc_tensorflow.convert:to_onnx", requires=("tensorflow", "tf2onnx"),
+                            description="tf2onnx on a SavedModel export")
+    yield TopologyConverter("tensorflow", "nnef", "nnc_tensorflow.convert:to_nnef",
+                            requires=("tensorflow", "tf2onnx", "nnef_tools"),
+                            description="tf2onnx, then nnef-tools ONNX -> NNEF")
