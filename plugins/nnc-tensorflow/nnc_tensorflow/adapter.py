@@ -42,6 +42,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -53,8 +54,18 @@ from nnc_core.bitstream.units import TopologyStorageFormat
 from nnc_core.errors import ModelError
 from nnc_core.model import NNRModel, Topology
 
-import keras  # noqa: E402  (after numpy: keras imports tensorflow)
-import tensorflow as tf  # noqa: E402
+
+def _tf():  # type: ignore[no-untyped-def]
+    """keras and tensorflow, imported on first use (detecting a format imports neither)."""
+    import keras
+    import tensorflow as tf
+
+    return keras, tf
+
+
+def _is_keras_model(obj: object) -> bool:
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(obj, keras.Model)
 
 __all__ = ["KerasAdapter", "to_nnr_layout", "from_nnr_layout", "is_kernel"]
 
@@ -107,7 +118,7 @@ class KerasAdapter:
     # -- reading -------------------------------------------------------------
 
     def can_read(self, source: object, /) -> bool:
-        if isinstance(source, keras.Model):
+        if _is_keras_model(source):
             return True
         path = Path(str(source))
         if path.is_dir():
@@ -121,6 +132,7 @@ class KerasAdapter:
 
     def load(self, source: object) -> Any:
         """The framework object: a ``keras.Model`` or a loaded SavedModel."""
+        keras, tf = _tf()
         if isinstance(source, keras.Model):
             return source
         path = Path(str(source))
@@ -140,8 +152,8 @@ class KerasAdapter:
 
     def read(self, source: object, /) -> NNRModel:
         obj = self.load(source)
-        where = str(source) if not isinstance(source, keras.Model) else f"keras.Model {source.name!r}"
-        if isinstance(obj, keras.Model):
+        where = f"keras.Model {source.name!r}" if _is_keras_model(source) else str(source)
+        if _is_keras_model(obj):
             return self._read_keras(obj, where)
         return self._read_saved_model(obj, where)
 
@@ -180,6 +192,7 @@ class KerasAdapter:
 
     def write(self, model: NNRModel, destination: Path, /, *, template: object | None = None) -> None:
         destination = Path(destination)
+        keras, tf = _tf()
         suffix = destination.suffix.lower()
         if suffix in (".keras", ".h5", ".hdf5"):
             keras_model = self._keras_model(model, template)
@@ -199,6 +212,7 @@ class KerasAdapter:
             _save_folder(destination, lambda p: tf.saved_model.save(base, p, signatures=base.signatures))
 
     def _keras_model(self, model: NNRModel, template: object | None) -> Any:
+        keras, _ = _tf()
         if template is not None:
             obj = self.load(template)
             if not isinstance(obj, keras.Model):
@@ -234,6 +248,7 @@ class KerasAdapter:
 
     def embed(self, bitstream: bytes, destination: Path, /, *, template: object | None = None) -> None:
         destination = Path(destination)
+        keras, _ = _tf()
         config = None
         if template is not None:
             obj = self.load(template)
@@ -300,7 +315,7 @@ def _layers(model: Any) -> list[Any]:
     """Every layer with weights, nested models flattened, in model order."""
     out = []
     for layer in model.layers:
-        if isinstance(layer, keras.Model):
+        if _is_keras_model(layer):
             out.extend(_layers(layer))
         else:
             out.append(layer)

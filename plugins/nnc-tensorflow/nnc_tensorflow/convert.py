@@ -54,20 +54,14 @@ def to_onnx(source: Any, destination: Path, *, example_inputs: Any = None) -> No
              "tf2onnx")
 
 
-def onnx_to_nnef(source: Path, destination: Path) -> None:
-    """ONNX file -> NNEF folder with nnef-tools (dynamic dimensions set to 1)."""
-    import onnx
-
-    model = onnx.load(str(source), load_external_data=False)
-    initializers = {i.name for i in model.graph.initializer}
-    shapes = {}
-    for i in model.graph.input:
-        if i.name in initializers:
-            continue
-        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in i.type.tensor_type.shape.dim)
-        shapes[i.name] = dims
-    _run(["nnef_tools.convert", "--input-format", "onnx", "--output-format", "nnef", "--input-model", str(source),
-          "--output-model", str(destination), "--fold-constants", "--input-shapes", repr(shapes)], "nnef-tools onnx -> nnef")
+def onnx_to_nnef(source: Path, destination: Path, example_inputs: Any = None) -> None:
+    """ONNX file -> NNEF folder with nnef-tools (dynamic dimensions 1 unless
+    ``example_inputs`` gives the shapes)."""
+    try:
+        from nnc_nnef.convert import from_onnx
+    except ImportError as e:
+        raise ModelError("TensorFlow -> NNEF needs the nnc-nnef plugin") from e
+    from_onnx(source, destination, example_inputs=example_inputs)
 
 
 def to_nnef(source: Any, destination: Path, *, example_inputs: Any = None) -> None:
@@ -75,4 +69,4 @@ def to_nnef(source: Any, destination: Path, *, example_inputs: Any = None) -> No
     with tempfile.TemporaryDirectory() as tmp:
         onnx_file = Path(tmp) / "model.onnx"
         to_onnx(source, onnx_file)
-        onnx_to_nnef(onnx_file, destination)
+        onnx_to_nnef(onnx_file, destination, example_inputs)

@@ -1,0 +1,150 @@
+"""The NNEF plugin (Annex A) on a real pretrained model (nudenet's YOLOv8n,
+converted from ONNX with nnef-tools)."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+
+import nnef
+import numpy as np
+import pytest
+from conftest import run_nnef
+
+from nnc_core.bitstream.units import TopologyStorageFormat, TopologyUnit, read_units
+from nnc_core.cli import main
+from nnc_core.errors import ModelError
+from nnc_core.model import decode_model, encode_model
+from nnc_core.plugins import get_plugin_manager, read_model, write_model
+from nnc_nnef.adapter import NNR_ITEM_TYPE, NnefAdapter
+
+# Lossy tolerance at the default QP (-38): outputs within 1e-3 of their
+# largest magnitude (box coordinates reach ~320, class scores 0..1).
+LOSSY_RELATIVE_TOLERANCE = 1e-3
+
+
+def _lossless(model):
+    return encode_model(model, raw_float=[n for n, v in model.tensors.items() if v.dtype.kind == "f"])
+
+
+def test_detected_and_mapped(nude_nnef):
+    pm = get_plugin_manager()
+    assert pm.plugin_for_source(nude_nnef).name == "nnef"
+    assert pm.plugin_for_destination(nude_nnef.parent / "x.nnef").name == "nnef"
+    model = read_model(nude_nnef)
+    graph = nnef.load_graph(str(nude_nnef))
+    variables = [op for op in graph.operations if op.name == "variable"]
+    assert list(model.tensors) == [op.attribs["label"] for op in variables]
+    first_conv = next(op for op in graph.operations if op.name == "conv")
+    filt, bias = (graph.tensors[first_conv.inputs[k]] for k in ("filter", "bias"))
+    assert model.blocks[filt.name] == {"weight": filt.name, "bias": bias.name}
+    np.testing.assert_array_equal(model.tensors[filt.name], filt.data)  # NNEF: output channels first already
+    assert model.tensors[bias.name].shape == (filt.data.shape[0],) and bias.data.shape == (1, filt.data.shape[0])
+    np.testing.assert_array_equal(model.tensors[bias.name], bias.data[0])
+    assert model.topology.storage_format == TopologyStorageFormat.NNR_TPL_NNEF and model.topology.deflate
+    assert model.topology.data == (nude_nnef / "graph.nnef").read_bytes()
+
+
+def test_lossless_round_trip_is_byte_exact(nude_nnef, image, tmp_path):
+    data = _lossless(read_model(nude_nnef))
+    tpl = next(u for u in read_units(data) if isinstance(u, TopologyUnit))
+    assert (tpl.topology_storage_format, tpl.topology_compression_format) == (TopologyStorageFormat.NNR_TPL_NNEF, 1)
+    assert len(tpl.topology_data) < len((nude_nnef / "graph.nnef").read_bytes()) / 3
+    write_model(decode_model(data), tmp_path / "back.nnef")  # rebuilt from the bitstream alone
+    for f in sorted(nude_nnef.iterdir()):
+        assert (tmp_path / "back.nnef" / f.name).read_bytes() == f.read_bytes(), f.name
+    np.testing.assert_array_equal(run_nnef(tmp_path / "back.nnef", image, tmp_path), run_nnef(nude_nnef, image, tmp_path))
+
+
+def test_raw_topology_when_chosen(nude_nnef):
+    model = read_model(nude_nnef)
+    model.topology.deflate = False
+    tpl = next(u for u in read_units(encode_model(model)) if isinstance(u, TopologyUnit))
+    assert tpl.topology_compression_format == 0 and tpl.topology_data == (nude_nnef / "graph.nnef").read_bytes()
+
+
+def test_lossy_command_line_runs_within_tolerance(nude_nnef, image, tmp_path):
+    nnr, back = tmp_path / "nude.nnr", tmp_path / "nude_back.nnef"
+    assert main(["encode", str(nude_nnef), "-o", str(nnr)]) == 0
+    assert main(["decode", str(nnr), "-o", str(back)]) == 0
+    params = sum(v.size for v in read_model(nude_nnef).tensors.values())
+    assert nnr.stat().st_size * 8 / params < 8
+    expected, got = run_nnef(nude_nnef, image, tmp_path), run_nnef(back, image, tmp_path)
+    assert got.shape == expected.shape == (1, 22, 2100)
+    assert 0 < np.abs(got - expected).max() <= LOSSY_RELATIVE_TOLERANCE * np.abs(expected).max()
+
+
+def test_carriage_in_nnef_tensor_files(nude_nnef, tmp_path):
+    data = encode_model(read_model(nude_nnef))
+    adapter = NnefAdapter()
+    adapter.embed(data, tmp_path / "carried.nnef")
+    carried = tmp_path / "carried.nnef"
+    assert adapter.extract(carried) == data
+    assert adapter.extract(nude_nnef) is None
+    first = carried / "variable1.dat"
+    raw = first.read_bytes()
+    assert raw[:2] == b"\x4e\xef" and struct.unpack_from("<II", raw, 44) == (8, NNR_ITEM_TYPE)
+    assert struct.unpack_from("<II4I", raw, 4)[:6] == (len(raw) - 128, 4, 16, 3, 3, 3)
+    assert read_units(raw[128:])[0].offset == 0  # the first file is a complete bitstream
+    decoded = decode_model(data).tensors
+    for name, value in read_model(carried).tensors.items():
+        np.testing.assert_array_equal(value, decoded[name], err_msg=name)
+    total = sum(f.stat().st_size for f in carried.iterdir())
+    assert total < sum(f.stat().st_size for f in nude_nnef.iterdir()) / 3
+
+
+# -- bad models (#7 item 5) ------------------------------------------------------
+
+
+@pytest.fixture
+def copy(nude_nnef, tmp_path):
+    target = tmp_path / "copy.nnef"
+    shutil.copytree(nude_nnef, target)
+    return target
+
+
+def test_corrupt_tensor_file_is_named(copy):
+    path = copy / "variable3.dat"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ModelError, match=r"variable3\.dat: corrupt NNEF tensor file for variable 'variable3'"):
+        read_model(copy)
+    path.write_bytes(b"junk")
+    with pytest.raises(ModelError, match=r"variable3"):
+        read_model(copy)
+
+
+def test_missing_tensor_file_and_shape_mismatch_are_named(copy):
+    (copy / "variable5.dat").unlink()
+    with pytest.raises(ModelError, match=r"variable 'variable5' has no tensor file variable5\.dat"):
+        read_model(copy)
+    with open(copy / "variable5.dat", "wb") as f:
+        nnef.write_tensor(f, np.zeros((2, 2), np.float32))
+    with pytest.raises(ModelError, match=r"variable 'variable5' holds shape \(2, 2\), the graph declares"):
+        read_model(copy)
+
+
+def test_unsupported_dtype_and_bad_graph_are_named(copy):
+    with open(copy / "variable7.dat", "rb") as f:
+        shape = nnef.read_tensor(f).shape
+    with open(copy / "variable7.dat", "wb") as f:
+        nnef.write_tensor(f, np.full(shape, 2**40, np.int64))
+    with pytest.raises(ModelError, match=r"variable 'variable7' \(int64\) holds values outside int32"):
+        read_model(copy)
+    (copy / "graph.nnef").write_text("version 1.0;\ngraph g(x) -> (y) { y = frobnicate(x); }\n")
+    with pytest.raises(ModelError, match=r"copy\.nnef: not a valid NNEF graph"):
+        read_model(copy)
+
+
+def test_write_names_missing_and_mismatched_tensors(nude_nnef, tmp_path):
+    decoded = decode_model(encode_model(read_model(nude_nnef)))
+    del decoded.tensors["variable9"]
+    with pytest.raises(ModelError, match=r"lacks 1 variable\(s\) of the NNEF graph: \['variable9'\]"):
+        write_model(decoded, tmp_path / "x.nnef")
+    decoded = decode_model(encode_model(read_model(nude_nnef)))
+    decoded.tensors["variable2"] = np.zeros(3, np.float32)
+    with pytest.raises(ModelError, match=r"variable 'variable2': decoded shape \(3,\)"):
+        write_model(decoded, tmp_path / "x.nnef")
+    decoded.topology = None
+    with pytest.raises(ModelError, match="carries no NNEF topology"):
+        write_model(decoded, tmp_path / "x.nnef")
+    assert not (tmp_path / "x.nnef").exists()
