@@ -182,7 +182,8 @@ def test_allow_list_loads_only_named_plugins(fakefw, monkeypatch):
     assert set(pm.frameworks()) == {"numpy", "fakefw"}
 
 
-def test_unknown_format_is_a_clear_error(fakefw, tmp_path, capsys):
+def test_unknown_format_is_a_clear_error(fakefw, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NNC_LOAD_PLUGINS", "fakefw")  # whatever else is installed (a TensorFlow plugin reads .h5)
     model = tmp_path / "model.h5"
     model.write_bytes(b"not a model")
     assert main(["encode", str(model), "-o", str(tmp_path / "x.nnr")]) == 1
@@ -198,7 +199,8 @@ def test_unknown_format_is_a_clear_error(fakefw, tmp_path, capsys):
         nnc_core.plugins.read_model(corrupt)
 
 
-def test_convert_carries_the_nnr_decoded_weights(fakefw, tmp_path, capsys):
+def test_convert_carries_the_nnr_decoded_weights(fakefw, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NNC_LOAD_PLUGINS", "fakefw")  # the converter list below is fakefw's alone
     rng = np.random.default_rng(5)
     weights = {"conv": rng.normal(size=(6, 5)).astype(np.float32), "bias": rng.normal(size=6).astype(np.float32)}
     source, destination = tmp_path / "model.npz", tmp_path / "model.fake"
