@@ -41,16 +41,13 @@ which nnef-tools reads and converts.
 
 from __future__ import annotations
 
-import io
-import os
 import struct
 from pathlib import Path
-from typing import Any
 
 import nnef
 import numpy as np
 
-from nnc_core.bitstream.units import CompressedDataUnit, TopologyStorageFormat, TopologyUnit, read_units
+from nnc_core.bitstream.units import CompressedDataUnit, TopologyStorageFormat, read_units
 from nnc_core.errors import BitstreamError, ModelError
 from nnc_core.files import atomic_path
 from nnc_core.model import NNRModel, Topology
