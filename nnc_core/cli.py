@@ -4,6 +4,10 @@
     nnc info IN.nnr              list every unit and each tensor's bits per parameter
     nnc decode IN.nnr -o OUT.npz decode a bitstream into a numpy archive
 
+With ``--base BASE.npz`` or ``--base BASE.nnr`` (repeat it for a base
+bitstream followed by its earlier updates) ``encode`` codes the model as an
+incremental update of the base and ``decode`` applies an update to it.
+
 Outputs are written atomically: a failed run leaves no partial file and an
 existing file untouched.
 """
@@ -140,9 +144,21 @@ def _write_atomically(path: Path, write) -> None:  # type: ignore[no-untyped-def
         raise
 
 
+def _load_base(paths: list[str] | None):  # type: ignore[no-untyped-def]
+    """The base of --base: arrays of one .npz, or NNR bitstreams decoded in order."""
+    if not paths:
+        return None
+    if len(paths) == 1 and paths[0].endswith(".npz"):
+        with np.load(paths[0], allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    if any(p.endswith(".npz") for p in paths):
+        raise nnc_core.ConfigError("--base takes one .npz, or NNR bitstreams (a base and its updates, in order)")
+    return [Path(p).read_bytes() for p in paths]
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     data = Path(args.input).read_bytes()
-    tensors = nnc_core.decode(data)
+    tensors = nnc_core.decode(data, base=_load_base(args.base))
     output = Path(args.output)
     _write_atomically(output, lambda f: np.savez(f, **tensors))
     if not args.quiet:
@@ -159,8 +175,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if show:
             print(f"\r[{done}/{total}] {name[:60]:<60}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
-    data = nnc_core.encode(
+    base = _load_base(args.base)
+    incremental = {} if base is None else {"base": base, "tca": not args.no_tca, "hdsp": not args.no_hdsp}
+    if incremental:
+        from nnc_core.incremental import encode_update as encode
+    else:
+        encode = nnc_core.encode
+    data = encode(
         tensors,
+        **incremental,
         qp=args.qp,
         qp_density=args.qp_density,
         nonweight_qp=args.nonweight_qp,
@@ -168,7 +191,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         lambda_scale=args.lambda_scale,
         codebook_mode=args.codebook_mode,
         scan_order=args.scan_order,
-        row_skipping=args.row_skipping,
+        row_skipping=args.row_skipping or base is not None,
         int_quant_bw=args.int_quant_bw,
         raw_float=args.raw_float,
         max_part_elements=args.max_part_elements,
@@ -211,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--max-part-elements", type=int, metavar="N",
                         help="split tensors larger than N elements into several NDUs (partial_data_counter)")
     encode.add_argument("--aggregate", action="store_true", help="carry all units after the start unit in one NNR_AGG unit")
+    encode.add_argument("--base", action="append", metavar="BASE",
+                        help="code an incremental update of this base model: BASE.npz, or BASE.nnr followed by "
+                             "its earlier updates (repeat --base); row skipping is on")
+    encode.add_argument("--no-tca", action="store_true", help="with --base: no temporal context adaptation")
+    encode.add_argument("--no-hdsp", action="store_true", help="with --base: no history-dependent significance probability")
     encode.add_argument("-q", "--quiet", action="store_true")
     encode.set_defaults(run=cmd_encode)
 
@@ -222,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode = sub.add_parser("decode", help="decode a bitstream into a .npz archive")
     decode.add_argument("input", help="NNR bitstream")
     decode.add_argument("-o", "--output", required=True, help="output .npz")
+    decode.add_argument("--base", action="append", metavar="BASE",
+                        help="the input is an update of this base (as for encode --base); writes the updated model")
     decode.add_argument("-q", "--quiet", action="store_true")
     decode.set_defaults(run=cmd_decode)
     return parser

@@ -16,6 +16,7 @@ goes NDU by NDU, so memory stays near one model's size.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -441,8 +442,9 @@ def encode(
             ``done`` counting input tensors.
         base: code ``tensors`` as an incremental update of this base model:
             a mapping of arrays, an NNR bitstream, or a sequence of
-            bitstreams (a base and its earlier updates); see
-            :func:`nnc_core.incremental.encode_update`.  Decode with
+            bitstreams (a base and its earlier updates), coded with the
+            defaults of :class:`nnc_core.incremental.UpdateEncoder` (TCA,
+            HDSP and row skipping on).  Decode with
             ``decode(data, base=...)`` and the same base.
 
     Raises:
@@ -453,8 +455,10 @@ def encode(
     if base is not None:
         from nnc_core.incremental import encode_update
 
-        options = {k: v for k, v in locals().items() if k not in ("tensors", "base", "_update")}
-        return encode_update(tensors, base, **options)
+        # the settings given (an update session has its own defaults, e.g. row skipping on)
+        given = locals()
+        defaults = {k: p.default for k, p in inspect.signature(encode).parameters.items() if k not in ("tensors", "base", "_update")}
+        return encode_update(tensors, base, **{k: given[k] for k, d in defaults.items() if given[k] is not d and given[k] != d})
     if _update is not None and max_part_elements is not None:
         raise ConfigError("incremental updates cannot split tensors into parts (max_part_elements)")
     if not 0 <= qp_density <= 7:

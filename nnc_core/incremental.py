@@ -297,7 +297,8 @@ class UpdateEncoder:
             receiver's model) when there is a base.
         pre_flag: set ``nnr_pre_flag`` (signalling only; see the module notes).
         error_feedback: carry what quantization left out of an update into
-            the next one (encoder side only).
+            the next one (encoder side only), so that the receiver's model
+            does not drift from the sender's over many updates.
         device_id: ``device_id`` of every NDU.
         options: further :func:`nnc_core.encode` settings (qp, use_dq, ...).
     """
@@ -323,7 +324,8 @@ class UpdateEncoder:
         self._plan = dict(tca=tca, hdsp=hdsp, pre_flag=pre_flag, signal_base=signal_base, device_id=device_id)
         self._options = dict(options, row_skipping=row_skipping)
         self.error_feedback = error_feedback
-        self._residual: dict[str, np.ndarray] = {}
+        self._residual: dict[str, np.ndarray] = {}  # error feedback: what quantization left out
+        self._previous: dict[str, np.ndarray] = dict(self._mirror.reference)  # the sender's last model
 
     @property
     def reference(self) -> dict[str, np.ndarray]:
@@ -335,27 +337,34 @@ class UpdateEncoder:
         return self._mirror.state
 
     def encode(self, model: Mapping[str, np.ndarray]) -> bytes:
-        """Code ``model`` as an update of the receiver's model: the difference of
-        each tensor from its current version (tensors not in ``model`` stay)."""
+        """Code the change from the previous model given (at first: the base) to
+        ``model``: each tensor's difference; tensors not in ``model`` stay as
+        they are, unchanged tensors and rows cost (almost) nothing."""
         update = {}
         for name, value in model.items():
             name = str(name)
-            d = _difference(name, value, self.reference.get(name))
-            if self.error_feedback and name in self._residual and d.dtype.kind == "f":
-                d = (d + self._residual[name]).astype(np.float32)
-            update[name] = d
+            previous = self._previous.get(name)
+            update[name] = _difference(name, value, previous if previous is not None else self.reference.get(name))
+        data = self.encode_update(update)
+        self._previous.update({str(k): np.array(v) for k, v in model.items()})
+        return data
+
+    def encode_update(self, update: Mapping[str, np.ndarray]) -> bytes:
+        """Code ``update`` as it is: the values the receiver adds (as NNCodec's
+        ``compress_differences``); with ``error_feedback`` plus what
+        quantization left out of the earlier updates."""
+        update = {str(k): np.asarray(v) for k, v in update.items()}
+        if self.error_feedback:
+            for name, r in self._residual.items():
+                if name in update and update[name].dtype.kind == "f":
+                    update[name] = (update[name].astype(np.float32) + r).astype(np.float32)
         data, decoded = self._code(update)
         if self.error_feedback:
             for name, d in update.items():
                 if d.dtype.kind == "f":
                     got = decoded.get(name)
-                    self._residual[name] = d if got is None else (d - got.astype(np.float32)).astype(np.float32)
+                    self._residual[name] = d.astype(np.float32) if got is None else (d - got.astype(np.float32)).astype(np.float32)
         return data
-
-    def encode_update(self, update: Mapping[str, np.ndarray]) -> bytes:
-        """Code ``update`` as it is: the values the receiver adds (as NNCodec's
-        ``compress_differences``)."""
-        return self._code(dict(update))[0]
 
     def _code(self, update: dict) -> tuple[bytes, dict[str, np.ndarray]]:
         from nnc_core.encoding import encode
