@@ -155,17 +155,26 @@ class UpdateDecoder:
             BitstreamError: the bitstream is corrupt, or needs parent data (TCA)
                 the decoder does not have.
         """
-        self._check(read_units(data))
-        tensors = decode_bitstream(data, self.state, max_elements=self.max_elements)
-        update = {t.name: t.values for t in tensors}
-        for name, values in update.items():
-            try:
-                self.reference[name] = _applied(self.reference.get(name), values)
-            except ConfigError as e:
-                raise BaseMismatchError(f"tensor {name!r}: {e}; the bitstream does not update this base") from e
+        nodes = self._check(read_units(data))
+        s = self.state
+        saved = dict(s.base), dict(s.history), dict(s.put_node_depth)
+        try:
+            tensors = decode_bitstream(data, s, max_elements=self.max_elements)
+            update = {t.name: t.values for t in tensors}
+            reference = dict(self.reference)
+            for name, values in update.items():
+                try:
+                    reference[name] = _applied(reference.get(name), values)
+                except ConfigError as e:
+                    raise BaseMismatchError(f"tensor {name!r}: {e}; the bitstream does not update this base") from e
+        except BaseException:
+            s.base, s.history, s.put_node_depth = saved  # a refused bitstream leaves the session as it was
+            raise
+        self.reference = reference
+        self._node.update(nodes)
         return update
 
-    def _check(self, units: list) -> None:
+    def _check(self, units: list) -> dict[str, tuple[int, int]]:
         """Refuse a bitstream that is not an update of what this decoder holds."""
         mps: ModelParameterSet | None = None
         nodes: dict[str, tuple[int, int]] = {}
@@ -194,7 +203,7 @@ class UpdateDecoder:
                 for name in names:
                     self._check_parent(name, h, depth, mps, at)
                     nodes[name] = (h.device_id or 0, h.parameter_id or 0)
-        self._node.update(nodes)
+        return nodes
 
     def _check_parent(self, name: str, h: Any, depth: int, mps: ModelParameterSet | None, at: dict) -> None:
         if h.parent_node_id_type != ICNN_NDU_ID:
@@ -269,9 +278,9 @@ class _StreamPlan:
         def view(a: np.ndarray | None, what: str) -> np.ndarray | None:
             if a is None:
                 return None
-            if a.size != int(np.prod(shape)):
+            if a.shape != tuple(shape):
                 raise ConfigError(f"tensor {member.name!r} has shape {list(shape)}, its {what} {list(a.shape)}")
-            return coded_view(a.reshape(shape), shift)
+            return coded_view(a, shift)
 
         base = view(state.base.get(member.name), "parent NDU") if tca else None
         if tca and base is None:

@@ -227,3 +227,21 @@ def test_cli_encodes_and_decodes_updates(tmp_path, rng):
             for name in expected:
                 assert archive[name].tobytes() == expected[name].tobytes()
     assert main(["decode", str(update), "--base", str(tuned_npz), "-o", str(out)]) == 1
+
+
+def test_refused_update_leaves_the_session_usable(rng):
+    models = [_model(rng)]
+    for _ in range(2):
+        models.append(_fine_tuned(rng, models[-1]))
+    encoder = UpdateEncoder()
+    s0, s1, s2 = [encoder.encode(m) for m in models]
+    decoder = UpdateDecoder(s0)
+    before = {k: v.copy() for k, v in decoder.reference.items()}
+    with pytest.raises(BaseMismatchError, match="base_model_id"):
+        decoder.decode(s2)
+    assert all(decoder.reference[k].tobytes() == before[k].tobytes() for k in before)
+    decoder.decode(s1)
+    got = decoder.decode(s2)
+    assert all(got[k].tobytes() == encoder.reference[k].tobytes() for k in got)
+    with pytest.raises(nnc_core.ConfigError, match=r"tensor 'fc1.weight' has shape \[16, 24\], its parent NDU \[24, 16\]"):
+        encoder.encode_update({"fc1.weight": np.ones((16, 24), np.float32)})
