@@ -232,6 +232,8 @@ def main() -> None:
                                    hdsp_tool=hdsp_d, return_hls=True)[0]
         for n, d in delta.items():
             theirs_model[n] = (theirs_model[n] + d).astype(np.float32) if n in theirs_model else np.asarray(d, np.float32)
+        for n in model:  # NNCodec omits all-zero tensors from the base stream too: its receiver must know their shapes
+            theirs_model.setdefault(n, np.zeros_like(model[n]))
         changed = sum(isinstance(u, CompressedDataUnit) for u in read_units(ours))
         rows.append((k, changed, len(ours), len(theirs), sender(model), receiver_ours(ours_model),
                      receiver_theirs(theirs_model), t_ours, t_theirs))

@@ -628,7 +628,7 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
     scan = coded_scan_order(lead.stored.shape, s.scan_order)
     node: dict = {}
     if s.update is not None:
-        if not any(np.any(c.stored) for c in coded):
+        if s.update.omitted(coded):
             return b""  # an all-zero update is not sent (decoders keep the tensor as it was)
         node = s.update.node_fields(members, coded, at)
     if lead.payload_type == PayloadType.NNR_PT_RAW_FLOAT:

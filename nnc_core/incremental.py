@@ -11,7 +11,7 @@ tensor it already holds.  The bitstream structures the updates as the
 * every NDU is a node ``(device_id, parameter_id, put_node_depth)`` with a
   parent reference of type ICNN_NDU_ID: the NDU of the same ``parameter_id``
   one level up (``put_node_depth - 1``);
-* an all-zero update of a tensor is not sent at all;
+* an all-zero update of a tensor the receiver has is not sent at all;
 * temporal context adaptation (TCA, ``temporal_context_modeling_flag``) codes
   a tensor with contexts selected by the stored integers of its parent NDU,
   and history-dependent significance probability (HDSP, a per-tensor flag in
@@ -252,6 +252,13 @@ class _StreamPlan:
         if self.signal_base and self.mirror.reference:
             fields.update(base_model_id_present_flag=True, base_model_id=model_fingerprint(self.mirror.reference))
         return fields
+
+    def omitted(self, coded: list) -> bool:
+        """An NDU whose stored integers are all zero is not sent, as NNCodec does,
+        unless the receiver does not have a tensor of it yet: NNCodec omits those
+        too (from the first stream of a session), which leaves the receiver
+        without the tensor and its shape."""
+        return all(c.name in self.mirror.reference for c in coded) and not any(np.any(c.stored) for c in coded)
 
     def node_fields(self, members: list, coded: list, at: int) -> dict:
         """NDU header fields: node id and parent reference of a tensor (block)."""

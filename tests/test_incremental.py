@@ -245,3 +245,14 @@ def test_refused_update_leaves_the_session_usable(rng):
     assert all(got[k].tobytes() == encoder.reference[k].tobytes() for k in got)
     with pytest.raises(nnc_core.ConfigError, match=r"tensor 'fc1.weight' has shape \[16, 24\], its parent NDU \[24, 16\]"):
         encoder.encode_update({"fc1.weight": np.ones((16, 24), np.float32)})
+
+
+def test_all_zero_tensor_of_the_base_is_sent(rng):
+    """NNCodec leaves an all-zero tensor out of the first stream of a session;
+    we send it, so that the receiver has it (later all-zero updates are left out)."""
+    model = dict(_model(rng), **{"pooler.bias": np.zeros(24, np.float32)})
+    encoder, decoder = UpdateEncoder(), UpdateDecoder()
+    got = decoder.decode(encoder.encode(model))
+    assert got["pooler.bias"].tobytes() == model["pooler.bias"].tobytes()
+    _, headers = _units(encoder.encode(dict(_fine_tuned(rng, model), **{"pooler.bias": model["pooler.bias"]})))
+    assert "pooler.bias" not in [h.element_ids[0] for h in headers]
