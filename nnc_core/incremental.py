@@ -88,9 +88,10 @@ def model_fingerprint(tensors: Mapping[str, np.ndarray]) -> str:
 
 
 def _applied(reference: np.ndarray | None, update: np.ndarray) -> np.ndarray:
-    """A tensor after adding a decoded update; keeps the reference's dtype."""
+    """A tensor after adding a decoded update; keeps the reference's dtype (a
+    new float tensor is float32, also where codebook decoding gives float64)."""
     if reference is None:
-        return update.copy()
+        return update.astype(np.float32) if update.dtype.kind == "f" else update.copy()
     if reference.shape != update.shape:
         raise ConfigError(f"an update of shape {list(update.shape)} cannot apply to a tensor of shape {list(reference.shape)}")
     if reference.dtype.kind in "iu":

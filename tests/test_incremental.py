@@ -256,3 +256,13 @@ def test_all_zero_tensor_of_the_base_is_sent(rng):
     assert got["pooler.bias"].tobytes() == model["pooler.bias"].tobytes()
     _, headers = _units(encoder.encode(dict(_fine_tuned(rng, model), **{"pooler.bias": model["pooler.bias"]})))
     assert "pooler.bias" not in [h.element_ids[0] for h in headers]
+
+
+def test_codebook_updates_keep_float32_models(rng):
+    models = [_model(rng)]
+    models.append(_fine_tuned(rng, models[-1]))
+    encoder, decoder = UpdateEncoder(codebook_mode=1), UpdateDecoder()
+    for m in models:
+        got = decoder.decode(encoder.encode(m))
+        assert {k: v.dtype for k, v in got.items()} == {k: v.dtype for k, v in m.items()}
+        assert all(got[k].tobytes() == encoder.reference[k].tobytes() for k in got)

@@ -22,20 +22,21 @@ from nnc_core.testing import reference
 pytestmark = pytest.mark.reference
 
 
-def _steps(minilm) -> list[dict[str, np.ndarray]]:
+def _steps(minilm, rows=None, scale=0.05) -> list[dict[str, np.ndarray]]:
     """The base (embedding LayerNorm and the first attention block's query and
-    value projections) and three sparse updates of it, as fine-tuning makes
-    them: a few rows changed in each weight, small changes to the biases."""
+    value projections, or their first ``rows`` rows) and three sparse updates
+    of it, as fine-tuning makes them: a few rows changed in each weight, small
+    changes to the biases."""
     names = [n for n in minilm if n.startswith("embeddings.LayerNorm") or
              n.startswith(("encoder.layer.0.attention.self.query", "encoder.layer.0.attention.self.value"))]
-    base = {n: minilm[n].astype(np.float32) for n in names}
+    base = {n: np.ascontiguousarray(minilm[n][:rows] if "self" in n else minilm[n]).astype(np.float32) for n in names}
     rng = np.random.default_rng(4)
     steps = [base]
     for k in range(3):
         update = {}
         for n, w in base.items():
-            scale = np.float32(w.std() * 0.05)
-            d = (rng.standard_normal(w.shape) * scale).astype(np.float32)
+            step = np.float32(w.std() * scale)
+            d = (rng.standard_normal(w.shape) * step).astype(np.float32)
             if w.ndim == 2:
                 d[rng.random(w.shape[0]) < 0.7] = 0  # unchanged rows
             elif k == 1:
@@ -65,9 +66,17 @@ TOOLS = [
 ]
 
 
-@pytest.mark.parametrize("tools", TOOLS, ids=lambda t: ",".join(f"{k}={v}" for k, v in t.items()))
+# NNCodec's codebook search encodes a tensor once per codebook entry: tested on
+# the first 48 rows of the projections, at a coarse step with larger updates.
+CODEBOOK_TOOLS = [
+    {"tca": True, "hdsp": True, "row_skipping": True, "codebook_mode": 1, "qp": -24},
+    {"tca": True, "hdsp": False, "row_skipping": False, "codebook_mode": 2, "use_dq": False, "qp": -24},
+]
+
+
+@pytest.mark.parametrize("tools", TOOLS + CODEBOOK_TOOLS, ids=lambda t: ",".join(f"{k}={v}" for k, v in t.items()))
 def test_update_sequence_interoperates(minilm, tools):
-    steps = _steps(minilm)
+    steps = _steps(minilm, 48, 0.5) if "codebook_mode" in tools else _steps(minilm)
     nnc, HdspTool = _nncodec()
     hdsp = tools["hdsp"]
     args = {k: v for k, v in tools.items() if k not in ("hdsp", "pre_flag")}
