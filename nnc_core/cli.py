@@ -6,6 +6,10 @@
     nnc convert SRC -o DST        convert between frameworks, weights carried as NNR
     nnc plugins                   list the framework plugins and their state
 
+With ``--base BASE.npz`` or ``--base BASE.nnr`` (repeat it for a base
+bitstream followed by its earlier updates) ``encode`` codes the model as an
+incremental update of the base and ``decode`` applies an update to it.
+
 Outputs are written atomically: a failed run leaves no partial file and an
 existing file untouched.
 """
@@ -127,9 +131,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_base(paths: list[str] | None):  # type: ignore[no-untyped-def]
+    """The base of --base: arrays of one .npz, or NNR bitstreams decoded in order."""
+    if not paths:
+        return None
+    if len(paths) == 1 and paths[0].endswith(".npz"):
+        with np.load(paths[0], allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    if any(p.endswith(".npz") for p in paths):
+        raise nnc_core.ConfigError("--base takes one .npz, or NNR bitstreams (a base and its updates, in order)")
+    return [Path(p).read_bytes() for p in paths]
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     data = Path(args.input).read_bytes()
-    model = decode_model(data)
+    model = decode_model(data, base=_load_base(args.base))
     output = Path(args.output)
     write_model(model, output, framework=args.framework, template=args.template)
     if not args.quiet:
@@ -166,7 +182,16 @@ def _encode_options(args: argparse.Namespace) -> dict:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     model = read_model(args.input, framework=args.framework)
-    data = encode_model(model, progress=_progress(args.quiet), **_encode_options(args))
+    options = _encode_options(args)
+    base = _load_base(args.base)
+    if base is None:
+        data = encode_model(model, progress=_progress(args.quiet), **options)
+    else:
+        from nnc_core.incremental import encode_update
+
+        options["row_skipping"] = True
+        data = encode_update(model.tensors, base, tca=not args.no_tca, hdsp=not args.no_hdsp,
+                             progress=_progress(args.quiet), **options)
     output = Path(args.output)
     write_atomically(output, lambda f: f.write(data))
     if not args.quiet:
@@ -230,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("-o", "--output", required=True, help="output NNR bitstream")
     encode.add_argument("--framework", help="plugin to read the model with (default: chosen from the file)")
     _add_encode_options(encode)
+    encode.add_argument("--base", action="append", metavar="BASE",
+                        help="code an incremental update of this base model: BASE.npz, or BASE.nnr followed by "
+                             "its earlier updates (repeat --base); row skipping is on")
+    encode.add_argument("--no-tca", action="store_true", help="with --base: no temporal context adaptation")
+    encode.add_argument("--no-hdsp", action="store_true", help="with --base: no history-dependent significance probability")
     encode.add_argument("-q", "--quiet", action="store_true")
     encode.set_defaults(run=cmd_encode)
 
@@ -243,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("-o", "--output", required=True, help="output model (.npz, or any installed plugin's format)")
     decode.add_argument("--framework", help="plugin to write the model with (default: chosen from the output's suffix)")
     decode.add_argument("--template", help="original model, for formats that need one to rebuild what NNR does not carry")
+    decode.add_argument("--base", action="append", metavar="BASE",
+                        help="the input is an update of this base (as for encode --base); writes the updated model")
     decode.add_argument("-q", "--quiet", action="store_true")
     decode.set_defaults(run=cmd_decode)
 

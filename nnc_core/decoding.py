@@ -476,10 +476,21 @@ def decode(
     *,
     state: DecoderState | None = None,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    base: object = None,
 ) -> dict[str, np.ndarray]:
     """Decode an NNR bitstream into ``{tensor name: array}`` in stream order.
 
     Pass the same ``state`` to decode the bitstreams of an incremental
     sequence in order (the decoded arrays of an update are the update itself).
+    With ``base`` (arrays, or the bitstream(s) it was sent in) the bitstream
+    is an update of that model and the result is the updated model; an update
+    of another base is refused (:class:`~nnc_core.errors.BaseMismatchError`,
+    see :mod:`nnc_core.incremental`).
     """
+    if base is not None:
+        if state is not None:
+            raise ConfigError("give either a decoder state or a base")
+        from nnc_core.incremental import decode_update
+
+        return decode_update(data, base, max_elements=max_elements)
     return {t.name: t.values for t in decode_bitstream(data, state, max_elements=max_elements)}

@@ -16,8 +16,10 @@ goes NDU by NDU, so memory stays near one model's size.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -254,6 +256,7 @@ class _Settings:
     int_quant_bw: int | None
     raw_float: frozenset
     quantize: _Quantizer
+    update: Any = None  # nnc_core.incremental: parent signalling of an incremental update
 
 
 def _check_blocks(
@@ -381,6 +384,8 @@ def encode(
     aggregate: bool = False,
     topology: Topology | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    base: Any = None,
+    _update: Any = None,
 ) -> bytes:
     """Encode named tensors into one NNR bitstream.
 
@@ -438,12 +443,27 @@ def encode(
             as the reference encoder writes.
         progress: called as ``progress(done, total, name)`` after each NDU,
             ``done`` counting input tensors.
+        base: code ``tensors`` as an incremental update of this base model:
+            a mapping of arrays, an NNR bitstream, or a sequence of
+            bitstreams (a base and its earlier updates), coded with the
+            defaults of :class:`nnc_core.incremental.UpdateEncoder` (TCA,
+            HDSP and row skipping on).  Decode with
+            ``decode(data, base=...)`` and the same base.
 
     Raises:
         EncodeError: a tensor holds NaN or infinity (and is not raw), an
             unsupported dtype, or values its step cannot represent in int32.
         ConfigError: invalid settings.
     """
+    if base is not None:
+        from nnc_core.incremental import encode_update
+
+        # the settings given (an update session has its own defaults, e.g. row skipping on)
+        given = locals()
+        defaults = {k: p.default for k, p in inspect.signature(encode).parameters.items() if k not in ("tensors", "base", "_update")}
+        return encode_update(tensors, base, **{k: given[k] for k, d in defaults.items() if given[k] is not d and given[k] != d})
+    if _update is not None and max_part_elements is not None:
+        raise ConfigError("incremental updates cannot split tensors into parts (max_part_elements)")
     if not 0 <= qp_density <= 7:
         raise ConfigError(f"qp_density {qp_density} outside 0..7")
     if not 0 <= scan_order <= 4:
@@ -472,6 +492,7 @@ def encode(
     settings = _Settings(
         qp, qp_density, nonweight_qp, use_dq, codebook_mode, scan_order, cabac_unary_length_minus1, param_opt,
         row_skipping, int_quant_bw, frozenset(raw_float), _Quantizer(qp_density, float(lambda_scale), cabac_unary_length_minus1),
+        _update,
     )
     checked = _check_blocks(tensors, blocks or {}, shifts)
     block_of = {name: members for members in checked.values() for name in members.values()}
@@ -485,6 +506,8 @@ def encode(
         mps_qp_density=qp_density,
         mps_quantization_parameter=0,
     )
+    if _update is not None:
+        mps = replace(mps, **_update.mps_fields())
     parts = [
         write_unit(StartUnit(UnitType.NNR_STR, general_profile_idc=1), state),
         write_unit(mps, state),
@@ -606,10 +629,22 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
     at = next(i for i, m in enumerate(members) if m.role == "weight") if block else 0
     lead = coded[at]
     scan = coded_scan_order(lead.stored.shape, s.scan_order)
+    node: dict = {}
+    if s.update is not None:
+        if s.update.omitted(coded):
+            return b""  # an all-zero update is not sent (decoders keep the tensor as it was)
+        node = s.update.node_fields(members, coded, at)
     if lead.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
         payload, entry_points = lead.stored.astype("<f4").tobytes(), []
-    else:
+    elif s.update is None:
         payload, entry_points = _payload(coded, scan, s)
+    else:
+        # HDSP (temporal tools): the shorter payload with the flag off or on, off on ties
+        tca = node["temporal_context_modeling_flag"]
+        parents = [s.update.parent(m, c, tca) for m, c in zip(members, coded)]
+        tries = [_payload(coded, scan, s, parents, hdsp)
+                 for hdsp in ((False, True) if s.update.try_hdsp(parents) else (False,))]
+        payload, entry_points = min(tries, key=lambda p: len(p[0]))
     if block:
         by_role = {m.role: m.name for m in members}
         ids = [by_role[role] for role in BLOCK_ID_ORDER if role in by_role]
@@ -636,14 +671,24 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
         scan_order=scan,
         entry_points=entry_points,
     )
+    if node:
+        header = replace(header, **node)
     unit = CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=payload, partial_data_counter=members[0].partial_data_counter)
     return write_unit(unit, state)
 
 
-def _payload(coded: list[_Coded], scan_order: int, s: _Settings) -> tuple[bytes, list[EntryPoint]]:
-    """The DeepCABAC payload of an NDU's tensors and its entry points."""
+def _payload(
+    coded: list[_Coded], scan_order: int, s: _Settings, parents: list | None = None, hdsp: bool = False
+) -> tuple[bytes, list[EntryPoint]]:
+    """The DeepCABAC payload of an NDU's tensors and its entry points.
+
+    ``parents``: per tensor ``(base, history)`` in coded view for the
+    temporal tools of an incremental update (None each where unused);
+    ``hdsp`` turns on HDSP for the tensors that have a history and signal it.
+    """
     tensors = []
-    for c in coded:
+    for i, c in enumerate(coded):
+        history = parents[i][1] if parents else None
         coding = TensorCoding(
             dq_flag=c.dq,
             scan_order=coded_scan_order(c.stored.shape, scan_order),
@@ -654,6 +699,20 @@ def _payload(coded: list[_Coded], scan_order: int, s: _Settings) -> tuple[bytes,
             codebook_size=len(c.codebook.values) if c.codebook else 0,
             codebook_zero_offset=c.codebook.zero_offset if c.codebook else 0,
             dq_any_index=c.clipped and c.dq,
+            parent_node_id_present_flag=parents is not None,
+            hdsp_flag=hdsp and history is not None and hdsp_signalled(c.stored.shape, c.codebook),
         )
         tensors.append((c.name, c.stored, c.qp, coding))
-    return code_payload(tensors, 6 + s.qp_density)
+    if parents is None:
+        return code_payload(tensors, 6 + s.qp_density)
+    bases = [p[0] for p in parents]
+    histories = [p[1] if t[3].hdsp_flag else None for p, t in zip(parents, tensors)]
+    return code_payload(tensors, 6 + s.qp_density, bases=bases, histories=histories)
+
+
+def hdsp_signalled(coded_shape: tuple[int, ...], codebook: IntegerCodebook | None) -> bool:
+    """Whether a tensor's payload carries the HDSP (and row-skip) flag (profile 1):
+    a coded view of more than one row and column, not a single-entry codebook."""
+    rows = int(coded_shape[0]) if coded_shape else 1
+    cols = int(np.prod(coded_shape[1:])) if len(coded_shape) > 1 else 1
+    return rows > 1 and cols > 1 and not (codebook is not None and len(codebook.values) == 1)
