@@ -75,6 +75,8 @@ class DecodedTensor:
     unit_index: int  # the (first) unit that carried it; for a unit inside an NNR_AGG, the aggregate unit
     aggregated_index: int | None = None  # index inside the aggregate unit, if in one
     carried_by: tuple[tuple[int, int | None], ...] = ()  # (unit_index, aggregated_index) of every unit carrying it
+    role: str | None = None  # member of an NNR_PT_BLOCK: its role ("weight", "G", "H", "ls", "bias", "bn.*")
+    block: NduHeader | None = None  # member of an NNR_PT_BLOCK: the block's header
 
 
 @dataclass
@@ -424,6 +426,8 @@ def _decode_ndu(
             stored = decoded_view(decoded.values, member_shift)
             values = _reconstruct(stored, h.payload_type, qp, qp_density, codebook)
             results.append(tensor(name, values, stored, qp))
+            if h.payload_type == PayloadType.NNR_PT_BLOCK:
+                results[-1].role, results[-1].block = role, h
         dec.finish()
     except BitstreamError as e:
         if e.unit_index is None:  # from the entropy decoder: say where
@@ -476,10 +480,27 @@ def decode(
     *,
     state: DecoderState | None = None,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    recompose: bool = True,
+    apply_local_scaling: bool = False,
+    unprune: bool = False,
 ) -> dict[str, np.ndarray]:
     """Decode an NNR bitstream into ``{tensor name: array}`` in stream order.
 
     Pass the same ``state`` to decode the bitstreams of an incremental
     sequence in order (the decoded arrays of an update are the update itself).
+
+    Parameter reduction (clause 8, :mod:`nnc_core.reduction`): a decomposed
+    weight (NNR_CPT_DC) comes back as ``G @ H`` in the weight's shape unless
+    ``recompose`` is False (then as its factors ``<weight>_G``, ``<weight>_H``);
+    ``apply_local_scaling`` multiplies each block weight's rows by its local
+    scaling factors and drops them; ``unprune`` returns pruned tensors in
+    their original shapes (zeros where pruned) from the stream's NNR_TPL_PRUN
+    topology, otherwise they keep the pruned shapes their NDUs signal.
     """
-    return {t.name: t.values for t in decode_bitstream(data, state, max_elements=max_elements)}
+    from nnc_core import reduction
+
+    results = decode_bitstream(data, state, max_elements=max_elements)
+    out = reduction.reconstruct(results, recompose=recompose, apply_local_scaling=apply_local_scaling)
+    if unprune:
+        out = reduction.unprune(out, reduction.read_pruning_topology(data))
+    return out
