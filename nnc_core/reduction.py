@@ -501,13 +501,13 @@ def prepare(
         for name, ratio in prune_ratios.items():
             if name not in tensors:
                 raise ConfigError(f"prune names {name!r}, which is not a tensor of the model")
+            bid, role = owner.get(name, (None, "weight"))
+            if role != "weight":
+                raise ConfigError(f"prune: {name!r} is the {role} of block {bid!r}; prune its weight instead")
             if not _is_weight(tensors[name]) or name in raw:
                 raise ConfigError(f"prune: {name!r} is not a float tensor of two or more dimensions")
             if not (0.0 <= ratio < 1.0):
                 raise ConfigError(f"prune ratio {ratio} of {name!r} outside [0, 1)")
-            bid, role = owner.get(name, (None, "weight"))
-            if role != "weight":
-                raise ConfigError(f"prune: {name!r} is the {role} of block {bid!r}; prune its weight instead")
             members[name] = [n for r, n in blocks.get(bid, {}).items() if r != "weight"] if bid is not None else []
         consumers = {str(k): [str(c) for c in v] for k, v in (prune_consumers or {}).items()}
         for name, names in consumers.items():
