@@ -385,6 +385,7 @@ def encode(
     unification: tuple[int, int] | None = None,
     low_rank: int | Mapping[str, int] | None = None,
     local_scaling: bool = False,
+    performance_maps: Mapping[str, list] | None = None,
     scan_order: int = 0,
     cabac_unary_length_minus1: int = 10,
     param_opt: bool = True,
@@ -448,6 +449,10 @@ def encode(
             weight where it saves parameters) or weight name -> rank, sent as
             G and H factors (NNR_CPT_DC); ``local_scaling``: per-row factors
             (NNR_CPT_LS) fitted after quantization to each weight.
+        performance_maps: metadata written into the NNR_MPS (sets its
+            sparsification, pruning, unification and decomposition map
+            flags): kind -> entries, see
+            :func:`nnc_core.reduction.check_performance_maps`.
         scan_order: 0 row-major, 1..4 block scans with entry points.
         cabac_unary_length_minus1, param_opt, row_skipping: entropy coding
             options (see :class:`nnc_core.deepcabac.TensorCoding`).
@@ -513,10 +518,16 @@ def encode(
     block_of = {name: members for members in checked.values() for name in members.values()}
     index_of = {name: i for i, name in enumerate(tensors)}
 
+    maps = reduction.check_performance_maps(performance_maps)
     state = ParseState()
     mps = ModelParameterSet(
         UnitType.NNR_MPS,
         topology_carriage_flag=True,
+        mps_sparsification_flag="sparsification" in maps,
+        mps_pruning_flag="pruning" in maps,
+        mps_unification_flag="unification" in maps,
+        mps_decomposition_performance_map_flag="decomposition" in maps,
+        performance_maps=maps,
         mps_quantization_method_flags=1,
         mps_qp_density=qp_density,
         mps_quantization_parameter=0,

@@ -596,3 +596,58 @@ def prepare(
             else:
                 blocks[bid]["ls"] = ls
     return Prepared(tensors, blocks, topology, ranks)
+
+
+# ---------------------------------------------------------------------------
+# Performance maps (metadata of the MPS, clause 7.3.x; notes 01 §4.1)
+
+_MAP_FIELDS = {
+    "sparsification": ("threshold", "non_zero_ratio", "accuracy"),
+    "pruning": ("pruning_ratio", "accuracy"),
+    "unification": ("threshold", "accuracy"),
+    "decomposition": ("mse_threshold", "accuracy", "reduction_ratio"),
+}
+
+
+def check_performance_maps(maps: Mapping[str, Iterable[Mapping[str, object]]] | None) -> dict[str, list[dict]]:
+    """Validated performance maps for the MPS: kind -> entries, each with the
+    numbers of its kind (floats), optional ``class_accuracy`` (list of floats)
+    and ``class_bitmask`` (int), and for unification ``reshaped_tensor_dimensions``,
+    ``super_block_dimensions`` and ``block_dimensions`` (lists of ints).  They
+    are metadata for the receiver (accuracies the encoder cannot measure);
+    no decoding step depends on them."""
+    out: dict[str, list[dict]] = {}
+    for kind, entries in (maps or {}).items():
+        if kind not in _MAP_FIELDS:
+            raise ConfigError(f"performance_maps: unknown kind {kind!r}; kinds are {list(_MAP_FIELDS)}")
+        checked = []
+        for entry in entries:
+            entry = dict(entry)
+            unknown = set(entry) - set(_MAP_FIELDS[kind]) - {
+                "class_accuracy", "class_bitmask", "reshaped_tensor_dimensions", "super_block_dimensions", "block_dimensions"
+            }
+            if unknown:
+                raise ConfigError(f"performance_maps[{kind!r}]: unknown fields {sorted(unknown)}")
+            e: dict = {}
+            try:
+                for key in _MAP_FIELDS[kind]:
+                    e[key] = float(entry[key])
+                if kind == "unification":
+                    for key in ("reshaped_tensor_dimensions", "super_block_dimensions", "block_dimensions"):
+                        e[key] = [int(d) for d in entry.get(key, [])]
+                        if any(d < 0 or (key != "reshaped_tensor_dimensions" and d > 255) for d in e[key]):
+                            raise ConfigError(f"performance_maps[{kind!r}]: {key} {e[key]} out of range")
+                if kind != "decomposition":
+                    e["class_bitmask"] = int(entry.get("class_bitmask", 0))
+                    if e["class_bitmask"] < 0:
+                        raise ConfigError(f"performance_maps[{kind!r}]: negative class_bitmask")
+                e["class_accuracy"] = [float(a) for a in entry.get("class_accuracy", [])]
+            except KeyError as missing:
+                raise ConfigError(f"performance_maps[{kind!r}]: an entry lacks {missing}") from None
+            except (TypeError, ValueError) as bad:
+                raise ConfigError(f"performance_maps[{kind!r}]: {bad}") from None
+            checked.append(e)
+        if len(checked) > 254:
+            raise ConfigError(f"performance_maps[{kind!r}]: at most 254 entries")
+        out[kind] = checked
+    return out

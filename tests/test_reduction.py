@@ -302,3 +302,39 @@ def test_sparsity_options_are_validated(model):
         nnc_core.encode(model, structured_sparsity=-1)
     with pytest.raises(ConfigError, match="one weight QP"):
         nnc_core.encode(model, sparsity=0.5, qp_per_tensor={"fc.weight": -30})
+
+
+# --- performance maps ---------------------------------------------------------------
+
+MAPS = {
+    "sparsification": [{"threshold": 0.25, "non_zero_ratio": 0.375, "accuracy": 0.5, "class_accuracy": [0.5, 0.75], "class_bitmask": 3}],
+    "pruning": [{"pruning_ratio": 0.25, "accuracy": 0.625}, {"pruning_ratio": 0.5, "accuracy": 0.5}],
+    "unification": [{"threshold": 0.5, "accuracy": 0.75, "reshaped_tensor_dimensions": [12, 36],
+                     "super_block_dimensions": [4, 8], "block_dimensions": [2, 4]}],
+    "decomposition": [{"mse_threshold": 0.125, "accuracy": 0.875, "reduction_ratio": 0.5, "class_accuracy": [1.0]}],
+}
+
+
+@pytest.mark.parametrize("kinds", [["sparsification"], ["pruning"], ["unification"], ["decomposition"], list(MAPS)])
+def test_performance_maps_are_written_into_the_mps(model, kinds):
+    from nnc_core.bitstream.units import ModelParameterSet
+
+    maps = {k: MAPS[k] for k in kinds}
+    stream = nnc_core.encode(model, performance_maps=maps)
+    (mps,) = [u for u in read_units(stream) if isinstance(u, ModelParameterSet)]
+    assert (mps.mps_sparsification_flag, mps.mps_pruning_flag, mps.mps_unification_flag,
+            mps.mps_decomposition_performance_map_flag) == tuple(k in kinds for k in MAPS)
+    assert mps.performance_maps == reduction.check_performance_maps(maps)
+    assert mps.performance_maps[kinds[0]][0]["accuracy"] == MAPS[kinds[0]][0]["accuracy"]
+    decoded = nnc_core.decode(stream)
+    plain = nnc_core.decode(nnc_core.encode(model))
+    assert all(np.array_equal(decoded[n], plain[n]) for n in plain)
+
+
+def test_performance_maps_are_validated(model):
+    with pytest.raises(ConfigError, match="unknown kind"):
+        nnc_core.encode(model, performance_maps={"quantization": []})
+    with pytest.raises(ConfigError, match="lacks 'accuracy'"):
+        nnc_core.encode(model, performance_maps={"pruning": [{"pruning_ratio": 0.5}]})
+    with pytest.raises(ConfigError, match="unknown fields"):
+        nnc_core.encode(model, performance_maps={"pruning": [{"pruning_ratio": 0.5, "accuracy": 1, "top5": 1}]})

@@ -212,3 +212,32 @@ def test_nncodec_decodes_our_unified_streams(minilm):
         decoded_there = _nncodec().decompress(bytearray(ours))
     _same(nnc_core.decode(ours), decoded_there)
     assert list(decoded_there) == list(params)
+
+
+def test_nncodec_reads_our_performance_maps(minilm):
+    """The MPS performance maps (metadata of sparsification, pruning,
+    unification and decomposition) as NNCodec parses them."""
+    params = {n: v for n, v in _minilm_subset(minilm).items() if n.startswith("encoder.layer.0.attention.self.query")}
+    maps = {
+        "sparsification": [{"threshold": 0.25, "non_zero_ratio": 0.375, "accuracy": 0.5, "class_accuracy": [0.5, 0.75], "class_bitmask": 3}],
+        "pruning": [{"pruning_ratio": 0.25, "accuracy": 0.625}, {"pruning_ratio": 0.5, "accuracy": 0.5}],
+        "unification": [{"threshold": 0.5, "accuracy": 0.75, "reshaped_tensor_dimensions": [384, 384],
+                         "super_block_dimensions": [4, 8], "block_dimensions": [2, 4]}],
+        "decomposition": [{"mse_threshold": 0.125, "accuracy": 0.875, "reduction_ratio": 0.5, "class_accuracy": [1.0]}],
+    }
+    ours = nnc_core.encode(params, performance_maps=maps)
+    with _quiet():
+        decoded_there, info = _nncodec().decompress(bytearray(ours), return_model_information=True)
+    _same(nnc_core.decode(ours), decoded_there)
+    there = info["performance_maps"]["mps"]
+    spm = there["sparsification_performance_map"]
+    assert (spm["spm_count_thresholds"], list(spm["sparsification_threshold"]), list(spm["non_zero_ratio"]),
+            list(spm["spm_nn_accuracy"]), list(spm["spm_class_bitmask"]), spm["spm_nn_class_accuracy"].tolist()) == (
+            2, [0.25], [0.375], [0.5], [3], [[0.5, 0.75]])
+    ppm = there["pruning_performance_map"]
+    assert (list(ppm["pruning_ratio"]), list(ppm["ppm_nn_accuracy"])) == ([0.25, 0.5], [0.625, 0.5])
+    upm = there["unification_performance_map"]
+    assert (upm["reshaped_tensor_dimensions"][0][:2].tolist(), upm["super_block_dimensions"][0][:2].tolist(),
+            upm["block_dimensions"][0][:2].tolist(), list(upm["unification_threshold"])) == ([384, 384], [4, 8], [2, 4], [0.5])
+    dpm = there["decomposition_performance_map"]
+    assert (list(dpm["mse_threshold"]), list(dpm["dpm_nn_accuracy"]), list(dpm["nn_reduction_ratio"])) == ([0.125], [0.875], [0.5])
