@@ -338,3 +338,49 @@ def test_performance_maps_are_validated(model):
         nnc_core.encode(model, performance_maps={"pruning": [{"pruning_ratio": 0.5}]})
     with pytest.raises(ConfigError, match="unknown fields"):
         nnc_core.encode(model, performance_maps={"pruning": [{"pruning_ratio": 0.5, "accuracy": 1, "top5": 1}]})
+
+
+# --- a decomposed weight as two NDUs (G, then H) ------------------------------------------
+
+
+def _factor_ndus(rng, *, rank=3, shape=(8, 2, 5), dq=False):
+    import dataclasses
+
+    from nnc_core.bitstream.layout import build_ndu
+    from nnc_core.bitstream.units import write_unit
+    from streams import expected_values, start
+
+    units, state = start()
+    rows, cols = shape[0], int(np.prod(shape[1:]))
+    g = rng.integers(-20, 21, (rows, rank)).astype(np.int32)
+    h = rng.integers(-20, 21, (rank, cols)).astype(np.int32)
+    qp = -40
+    for name, stored in (("w_G", g), ("w_H", h)):
+        unit = build_ndu(stored, [name], qp=qp)
+        unit.header = dataclasses.replace(
+            unit.header, compressed_parameter_types=int(ParameterTypes.NNR_CPT_DC | ParameterTypes.NNR_CPT_BI),
+            decomposition_rank=rank, g_number_of_rows=rows, tensor_dimensions=list(shape),
+        )
+        units.append(write_unit(unit, state))
+    return units, state, expected_values(g, qp, 2), expected_values(h, qp, 2)
+
+
+def test_decomposed_weight_in_two_ndus_is_recomposed(rng):
+    units, _, g, h = _factor_ndus(rng)
+    stream = b"".join(units)
+    factors = nnc_core.decode(stream, recompose=False)
+    assert np.array_equal(factors["w_G"], g) and np.array_equal(factors["w_H"], h)
+    decoded = nnc_core.decode(stream)
+    assert list(decoded) == ["w"]
+    assert np.array_equal(decoded["w"], (g.astype(np.float64) @ h.astype(np.float64)).astype(np.float32).reshape(8, 2, 5))
+
+
+def test_decomposition_factor_ndus_must_pair_up(rng):
+    units, state, _, _ = _factor_ndus(rng)
+    with pytest.raises(BitstreamError, match="ends after G"):
+        nnc_core.decode(b"".join(units[:-1]))
+    with pytest.raises(BitstreamError, match="must be the NDU carrying H"):
+        nnc_core.decode(b"".join(units[:-1] + units[2:3]))  # G followed by the topology unit
+    other, _, _, _ = _factor_ndus(rng, rank=2)
+    with pytest.raises(BitstreamError, match="another rank"):
+        nnc_core.decode(b"".join(units[:-1] + other[-1:]))

@@ -120,12 +120,13 @@ def _nncodec_compress_decomposed(params, block_types, ranks, **args):
         return bytes(_nncodec().compress(factors, model=model, bitstream_path=None, return_bitstream=True, verbose=False, **args))
 
 
-def _nncodec_decode_factors(stream):
+def _nncodec_decode_factors(stream, block_identifier=None):
     """NNCodec's decoded tensors, factors not recomposed (its decompress()
     crashes in the recomposition): its NDU decoder and reconstruction."""
     ncore = _ncore()
     info = {
-        "parameter_type": {}, "parameter_dimensions": {}, "parameter_index": {}, "block_identifier": {},
+        "parameter_type": {}, "parameter_dimensions": {}, "parameter_index": {},
+        "block_identifier": dict(block_identifier or {}),
         "topology_storage_format": None, "topology_compression_format": None,
         "performance_maps": {"mps": {}, "lps": {}},
         "performance_map_flags": {k: {} for k in (
@@ -241,3 +242,26 @@ def test_nncodec_reads_our_performance_maps(minilm):
             upm["block_dimensions"][0][:2].tolist(), list(upm["unification_threshold"])) == ([384, 384], [4, 8], [2, 4], [0.5])
     dpm = there["decomposition_performance_map"]
     assert (list(dpm["mse_threshold"]), list(dpm["dpm_nn_accuracy"]), list(dpm["nn_reduction_ratio"])) == ([0.125], [0.875], [0.5])
+
+
+def test_nncodec_decodes_a_decomposed_weight_in_two_ndus_like_us(rng):
+    """The two-NDU form of a decomposed weight (G then H, non-block NDUs with
+    NNR_CPT_DC; NNCodec's encoder never writes it, its decoder reads it once
+    told the weight's block: without, it fails on an unset variable)."""
+    import dataclasses
+
+    from nnc_core.bitstream.layout import build_ndu
+    from nnc_core.bitstream.units import ParameterTypes, write_unit
+    from streams import start
+
+    units, state = start()
+    shape, rank = (16, 3, 5), 4
+    for name, dims in (("w_G", (16, rank)), ("w_H", (rank, 15))):
+        unit = build_ndu(rng.integers(-30, 31, dims).astype(np.int32), [name], qp=-36)
+        unit.header = dataclasses.replace(
+            unit.header, compressed_parameter_types=int(ParameterTypes.NNR_CPT_DC),
+            decomposition_rank=rank, g_number_of_rows=16, tensor_dimensions=list(shape),
+        )
+        units.append(write_unit(unit, state))
+    stream = b"".join(units)
+    _same(nnc_core.decode(stream, recompose=False), _nncodec_decode_factors(stream, {"w": "w"}))
