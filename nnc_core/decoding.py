@@ -49,6 +49,7 @@ from nnc_core.bitstream.units import (
     quantization_base,
     read_units,
 )
+from nnc_core import reduction
 from nnc_core.deepcabac import Decoder, TensorCoding
 from nnc_core.errors import BitstreamError, ConfigError
 
@@ -555,8 +556,6 @@ def decode(
     their original shapes (zeros where pruned) from the stream's NNR_TPL_PRUN
     topology, otherwise they keep the pruned shapes their NDUs signal.
     """
-    from nnc_core import reduction
-
     results = decode_bitstream(data, state, max_elements=max_elements)
     out = reduction.reconstruct(results, recompose=recompose, apply_local_scaling=apply_local_scaling)
     if unprune:

@@ -384,3 +384,27 @@ def test_decomposition_factor_ndus_must_pair_up(rng):
     other, _, _, _ = _factor_ndus(rng, rank=2)
     with pytest.raises(BitstreamError, match="another rank"):
         nnc_core.decode(b"".join(units[:-1] + other[-1:]))
+
+
+def _topologies():
+    from hypothesis import strategies as st
+
+    def element(shape):
+        dims = st.lists(st.sampled_from(range(len(shape))), unique=True, max_size=len(shape))
+        return dims.flatmap(lambda ds: st.fixed_dictionaries(
+            {d: st.lists(st.integers(0, shape[d] - 1), unique=True).map(lambda k: tuple(sorted(k))) for d in ds}
+        )).map(lambda kept: reduction.PrunedElement(tuple(shape), kept))
+
+    shapes = st.lists(st.integers(1, 40), min_size=1, max_size=4)
+    names = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1, max_size=12)
+    return st.dictionaries(names, shapes.flatmap(element), max_size=5)
+
+
+def test_pruning_topology_round_trips_for_any_topology():
+    from hypothesis import given
+
+    @given(_topologies())
+    def check(topology):
+        assert reduction.parse_pruning_topology(reduction.write_pruning_topology(topology)) == topology
+
+    check()
