@@ -430,9 +430,10 @@ def reconstruct(results: list, *, recompose: bool = True, apply_local_scaling: b
             shape[axis] = -1
             values[key] = (w * ls.reshape(shape)).astype(w.dtype)
         if recompose and dc:
-            g, hh = values.pop("G"), values.pop("H")
+            g, hh = values["G"], values.pop("H")
             w = (np.asarray(g, dtype=np.float64) @ np.asarray(hh, dtype=np.float64)).astype(np.float32)
-            values = {"weight": w.reshape(tuple(h.tensor_dimensions)), **values}
+            # the weight takes G's place in stream order
+            values = {("weight" if r == "G" else r): (w.reshape(tuple(h.tensor_dimensions)) if r == "G" else v) for r, v in values.items()}
             names["weight"] = recomposed_name(names["G"])
         for role, value in values.items():
             out[names[role]] = value

@@ -198,6 +198,8 @@ def test_decomposed_weight_is_g_times_h_of_the_decoded_factors(model, args):
     assert (g.shape, h.shape) == ((12, 3), (3, 36))
     decoded = nnc_core.decode(stream)
     assert "conv.weight_G" not in decoded
+    # in stream order, the weight in its factors' place
+    assert list(decoded) == [n[:-2] if n.endswith("_G") else n for n in factors if not n.endswith("_H")]
     expected = (g.astype(np.float64) @ h.astype(np.float64)).astype(np.float32).reshape(12, 4, 3, 3)
     assert np.array_equal(decoded["conv.weight"], expected)
     fc = (factors["fc.weight_G"].astype(np.float64) @ factors["fc.weight_H"].astype(np.float64)).astype(np.float32)
