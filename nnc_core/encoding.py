@@ -34,13 +34,15 @@ from nnc_core.bitstream.units import (
     ParseState,
     PayloadType,
     StartUnit,
+    TopologyStorageFormat,
     UnitType,
     write_integer_codebook,
     aggregate_unit,
     write_unit,
 )
 from nnc_core.bitstream.layout import code_payload, coded_scan_order, coded_view, split_tensor
-from nnc_core.decoding import BLOCK_CODING_ORDER, BLOCK_ID_ORDER, quantization_step
+from nnc_core.decoding import BLOCK_CODING_ORDER, BLOCK_ID_ORDER, _reconstruct, quantization_step
+from nnc_core import reduction
 from nnc_core.deepcabac import TensorCoding, dq_quantize, encode_tensor, urq_quantize
 from nnc_core.errors import ConfigError, EncodeError, QuantizationOverflowError
 from nnc_core.model import Topology
@@ -226,6 +228,7 @@ class _Member:
     qp: int | None = None  # explicit QP (qp_per_tensor, or the non-weight QP of folded tensors)
     shift: int = 0  # first_tensor_dimension_shift
     partial_data_counter: int | None = None  # part of a split tensor
+    full_shape: tuple[int, ...] | None = None  # G of a decomposition: the weight's shape
 
 
 @dataclass
@@ -257,6 +260,7 @@ class _Settings:
     raw_float: frozenset
     quantize: _Quantizer
     update: Any = None  # nnc_core.incremental: parent signalling of an incremental update
+    local_scaling: bool = False
 
 
 def _check_blocks(
@@ -336,6 +340,8 @@ def _new_name(name: str, tensors: Mapping[str, np.ndarray]) -> str:
 
 def _block_types(roles: Collection[str]) -> int:
     cpt = ParameterTypes.NONE
+    if "G" in roles:
+        cpt |= ParameterTypes.NNR_CPT_DC
     if "ls" in roles:
         cpt |= ParameterTypes.NNR_CPT_LS
     if "bn.gamma" in roles:
@@ -375,6 +381,14 @@ def encode(
     blocks: Mapping[str, Mapping[str, str]] | None = None,
     fold_batch_norm: bool = False,
     batch_norm_epsilon: float = 1e-5,
+    sparsity: float = 0.0,
+    structured_sparsity: float = 0.0,
+    prune: Mapping[str, float] | None = None,
+    prune_consumers: Mapping[str, Collection[str]] | None = None,
+    unification: tuple[int, int] | None = None,
+    low_rank: int | Mapping[str, int] | None = None,
+    local_scaling: bool = False,
+    performance_maps: Mapping[str, list] | None = None,
     scan_order: int = 0,
     cabac_unary_length_minus1: int = 10,
     param_opt: bool = True,
@@ -426,6 +440,25 @@ def encode(
             vector ``<weight>_scaling`` and the bias (``<weight>.bias`` if the
             block had none), with ``batch_norm_epsilon`` (1e-5 as in PyTorch;
             TensorFlow uses 1e-3).
+        sparsity, structured_sparsity, prune, prune_consumers, unification,
+            low_rank, local_scaling: parameter reduction (clause 8), see
+            :mod:`nnc_core.reduction` and the README section "Parameter
+            reduction".  ``sparsity``: target fraction of zeros reached by
+            statistics-adaptive sparsification of the weights;
+            ``structured_sparsity``: gain g > 0 zeroing the weight rows whose
+            mean magnitude is below g times the mean over rows; ``prune``:
+            weight name -> fraction of its output rows to remove (with the
+            per-row members of its block, and input channels (dimension 1)
+            of ``prune_consumers[weight]``), signalled in an NNR_TPL_PRUN
+            topology unit; ``unification``: (rows, columns) of the blocks
+            whose weights share one magnitude; ``low_rank``: rank (every
+            weight where it saves parameters) or weight name -> rank, sent as
+            G and H factors (NNR_CPT_DC); ``local_scaling``: per-row factors
+            (NNR_CPT_LS) fitted after quantization to each weight.
+        performance_maps: metadata written into the NNR_MPS (sets its
+            sparsification, pruning, unification and decomposition map
+            flags): kind -> entries, see
+            :func:`nnc_core.reduction.check_performance_maps`.
         scan_order: 0 row-major, 1..4 block scans with entry points.
         cabac_unary_length_minus1, param_opt, row_skipping: entropy coding
             options (see :class:`nnc_core.deepcabac.TensorCoding`).
@@ -489,25 +522,47 @@ def encode(
         unknown = set(names) - set(tensors)
         if unknown:
             raise ConfigError(f"{what} names tensors that are not in the model: {sorted(unknown)}")
+    reduced = reduction.prepare(
+        tensors, blocks or {}, shifts, raw_float,
+        lambda name: float(quantization_step(qp_per_tensor.get(name, qp), qp_density)),
+        sparsity=sparsity, structured_sparsity=structured_sparsity, prune_ratios=prune, prune_consumers=prune_consumers,
+        unification=unification, low_rank=low_rank, local_scaling=local_scaling,
+        use_dq=use_dq, lambda_scale=lambda_scale, codebook_mode=codebook_mode, int_quant_bw=int_quant_bw,
+    )
+    tensors, blocks = reduced.tensors, reduced.blocks
     settings = _Settings(
         qp, qp_density, nonweight_qp, use_dq, codebook_mode, scan_order, cabac_unary_length_minus1, param_opt,
         row_skipping, int_quant_bw, frozenset(raw_float), _Quantizer(qp_density, float(lambda_scale), cabac_unary_length_minus1),
-        _update,
+        update=_update,
+        local_scaling=bool(local_scaling),
     )
     checked = _check_blocks(tensors, blocks or {}, shifts)
+    for name in reduced.ranks:  # a decomposed weight travels in a block, even alone
+        if not any(m["weight"] == name for m in checked.values()):
+            checked[name if name not in checked else name + "+"] = {"weight": name}
     block_of = {name: members for members in checked.values() for name in members.values()}
     index_of = {name: i for i, name in enumerate(tensors)}
 
+    maps = reduction.check_performance_maps(performance_maps)
     state = ParseState()
     mps = ModelParameterSet(
         UnitType.NNR_MPS,
         topology_carriage_flag=True,
+        mps_sparsification_flag="sparsification" in maps,
+        mps_pruning_flag="pruning" in maps,
+        mps_unification_flag="unification" in maps,
+        mps_decomposition_performance_map_flag="decomposition" in maps,
+        performance_maps=maps,
         mps_quantization_method_flags=1,
         mps_qp_density=qp_density,
         mps_quantization_parameter=0,
     )
     if _update is not None:
         mps = replace(mps, **_update.mps_fields())
+    if reduced.topology:
+        if topology is not None:
+            raise ConfigError("pruning signals its own topology (NNR_TPL_PRUN); topology= cannot be given with it")
+        topology = Topology(TopologyStorageFormat.NNR_TPL_PRUN, reduction.write_pruning_topology(reduced.topology))
     parts = [
         write_unit(StartUnit(UnitType.NNR_STR, general_profile_idc=1), state),
         write_unit(mps, state),
@@ -539,6 +594,8 @@ def encode(
             if fold_batch_norm:
                 members = _fold_batch_norm(members, tensors, batch_norm_epsilon, nonweight_qp)
                 members.sort(key=lambda m: BLOCK_CODING_ORDER.index(m.role))
+            if name in reduced.ranks:
+                members = _decompose(members, reduced.ranks[name])
         parts.extend(_encode_members(members, settings, state))
         done += len(roles)
         if progress is not None:
@@ -569,9 +626,56 @@ def _parts(m: _Member, max_elements: int | None) -> list[_Member]:
     ]
 
 
+def _decompose(members: list[_Member], rank: int) -> list[_Member]:
+    """A block's weight replaced by the G and H factors of its rank-``rank``
+    decomposition (clause 8; NNR_CPT_DC), in its place in coding order."""
+    out = []
+    for m in members:
+        if m.role != "weight":
+            out.append(m)
+            continue
+        value = np.asarray(m.value, dtype=np.float32)
+        g, h = reduction.decompose(value, rank)
+        shape = tuple(int(d) for d in value.shape)
+        out.append(_Member("G", m.name + "_G", g, m.parameter_id, True, m.qp, full_shape=shape))
+        out.append(_Member("H", m.name + "_H", h, m.parameter_id, True, m.qp))
+    return out
+
+
+def _adapt_local_scaling(members: list[_Member], coded: list[_Coded], s: _Settings) -> list[_Coded]:
+    """Local scaling adaptation (clause 8): the LS member becomes the per-row
+    factors that best fit the quantized weight (for G and H: their product)
+    to the weight scaled by the LS values so far, and is quantized again."""
+    roles = {m.role: i for i, m in enumerate(members)}
+    if "ls" not in roles or any(c.payload_type != PayloadType.NNR_PT_FLOAT for c in coded):
+        return coded
+
+    def rec(i: int) -> np.ndarray:
+        c = coded[i]
+        return np.asarray(_reconstruct(c.stored, c.payload_type, c.qp, s.qp_density, c.codebook), dtype=np.float64)
+
+    if "G" in roles:
+        g, h = members[roles["G"]], members[roles["H"]]
+        target = np.asarray(g.value, dtype=np.float64) @ np.asarray(h.value, dtype=np.float64)
+        reconstructed = rec(roles["G"]) @ rec(roles["H"])
+    else:
+        w = members[roles["weight"]]
+        target = coded_view(np.asarray(w.value, dtype=np.float32), w.shift)
+        reconstructed = rec(roles["weight"])
+    ls = members[roles["ls"]]
+    ls.value = reduction.local_scaling_factors(target, reconstructed, np.asarray(ls.value, dtype=np.float32))
+    coded = list(coded)
+    coded[roles["ls"]] = _quantize_member(ls, s)
+    return coded
+
+
 def _encode_members(members: list[_Member], s: _Settings, state: ParseState) -> list[bytes]:
     """The NDUs of one tensor, or of one block's tensors (in coding order)."""
     coded = [_quantize_member(m, s) for m in members]
+    if s.local_scaling:
+        coded = _adapt_local_scaling(members, coded, s)
+    if any(m.role == "G" for m in members) and not _jointly_codable(members, coded):
+        raise EncodeError(f"decomposed weight {members[-2].name!r}: its block's members cannot share one NDU (integer or raw members)")
     if len(members) == 1 or not _jointly_codable(members, coded):
         cpt = _block_types([m.role for m in members]) if len(members) > 1 else 0
         return [_write_ndu([m], [c], s, state, cpt) for m, c in zip(members, coded)]
@@ -626,7 +730,7 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
     """One NNR_NDU (clause 7.3.8): a single tensor, or a block's members in coding order."""
     block = len(members) > 1
     # a block's header describes its weight
-    at = next(i for i, m in enumerate(members) if m.role == "weight") if block else 0
+    at = next(i for i, m in enumerate(members) if m.role in ("weight", "G")) if block else 0
     lead = coded[at]
     scan = coded_scan_order(lead.stored.shape, s.scan_order)
     node: dict = {}
@@ -647,7 +751,7 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
         payload, entry_points = min(tries, key=lambda p: len(p[0]))
     if block:
         by_role = {m.role: m.name for m in members}
-        ids = [by_role[role] for role in BLOCK_ID_ORDER if role in by_role]
+        ids = [by_role[r] for role in BLOCK_ID_ORDER for r in (("weight", "G", "H") if role == "weight" else (role,)) if r in by_role]
         parameter_id = members[at].parameter_id
     else:
         ids, parameter_id = [members[0].name], members[0].parameter_id
@@ -665,7 +769,9 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
         tensor_dimensions_flag=True,
         cabac_unary_length_flag=True,
         compressed_parameter_types=cpt,
-        tensor_dimensions=list(lead.shape),
+        decomposition_rank=lead.shape[1] if members[at].role == "G" else None,
+        g_number_of_rows=lead.shape[0] if members[at].role == "G" else None,
+        tensor_dimensions=list(members[at].full_shape or lead.shape),
         cabac_unary_length_minus1=s.unary,
         first_tensor_dimension_shift=members[at].shift,
         scan_order=scan,
