@@ -214,7 +214,7 @@ def test_convert_carries_the_nnr_decoded_weights(fakefw, tmp_path, capsys):
         assert a["fw/CONV"].T.tobytes() != weights["conv"].tobytes()  # lossy: really carried
     report = convert(source, tmp_path / "again.fake", qp=-30)
     assert report.matched == {"CONV": "conv", "BIAS": "bias"} and report.unmatched == []
-    with pytest.raises(PluginError, match=r"no topology converter from fakefw to numpy is installed \(available: numpy->fakefw\)"):
+    with pytest.raises(PluginError, match=r"no topology converter from fakefw to numpy is installed \(available: [^)]*numpy->fakefw"):
         convert(destination, tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()
 
