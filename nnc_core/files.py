@@ -42,7 +42,9 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
     parent = path.parent
     if not parent.is_dir():
         raise FileNotFoundError(f"output directory {parent} does not exist")
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
+    # The temporary name ends in the destination's suffix (".x.onnx.1a2b.part.onnx"):
+    # adapters and frameworks that pick the format from the suffix write the right one.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{path.suffix}", dir=parent)
     os.close(fd)
     tmp = Path(name)
     if directory:

@@ -2,9 +2,13 @@
 
 Sources: an ``nn.Module`` (its ``state_dict()``), a state dict (mapping of
 names to tensors), a ``.pt``/``.pth`` file holding a state dict (loaded with
-``torch.load(weights_only=True)``: no code in the file is run), a ``.pt2``
-file saved by ``torch.export.save`` (an ``ExportedProgram``: graph and
-weights) and a ``.safetensors`` file.
+``torch.load(weights_only=True)``: no pickled code is run) or a TorchScript
+archive (``torch.jit.save``, loaded with ``torch.jit.load``: TorchScript, not
+Python), a ``.pt2`` file saved by ``torch.export.save`` (an
+``ExportedProgram``: graph and weights) and a ``.safetensors`` file.  Written
+back: a state dict (``.pt``/``.pth``/``.safetensors``), or, given the original
+as template, the same TorchScript archive or ``.pt2`` program with the new
+weights.
 
 Names: each NNR tensor is named by its state-dict key, which is how the
 topology references it (Annex C: the state dict of a module is the model's
@@ -50,7 +54,7 @@ from nnc_core.model import NNRModel, Topology
 
 from nnc_pytorch.plugin import SUFFIXES
 
-__all__ = ["TorchAdapter", "load_state", "module_blocks", "CARRIAGE_KEY", "TOPOLOGY_FORMAT"]
+__all__ = ["TorchAdapter", "load_state", "is_torchscript", "module_blocks", "CARRIAGE_KEY", "TOPOLOGY_FORMAT"]
 
 CARRIAGE_KEY = "__nnr__"
 TOPOLOGY_FORMAT = "nnc-pytorch/1"
@@ -107,6 +111,8 @@ class TorchAdapter:
         state = _state_from_model(model, reference, what, destination)
         if suffix == ".pt2":
             _write_exported(state, destination, template)
+        elif template is not None and isinstance(template, (str, os.PathLike)) and is_torchscript(Path(template)):
+            _write_torchscript(state, destination, Path(template))
         elif suffix == ".safetensors":
             from safetensors.torch import save
 
@@ -151,10 +157,23 @@ def _load_file(path: Path) -> Any:
             return load_file(str(path), device="cpu")
         if suffix == ".pt2":
             return torch.export.load(str(path))
+        if is_torchscript(path):
+            return torch.jit.load(str(path), map_location="cpu")
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or unsafe files
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ModelError(f"{path}: not a readable PyTorch {suffix} file ({type(e).__name__}: {first[:200]})") from e
+
+
+def is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``): a zip with compiled code."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(name.endswith("/constants.pkl") for name in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _checked_state(state: Any, where: str) -> dict[str, torch.Tensor]:
@@ -354,6 +373,18 @@ def _state_from_model(model: NNRModel, reference: dict | None, what: str, destin
             raise ModelError(f"{destination}: tensor {name!r}: unknown dtype {dtype_name!r} in {what}")
         state[name] = torch.from_numpy(np.array(value, order="C")).to(dtype)
     return state
+
+
+def _write_torchscript(state: dict[str, torch.Tensor], destination: Path, template: Path) -> None:
+    script = torch.jit.load(str(template), map_location="cpu")
+    script.load_state_dict(state)
+
+    def save(f: Any) -> None:
+        buffer = io.BytesIO()
+        torch.jit.save(script, buffer)
+        f.write(buffer.getvalue())
+
+    write_atomically(destination, save)
 
 
 def _write_exported(state: dict[str, torch.Tensor], destination: Path, template: Any) -> None:

@@ -51,13 +51,15 @@ def to_onnx(source: Any, destination: Path, *, example_inputs: Any = None) -> No
 
     Uses the TorchScript-based ``torch.onnx.export`` (``dynamo=False``, opset
     17, no constant folding so that every weight stays an initializer of its
-    own, named by its state-dict key).
+    own, named by its state-dict key).  Modules are exported in eval mode
+    (set here for an nn.Module; the module of a torch.export program is in
+    eval mode already and refuses ``train()``, hence ``PRESERVE``).
     """
     module, inputs = _module_and_inputs(source, example_inputs)
     try:
         with torch.no_grad():
             torch.onnx.export(module, inputs, str(destination), dynamo=False, opset_version=OPSET,
                               do_constant_folding=False, export_params=True,
-                              training=torch.onnx.TrainingMode.EVAL)
+                              training=torch.onnx.TrainingMode.PRESERVE)
     except Exception as e:
         raise ModelError(f"torch.onnx.export failed for {type(module).__qualname__}: {type(e).__name__}: {e}") from e
