@@ -115,41 +115,61 @@ def _slots(model: onnx.ModelProto, origin: str) -> list[_Slot]:
     return slots
 
 
+def _subgraphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _subgraphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _subgraphs(g)
+
+
 def _blocks(model: onnx.ModelProto, slots: list[_Slot]) -> dict[str, dict[str, str]]:
-    """Conv/Gemm blocks with their batch norm, from the main graph's initializers."""
-    graph = model.graph
+    """Conv/Gemm blocks with their batch norm, from the nodes of every (sub)graph.
+
+    Only tensors whose name is unique in the model are grouped (a name used in
+    two subgraphs has two NNR names, see :func:`_slots`)."""
     carried = {s.key: s for s in slots}
-    initializers = {i.name for i in graph.initializer if i.name in carried}
-    producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
     blocks: dict[str, dict[str, str]] = {}
-    block_of_output: dict[str, str] = {}
-    for node in graph.node:
-        if node.op_type == "Conv" or (node.op_type == "Gemm" and any(a.name == "transB" and a.i == 1 for a in node.attribute)
-                                      and not any(a.name == "transA" and a.i == 1 for a in node.attribute)):
-            if len(node.input) < 2 or node.input[1] not in initializers or node.input[1] in {w for b in blocks.values() for w in b.values()}:
+    grouped: set[str] = set()
+    for graph in _subgraphs(model.graph):
+        producers = {out: node for node in graph.node for out in node.output}
+        consumers: dict[str, int] = {}
+        for node in graph.node:
+            for name in node.input:
+                consumers[name] = consumers.get(name, 0) + 1
+        block_of_output: dict[str, str] = {}
+        for node in graph.node:
+            attrs = {a.name: a.i for a in node.attribute}
+            if not (node.op_type == "Conv" or (node.op_type == "Gemm" and attrs.get("transB") == 1 and not attrs.get("transA"))):
+                continue
+            if len(node.input) < 2 or node.input[1] not in carried or node.input[1] in grouped \
+                    or f"{node.input[1]}#2" in carried:
                 continue
             members = {"weight": node.input[1]}
-            if len(node.input) > 2 and node.input[2] in initializers:
+            if len(node.input) > 2 and node.input[2] in carried and node.input[2] not in grouped:
                 members["bias"] = node.input[2]
             blocks[node.input[1]] = members
+            grouped.update(members.values())
             block_of_output[node.output[0]] = node.input[1]
-    for node in graph.node:
-        if node.op_type != "BatchNormalization" or len(node.input) != 5 or not all(n in initializers for n in node.input[1:]):
-            continue
-        current = node.input[0]
-        while current not in block_of_output and consumers.get(current) == 1 and current in producers \
-                and producers[current].op_type in _ELEMENTWISE:
-            current = producers[current].input[0]
-        block = block_of_output.get(current)
-        if block is None or consumers.get(current) != 1 or "bn.gamma" in blocks[block]:
-            continue
-        if list(carried[node.input[1]].proto.dims) != [carried[block].proto.dims[0]]:
-            continue
-        blocks[block].update(zip(("bn.gamma", "bn.beta", "bn.mean", "bn.var"), node.input[1:]))
+        for node in graph.node:
+            if node.op_type != "BatchNormalization" or len(node.input) != 5:
+                continue
+            if not all(n in carried and n not in grouped for n in node.input[1:]):
+                continue
+            current = node.input[0]
+            while current not in block_of_output and consumers.get(current) == 1 and current in producers \
+                    and producers[current].op_type in _ELEMENTWISE:
+                current = producers[current].input[0]
+            block = block_of_output.get(current)
+            if block is None or consumers.get(current) != 1 or "bn.gamma" in blocks[block]:
+                continue
+            if list(carried[node.input[1]].proto.dims) != [carried[block].proto.dims[0]]:
+                continue
+            blocks[block].update(zip(("bn.gamma", "bn.beta", "bn.mean", "bn.var"), node.input[1:]))
+            grouped.update(node.input[1:])
     return {weight.removesuffix(".weight"): members for weight, members in blocks.items()}
 
 
@@ -238,8 +258,10 @@ class OnnxAdapter:
         destination = Path(destination)
         if destination.suffix.lower() != ".onnx":
             raise ModelError(f"{destination}: the onnx plugin writes .onnx files")
+        external = bool(model.metadata.get("external_data"))
         if template is not None:
-            base, what = load(template)
+            base, what, template_external = _load(template)
+            external = external or template_external
             base_copy = onnx.ModelProto()
             base_copy.CopyFrom(base)
             base = base_copy
@@ -263,8 +285,7 @@ class OnnxAdapter:
             dtype = onnx.helper.tensor_dtype_to_np_dtype(slot.proto.data_type)
             replacement = numpy_helper.from_array(np.array(value.reshape(shape), dtype=dtype, order="C"), slot.proto.name)
             slot.proto.CopyFrom(replacement)
-        external = model.metadata.get("external_data") or base.ByteSize() > _EXTERNAL_THRESHOLD
-        _save(base, destination, external)
+        _save(base, destination, external or base.ByteSize() > _EXTERNAL_THRESHOLD)
 
     def embed(self, bitstream: bytes, destination: Path, /, *, template: Any = None) -> None:
         """Carry ``bitstream`` inside an ONNX file: the graph (from ``template``,
