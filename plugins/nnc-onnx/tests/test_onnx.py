@@ -113,7 +113,7 @@ def test_silero_lossy_keeps_the_decisions(tmp_path):
     write_model(decode_model(data), tmp_path / "lossy.onnx")
     original, restored = vad(source), vad(tmp_path / "lossy.onnx")
     assert original[:31].max() < 0.5 < original[32:].min()  # noise, then vowels
-    assert np.abs(original - restored).max() < 0.02  # measured 2.7e-3
+    assert np.abs(original - restored).max() < 0.02  # measured 1.03e-2 (6.9 bits/parameter at qp -32: 2.7e-2, decisions still equal)
     assert np.array_equal(original > 0.5, restored > 0.5)
 
 
