@@ -51,6 +51,10 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
         tmp.unlink()
     try:
         yield tmp
+        if tmp.is_file():  # mkstemp creates 0600; give the output the permissions a plain open() would
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         _replace(tmp, path)
     except BaseException:
         _remove(tmp)
