@@ -71,7 +71,7 @@ _ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh"}
 _BN_ROLES = (("weight", "bn.gamma"), ("bias", "bn.beta"), ("running_mean", "bn.mean"), ("running_var", "bn.var"))
 
 # dtypes NNR carries exactly as numpy arrays; others are widened (and restored on write) or refused.
-_WIDEN = {torch.bfloat16: torch.float32, torch.bool: torch.uint8, torch.int64: torch.int64}
+_WIDEN = {torch.bfloat16: torch.float32, torch.bool: torch.uint8}
 
 
 class TorchAdapter:

@@ -94,6 +94,19 @@ def test_lossless_round_trip_is_exact(model, tones, tmp_path):
         assert state[name].dtype == value.dtype and torch.equal(state[name], value), name
 
 
+def test_safetensors_file_round_trip_is_exact(tmp_path):
+    """all-MiniLM-L6-v2's model.safetensors (22.7 M parameters, an int64 tensor among them)."""
+    from safetensors.torch import load_file
+
+    source = pretrained.path("minilm")
+    nnr = read_model(source)
+    assert len(nnr.tensors) == 104 and nnr.blocks == {}  # a file has no module structure
+    write_model(decode_model(encode_model(nnr, **lossless(nnr))), tmp_path / "out.safetensors")
+    original, restored = load_file(str(source)), load_file(str(tmp_path / "out.safetensors"))
+    assert list(restored) == list(original)
+    assert all(restored[k].dtype == v.dtype and torch.equal(restored[k], v) for k, v in original.items())
+
+
 def test_lossy_round_trip_keeps_the_pitch(model, tones, tmp_path):
     data = encode_model(read_model(model))  # default qp -38
     params = sum(v.numel() for v in model.state_dict().values())
