@@ -4,6 +4,7 @@ Imports no machine-learning framework; framework support comes from plugins.
 """
 
 from nnc_core.errors import (
+    BaseMismatchError,
     BitstreamError,
     CoderStateError,
     ConfigError,
@@ -15,6 +16,7 @@ from nnc_core.errors import (
 
 from nnc_core.decoding import DecoderState, decode
 from nnc_core.encoding import encode
+from nnc_core.incremental import UpdateDecoder, UpdateEncoder
 
 __version__ = "0.1.0"
 
@@ -23,11 +25,14 @@ __all__ = [
     "encode",
     "decode",
     "DecoderState",
+    "UpdateEncoder",
+    "UpdateDecoder",
     "NncError",
     "ConfigError",
     "EncodeError",
     "QuantizationOverflowError",
     "BitstreamError",
+    "BaseMismatchError",
     "NncMemoryError",
     "CoderStateError",
 ]

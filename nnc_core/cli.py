@@ -6,6 +6,10 @@
     nnc convert SRC -o DST        convert between frameworks, weights carried as NNR
     nnc plugins                   list the framework plugins and their state
 
+With ``--base BASE.npz`` or ``--base BASE.nnr`` (repeat it for a base
+bitstream followed by its earlier updates) ``encode`` codes the model as an
+incremental update of the base and ``decode`` applies an update to it.
+
 Outputs are written atomically: a failed run leaves no partial file and an
 existing file untouched.
 """
@@ -34,7 +38,7 @@ from nnc_core.bitstream.units import (
     read_units,
 )
 from nnc_core.decoding import decode_bitstream
-from nnc_core.errors import NncError
+from nnc_core.errors import ConfigError, NncError
 from nnc_core.files import write_atomically
 from nnc_core.model import decode_model, encode_model
 from nnc_core.plugins import get_plugin_manager, read_model, write_model
@@ -127,9 +131,24 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_base(paths: list[str] | None):  # type: ignore[no-untyped-def]
+    """The base of --base: arrays of one .npz, or NNR bitstreams decoded in order."""
+    if not paths:
+        return None
+    if len(paths) == 1 and paths[0].endswith(".npz"):
+        with np.load(paths[0], allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    if any(p.endswith(".npz") for p in paths):
+        raise nnc_core.ConfigError("--base takes one .npz, or NNR bitstreams (a base and its updates, in order)")
+    return [Path(p).read_bytes() for p in paths]
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     data = Path(args.input).read_bytes()
-    model = decode_model(data)
+    model = decode_model(
+        data, base=_load_base(args.base),
+        recompose=not args.no_recompose, apply_local_scaling=args.apply_local_scaling, unprune=args.unprune,
+    )
     output = Path(args.output)
     write_model(model, output, framework=args.framework, template=args.template)
     if not args.quiet:
@@ -161,12 +180,22 @@ def _encode_options(args: argparse.Namespace) -> dict:
         raw_float=args.raw_float,
         max_part_elements=args.max_part_elements,
         aggregate=args.aggregate,
+        **_reduction_options(args),
     )
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
     model = read_model(args.input, framework=args.framework)
-    data = encode_model(model, progress=_progress(args.quiet), **_encode_options(args))
+    options = _encode_options(args)
+    base = _load_base(args.base)
+    if base is None:
+        data = encode_model(model, progress=_progress(args.quiet), **options)
+    else:
+        from nnc_core.incremental import encode_update
+
+        options["row_skipping"] = True
+        data = encode_update(model.tensors, base, tca=not args.no_tca, hdsp=not args.no_hdsp,
+                             progress=_progress(args.quiet), **options)
     output = Path(args.output)
     write_atomically(output, lambda f: f.write(data))
     if not args.quiet:
@@ -174,6 +203,45 @@ def cmd_encode(args: argparse.Namespace) -> int:
         print(f"{args.input} ({model.framework}): {len(model.tensors)} tensors, {params} parameters -> {output}: "
               f"{len(data)} bytes, {8 * len(data) / max(params, 1):.3f} bits per parameter", file=sys.stderr)
     return 0
+
+
+def _name_value(text: str, kind, option: str) -> tuple[str, object]:  # type: ignore[no-untyped-def]
+    name, sep, value = text.rpartition("=")
+    if not sep or not name:
+        raise ConfigError(f"{option} {text!r}: expected NAME=VALUE")
+    try:
+        return name, kind(value)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: {value!r} is not a valid value") from None
+
+
+def _reduction_options(args: argparse.Namespace) -> dict:
+    """Encoder options of the parameter-reduction flags (clause 8)."""
+    options: dict = {"sparsity": args.sparsity, "structured_sparsity": args.structured_sparsity,
+                     "local_scaling": args.local_scaling}
+    if args.prune:
+        options["prune"] = dict(_name_value(p, float, "--prune") for p in args.prune)
+    if args.prune_consumer:
+        consumers: dict[str, list[str]] = {}
+        for text in args.prune_consumer:
+            weight, consumer = _name_value(text, str, "--prune-consumer")
+            consumers.setdefault(weight, []).append(str(consumer))
+        options["prune_consumers"] = consumers
+    if args.unification:
+        try:
+            rows, cols = (int(v) for v in args.unification.split(","))
+        except ValueError:
+            raise ConfigError(f"--unification {args.unification!r}: expected ROWS,COLUMNS") from None
+        options["unification"] = (rows, cols)
+    if args.low_rank:
+        if len(args.low_rank) == 1 and "=" not in args.low_rank[0]:
+            try:
+                options["low_rank"] = int(args.low_rank[0])
+            except ValueError:
+                raise ConfigError(f"--low-rank {args.low_rank[0]!r}: expected RANK or NAME=RANK") from None
+        else:
+            options["low_rank"] = dict(_name_value(r, int, "--low-rank") for r in args.low_rank)
+    return options
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -218,6 +286,21 @@ def _add_encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-part-elements", type=int, metavar="N",
                    help="split tensors larger than N elements into several NDUs (partial_data_counter)")
     p.add_argument("--aggregate", action="store_true", help="carry all units after the start unit in one NNR_AGG unit")
+    reduce = p.add_argument_group("parameter reduction (clause 8; README \"Parameter reduction\")")
+    reduce.add_argument("--sparsity", type=float, default=0.0, metavar="S",
+                        help="statistics-adaptive sparsification of the weights to a fraction S of zeros")
+    reduce.add_argument("--structured-sparsity", type=float, default=0.0, metavar="GAIN",
+                        help="zero weight rows whose mean magnitude is below GAIN times the mean over rows (e.g. 0.9)")
+    reduce.add_argument("--prune", action="append", default=[], metavar="NAME=RATIO",
+                        help="remove this fraction of the weight's output rows (smallest L1 norm); repeatable")
+    reduce.add_argument("--prune-consumer", action="append", default=[], metavar="WEIGHT=NAME",
+                        help="also remove the pruned rows of WEIGHT from dimension 1 of NAME; repeatable")
+    reduce.add_argument("--unification", metavar="ROWS,COLUMNS",
+                        help="weights share one magnitude per ROWS x COLUMNS block (needs --no-dq)")
+    reduce.add_argument("--low-rank", action="append", default=[], metavar="RANK|NAME=RANK",
+                        help="send weights as rank-RANK factors G, H (all weights where it saves parameters, or NAME)")
+    reduce.add_argument("--local-scaling", action="store_true",
+                        help="per-row local scaling factors fitted to each quantized weight")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("-o", "--output", required=True, help="output NNR bitstream")
     encode.add_argument("--framework", help="plugin to read the model with (default: chosen from the file)")
     _add_encode_options(encode)
+    encode.add_argument("--base", action="append", metavar="BASE",
+                        help="code an incremental update of this base model: BASE.npz, or BASE.nnr followed by "
+                             "its earlier updates (repeat --base); row skipping is on")
+    encode.add_argument("--no-tca", action="store_true", help="with --base: no temporal context adaptation")
+    encode.add_argument("--no-hdsp", action="store_true", help="with --base: no history-dependent significance probability")
     encode.add_argument("-q", "--quiet", action="store_true")
     encode.set_defaults(run=cmd_encode)
 
@@ -243,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("-o", "--output", required=True, help="output model (.npz, or any installed plugin's format)")
     decode.add_argument("--framework", help="plugin to write the model with (default: chosen from the output's suffix)")
     decode.add_argument("--template", help="original model, for formats that need one to rebuild what NNR does not carry")
+    decode.add_argument("--base", action="append", metavar="BASE",
+                        help="the input is an update of this base (as for encode --base); writes the updated model")
+    decode.add_argument("--no-recompose", action="store_true", help="keep decomposed weights as their factors NAME_G, NAME_H")
+    decode.add_argument("--apply-local-scaling", action="store_true", help="multiply weight rows by their local scaling factors")
+    decode.add_argument("--unprune", action="store_true", help="pruned tensors in their original shapes, zeros where pruned")
     decode.add_argument("-q", "--quiet", action="store_true")
     decode.set_defaults(run=cmd_decode)
 

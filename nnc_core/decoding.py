@@ -49,6 +49,7 @@ from nnc_core.bitstream.units import (
     quantization_base,
     read_units,
 )
+from nnc_core import reduction
 from nnc_core.deepcabac import Decoder, TensorCoding
 from nnc_core.errors import BitstreamError, ConfigError
 
@@ -75,6 +76,8 @@ class DecodedTensor:
     unit_index: int  # the (first) unit that carried it; for a unit inside an NNR_AGG, the aggregate unit
     aggregated_index: int | None = None  # index inside the aggregate unit, if in one
     carried_by: tuple[tuple[int, int | None], ...] = ()  # (unit_index, aggregated_index) of every unit carrying it
+    role: str | None = None  # member of an NNR_PT_BLOCK: its role ("weight", "G", "H", "ls", "bias", "bn.*")
+    block: NduHeader | None = None  # member of an NNR_PT_BLOCK: the block's header
 
 
 @dataclass
@@ -133,6 +136,26 @@ def _block_members(h: NduHeader, where: dict) -> list[tuple[str, str, tuple[int,
     return members
 
 
+def _factor_member(h: NduHeader, factor: str, where: dict) -> tuple[str, str, tuple[int, ...], int]:
+    """(role, name, shape, codebook index) of a decomposition factor sent alone:
+    G is ``g_number_of_rows x decomposition_rank``, H ``decomposition_rank x
+    (prod(tensor_dimensions) / g_number_of_rows)``."""
+    if h.scan_order:
+        raise BitstreamError(
+            "a decomposition factor in an NDU of its own with a block scan is not supported "
+            "(its entry point count is UNVERIFIED; NNCodec cannot parse it either)",
+            **where,
+        )
+    if h.multiple_topology_elements_present_flag or h.first_tensor_dimension_shift:
+        raise BitstreamError("a decomposition factor NDU names one element and has no dimension shift", **where)
+    rank, rows = h.decomposition_rank or 0, h.g_number_of_rows or 0
+    total = int(np.prod(h.tensor_dimensions or [0], dtype=object))
+    if rows == 0 or total % rows:
+        raise BitstreamError(f"g_number_of_rows {rows} does not divide the weight", **where)
+    shape = (rows, rank) if factor == "G" else (rank, total // rows)
+    return factor, str(h.element_ids[0]), shape, 0 if h.codebooks else -1
+
+
 #: Largest tensor (in elements) the decoder allocates unless told otherwise.
 DEFAULT_MAX_ELEMENTS = 1 << 31
 
@@ -170,8 +193,10 @@ def decode_bitstream(
     mps: ModelParameterSet | None = None
     lps: LayerParameterSet | None = None
     split: _Split | None = None
+    factor_g: NduHeader | None = None  # a decomposed weight's G sent alone, awaiting its H
     for index, inner, unit in flatten_units(units):
         where = dict(unit_index=index, aggregated_index=inner, byte_offset=unit.offset)
+        factor = _factor(unit, factor_g, where)
         if split is not None and isinstance(unit, (StartUnit, ModelParameterSet)):
             raise BitstreamError(
                 f"{split.what()} is incomplete: the part with partial_data_counter {split.expected} is missing", **where
@@ -191,7 +216,8 @@ def decode_bitstream(
                 _check_next_part(split, unit, counter, where)
             elif counter:
                 split = _start_split(unit, counter, where)
-            results = _decode_ndu(unit, where, profile, mps, lps, state, max_elements, split)
+            results = _decode_ndu(unit, where, profile, mps, lps, state, max_elements, split, factor, factor_g)
+            factor_g = unit.header if factor == "G" else None
             if split is None:
                 out.extend(results)
                 _update_state(state, results, unit.header)
@@ -203,6 +229,11 @@ def decode_bitstream(
                 out.extend(assembled)
                 _update_state(state, assembled, unit.header)
                 split = None
+    if factor_g is not None:
+        raise BitstreamError(
+            f"decomposed weight {factor_g.element_ids[0]!r}: the bitstream ends after G, before the NDU carrying H",
+            unit_index=len(units), byte_offset=len(data),
+        )
     if split is not None:
         raise BitstreamError(
             f"{split.what()} is incomplete: the bitstream ends before the part with partial_data_counter {split.expected}",
@@ -210,6 +241,30 @@ def decode_bitstream(
             byte_offset=len(data),
         )
     return out
+
+
+def _factor(unit: object, factor_g: NduHeader | None, where: dict) -> str | None:
+    """"G" or "H" for an NDU carrying one factor of a decomposed weight on its own
+    (a non-block NDU with NNR_CPT_DC: G first, H in the very next unit), else None."""
+    h = getattr(unit, "header", None)
+    alone = (
+        isinstance(unit, CompressedDataUnit)
+        and h.payload_type != PayloadType.NNR_PT_BLOCK
+        and bool(h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC)
+    )
+    if factor_g is None:
+        return "G" if alone else None
+    if not alone:
+        raise BitstreamError(
+            f"decomposed weight {factor_g.element_ids[0]!r}: the unit after its G NDU must be the NDU carrying H", **where
+        )
+    if (h.decomposition_rank, h.g_number_of_rows, h.tensor_dimensions) != (
+        factor_g.decomposition_rank, factor_g.g_number_of_rows, factor_g.tensor_dimensions
+    ):
+        raise BitstreamError(
+            f"decomposed weight {factor_g.element_ids[0]!r}: its H NDU signals another rank, row count or shape than G", **where
+        )
+    return "H"
 
 
 def _start_split(unit: CompressedDataUnit, counter: int, where: dict) -> _Split:
@@ -357,6 +412,8 @@ def _decode_ndu(
     state: DecoderState | None,
     max_elements: int,
     split: _Split | None,
+    factor: str | None = None,
+    factor_g: NduHeader | None = None,
 ) -> list[DecodedTensor]:
     h = unit.header
     at = dict(where, byte_offset=unit.payload_offset)
@@ -378,6 +435,8 @@ def _decode_ndu(
 
     if h.payload_type == PayloadType.NNR_PT_BLOCK:
         members = _block_members(h, where)
+    elif factor is not None:
+        members = [_factor_member(h, factor, where)]
     else:
         dims = tuple(h.tensor_dimensions) or (1,)
         members = [("tensor", str(h.element_ids[0]), dims, 0 if h.codebooks else -1)]
@@ -424,6 +483,10 @@ def _decode_ndu(
             stored = decoded_view(decoded.values, member_shift)
             values = _reconstruct(stored, h.payload_type, qp, qp_density, codebook)
             results.append(tensor(name, values, stored, qp))
+            if h.payload_type == PayloadType.NNR_PT_BLOCK:
+                results[-1].role, results[-1].block = role, h
+            elif factor is not None:  # the pair shares G's header as its block
+                results[-1].role, results[-1].block = factor, factor_g if factor == "H" else h
         dec.finish()
     except BitstreamError as e:
         if e.unit_index is None:  # from the entropy decoder: say where
@@ -476,10 +539,36 @@ def decode(
     *,
     state: DecoderState | None = None,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    base: object = None,
+    recompose: bool = True,
+    apply_local_scaling: bool = False,
+    unprune: bool = False,
 ) -> dict[str, np.ndarray]:
     """Decode an NNR bitstream into ``{tensor name: array}`` in stream order.
 
     Pass the same ``state`` to decode the bitstreams of an incremental
     sequence in order (the decoded arrays of an update are the update itself).
+    With ``base`` (arrays, or the bitstream(s) it was sent in) the bitstream
+    is an update of that model and the result is the updated model; an update
+    of another base is refused (:class:`~nnc_core.errors.BaseMismatchError`,
+    see :mod:`nnc_core.incremental`).
+
+    Parameter reduction (clause 8, :mod:`nnc_core.reduction`): a decomposed
+    weight (NNR_CPT_DC) comes back as ``G @ H`` in the weight's shape unless
+    ``recompose`` is False (then as its factors ``<weight>_G``, ``<weight>_H``);
+    ``apply_local_scaling`` multiplies each block weight's rows by its local
+    scaling factors and drops them; ``unprune`` returns pruned tensors in
+    their original shapes (zeros where pruned) from the stream's NNR_TPL_PRUN
+    topology, otherwise they keep the pruned shapes their NDUs signal.
     """
-    return {t.name: t.values for t in decode_bitstream(data, state, max_elements=max_elements)}
+    if base is not None:
+        if state is not None:
+            raise ConfigError("give either a decoder state or a base")
+        from nnc_core.incremental import decode_update
+
+        return decode_update(data, base, max_elements=max_elements)
+    results = decode_bitstream(data, state, max_elements=max_elements)
+    out = reduction.reconstruct(results, recompose=recompose, apply_local_scaling=apply_local_scaling)
+    if unprune:
+        out = reduction.unprune(out, reduction.read_pruning_topology(data))
+    return out

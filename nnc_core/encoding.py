@@ -16,8 +16,10 @@ goes NDU by NDU, so memory stays near one model's size.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -32,13 +34,15 @@ from nnc_core.bitstream.units import (
     ParseState,
     PayloadType,
     StartUnit,
+    TopologyStorageFormat,
     UnitType,
     write_integer_codebook,
     aggregate_unit,
     write_unit,
 )
 from nnc_core.bitstream.layout import code_payload, coded_scan_order, coded_view, split_tensor
-from nnc_core.decoding import BLOCK_CODING_ORDER, BLOCK_ID_ORDER, quantization_step
+from nnc_core.decoding import BLOCK_CODING_ORDER, BLOCK_ID_ORDER, _reconstruct, quantization_step
+from nnc_core import reduction
 from nnc_core.deepcabac import TensorCoding, dq_quantize, encode_tensor, urq_quantize
 from nnc_core.errors import ConfigError, EncodeError, QuantizationOverflowError
 from nnc_core.model import Topology
@@ -224,6 +228,7 @@ class _Member:
     qp: int | None = None  # explicit QP (qp_per_tensor, or the non-weight QP of folded tensors)
     shift: int = 0  # first_tensor_dimension_shift
     partial_data_counter: int | None = None  # part of a split tensor
+    full_shape: tuple[int, ...] | None = None  # G of a decomposition: the weight's shape
 
 
 @dataclass
@@ -254,6 +259,8 @@ class _Settings:
     int_quant_bw: int | None
     raw_float: frozenset
     quantize: _Quantizer
+    update: Any = None  # nnc_core.incremental: parent signalling of an incremental update
+    local_scaling: bool = False
 
 
 def _check_blocks(
@@ -333,6 +340,8 @@ def _new_name(name: str, tensors: Mapping[str, np.ndarray]) -> str:
 
 def _block_types(roles: Collection[str]) -> int:
     cpt = ParameterTypes.NONE
+    if "G" in roles:
+        cpt |= ParameterTypes.NNR_CPT_DC
     if "ls" in roles:
         cpt |= ParameterTypes.NNR_CPT_LS
     if "bn.gamma" in roles:
@@ -372,6 +381,14 @@ def encode(
     blocks: Mapping[str, Mapping[str, str]] | None = None,
     fold_batch_norm: bool = False,
     batch_norm_epsilon: float = 1e-5,
+    sparsity: float = 0.0,
+    structured_sparsity: float = 0.0,
+    prune: Mapping[str, float] | None = None,
+    prune_consumers: Mapping[str, Collection[str]] | None = None,
+    unification: tuple[int, int] | None = None,
+    low_rank: int | Mapping[str, int] | None = None,
+    local_scaling: bool = False,
+    performance_maps: Mapping[str, list] | None = None,
     scan_order: int = 0,
     cabac_unary_length_minus1: int = 10,
     param_opt: bool = True,
@@ -381,6 +398,8 @@ def encode(
     aggregate: bool = False,
     topology: Topology | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    base: Any = None,
+    _update: Any = None,
     performance_metric_type: str | None = None,
     validation_set_performance: float | None = None,
 ) -> bytes:
@@ -423,6 +442,25 @@ def encode(
             vector ``<weight>_scaling`` and the bias (``<weight>.bias`` if the
             block had none), with ``batch_norm_epsilon`` (1e-5 as in PyTorch;
             TensorFlow uses 1e-3).
+        sparsity, structured_sparsity, prune, prune_consumers, unification,
+            low_rank, local_scaling: parameter reduction (clause 8), see
+            :mod:`nnc_core.reduction` and the README section "Parameter
+            reduction".  ``sparsity``: target fraction of zeros reached by
+            statistics-adaptive sparsification of the weights;
+            ``structured_sparsity``: gain g > 0 zeroing the weight rows whose
+            mean magnitude is below g times the mean over rows; ``prune``:
+            weight name -> fraction of its output rows to remove (with the
+            per-row members of its block, and input channels (dimension 1)
+            of ``prune_consumers[weight]``), signalled in an NNR_TPL_PRUN
+            topology unit; ``unification``: (rows, columns) of the blocks
+            whose weights share one magnitude; ``low_rank``: rank (every
+            weight where it saves parameters) or weight name -> rank, sent as
+            G and H factors (NNR_CPT_DC); ``local_scaling``: per-row factors
+            (NNR_CPT_LS) fitted after quantization to each weight.
+        performance_maps: metadata written into the NNR_MPS (sets its
+            sparsification, pruning, unification and decomposition map
+            flags): kind -> entries, see
+            :func:`nnc_core.reduction.check_performance_maps`.
         scan_order: 0 row-major, 1..4 block scans with entry points.
         cabac_unary_length_minus1, param_opt, row_skipping: entropy coding
             options (see :class:`nnc_core.deepcabac.TensorCoding`).
@@ -440,6 +478,12 @@ def encode(
             as the reference encoder writes.
         progress: called as ``progress(done, total, name)`` after each NDU,
             ``done`` counting input tensors.
+        base: code ``tensors`` as an incremental update of this base model:
+            a mapping of arrays, an NNR bitstream, or a sequence of
+            bitstreams (a base and its earlier updates), coded with the
+            defaults of :class:`nnc_core.incremental.UpdateEncoder` (TCA,
+            HDSP and row skipping on).  Decode with
+            ``decode(data, base=...)`` and the same base.
         performance_metric_type, validation_set_performance: the model's
             performance on its validation set and the metric's name (NNR_MPS
             ``validation_set_performance`` flt(32) and
@@ -451,6 +495,15 @@ def encode(
             unsupported dtype, or values its step cannot represent in int32.
         ConfigError: invalid settings.
     """
+    if base is not None:
+        from nnc_core.incremental import encode_update
+
+        # the settings given (an update session has its own defaults, e.g. row skipping on)
+        given = locals()
+        defaults = {k: p.default for k, p in inspect.signature(encode).parameters.items() if k not in ("tensors", "base", "_update")}
+        return encode_update(tensors, base, **{k: given[k] for k, d in defaults.items() if given[k] is not d and given[k] != d})
+    if _update is not None and max_part_elements is not None:
+        raise ConfigError("incremental updates cannot split tensors into parts (max_part_elements)")
     if not 0 <= qp_density <= 7:
         raise ConfigError(f"qp_density {qp_density} outside 0..7")
     if not 0 <= scan_order <= 4:
@@ -476,20 +529,39 @@ def encode(
         unknown = set(names) - set(tensors)
         if unknown:
             raise ConfigError(f"{what} names tensors that are not in the model: {sorted(unknown)}")
+    reduced = reduction.prepare(
+        tensors, blocks or {}, shifts, raw_float,
+        lambda name: float(quantization_step(qp_per_tensor.get(name, qp), qp_density)),
+        sparsity=sparsity, structured_sparsity=structured_sparsity, prune_ratios=prune, prune_consumers=prune_consumers,
+        unification=unification, low_rank=low_rank, local_scaling=local_scaling,
+        use_dq=use_dq, lambda_scale=lambda_scale, codebook_mode=codebook_mode, int_quant_bw=int_quant_bw,
+    )
+    tensors, blocks = reduced.tensors, reduced.blocks
     settings = _Settings(
         qp, qp_density, nonweight_qp, use_dq, codebook_mode, scan_order, cabac_unary_length_minus1, param_opt,
         row_skipping, int_quant_bw, frozenset(raw_float), _Quantizer(qp_density, float(lambda_scale), cabac_unary_length_minus1),
+        update=_update,
+        local_scaling=bool(local_scaling),
     )
     checked = _check_blocks(tensors, blocks or {}, shifts)
+    for name in reduced.ranks:  # a decomposed weight travels in a block, even alone
+        if not any(m["weight"] == name for m in checked.values()):
+            checked[name if name not in checked else name + "+"] = {"weight": name}
     block_of = {name: members for members in checked.values() for name in members.values()}
     index_of = {name: i for i, name in enumerate(tensors)}
 
+    maps = reduction.check_performance_maps(performance_maps)
     state = ParseState()
     if (performance_metric_type is None) != (validation_set_performance is None):
         raise ConfigError("performance_metric_type and validation_set_performance go together: give both or neither")
     mps = ModelParameterSet(
         UnitType.NNR_MPS,
         topology_carriage_flag=True,
+        mps_sparsification_flag="sparsification" in maps,
+        mps_pruning_flag="pruning" in maps,
+        mps_unification_flag="unification" in maps,
+        mps_decomposition_performance_map_flag="decomposition" in maps,
+        performance_maps=maps,
         mps_quantization_method_flags=1,
         mps_qp_density=qp_density,
         mps_quantization_parameter=0,
@@ -497,6 +569,12 @@ def encode(
         performance_metric_type=performance_metric_type,
         validation_set_performance=None if validation_set_performance is None else float(validation_set_performance),
     )
+    if _update is not None:
+        mps = replace(mps, **_update.mps_fields())
+    if reduced.topology:
+        if topology is not None:
+            raise ConfigError("pruning signals its own topology (NNR_TPL_PRUN); topology= cannot be given with it")
+        topology = Topology(TopologyStorageFormat.NNR_TPL_PRUN, reduction.write_pruning_topology(reduced.topology))
     parts = [
         write_unit(StartUnit(UnitType.NNR_STR, general_profile_idc=1), state),
         write_unit(mps, state),
@@ -528,6 +606,8 @@ def encode(
             if fold_batch_norm:
                 members = _fold_batch_norm(members, tensors, batch_norm_epsilon, nonweight_qp)
                 members.sort(key=lambda m: BLOCK_CODING_ORDER.index(m.role))
+            if name in reduced.ranks:
+                members = _decompose(members, reduced.ranks[name])
         parts.extend(_encode_members(members, settings, state))
         done += len(roles)
         if progress is not None:
@@ -558,9 +638,56 @@ def _parts(m: _Member, max_elements: int | None) -> list[_Member]:
     ]
 
 
+def _decompose(members: list[_Member], rank: int) -> list[_Member]:
+    """A block's weight replaced by the G and H factors of its rank-``rank``
+    decomposition (clause 8; NNR_CPT_DC), in its place in coding order."""
+    out = []
+    for m in members:
+        if m.role != "weight":
+            out.append(m)
+            continue
+        value = np.asarray(m.value, dtype=np.float32)
+        g, h = reduction.decompose(value, rank)
+        shape = tuple(int(d) for d in value.shape)
+        out.append(_Member("G", m.name + "_G", g, m.parameter_id, True, m.qp, full_shape=shape))
+        out.append(_Member("H", m.name + "_H", h, m.parameter_id, True, m.qp))
+    return out
+
+
+def _adapt_local_scaling(members: list[_Member], coded: list[_Coded], s: _Settings) -> list[_Coded]:
+    """Local scaling adaptation (clause 8): the LS member becomes the per-row
+    factors that best fit the quantized weight (for G and H: their product)
+    to the weight scaled by the LS values so far, and is quantized again."""
+    roles = {m.role: i for i, m in enumerate(members)}
+    if "ls" not in roles or any(c.payload_type != PayloadType.NNR_PT_FLOAT for c in coded):
+        return coded
+
+    def rec(i: int) -> np.ndarray:
+        c = coded[i]
+        return np.asarray(_reconstruct(c.stored, c.payload_type, c.qp, s.qp_density, c.codebook), dtype=np.float64)
+
+    if "G" in roles:
+        g, h = members[roles["G"]], members[roles["H"]]
+        target = np.asarray(g.value, dtype=np.float64) @ np.asarray(h.value, dtype=np.float64)
+        reconstructed = rec(roles["G"]) @ rec(roles["H"])
+    else:
+        w = members[roles["weight"]]
+        target = coded_view(np.asarray(w.value, dtype=np.float32), w.shift)
+        reconstructed = rec(roles["weight"])
+    ls = members[roles["ls"]]
+    ls.value = reduction.local_scaling_factors(target, reconstructed, np.asarray(ls.value, dtype=np.float32))
+    coded = list(coded)
+    coded[roles["ls"]] = _quantize_member(ls, s)
+    return coded
+
+
 def _encode_members(members: list[_Member], s: _Settings, state: ParseState) -> list[bytes]:
     """The NDUs of one tensor, or of one block's tensors (in coding order)."""
     coded = [_quantize_member(m, s) for m in members]
+    if s.local_scaling:
+        coded = _adapt_local_scaling(members, coded, s)
+    if any(m.role == "G" for m in members) and not _jointly_codable(members, coded):
+        raise EncodeError(f"decomposed weight {members[-2].name!r}: its block's members cannot share one NDU (integer or raw members)")
     if len(members) == 1 or not _jointly_codable(members, coded):
         cpt = _block_types([m.role for m in members]) if len(members) > 1 else 0
         return [_write_ndu([m], [c], s, state, cpt) for m, c in zip(members, coded)]
@@ -615,16 +742,28 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
     """One NNR_NDU (clause 7.3.8): a single tensor, or a block's members in coding order."""
     block = len(members) > 1
     # a block's header describes its weight
-    at = next(i for i, m in enumerate(members) if m.role == "weight") if block else 0
+    at = next(i for i, m in enumerate(members) if m.role in ("weight", "G")) if block else 0
     lead = coded[at]
     scan = coded_scan_order(lead.stored.shape, s.scan_order)
+    node: dict = {}
+    if s.update is not None:
+        if s.update.omitted(coded):
+            return b""  # an all-zero update is not sent (decoders keep the tensor as it was)
+        node = s.update.node_fields(members, coded, at)
     if lead.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
         payload, entry_points = lead.stored.astype("<f4").tobytes(), []
-    else:
+    elif s.update is None:
         payload, entry_points = _payload(coded, scan, s)
+    else:
+        # HDSP (temporal tools): the shorter payload with the flag off or on, off on ties
+        tca = node["temporal_context_modeling_flag"]
+        parents = [s.update.parent(m, c, tca) for m, c in zip(members, coded)]
+        tries = [_payload(coded, scan, s, parents, hdsp)
+                 for hdsp in ((False, True) if s.update.try_hdsp(parents) else (False,))]
+        payload, entry_points = min(tries, key=lambda p: len(p[0]))
     if block:
         by_role = {m.role: m.name for m in members}
-        ids = [by_role[role] for role in BLOCK_ID_ORDER if role in by_role]
+        ids = [by_role[r] for role in BLOCK_ID_ORDER for r in (("weight", "G", "H") if role == "weight" else (role,)) if r in by_role]
         parameter_id = members[at].parameter_id
     else:
         ids, parameter_id = [members[0].name], members[0].parameter_id
@@ -642,20 +781,32 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
         tensor_dimensions_flag=True,
         cabac_unary_length_flag=True,
         compressed_parameter_types=cpt,
-        tensor_dimensions=list(lead.shape),
+        decomposition_rank=lead.shape[1] if members[at].role == "G" else None,
+        g_number_of_rows=lead.shape[0] if members[at].role == "G" else None,
+        tensor_dimensions=list(members[at].full_shape or lead.shape),
         cabac_unary_length_minus1=s.unary,
         first_tensor_dimension_shift=members[at].shift,
         scan_order=scan,
         entry_points=entry_points,
     )
+    if node:
+        header = replace(header, **node)
     unit = CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=payload, partial_data_counter=members[0].partial_data_counter)
     return write_unit(unit, state)
 
 
-def _payload(coded: list[_Coded], scan_order: int, s: _Settings) -> tuple[bytes, list[EntryPoint]]:
-    """The DeepCABAC payload of an NDU's tensors and its entry points."""
+def _payload(
+    coded: list[_Coded], scan_order: int, s: _Settings, parents: list | None = None, hdsp: bool = False
+) -> tuple[bytes, list[EntryPoint]]:
+    """The DeepCABAC payload of an NDU's tensors and its entry points.
+
+    ``parents``: per tensor ``(base, history)`` in coded view for the
+    temporal tools of an incremental update (None each where unused);
+    ``hdsp`` turns on HDSP for the tensors that have a history and signal it.
+    """
     tensors = []
-    for c in coded:
+    for i, c in enumerate(coded):
+        history = parents[i][1] if parents else None
         coding = TensorCoding(
             dq_flag=c.dq,
             scan_order=coded_scan_order(c.stored.shape, scan_order),
@@ -666,6 +817,20 @@ def _payload(coded: list[_Coded], scan_order: int, s: _Settings) -> tuple[bytes,
             codebook_size=len(c.codebook.values) if c.codebook else 0,
             codebook_zero_offset=c.codebook.zero_offset if c.codebook else 0,
             dq_any_index=c.clipped and c.dq,
+            parent_node_id_present_flag=parents is not None,
+            hdsp_flag=hdsp and history is not None and hdsp_signalled(c.stored.shape, c.codebook),
         )
         tensors.append((c.name, c.stored, c.qp, coding))
-    return code_payload(tensors, 6 + s.qp_density)
+    if parents is None:
+        return code_payload(tensors, 6 + s.qp_density)
+    bases = [p[0] for p in parents]
+    histories = [p[1] if t[3].hdsp_flag else None for p, t in zip(parents, tensors)]
+    return code_payload(tensors, 6 + s.qp_density, bases=bases, histories=histories)
+
+
+def hdsp_signalled(coded_shape: tuple[int, ...], codebook: IntegerCodebook | None) -> bool:
+    """Whether a tensor's payload carries the HDSP (and row-skip) flag (profile 1):
+    a coded view of more than one row and column, not a single-entry codebook."""
+    rows = int(coded_shape[0]) if coded_shape else 1
+    cols = int(np.prod(coded_shape[1:])) if len(coded_shape) > 1 else 1
+    return rows > 1 and cols > 1 and not (codebook is not None and len(codebook.values) == 1)

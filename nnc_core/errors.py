@@ -13,6 +13,7 @@ __all__ = [
     "EncodeError",
     "QuantizationOverflowError",
     "BitstreamError",
+    "BaseMismatchError",
     "NncMemoryError",
     "CoderStateError",
     "ModelError",
@@ -69,6 +70,11 @@ class BitstreamError(NncError, ValueError):
         self.unit_index = unit_index
         self.aggregated_index = aggregated_index
         self.byte_offset = byte_offset
+
+
+class BaseMismatchError(BitstreamError):
+    """An incremental update does not belong to the base model it is decoded
+    against (its ``base_model_id`` or its NDUs' parent references say so)."""
 
 
 class NncMemoryError(NncError, MemoryError):

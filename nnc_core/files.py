@@ -42,13 +42,19 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
     parent = path.parent
     if not parent.is_dir():
         raise FileNotFoundError(f"output directory {parent} does not exist")
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
+    # The temporary name ends in the destination's suffix (".x.onnx.1a2b.part.onnx"):
+    # adapters and frameworks that pick the format from the suffix write the right one.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{path.suffix}", dir=parent)
     os.close(fd)
     tmp = Path(name)
     if directory:
         tmp.unlink()
     try:
         yield tmp
+        if tmp.is_file():  # mkstemp creates 0600; give the output the permissions a plain open() would
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         _replace(tmp, path)
     except BaseException:
         _remove(tmp)

@@ -1,4 +1,4 @@
-"""The core's annex examples (annex_examples/E_*, F_*) run and do what they say."""
+"""The core's annex examples (annex_examples/carriage, performance_metrics) run and do what they say."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(folder: str):
-    spec = importlib.util.spec_from_file_location(f"annex_{folder}", ROOT / "annex_examples" / folder / "run.py")
+    spec = importlib.util.spec_from_file_location(f"annex_{folder}", ROOT / "annex_examples" / folder / "example.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_annex_e_carriage(tmp_path, capsys):
-    result = _load("E_carriage").main(tmp_path)
+    result = _load("carriage").main(tmp_path)
     assert result["tensors"] == 44
     assert result["npz_round_trip"] and result["safetensors_round_trip"] and result["sidecar_round_trip"]
     assert result["safetensors_bytes"] > result["nnr_bytes"] * 4 / 3  # base64 in JSON
@@ -26,7 +26,7 @@ def test_annex_e_carriage(tmp_path, capsys):
 
 
 def test_annex_f_performance_metrics(capsys):
-    result = _load("F_performance_metrics").main()
+    result = _load("performance_metrics").main()
     for qp, r in result.items():
         name, value = r["stated"]
         assert name == "psnr@weights" and value == np.float32(r["measured"]).item()

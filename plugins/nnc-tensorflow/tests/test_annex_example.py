@@ -1,4 +1,4 @@
-"""annex_examples/D_tensorflow/run.py runs and shows what it says."""
+"""annex_examples/tensorflow/example.py runs and shows what it says."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_annex_d_example(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("annex_d", ROOT / "annex_examples" / "D_tensorflow" / "run.py")
+    spec = importlib.util.spec_from_file_location("annex_d", ROOT / "annex_examples" / "tensorflow" / "example.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     result = module.main(tmp_path)

@@ -13,7 +13,7 @@ wheel, read without torch.
   TensorFlow plugin's ``.keras``/``.h5`` carriage and the NNEF plugin's
   tensor-file carriage generalise).
 
-    python annex_examples/E_carriage/run.py [WORKDIR]
+    python annex_examples/carriage/example.py [WORKDIR]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ onnxruntime on the same image; and the bitstream is also carried inside NNEF
 tensor files (Annex A carriage).  Needs the ``nnef`` tox environment's
 packages (nnc-nnef, nnef-tools, onnx, onnxsim, onnxruntime).
 
-    python annex_examples/A_nnef/run.py [WORKDIR]
+    python annex_examples/nnef/example.py [WORKDIR]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ QP, decoded to a ``.keras`` file built from the bitstream alone, and both
 models are run on the same images.  Needs the ``tensorflow`` tox
 environment's packages (nnc-tensorflow, tensorflow-cpu).
 
-    python annex_examples/D_tensorflow/run.py [WORKDIR]
+    python annex_examples/tensorflow/example.py [WORKDIR]
 """
 
 from __future__ import annotations

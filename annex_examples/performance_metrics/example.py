@@ -12,7 +12,7 @@ Two QPs give two bitstreams, each stating its own figure, which a receiver
 reads back with :func:`nnc_core.metrics.performance_metric` without
 decoding any tensor.
 
-    python annex_examples/F_performance_metrics/run.py
+    python annex_examples/performance_metrics/example.py
 """
 
 from __future__ import annotations

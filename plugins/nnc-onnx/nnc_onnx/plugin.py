@@ -1,0 +1,24 @@
+"""Hook implementations of the ONNX plugin.  Imports no onnx."""
+
+from nnc_core.bitstream.units import TopologyStorageFormat
+from nnc_core.plugins import FrameworkPlugin, TopologyConverter, hookimpl
+
+
+@hookimpl
+def nnc_frameworks():  # type: ignore[no-untyped-def]
+    yield FrameworkPlugin(
+        name="onnx",
+        adapter="nnc_onnx.adapter:OnnxAdapter",
+        framework="onnx",
+        suffixes=(".onnx",),
+        object_types=("onnx.onnx_ml_pb2.ModelProto",),
+        topology_format=TopologyStorageFormat.NNR_TPL_ONNX,
+        annex="B",
+        description="ONNX models: initializers, Constant nodes, subgraphs, external data",
+    )
+
+
+@hookimpl
+def nnc_topology_converters():  # type: ignore[no-untyped-def]
+    yield TopologyConverter("onnx", "pytorch", "nnc_onnx.convert:to_torch", requires=("onnx", "torch", "onnx2torch"),
+                            description="onnx2torch, saved with torch.export")

@@ -1,0 +1,27 @@
+"""Hook implementations of the PyTorch plugin.  Imports no torch."""
+
+from nnc_core.bitstream.units import TopologyStorageFormat
+from nnc_core.plugins import FrameworkPlugin, TopologyConverter, hookimpl
+
+SUFFIXES = (".pt", ".pth", ".pt2", ".safetensors")
+
+
+@hookimpl
+def nnc_frameworks():  # type: ignore[no-untyped-def]
+    yield FrameworkPlugin(
+        name="pytorch",
+        adapter="nnc_pytorch.adapter:TorchAdapter",
+        framework="torch",
+        suffixes=SUFFIXES,
+        object_types=("torch.nn.modules.module.Module", "builtins.dict", "collections.OrderedDict",
+                      "torch.export.exported_program.ExportedProgram"),
+        topology_format=TopologyStorageFormat.NNR_TPL_PYT,
+        annex="C",
+        description="nn.Module, state dicts, .pt/.pth (weights_only), .pt2 (torch.export), safetensors",
+    )
+
+
+@hookimpl
+def nnc_topology_converters():  # type: ignore[no-untyped-def]
+    yield TopologyConverter("pytorch", "onnx", "nnc_pytorch.convert:to_onnx", requires=("torch", "onnx"),
+                            description="torch.onnx.export")
