@@ -1,6 +1,6 @@
 """nnc convert between ONNX and TensorFlow/NNEF.  Needs the ONNX plugin
 (``plugins/nnc-onnx``: adapter name "onnx", suffix ".onnx") besides the
-TensorFlow and NNEF plugins; run by the tox environment ``cross-onnx``.
+TensorFlow and NNEF plugins; run by the tox environment ``cross-tensorflow-onnx-nnef``.
 
 The ONNX model is fer's pretrained emotion CNN converted by tf2onnx (the
 pair TensorFlow -> ONNX is the first test).  Every conversion runs source
