@@ -343,6 +343,7 @@ class UpdateEncoder:
         self.error_feedback = error_feedback
         self._residual: dict[str, np.ndarray] = {}  # error feedback: what quantization left out
         self._previous: dict[str, np.ndarray] = dict(self._mirror.reference)  # the sender's last model
+        self.last_update: dict[str, np.ndarray] = {}  # the differences the last bitstream coded
 
     @property
     def reference(self) -> dict[str, np.ndarray]:
@@ -375,6 +376,7 @@ class UpdateEncoder:
             for name, r in self._residual.items():
                 if name in update and update[name].dtype.kind == "f":
                     update[name] = (update[name].astype(np.float32) + r).astype(np.float32)
+        self.last_update = update
         data, decoded = self._code(update)
         if self.error_feedback:
             for name, d in update.items():
