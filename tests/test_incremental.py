@@ -266,3 +266,15 @@ def test_codebook_updates_keep_float32_models(rng):
         got = decoder.decode(encoder.encode(m))
         assert {k: v.dtype for k, v in got.items()} == {k: v.dtype for k, v in m.items()}
         assert all(got[k].tobytes() == encoder.reference[k].tobytes() for k in got)
+
+
+def test_cli_info_lists_an_update(tmp_path, rng, capsys):
+    model = _model(rng)
+    base = nnc_core.encode(model)
+    update = tmp_path / "update.nnr"
+    update.write_bytes(nnc_core.encode(_fine_tuned(rng, model), base=base))
+    assert main(["info", str(update)]) == 0
+    out = capsys.readouterr().out
+    assert "parent_signalling base_model_id='nnc-sha256:" in out
+    assert "NNR_PT_FLOAT ids=fc1.weight dims=24x16 dq parent depth=1 tca" in out
+    assert "its tensors decode only with its base" in out
