@@ -377,8 +377,9 @@ class UpdateEncoder:
                 if name in update and update[name].dtype.kind == "f":
                     update[name] = (update[name].astype(np.float32) + r).astype(np.float32)
         self.last_update = update
+        root = not self.reference
         data, decoded = self._code(update)
-        if self.error_feedback:
+        if self.error_feedback and not root:  # (the base's own quantization error is no update's)
             for name, d in update.items():
                 if d.dtype.kind == "f":
                     got = decoded.get(name)

@@ -278,3 +278,14 @@ def test_cli_info_lists_an_update(tmp_path, rng, capsys):
     assert "parent_signalling base_model_id='nnc-sha256:" in out
     assert "NNR_PT_FLOAT ids=fc1.weight dims=24x16 dq parent depth=1 tca" in out
     assert "its tensors decode only with its base" in out
+
+
+def test_error_feedback_leaves_the_base_error_alone(rng):
+    """The first stream of a session is the base: its quantization error is not
+    carried into the first update, which then sends only what changed."""
+    model = _model(rng)
+    tuned = dict(model, **{"fc1.weight": model["fc1.weight"] + np.float32(0.05)})
+    encoder = UpdateEncoder(error_feedback=True)
+    encoder.encode(model)
+    _, headers = _units(encoder.encode(tuned))
+    assert [h.element_ids for h in headers] == [["fc1.weight"]]
