@@ -289,3 +289,16 @@ def test_error_feedback_leaves_the_base_error_alone(rng):
     encoder.encode(model)
     _, headers = _units(encoder.encode(tuned))
     assert [h.element_ids for h in headers] == [["fc1.weight"]]
+
+
+def test_options_per_bitstream(rng):
+    """Settings given to encode() hold for that bitstream only."""
+    model = _model(rng)
+    tuned = _fine_tuned(rng, model)
+    a, b = UpdateEncoder(qp=-38), UpdateEncoder(qp=-50)
+    assert a.encode(model) == b.encode(model, qp=-38)
+    fine = a.encode(tuned, qp=-50)
+    assert fine == b.encode(tuned)
+    assert fine != UpdateEncoder(model).encode(tuned)
+    with pytest.raises(nnc_core.ConfigError, match="no options of an incremental bitstream"):
+        a.encode(tuned, max_part_elements=4)
