@@ -21,9 +21,10 @@ linear classifier reads the pooled output.  Everything is numpy.
   each, on the training split.
 
 Each step is coded in one incremental session (``UpdateEncoder.encode``:
-the difference from the previous step, TCA, HDSP, row skipping) and, from
-the same differences, by NNCodec's ``compress(compress_differences=True)``
-with its shared encoder state and HDSP tool.  The receiver of each codec
+the difference from the previous step plus what quantization left out of
+the earlier updates (error feedback), TCA, HDSP, row skipping) and, from the
+same differences, by NNCodec's ``compress(compress_differences=True)`` with
+its shared encoder state and HDSP tool.  The receiver of each codec
 decodes the streams in order and adds the updates; its test accuracy (the
 task metric) is computed with the decoded model.  The table lists each
 stream's size, as a share of the base model's bitstream and of the float32
@@ -194,7 +195,10 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="Adam steps per update")
     parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of fine-tuning")
-    parser.add_argument("--qp", type=int, default=-38, help="QP of weights (base and updates)")
+    parser.add_argument("--qp", type=int, default=-38, help="QP of the base model's weights")
+    parser.add_argument("--update-qp", type=int, default=-46, help="QP of the updates' weights")
+    parser.add_argument("--no-error-feedback", action="store_true",
+                        help="do not carry what quantization left out of an update into the next")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -202,7 +206,7 @@ def main() -> None:
     print(f"fine-tuning: {time.perf_counter() - t0:.1f} s")
     params = sum(v.size for v in models[0].values())
     float32_bytes = 4 * params
-    options = dict(qp=args.qp, tca=True, hdsp=True, row_skipping=True)
+    options = dict(tca=True, hdsp=True, row_skipping=True, error_feedback=not args.no_error_feedback)
 
     nnc = reference.nncodec_compression()
     from nncodec.nnc_core.hdsp.hdsp_tool import HdspTool  # type: ignore[import-not-found]
@@ -215,16 +219,17 @@ def main() -> None:
     sender, receiver_ours, receiver_theirs = (Accuracy(x_test, y_test) for _ in range(3))
     rows = []
     for k, model in enumerate(models):
-        update = model if k == 0 else {n: (model[n] - models[k - 1][n]).astype(np.float32) for n in model}
         t = time.perf_counter()
-        ours = encoder.encode(model)
+        qp = args.qp if k == 0 else args.update_qp
+        ours = encoder.encode(model, qp=qp)
         t_ours = time.perf_counter() - t
+        update = encoder.last_update  # NNCodec codes the same differences (with error feedback: + the residual)
         ours_model = decoder.decode(ours)
         t = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             theirs = bytes(nnc.compress(
                 update, bitstream_path=None, return_bitstream=True, verbose=False, approx_param_base=state_e,
-                update_base_param=True, compress_differences=True, hdsp_tool=hdsp_e, qp=args.qp, tca=True,
+                update_base_param=True, compress_differences=True, hdsp_tool=hdsp_e, qp=qp, tca=True,
                 row_skipping=True,
             ))
             t_theirs = time.perf_counter() - t
@@ -244,7 +249,8 @@ def main() -> None:
     full = rows[0][2]
     print()
     print(f"all-MiniLM-L6-v2 + digits head: {params:,} parameters, {len(models[0])} tensors, "
-          f"float32 {float32_bytes:,} bytes; qp {args.qp}, DQ, TCA, HDSP, row skipping; "
+          f"float32 {float32_bytes:,} bytes; qp {args.qp} (base), {args.update_qp} (updates), DQ, TCA, HDSP, row skipping, "
+          f"error feedback {'off' if args.no_error_feedback else 'on'}; "
           f"{args.steps} Adam steps (lr {args.lr:g}) per update; digits test split: {len(y_test)} images")
     print()
     print("| step | tensors sent | ours (bytes) | NNCodec (bytes) | % of base bitstream | % of float32 "

@@ -111,6 +111,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         for j, inner in enumerate(unit.units if isinstance(unit, AggregateUnit) else []):
             label = f"{i}.{j}"
             print(f"{label:>6}  {_unit_name(inner.unit_type):<8} {inner.offset:>7} {inner.size:>9}  {_describe(inner)}")
+    update = any(isinstance(u, ModelParameterSet) and u.mps_parent_signalling_enabled_flag for _, _, u in flatten_units(units))
+    if update and not args.no_decode and any(
+        isinstance(u, CompressedDataUnit) and u.header.temporal_context_modeling_flag for _, _, u in flatten_units(units)
+    ):
+        print("\n(an incremental update with temporal context adaptation: its tensors decode only with its base, "
+              "nnc decode --base)")
+        return 0
     tensors = decode_bitstream(data, None) if not args.no_decode else []
     if tensors:
         # bits per parameter: the units that carried a tensor, shared by all

@@ -343,6 +343,7 @@ class UpdateEncoder:
         self.error_feedback = error_feedback
         self._residual: dict[str, np.ndarray] = {}  # error feedback: what quantization left out
         self._previous: dict[str, np.ndarray] = dict(self._mirror.reference)  # the sender's last model
+        self.last_update: dict[str, np.ndarray] = {}  # the differences the last bitstream coded
 
     @property
     def reference(self) -> dict[str, np.ndarray]:
@@ -353,20 +354,22 @@ class UpdateEncoder:
     def state(self) -> DecoderState:
         return self._mirror.state
 
-    def encode(self, model: Mapping[str, np.ndarray]) -> bytes:
+    def encode(self, model: Mapping[str, np.ndarray], **options: Any) -> bytes:
         """Code the change from the previous model given (at first: the base) to
         ``model``: each tensor's difference; tensors not in ``model`` stay as
-        they are, unchanged tensors and rows cost (almost) nothing."""
+        they are, unchanged tensors and rows cost (almost) nothing.
+        ``options`` override the session's encode settings for this bitstream
+        (e.g. a finer ``qp`` for updates than for the base)."""
         update = {}
         for name, value in model.items():
             name = str(name)
             previous = self._previous.get(name)
             update[name] = _difference(name, value, previous if previous is not None else self.reference.get(name))
-        data = self.encode_update(update)
+        data = self.encode_update(update, **options)
         self._previous.update({str(k): np.array(v) for k, v in model.items()})
         return data
 
-    def encode_update(self, update: Mapping[str, np.ndarray]) -> bytes:
+    def encode_update(self, update: Mapping[str, np.ndarray], **options: Any) -> bytes:
         """Code ``update`` as it is: the values the receiver adds (as NNCodec's
         ``compress_differences``); with ``error_feedback`` plus what
         quantization left out of the earlier updates."""
@@ -375,19 +378,23 @@ class UpdateEncoder:
             for name, r in self._residual.items():
                 if name in update and update[name].dtype.kind == "f":
                     update[name] = (update[name].astype(np.float32) + r).astype(np.float32)
-        data, decoded = self._code(update)
-        if self.error_feedback:
+        self.last_update = update
+        root = not self.reference
+        data, decoded = self._code(update, options)
+        if self.error_feedback and not root:  # (the base's own quantization error is no update's)
             for name, d in update.items():
                 if d.dtype.kind == "f":
                     got = decoded.get(name)
                     self._residual[name] = d.astype(np.float32) if got is None else (d - got.astype(np.float32)).astype(np.float32)
         return data
 
-    def _code(self, update: dict) -> tuple[bytes, dict[str, np.ndarray]]:
+    def _code(self, update: dict, options: dict) -> tuple[bytes, dict[str, np.ndarray]]:
         from nnc_core.encoding import encode
 
+        if {"base", "_update", "max_part_elements"} & set(options):
+            raise ConfigError("base, _update and max_part_elements are no options of an incremental bitstream")
         plan = _StreamPlan(self._mirror, **self._plan)
-        data = encode(update, _update=plan, **self._options)
+        data = encode(update, _update=plan, **dict(self._options, **options))
         # The receiver's state follows from the bitstream: decode it as the receiver will.
         return data, self._mirror.decode_update(data)
 

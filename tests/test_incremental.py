@@ -266,3 +266,39 @@ def test_codebook_updates_keep_float32_models(rng):
         got = decoder.decode(encoder.encode(m))
         assert {k: v.dtype for k, v in got.items()} == {k: v.dtype for k, v in m.items()}
         assert all(got[k].tobytes() == encoder.reference[k].tobytes() for k in got)
+
+
+def test_cli_info_lists_an_update(tmp_path, rng, capsys):
+    model = _model(rng)
+    base = nnc_core.encode(model)
+    update = tmp_path / "update.nnr"
+    update.write_bytes(nnc_core.encode(_fine_tuned(rng, model), base=base))
+    assert main(["info", str(update)]) == 0
+    out = capsys.readouterr().out
+    assert "parent_signalling base_model_id='nnc-sha256:" in out
+    assert "NNR_PT_FLOAT ids=fc1.weight dims=24x16 dq parent depth=1 tca" in out
+    assert "its tensors decode only with its base" in out
+
+
+def test_error_feedback_leaves_the_base_error_alone(rng):
+    """The first stream of a session is the base: its quantization error is not
+    carried into the first update, which then sends only what changed."""
+    model = _model(rng)
+    tuned = dict(model, **{"fc1.weight": model["fc1.weight"] + np.float32(0.05)})
+    encoder = UpdateEncoder(error_feedback=True)
+    encoder.encode(model)
+    _, headers = _units(encoder.encode(tuned))
+    assert [h.element_ids for h in headers] == [["fc1.weight"]]
+
+
+def test_options_per_bitstream(rng):
+    """Settings given to encode() hold for that bitstream only."""
+    model = _model(rng)
+    tuned = _fine_tuned(rng, model)
+    a, b = UpdateEncoder(qp=-38), UpdateEncoder(qp=-50)
+    assert a.encode(model) == b.encode(model, qp=-38)
+    fine = a.encode(tuned, qp=-50)
+    assert fine == b.encode(tuned)
+    assert fine != UpdateEncoder(model).encode(tuned)
+    with pytest.raises(nnc_core.ConfigError, match="no options of an incremental bitstream"):
+        a.encode(tuned, max_part_elements=4)
