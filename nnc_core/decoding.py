@@ -122,7 +122,7 @@ def _block_members(h: NduHeader, where: dict) -> list[tuple[str, str, tuple[int,
     for role in BLOCK_CODING_ORDER:
         if role == "weight" and cpt & ParameterTypes.NNR_CPT_DC:
             rank, rows = h.decomposition_rank or 0, h.g_number_of_rows or 0
-            total = int(np.prod(dims))
+            total = int(np.prod(dims, dtype=object))
             if rows == 0 or total % rows:
                 raise BitstreamError(f"g_number_of_rows {rows} does not divide the weight", **where)
             members.append(("G", str(names["G"]), (rows, rank), 0 if h.codebooks else -1))
@@ -133,8 +133,47 @@ def _block_members(h: NduHeader, where: dict) -> list[tuple[str, str, tuple[int,
     return members
 
 
-#: Largest tensor (in elements) the decoder allocates unless told otherwise.
+#: The decoder's default resource bound: a bitstream of ``n`` bytes may
+#: decode at most ``max(MIN_ELEMENT_BUDGET, ELEMENTS_PER_BYTE * n)`` elements
+#: in all (every tensor, and every part of a split tensor, counted).  Arithmetic
+#: coding cannot spend less than about 1/100 bit on a bin, so a payload without
+#: row skipping never carries more than ~800 elements per byte (an all-zero
+#: tensor: 778): every such stream fits.  Row skipping codes an all-zero row
+#: in one bin whatever its width, so a stream of mostly all-zero rows may need
+#: a larger ``max_elements`` beyond the floor of 2**22 elements.
+ELEMENTS_PER_BYTE = 1024
+MIN_ELEMENT_BUDGET = 1 << 22
+
+
+def element_budget(size: int) -> int:
+    """Elements the decoder accepts by default from a bitstream of ``size`` bytes."""
+    return max(MIN_ELEMENT_BUDGET, ELEMENTS_PER_BYTE * size)
+
+
+# Kept for callers of the first API (a per-tensor bound); no longer the default.
 DEFAULT_MAX_ELEMENTS = 1 << 31
+
+
+@dataclass
+class _Budget:
+    """Elements a bitstream may still decode (see :func:`decode_bitstream`)."""
+
+    limit: int
+    used: int = 0
+
+    def take(self, name: str, shape: tuple[int, ...], where: dict) -> None:
+        count = int(np.prod(shape, dtype=object))
+        if count > self.limit:
+            raise BitstreamError(
+                f"tensor {name!r} of shape {list(shape)} is larger than the limit of {self.limit} elements", **where
+            )
+        if self.used + count > self.limit:
+            raise BitstreamError(
+                f"tensor {name!r} of shape {list(shape)} takes the elements decoded from this bitstream past the "
+                f"limit of {self.limit} ({self.used} before it; pass a larger max_elements to accept it)",
+                **where,
+            )
+        self.used += count
 
 
 @dataclass
@@ -156,14 +195,20 @@ def decode_bitstream(
     data: bytes | bytearray | memoryview,
     state: DecoderState | None = None,
     *,
-    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    max_elements: int | None = None,
 ) -> list[DecodedTensor]:
     """Decode every tensor of an NNR bitstream, in stream order.
 
-    ``max_elements`` bounds the size a header may declare for one tensor
-    (and the size of a tensor assembled from parts), so that a hostile
-    header cannot make the decoder allocate without limit.
+    ``max_elements`` bounds the number of elements the bitstream may decode
+    in all; it is checked before each tensor is allocated, so a hostile
+    header cannot make the decoder allocate or work without limit.  The
+    default, :func:`element_budget` of the input size, admits every stream
+    except ones made mostly of all-zero rows under row skipping (see
+    ``ELEMENTS_PER_BYTE``); pass a larger value for those.  Memory stays
+    within a small multiple of the bound (stored integers, values, and a copy
+    while parts are joined), decoding time proportional to it.
     """
+    budget = _Budget(element_budget(len(data)) if max_elements is None else int(max_elements))
     units = read_units(data)
     out: list[DecodedTensor] = []
     profile = 1
@@ -187,16 +232,25 @@ def decode_bitstream(
             lps = unit
         elif isinstance(unit, CompressedDataUnit):
             counter = unit.partial_data_counter or 0
-            if split is not None:
-                _check_next_part(split, unit, counter, where)
-            elif counter:
-                split = _start_split(unit, counter, where)
-            results = _decode_ndu(unit, where, profile, mps, lps, state, max_elements, split)
+            try:
+                if split is not None:
+                    _check_next_part(split, unit, counter, where)
+                elif counter:
+                    split = _start_split(unit, counter, where)
+                results = _decode_ndu(unit, where, profile, mps, lps, state, budget, split)
+                if split is not None:
+                    _add_part(split, results, budget.limit, where)
+            except BitstreamError as e:
+                if e.tensor is not None or not unit.header.element_ids:
+                    raise
+                raise BitstreamError(  # name the tensor (the NDU's first element) in every NDU error
+                    e.detail, unit_index=e.unit_index, aggregated_index=e.aggregated_index,
+                    byte_offset=e.byte_offset, tensor=str(unit.header.element_ids[0]),
+                ) from e
             if split is None:
                 out.extend(results)
                 _update_state(state, results, unit.header)
                 continue
-            _add_part(split, results, max_elements, where)
             split.expected = counter - 1
             if split.expected == 0:
                 assembled = _assemble(split)
@@ -355,7 +409,7 @@ def _decode_ndu(
     mps: ModelParameterSet | None,
     lps: LayerParameterSet | None,
     state: DecoderState | None,
-    max_elements: int,
+    budget: _Budget,
     split: _Split | None,
 ) -> list[DecodedTensor]:
     h = unit.header
@@ -371,6 +425,7 @@ def _decode_ndu(
     if h.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
         dims = tuple(h.tensor_dimensions) or (1,)
         count = int(np.prod(dims, dtype=object))
+        budget.take(str(h.element_ids[0]), dims, where)
         if len(unit.payload) != 4 * count:  # also bounds the allocation by the input
             raise BitstreamError(f"raw float payload has {len(unit.payload)} bytes, shape {dims} needs {4 * count}", **at)
         coded = np.frombuffer(unit.payload, "<f4").astype(np.float32).reshape(coded_shape(dims, shift))
@@ -389,10 +444,7 @@ def _decode_ndu(
     try:
         dec = Decoder(unit.payload)
         for role, name, shape, cb_index in members:
-            if int(np.prod(shape, dtype=object)) > max_elements:
-                raise BitstreamError(
-                    f"tensor {name!r} of shape {list(shape)} is larger than the limit of {max_elements} elements", **where
-                )
+            budget.take(name, shape, where)
             member_shift = shift if role in ("tensor", "weight") else 0
             qp = None
             if has_qp:
@@ -475,11 +527,13 @@ def decode(
     /,
     *,
     state: DecoderState | None = None,
-    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    max_elements: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Decode an NNR bitstream into ``{tensor name: array}`` in stream order.
 
     Pass the same ``state`` to decode the bitstreams of an incremental
     sequence in order (the decoded arrays of an update are the update itself).
+    ``max_elements``: see :func:`decode_bitstream` (default: proportional to
+    the input size).
     """
     return {t.name: t.values for t in decode_bitstream(data, state, max_elements=max_elements)}
