@@ -517,6 +517,12 @@ def _reconstruct(stored: np.ndarray, payload_type: int, qp: int | None, qp_densi
     if codebook is not None:
         table = np.asarray(codebook.values, dtype=np.int64)
         idx = stored.astype(np.int64) + codebook.zero_offset
+        bad = np.flatnonzero((idx < 0) | (idx >= len(table)))
+        if bad.size:  # profile 0 does not limit the binarization to the codebook (found by fuzzing)
+            raise BitstreamError(
+                f"stored integer {int(stored.flat[bad[0]])} at position {int(bad[0])} is outside the codebook "
+                f"of {len(table)} entries (CbZeroOffset {codebook.zero_offset})"
+            )
         return table[idx].astype(np.float64) * np.float64(step)
     with np.errstate(over="ignore", invalid="ignore"):
         return (step * stored.astype(np.float32)).astype(np.float32)
