@@ -4,14 +4,17 @@
     nnc info IN.nnr              list every unit and each tensor's bits per parameter
     nnc decode IN.nnr -o OUT.npz decode a bitstream into a numpy archive
 
-Outputs are written atomically: a failed run leaves no partial file and an
-existing file untouched.
+Outputs are written atomically: a failed, interrupted (Ctrl-C, SIGTERM,
+SIGHUP) or killed run leaves no partial file and an existing file untouched.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
+import signal
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -125,19 +128,90 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _write_atomically(path: Path, write) -> None:  # type: ignore[no-untyped-def]
-    """Write through a temporary file in the same directory, then rename."""
+    """Write ``path`` as a whole or not at all.
+
+    The content goes to a file in the target's directory that has no name
+    (Linux O_TMPFILE; elsewhere a hidden ``.NAME.*.part`` file, removed on
+    any failure), is flushed to disk, then takes the place of ``path`` in one
+    rename: a reader sees the old file or the new one, never a part, and a
+    failed, interrupted or killed run leaves the old file as it was (a killed
+    run leaves no file at all, or with the fallback a hidden ``.part`` file).
+    The new file gets the old one's permissions, or the umask's for a new one.
+    """
     path = path.resolve()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    directory = path.parent
+    mode = _file_mode(path)
+    tmp: str | None = None
+    fd = _unnamed_file(directory, mode)
+    if fd is None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+            if tmp is None:  # give the unnamed file a name only now, for the rename
+                tmp = _link_unnamed(f.fileno(), directory, path.name)
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        tmp = None
+        _fsync_directory(directory)
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+
+def _file_mode(path: Path) -> int:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _unnamed_file(directory: Path, mode: int) -> int | None:
+    """A descriptor of a new unnamed file in ``directory``, or None where unsupported."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(directory, flag | os.O_WRONLY, mode)
+    except OSError:  # file system without O_TMPFILE
+        return None
+
+
+def _link_unnamed(fd: int, directory: Path, name: str) -> str:
+    # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names an O_TMPFILE file; a
+    # plain link() would link the magic symlink itself (EXDEV)
+    proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while True:
+            tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.part")
+            try:
+                os.link(str(fd), tmp, src_dir_fd=proc, follow_symlinks=True)
+                return tmp
+            except FileExistsError:
+                continue
+    finally:
+        os.close(proc)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -227,17 +301,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like an exception: partial outputs are removed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    previous = {}
+    for sig in [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]:
+        try:
+            previous[sig] = signal.signal(sig, _exit_on_signal)
+        except ValueError:  # not the main thread: leave signals alone
+            break
     try:
         return int(args.run(args))
     except (NncError, OSError) as e:
         print(f"nnc {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"nnc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
