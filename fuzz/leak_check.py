@@ -13,7 +13,7 @@ size.  After a warm-up of 1,000 cycles, the other 9,000 may grow the live
 heap by at most 64 KiB (a leak of 8 bytes per cycle exceeds it), the
 resident set by at most 512 KiB (64 bytes per cycle).
 
-    python fuzz/leak_check.py [CYCLES]
+    python fuzz/leak_check.py [--sanitized] [CYCLES]
 """
 
 from __future__ import annotations
@@ -80,8 +80,23 @@ def cycle(i: int, model: dict[str, np.ndarray], levels: np.ndarray, stream: byte
         pass
 
 
+def _check_instrumented() -> None:
+    """--sanitized: the extension itself must carry ASan and UBSan instrumentation
+    (a preloaded runtime alone would make this check, and the tests, pass)."""
+    import nnc_core._deepcabac as ext
+
+    binary = open(ext.__file__, "rb").read()
+    for symbol in (b"__asan_init", b"__ubsan_handle_"):
+        if symbol not in binary:
+            raise SystemExit(f"leak check: {ext.__file__} has no {symbol.decode()}: not a sanitizer build")
+
+
 def main() -> int:
-    cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    args = sys.argv[1:]
+    if "--sanitized" in args:
+        args.remove("--sanitized")
+        _check_instrumented()
+    cycles = int(args[0]) if args else 10_000
     rng = np.random.default_rng(3)
     model = {
         "w": (rng.standard_normal((8, 6)) * 0.05).astype(np.float32),

@@ -191,3 +191,17 @@ def test_header_errors_in_an_ndu_name_the_tensor():
         "tensor 'conv.bias': partial_data_counter 2 repeats a part already received (overlapping parts; part 1 was due) "
         f"(unit 4, byte offset {second.offset})"
     )
+
+
+@pytest.mark.parametrize("codebook_mode, dtype, per_element", [(0, np.float32, 13), (1, np.float64, 29)])
+def test_peak_memory_per_element_of_the_budget(codebook_mode, dtype, per_element):
+    """The densest stream the default budget admits (a row-skipped tensor of the
+    floor's size in a few bytes) peaks under 30 bytes per element: stored int32,
+    values, and for codebooks the int64 indices and float64 values."""
+    w = np.zeros((2048, 2048), np.float32)
+    w[0, 0] = 0.5
+    data = nnc_core.encode({"w": w}, row_skipping=True, codebook_mode=codebook_mode)
+    assert len(data) < 100
+    out, peak = _peak(lambda: nnc_core.decode(data))
+    assert out["w"].dtype == dtype and out["w"][0, 0] == np.float32(0.5) and np.count_nonzero(out["w"]) == 1
+    assert peak < per_element * MIN_ELEMENT_BUDGET, peak / MIN_ELEMENT_BUDGET
