@@ -150,10 +150,6 @@ def element_budget(size: int) -> int:
     return max(MIN_ELEMENT_BUDGET, ELEMENTS_PER_BYTE * size)
 
 
-# Kept for callers of the first API (a per-tensor bound); no longer the default.
-DEFAULT_MAX_ELEMENTS = 1 << 31
-
-
 @dataclass
 class _Budget:
     """Elements a bitstream may still decode (see :func:`decode_bitstream`)."""
