@@ -205,3 +205,26 @@ def test_peak_memory_per_element_of_the_budget(codebook_mode, dtype, per_element
     out, peak = _peak(lambda: nnc_core.decode(data))
     assert out["w"].dtype == np.dtype(dtype) and abs(out["w"][0, 0] - 0.5) < 2**-9 and np.count_nonzero(out["w"]) == 1
     assert peak < per_element * MIN_ELEMENT_BUDGET, peak / MIN_ELEMENT_BUDGET
+
+
+@pytest.mark.parametrize("vector_id", ["v09_multi_tensor", "v11_block_conv_bn", "v03_codebook"])
+def test_every_payload_corruption_names_unit_offset_and_tensor(vector_id):
+    """Flip each payload byte of each NDU: the stream decodes, or the error names the
+    NDU's unit index, a byte offset inside that unit and its tensor."""
+    stream = vector(vector_id)
+    ndus = [u for u in read_units(stream) if hasattr(u, "payload_offset")]
+    failures = 0
+    for index, u in enumerate(read_units(stream)):
+        if u not in ndus:
+            continue
+        for pos in range(u.payload_offset, u.offset + u.size):
+            corrupt = bytearray(stream)
+            corrupt[pos] ^= 0xFF
+            try:
+                decode_bitstream(bytes(corrupt))
+            except BitstreamError as e:
+                failures += 1
+                assert e.unit_index == index and e.tensor == str(u.header.element_ids[0]), str(e)
+                assert u.offset <= e.byte_offset < u.offset + u.size, str(e)
+                assert f"unit {index}" in str(e) and repr(e.tensor) in str(e) and f"byte offset {e.byte_offset}" in str(e)
+    assert failures > 0
