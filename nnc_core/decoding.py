@@ -163,6 +163,13 @@ class _Budget:
             raise BitstreamError(
                 f"tensor {name!r} of shape {list(shape)} is larger than the limit of {self.limit} elements", **where
             )
+        extent = int(np.prod([d for d in shape if d], dtype=object))
+        if extent > self.limit:  # an empty tensor whose other dimensions are huge (found by fuzzing)
+            raise BitstreamError(
+                f"tensor {name!r} of shape {list(shape)}: its non-zero dimensions span more than the limit of "
+                f"{self.limit} elements",
+                **where,
+            )
         if self.used + count > self.limit:
             raise BitstreamError(
                 f"tensor {name!r} of shape {list(shape)} takes the elements decoded from this bitstream past the "

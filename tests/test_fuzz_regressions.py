@@ -20,7 +20,7 @@ PYTHON_INPUTS = sorted((REGRESSIONS / "python").iterdir())
 
 
 def test_regression_inputs_are_there():
-    assert [p.name for p in PYTHON_INPUTS] == ["codebook-index-out-of-range"]
+    assert [p.name for p in PYTHON_INPUTS] == ["codebook-index-out-of-range", "zero-dimension-beside-huge-ones"]
     assert [p.name for p in sorted((REGRESSIONS / "c").iterdir())] == ["dq-any-index-int32-min"]
 
 
@@ -45,6 +45,30 @@ def test_codebook_index_outside_the_codebook():
         f"(CbZeroOffset 1) (unit 3, byte offset {ndu.payload_offset})"
     )
     assert (e.value.unit_index, e.value.tensor) == (3, "layer.weight")
+
+
+def test_empty_tensor_with_huge_dimensions():
+    """atheris, long run: a tensor with a zero dimension has no elements, so it passed
+    the element budget, but numpy refused to allocate its shape (the other
+    dimensions multiply past 2**63) with a ValueError.  Now refused as too large."""
+    data = (REGRESSIONS / "python" / "zero-dimension-beside-huge-ones").read_bytes()
+    dims = read_units(data)[3].header.tensor_dimensions
+    assert 0 in dims and len(dims) == 50
+    with pytest.raises(BitstreamError) as e:
+        decode_bitstream(data)
+    assert str(e.value) == (
+        f"tensor 'layer.weight' of shape {dims}: its non-zero dimensions span more than the limit of 4194304 "
+        "elements (unit 3, byte offset 18)"
+    )
+    # the same with only a few, small dimensions: an empty tensor decodes
+    from streams import start
+    from nnc_core.bitstream.layout import build_ndu
+    from nnc_core.bitstream.units import write_unit
+
+    head, state = start()
+    ndu = build_ndu(np.zeros((0, 3), np.int32), ["e"])
+    out = decode_bitstream(b"".join(head) + write_unit(ndu, state))
+    assert [(t.name, t.values.shape) for t in out] == [("e", (0, 3))]
 
 
 def test_dq_any_index_int32_min_in_an_odd_state_is_refused():
