@@ -6,6 +6,8 @@ import nnc_core.  Environment switches:
 * ``NNC_WERROR=1``: treat compiler warnings as errors (CI builds).
 * ``NNC_SANITIZE=address,undefined``: build with sanitizers (tox env ``sanitize``).
 * ``NNC_DEBUG=1``: no optimisation, debug symbols.
+* ``NNC_NO_ASM=1``: the decoder's portable C path instead of its x86-64
+  inline assembly (``-DDEC_NO_ASM``; tox env ``sanitize`` builds it).
 """
 
 import os
@@ -32,7 +34,8 @@ def _compile_args() -> list[str]:
         args.append("-Werror")
     sanitize = os.environ.get("NNC_SANITIZE")
     if sanitize:
-        args += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"]
+        # every report is fatal, so that a test run cannot pass over one
+        args += [f"-fsanitize={sanitize}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
     return args
 
 
@@ -50,7 +53,7 @@ ffibuilder.set_source(
     include_dirs=[_rel(HERE / "include"), _rel(HERE / "src")],
     extra_compile_args=_compile_args(),
     extra_link_args=_link_args(),
-    define_macros=[("_POSIX_C_SOURCE", "200809L")],
+    define_macros=[("_POSIX_C_SOURCE", "200809L")] + ([("DEC_NO_ASM", "1")] if os.environ.get("NNC_NO_ASM") else []),
 )
 
 if __name__ == "__main__":

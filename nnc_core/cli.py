@@ -10,13 +10,14 @@ With ``--base BASE.npz`` or ``--base BASE.nnr`` (repeat it for a base
 bitstream followed by its earlier updates) ``encode`` codes the model as an
 incremental update of the base and ``decode`` applies an update to it.
 
-Outputs are written atomically: a failed run leaves no partial file and an
-existing file untouched.
+Outputs are written atomically: a failed, interrupted (Ctrl-C, SIGTERM,
+SIGHUP) or killed run leaves no partial file and an existing file untouched.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -360,17 +361,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like an exception: partial outputs are removed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    previous = {}
+    for sig in [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]:
+        try:
+            previous[sig] = signal.signal(sig, _exit_on_signal)
+        except ValueError:  # not the main thread: leave signals alone
+            break
     try:
         return int(args.run(args))
     except (NncError, OSError) as e:
         print(f"nnc {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"nnc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def _block_members(h: NduHeader, where: dict) -> list[tuple[str, str, tuple[int,
     for role in BLOCK_CODING_ORDER:
         if role == "weight" and cpt & ParameterTypes.NNR_CPT_DC:
             rank, rows = h.decomposition_rank or 0, h.g_number_of_rows or 0
-            total = int(np.prod(dims))
+            total = int(np.prod(dims, dtype=object))
             if rows == 0 or total % rows:
                 raise BitstreamError(f"g_number_of_rows {rows} does not divide the weight", **where)
             members.append(("G", str(names["G"]), (rows, rank), 0 if h.codebooks else -1))
@@ -156,8 +156,55 @@ def _factor_member(h: NduHeader, factor: str, where: dict) -> tuple[str, str, tu
     return factor, str(h.element_ids[0]), shape, 0 if h.codebooks else -1
 
 
-#: Largest tensor (in elements) the decoder allocates unless told otherwise.
-DEFAULT_MAX_ELEMENTS = 1 << 31
+#: The decoder's default resource bound: a bitstream of ``n`` bytes may
+#: decode at most ``max(MIN_ELEMENT_BUDGET, ELEMENTS_PER_BYTE * n)`` elements
+#: in all (every tensor, and every part of a split tensor, counted).  Arithmetic
+#: coding cannot spend less than about 1/100 bit on a bin, so a payload without
+#: row skipping never carries more than ~800 elements per byte (an all-zero
+#: tensor: 778): every such stream fits.  Row skipping codes an all-zero row
+#: in one bin whatever its width, so a stream of mostly all-zero rows may need
+#: a larger ``max_elements`` beyond the floor of 2**22 elements.
+ELEMENTS_PER_BYTE = 1024
+MIN_ELEMENT_BUDGET = 1 << 22
+
+
+def element_budget(size: int) -> int:
+    """Elements the decoder accepts by default from a bitstream of ``size`` bytes."""
+    return max(MIN_ELEMENT_BUDGET, ELEMENTS_PER_BYTE * size)
+
+
+@dataclass
+class _Budget:
+    """Elements a bitstream may still decode (see :func:`decode_bitstream`)."""
+
+    limit: int
+    used: int = 0
+
+    def check(self, name: str, shape: tuple[int, ...], where: dict) -> int:
+        """Refuse a shape larger than the whole budget; its element count."""
+        count = int(np.prod(shape, dtype=object))
+        if count > self.limit:
+            raise BitstreamError(
+                f"tensor {name!r} of shape {list(shape)} is larger than the limit of {self.limit} elements", **where
+            )
+        extent = int(np.prod([d for d in shape if d], dtype=object))
+        if extent > self.limit:  # an empty tensor whose other dimensions are huge (found by fuzzing)
+            raise BitstreamError(
+                f"tensor {name!r} of shape {list(shape)}: its non-zero dimensions span more than the limit of "
+                f"{self.limit} elements",
+                **where,
+            )
+        return count
+
+    def take(self, name: str, shape: tuple[int, ...], where: dict) -> None:
+        count = self.check(name, shape, where)
+        if self.used + count > self.limit:
+            raise BitstreamError(
+                f"tensor {name!r} of shape {list(shape)} takes the elements decoded from this bitstream past the "
+                f"limit of {self.limit} ({self.used} before it; pass a larger max_elements to accept it)",
+                **where,
+            )
+        self.used += count
 
 
 @dataclass
@@ -179,14 +226,20 @@ def decode_bitstream(
     data: bytes | bytearray | memoryview,
     state: DecoderState | None = None,
     *,
-    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    max_elements: int | None = None,
 ) -> list[DecodedTensor]:
     """Decode every tensor of an NNR bitstream, in stream order.
 
-    ``max_elements`` bounds the size a header may declare for one tensor
-    (and the size of a tensor assembled from parts), so that a hostile
-    header cannot make the decoder allocate without limit.
+    ``max_elements`` bounds the number of elements the bitstream may decode
+    in all; it is checked before each tensor is allocated, so a hostile
+    header cannot make the decoder allocate or work without limit.  The
+    default, :func:`element_budget` of the input size, admits every stream
+    except ones made mostly of all-zero rows under row skipping (see
+    ``ELEMENTS_PER_BYTE``); pass a larger value for those.  Memory stays
+    within a small multiple of the bound (stored integers, values, and a copy
+    while parts are joined), decoding time proportional to it.
     """
+    budget = _Budget(element_budget(len(data)) if max_elements is None else int(max_elements))
     units = read_units(data)
     out: list[DecodedTensor] = []
     profile = 1
@@ -212,17 +265,26 @@ def decode_bitstream(
             lps = unit
         elif isinstance(unit, CompressedDataUnit):
             counter = unit.partial_data_counter or 0
-            if split is not None:
-                _check_next_part(split, unit, counter, where)
-            elif counter:
-                split = _start_split(unit, counter, where)
-            results = _decode_ndu(unit, where, profile, mps, lps, state, max_elements, split, factor, factor_g)
+            try:
+                if split is not None:
+                    _check_next_part(split, unit, counter, where)
+                elif counter:
+                    split = _start_split(unit, counter, where)
+                results = _decode_ndu(unit, where, profile, mps, lps, state, budget, split, factor, factor_g)
+                if split is not None:
+                    _add_part(split, results, budget.limit, where)
+            except BitstreamError as e:
+                if e.tensor is not None or not unit.header.element_ids:
+                    raise
+                raise BitstreamError(  # name the tensor (the NDU's first element) in every NDU error
+                    e.detail, unit_index=e.unit_index, aggregated_index=e.aggregated_index,
+                    byte_offset=e.byte_offset, tensor=str(unit.header.element_ids[0]),
+                ) from e
             factor_g = unit.header if factor == "G" else None
             if split is None:
                 out.extend(results)
                 _update_state(state, results, unit.header)
                 continue
-            _add_part(split, results, max_elements, where)
             split.expected = counter - 1
             if split.expected == 0:
                 assembled = _assemble(split)
@@ -410,7 +472,7 @@ def _decode_ndu(
     mps: ModelParameterSet | None,
     lps: LayerParameterSet | None,
     state: DecoderState | None,
-    max_elements: int,
+    budget: _Budget,
     split: _Split | None,
     factor: str | None = None,
     factor_g: NduHeader | None = None,
@@ -425,9 +487,12 @@ def _decode_ndu(
 
     if mps is None:
         raise BitstreamError("compressed data unit before any model parameter set", **where)
+    # the declared shape is bounded before anything reads it (members are taken below)
+    budget.check(str(h.element_ids[0]) if h.element_ids else "?", tuple(h.tensor_dimensions), where)
     if h.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
         dims = tuple(h.tensor_dimensions) or (1,)
         count = int(np.prod(dims, dtype=object))
+        budget.take(str(h.element_ids[0]), dims, where)
         if len(unit.payload) != 4 * count:  # also bounds the allocation by the input
             raise BitstreamError(f"raw float payload has {len(unit.payload)} bytes, shape {dims} needs {4 * count}", **at)
         coded = np.frombuffer(unit.payload, "<f4").astype(np.float32).reshape(coded_shape(dims, shift))
@@ -448,10 +513,7 @@ def _decode_ndu(
     try:
         dec = Decoder(unit.payload)
         for role, name, shape, cb_index in members:
-            if int(np.prod(shape, dtype=object)) > max_elements:
-                raise BitstreamError(
-                    f"tensor {name!r} of shape {list(shape)} is larger than the limit of {max_elements} elements", **where
-                )
+            budget.take(name, shape, where)
             member_shift = shift if role in ("tensor", "weight") else 0
             qp = None
             if has_qp:
@@ -528,6 +590,12 @@ def _reconstruct(stored: np.ndarray, payload_type: int, qp: int | None, qp_densi
     if codebook is not None:
         table = np.asarray(codebook.values, dtype=np.int64)
         idx = stored.astype(np.int64) + codebook.zero_offset
+        bad = np.flatnonzero((idx < 0) | (idx >= len(table)))
+        if bad.size:  # profile 0 does not limit the binarization to the codebook (found by fuzzing)
+            raise BitstreamError(
+                f"stored integer {int(stored.flat[bad[0]])} at position {int(bad[0])} is outside the codebook "
+                f"of {len(table)} entries (CbZeroOffset {codebook.zero_offset})"
+            )
         return table[idx].astype(np.float64) * np.float64(step)
     with np.errstate(over="ignore", invalid="ignore"):
         return (step * stored.astype(np.float32)).astype(np.float32)
@@ -538,7 +606,7 @@ def decode(
     /,
     *,
     state: DecoderState | None = None,
-    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    max_elements: int | None = None,
     base: object = None,
     recompose: bool = True,
     apply_local_scaling: bool = False,
@@ -560,6 +628,9 @@ def decode(
     scaling factors and drops them; ``unprune`` returns pruned tensors in
     their original shapes (zeros where pruned) from the stream's NNR_TPL_PRUN
     topology, otherwise they keep the pruned shapes their NDUs signal.
+
+    ``max_elements``: see :func:`decode_bitstream` (default: proportional to
+    the input size).
     """
     if base is not None:
         if state is not None:

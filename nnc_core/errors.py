@@ -49,6 +49,8 @@ class BitstreamError(NncError, ValueError):
     where known (``None`` otherwise); the message includes them.  Inside an
     aggregate unit (NNR_AGG), ``unit_index`` is the index of the aggregate
     unit in the bitstream and ``aggregated_index`` that of the unit inside it.
+    ``tensor`` names the tensor (the first element id of the NDU) when the
+    problem is in a compressed data unit; the message names it too.
     """
 
     def __init__(
@@ -58,18 +60,23 @@ class BitstreamError(NncError, ValueError):
         unit_index: int | None = None,
         byte_offset: int | None = None,
         aggregated_index: int | None = None,
+        tensor: str | None = None,
     ):
         where = []
         if unit_index is not None:
             where.append(f"unit {unit_index}")
         if aggregated_index is not None:
             where.append(f"aggregated unit {aggregated_index}")
+        if tensor is not None and repr(tensor) not in message:
+            where.append(f"tensor {tensor!r}")
         if byte_offset is not None:
             where.append(f"byte offset {byte_offset}")
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
+        self.detail = message
         self.unit_index = unit_index
         self.aggregated_index = aggregated_index
         self.byte_offset = byte_offset
+        self.tensor = tensor
 
 
 class BaseMismatchError(BitstreamError):

@@ -59,7 +59,7 @@ import numpy as np
 
 from nnc_core.bitstream.layout import coded_view
 from nnc_core.bitstream.units import ICNN_NDU_ID, CompressedDataUnit, ModelParameterSet, flatten_units, read_units
-from nnc_core.decoding import DEFAULT_MAX_ELEMENTS, DecoderState, decode_bitstream
+from nnc_core.decoding import DecoderState, decode_bitstream
 from nnc_core.errors import BaseMismatchError, ConfigError, EncodeError
 
 __all__ = [
@@ -124,7 +124,7 @@ class UpdateDecoder:
     as the base also provide the TCA base and HDSP history of their tensors.
     """
 
-    def __init__(self, base: Any = None, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> None:
+    def __init__(self, base: Any = None, *, max_elements: int | None = None) -> None:
         self.state = DecoderState()
         self.reference: dict[str, np.ndarray] = {}
         self.max_elements = max_elements

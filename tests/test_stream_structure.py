@@ -517,7 +517,7 @@ def test_split_multi_element_ndus_are_refused():
     tensor, ids, mapping = concatenate_elements({"a": np.zeros((2, 3), np.int32), "b": np.zeros((2, 4), np.int32)}, axis=1)
     parts, state = start()
     parts.append(write_unit(build_ndu(tensor, ids, tensor_dimension_mapping=mapping, partial_data_counter=2), state))
-    _fails(b"".join(parts), r"^an NDU with a tensor dimension mapping cannot be split into parts \(unit 3, byte offset 18\)$")
+    _fails(b"".join(parts), r"^an NDU with a tensor dimension mapping cannot be split into parts \(unit 3, tensor 'a', byte offset 18\)$")
 
 
 # ---------------------------------------------------------------------------

