@@ -383,14 +383,27 @@ def scan_positions(shape: tuple[int, ...], scan_order: int) -> np.ndarray | None
     if scan_order == 0 or height <= 1 or width <= 1:
         return None
     block = 4 << scan_order
-    # blocks in raster order, each in raster order: pad to whole blocks with -1,
-    # view as (block row, row, block column, column), visit block row, block
-    # column, row, column, and drop the padding
-    tall, wide = -(-height // block) * block, -(-width // block) * block
-    grid = np.full((tall, wide), -1, dtype=np.int64)
-    grid[:height, :width] = np.arange(height * width, dtype=np.int64).reshape(height, width)
-    order = grid.reshape(tall // block, block, wide // block, block).transpose(0, 2, 1, 3).ravel()
-    return np.ascontiguousarray(order[order >= 0])
+    # blocks in raster order, each in raster order: one block row of `rows`
+    # rows is a template of flat positions (full blocks, then the narrower
+    # last block); the block rows are the template plus their first position
+    order = np.empty(height * width, dtype=np.int64)
+    full_rows = height // block * block
+    if full_rows:
+        template = _block_row_order(block, width, block)
+        starts = np.arange(0, full_rows * width, block * width, dtype=np.int64)
+        np.add(starts[:, None], template, out=order[: full_rows * width].reshape(len(starts), block * width))
+    if full_rows < height:
+        np.add(_block_row_order(height - full_rows, width, block), full_rows * width, out=order[full_rows * width :])
+    return order
+
+
+def _block_row_order(rows: int, width: int, block: int) -> np.ndarray:
+    """Flat positions of a block row of ``rows`` rows (starting at position 0)
+    in coding order: ``block``-wide blocks left to right, each in raster order."""
+    cells = np.arange(rows * width, dtype=np.int64).reshape(rows, width)
+    full = width // block * block
+    inner = cells[:, :full].reshape(rows, width // block, block).transpose(1, 0, 2).ravel()
+    return np.concatenate([inner, cells[:, full:].ravel()])
 
 
 def _quantize(
