@@ -46,12 +46,13 @@ __all__ = [
     "encode_tensor",
     "decode_tensor",
     "ENTRY_POINT_DTYPE",
+    "resolve_entry_points",
     "scan_positions",
     "dq_quantize",
     "urq_quantize",
 ]
 
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 if lib.dcabac_abi_version() != _ABI_VERSION:  # pragma: no cover - broken install
     raise ImportError(
         f"nnc_core._deepcabac has ABI version {lib.dcabac_abi_version()}, this nnc_core expects "
@@ -294,6 +295,18 @@ class Encoder(_Handle):
         data = _as_c_array(arr, np.int32, arr.size, "values")
         self._call(lib.dcabac_enc_tensor, params, ffi.from_buffer("int32_t[]", data))
 
+    def entry_points(self) -> np.ndarray:
+        """Entry points (clause 10.5) of the last tensor coded, as
+        :meth:`Decoder.decode_tensor` reports them, but ``value`` is not yet
+        the decoder's window: pass the finished payload and these to
+        :func:`resolve_entry_points`."""
+        count = ffi.new("size_t *")
+        self._call(lib.dcabac_enc_entry_points, ffi.NULL, 0, count)
+        eps = np.zeros(count[0], dtype=ENTRY_POINT_DTYPE)
+        if count[0]:
+            self._call(lib.dcabac_enc_entry_points, ffi.cast("dcabac_entry_point *", ffi.from_buffer(eps)), count[0], count)
+        return eps
+
     def finish(self) -> bytes:
         """Terminate the codeword and return the payload; the encoder restarts empty."""
         data = ffi.new("const uint8_t **")
@@ -302,6 +315,24 @@ class Encoder(_Handle):
         payload = bytes(ffi.buffer(data[0], size[0]))
         self._call(lib.dcabac_enc_begin)
         return payload
+
+
+def resolve_entry_points(payload: bytes, eps: np.ndarray) -> np.ndarray:
+    """Entry points of :meth:`Encoder.entry_points` with the decoder's window
+    as ``value``: the decoder's arithmetic value is the codeword minus the
+    encoder's interval base (clause 10.3), so its 9-bit window at bit
+    position b is payload bits b..b+8 (zero past the end) minus the base's
+    low 9 bits, modulo 512."""
+    out = eps.copy()
+    if not len(out):
+        return out
+    pos = out["bit_position"].astype(np.int64)
+    padded = np.frombuffer(bytes(payload) + bytes(3), dtype=np.uint8).astype(np.uint32)
+    first = np.minimum(pos >> 3, len(payload))
+    word = (padded[first] << 16) | (padded[first + 1] << 8) | padded[first + 2]
+    window = (word >> (15 - (pos & 7)).astype(np.uint32)) & 511
+    out["value"] = (window - out["value"]) & 511
+    return out
 
 
 class Decoder(_Handle):

@@ -51,6 +51,9 @@ struct dcabac_encoder {
     int phase;
     uint8_t *skip;          /* per-row skip flags of the current tensor */
     size_t skip_cap;
+    dcabac_entry_point *eps; /* entry points of the last tensor (value: interval base) */
+    size_t num_eps;
+    size_t eps_cap;
     dcabac_ctx ctx[CTX_MAX];
     dcabac_ctx_estimator est[CTX_MAX];
     est_curves curves;
@@ -87,6 +90,7 @@ void dcabac_encoder_free(dcabac_encoder *enc)
     if (!enc) return;
     free(enc->out.buf);
     free(enc->skip);
+    free(enc->eps);
     free(enc);
 }
 
@@ -96,6 +100,7 @@ int dcabac_enc_begin(dcabac_encoder *enc)
 {
     if (!enc) return DCABAC_E_ARG;
     enc->out.len = 0;
+    enc->num_eps = 0;
     enc->out.oom = 0;
     enc->msg[0] = '\0';
     be_start(&enc->be);
@@ -410,6 +415,21 @@ static void code_skipped(void *self, int64_t pos, int64_t count)
     if (p->g->dq) p->state = p->g->skip_state[p->state];
 }
 
+/* An entry point where the decoder records one (after the restart of a
+ * block row): the bits shifted out of the interval base so far are the
+ * decoder's bit position; its window is resolved from the finished payload
+ * (see dcabac_enc_entry_points). */
+static void enc_record_entry_point(level_pass *p)
+{
+    dcabac_encoder *enc = p->enc;
+    if (enc->num_eps < enc->eps_cap) {
+        dcabac_entry_point *ep = &enc->eps[enc->num_eps++];
+        ep->bit_position = 8 * ((uint64_t)enc->out.len + p->be.num_buffered) + (uint64_t)(23 - p->be.bits_left);
+        ep->value = p->be.low & 511u;
+        ep->dq_state = (uint32_t)p->state;
+    }
+}
+
 static void code_block_row_end(void *self, int64_t next_row)
 {
     level_pass *p = (level_pass *)self;
@@ -418,6 +438,7 @@ static void code_block_row_end(void *self, int64_t next_row)
     for (int i = 0; i < count; i++) ctx_reset(&p->enc->ctx[i]);
     p->prev_class = 0;
     p->be.range = 256;
+    enc_record_entry_point(p);
 }
 
 typedef struct init_set_writer {
@@ -458,6 +479,7 @@ int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t
     if (!enc) return DCABAC_E_ARG;
     if ((rc = enc_check_open(enc))) return rc;
     enc->msg[0] = '\0';
+    enc->num_eps = 0;
     if (!t || (!values && t->height * t->width > 0)) {
         snprintf(enc->msg, sizeof enc->msg, "missing tensor parameters or values");
         return DCABAC_E_ARG;
@@ -533,6 +555,20 @@ int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t
     pass.state = 0;
     pass.prev_class = 0;
     pass.be = enc->be;
+    enc->num_eps = 0;
+    if (g.restarts) {
+        if ((size_t)g.block_rows > enc->eps_cap) {
+            dcabac_entry_point *ne = (dcabac_entry_point *)realloc(enc->eps, (size_t)g.block_rows * sizeof *ne);
+            if (!ne) {
+                snprintf(enc->msg, sizeof enc->msg, "out of memory for %lld entry points", (long long)g.block_rows);
+                enc->phase = ENC_IDLE;
+                return DCABAC_E_NOMEM;
+            }
+            enc->eps = ne;
+            enc->eps_cap = (size_t)g.block_rows;
+        }
+        enc_record_entry_point(&pass);
+    }
     if (pass.base || pass.hdsp || g.limited || g.nothing_coded) code_ops = &code_general_ops;
     else code_ops = g.dq ? &code_plain_dq_ops : &code_plain_ops;
     rc = walk_scan(&g, skip, code_ops, &pass);
@@ -547,6 +583,16 @@ int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t
         return rc;
     }
     return enc_check_memory(enc);
+}
+
+int dcabac_enc_entry_points(const dcabac_encoder *enc, dcabac_entry_point *eps, size_t capacity, size_t *count)
+{
+    size_t n;
+    if (!enc || !count || (!eps && capacity)) return DCABAC_E_ARG;
+    n = enc->num_eps < capacity ? enc->num_eps : capacity;
+    if (n) memcpy(eps, enc->eps, n * sizeof *eps);
+    *count = enc->num_eps;
+    return DCABAC_OK;
 }
 
 int dcabac_enc_finish(dcabac_encoder *enc, const uint8_t **data, size_t *size)
