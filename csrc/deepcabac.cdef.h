@@ -48,6 +48,7 @@ int dcabac_encoder_set_simd(dcabac_encoder *enc, int enable);
 int dcabac_enc_begin(dcabac_encoder *enc);
 int dcabac_enc_bypass(dcabac_encoder *enc, uint32_t value, int nbits);
 int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t *values);
+int dcabac_enc_entry_points(const dcabac_encoder *enc, dcabac_entry_point *eps, size_t capacity, size_t *count);
 int dcabac_enc_finish(dcabac_encoder *enc, const uint8_t **data, size_t *size);
 
 dcabac_decoder *dcabac_decoder_new(void);

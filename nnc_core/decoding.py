@@ -598,7 +598,8 @@ def _reconstruct(stored: np.ndarray, payload_type: int, qp: int | None, qp_densi
             )
         return table[idx].astype(np.float64) * np.float64(step)
     with np.errstate(over="ignore", invalid="ignore"):
-        return (step * stored.astype(np.float32)).astype(np.float32)
+        # one pass: float32(stored) * step in float32 (same values as converting first)
+        return np.multiply(stored, step, dtype=np.float32)
 
 
 def decode(

@@ -46,12 +46,13 @@ __all__ = [
     "encode_tensor",
     "decode_tensor",
     "ENTRY_POINT_DTYPE",
+    "resolve_entry_points",
     "scan_positions",
     "dq_quantize",
     "urq_quantize",
 ]
 
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 if lib.dcabac_abi_version() != _ABI_VERSION:  # pragma: no cover - broken install
     raise ImportError(
         f"nnc_core._deepcabac has ABI version {lib.dcabac_abi_version()}, this nnc_core expects "
@@ -294,6 +295,18 @@ class Encoder(_Handle):
         data = _as_c_array(arr, np.int32, arr.size, "values")
         self._call(lib.dcabac_enc_tensor, params, ffi.from_buffer("int32_t[]", data))
 
+    def entry_points(self) -> np.ndarray:
+        """Entry points (clause 10.5) of the last tensor coded, as
+        :meth:`Decoder.decode_tensor` reports them, but ``value`` is not yet
+        the decoder's window: pass the finished payload and these to
+        :func:`resolve_entry_points`."""
+        count = ffi.new("size_t *")
+        self._call(lib.dcabac_enc_entry_points, ffi.NULL, 0, count)
+        eps = np.zeros(count[0], dtype=ENTRY_POINT_DTYPE)
+        if count[0]:
+            self._call(lib.dcabac_enc_entry_points, ffi.cast("dcabac_entry_point *", ffi.from_buffer(eps)), count[0], count)
+        return eps
+
     def finish(self) -> bytes:
         """Terminate the codeword and return the payload; the encoder restarts empty."""
         data = ffi.new("const uint8_t **")
@@ -302,6 +315,24 @@ class Encoder(_Handle):
         payload = bytes(ffi.buffer(data[0], size[0]))
         self._call(lib.dcabac_enc_begin)
         return payload
+
+
+def resolve_entry_points(payload: bytes, eps: np.ndarray) -> np.ndarray:
+    """Entry points of :meth:`Encoder.entry_points` with the decoder's window
+    as ``value``: the decoder's arithmetic value is the codeword minus the
+    encoder's interval base (clause 10.3), so its 9-bit window at bit
+    position b is payload bits b..b+8 (zero past the end) minus the base's
+    low 9 bits, modulo 512."""
+    out = eps.copy()
+    if not len(out):
+        return out
+    pos = out["bit_position"].astype(np.int64)
+    padded = np.frombuffer(bytes(payload) + bytes(3), dtype=np.uint8).astype(np.uint32)
+    first = np.minimum(pos >> 3, len(payload))
+    word = (padded[first] << 16) | (padded[first + 1] << 8) | padded[first + 2]
+    window = (word >> (15 - (pos & 7)).astype(np.uint32)) & 511
+    out["value"] = (window - out["value"]) & 511
+    return out
 
 
 class Decoder(_Handle):
@@ -383,14 +414,27 @@ def scan_positions(shape: tuple[int, ...], scan_order: int) -> np.ndarray | None
     if scan_order == 0 or height <= 1 or width <= 1:
         return None
     block = 4 << scan_order
-    # blocks in raster order, each in raster order: pad to whole blocks with -1,
-    # view as (block row, row, block column, column), visit block row, block
-    # column, row, column, and drop the padding
-    tall, wide = -(-height // block) * block, -(-width // block) * block
-    grid = np.full((tall, wide), -1, dtype=np.int64)
-    grid[:height, :width] = np.arange(height * width, dtype=np.int64).reshape(height, width)
-    order = grid.reshape(tall // block, block, wide // block, block).transpose(0, 2, 1, 3).ravel()
-    return np.ascontiguousarray(order[order >= 0])
+    # blocks in raster order, each in raster order: one block row of `rows`
+    # rows is a template of flat positions (full blocks, then the narrower
+    # last block); the block rows are the template plus their first position
+    order = np.empty(height * width, dtype=np.int64)
+    full_rows = height // block * block
+    if full_rows:
+        template = _block_row_order(block, width, block)
+        starts = np.arange(0, full_rows * width, block * width, dtype=np.int64)
+        np.add(starts[:, None], template, out=order[: full_rows * width].reshape(len(starts), block * width))
+    if full_rows < height:
+        np.add(_block_row_order(height - full_rows, width, block), full_rows * width, out=order[full_rows * width :])
+    return order
+
+
+def _block_row_order(rows: int, width: int, block: int) -> np.ndarray:
+    """Flat positions of a block row of ``rows`` rows (starting at position 0)
+    in coding order: ``block``-wide blocks left to right, each in raster order."""
+    cells = np.arange(rows * width, dtype=np.int64).reshape(rows, width)
+    full = width // block * block
+    inner = cells[:, :full].reshape(rows, width // block, block).transpose(1, 0, 2).ravel()
+    return np.concatenate([inner, cells[:, full:].ravel()])
 
 
 def _quantize(

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from levels import dq_stored_integers, laplace_levels, matrix_shape, quantize_uniform
 from nnc_core import BitstreamError, CoderStateError, ConfigError, EncodeError, NncError
-from nnc_core.deepcabac import Decoder, Encoder, TensorCoding, decode_tensor, encode_tensor
+from nnc_core.deepcabac import Decoder, Encoder, TensorCoding, decode_tensor, encode_tensor, resolve_entry_points
 
 # ---------------------------------------------------------------------------
 # Worked examples of the notes (02-deepcabac.md §12), verified against NNCodec
@@ -112,6 +112,32 @@ def test_simd_and_portable_estimation_agree(rng, dq):
             enc.encode_tensor(values, coding)
             payloads.append(enc.finish())
         assert payloads[0] == payloads[1]
+
+
+@pytest.mark.parametrize("dq", [False, True])
+def test_encoder_entry_points_are_the_decoders(rng, dq):
+    """Entry points the encoder records (windows resolved from the finished
+    payload) equal those the decoder meets, in a payload of several tensors
+    with bypass bins between them, long remainders and all-zero block rows."""
+    items = []
+    for so, shape, scale, gt in [(1, (40, 37), 3.0, 10), (2, (70, 40), 5000.0, 3), (4, (80, 20), 0.3, 0), (3, (33, 90), 40.0, 10)]:
+        k = laplace_levels(rng, shape, scale, zero_rows=0.3)
+        values = dq_stored_integers(k, so) if dq else k.astype(np.int32)
+        items.append((values, TensorCoding(dq_flag=dq, scan_order=so, cabac_unary_length_minus1=gt)))
+    enc = Encoder()
+    recorded = []
+    for i, (values, coding) in enumerate(items):
+        enc.encode_bypass(i + 5, 6)
+        enc.encode_tensor(values, coding)
+        recorded.append(enc.entry_points())
+    payload = enc.finish()
+    dec = Decoder(payload)
+    for i, ((values, coding), eps) in enumerate(zip(items, recorded)):
+        assert dec.decode_bypass(6) == i + 5
+        result = dec.decode_tensor(values.shape, coding)
+        assert len(eps) == -(-values.shape[0] // (4 << coding.scan_order))
+        assert np.array_equal(resolve_entry_points(payload, eps), result.entry_points)
+    dec.finish()
 
 
 def test_param_opt_changes_bytes_not_values(rng):

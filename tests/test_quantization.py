@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from levels import DQ_NEXT, scan_segments
-from nnc_core.deepcabac import TensorCoding, decode_tensor, dq_quantize, encode_tensor, urq_quantize
+from nnc_core.deepcabac import TensorCoding, decode_tensor, dq_quantize, encode_tensor, scan_positions, urq_quantize
 from nnc_core.decoding import decode_bitstream, quantization_step
 from nnc_core.encoding import uniform_quantize
 from nnc_core.errors import ConfigError, EncodeError, QuantizationOverflowError
@@ -199,6 +199,17 @@ def trellis_rdo_reference(weights: np.ndarray, step: float, order: list[int], la
 
 def _coding_order(shape: tuple[int, ...], scan_order: int) -> list[int]:
     return [p for _, start, n in scan_segments(shape, scan_order) for p in range(start, start + n)]
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (33, 50), (8, 70), (70, 8), (5, 7, 9), (9, 1), (1, 40)])
+@pytest.mark.parametrize("scan_order", [0, 1, 2, 4])
+def test_scan_positions_follow_the_block_scan(shape, scan_order):
+    positions = scan_positions(shape, scan_order)
+    expected = _coding_order(shape, scan_order)
+    if positions is None:  # row-major order
+        assert expected == list(range(int(np.prod(shape))))
+    else:
+        assert positions.dtype == np.int64 and positions.tolist() == expected
 
 
 def _rdo_weights(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct layout or a function signature below changes. */
-#define DCABAC_ABI_VERSION 2
+#define DCABAC_ABI_VERSION 3
 
 /* Largest number of greater-than flags: cabac_unary_length_minus1 is u(8). */
 #define DCABAC_MAX_GT_FLAGS 256
@@ -108,6 +108,14 @@ int dcabac_enc_begin(dcabac_encoder *enc);
 int dcabac_enc_bypass(dcabac_encoder *enc, uint32_t value, int nbits);
 /* Code one tensor of height*width stored integers. */
 int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t *values);
+/* Entry points (clause 10.5) of the tensor the last dcabac_enc_tensor coded,
+ * as the decoder reports them, except `value`: here the low 9 bits of the
+ * arithmetic coder's interval base at that point.  The decoder's window is
+ * (payload bits bit_position .. bit_position + 8, zero past the end, minus
+ * that value) mod 512, known once the payload is finished (clause 10.3: the
+ * decoder's value is the codeword minus the interval base).  Copies up to
+ * `capacity` of them; *count is their number (dcabac_num_entry_points). */
+int dcabac_enc_entry_points(const dcabac_encoder *enc, dcabac_entry_point *eps, size_t capacity, size_t *count);
 /* Code the terminating bin and flush; then *data and *size give the payload,
  * which stays valid until the next call on this handle. */
 int dcabac_enc_finish(dcabac_encoder *enc, const uint8_t **data, size_t *size);

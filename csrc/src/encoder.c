@@ -51,6 +51,9 @@ struct dcabac_encoder {
     int phase;
     uint8_t *skip;          /* per-row skip flags of the current tensor */
     size_t skip_cap;
+    dcabac_entry_point *eps; /* entry points of the last tensor (value: interval base) */
+    size_t num_eps;
+    size_t eps_cap;
     dcabac_ctx ctx[CTX_MAX];
     dcabac_ctx_estimator est[CTX_MAX];
     est_curves curves;
@@ -73,7 +76,8 @@ int dcabac_encoder_set_simd(dcabac_encoder *enc, int enable)
     if (!enc) return 0;
 #if DCABAC_HAVE_AVX512
     __builtin_cpu_init();
-    enc->simd = enable && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    enc->simd = enable && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl");
 #else
     (void)enable;
     enc->simd = 0;
@@ -86,6 +90,7 @@ void dcabac_encoder_free(dcabac_encoder *enc)
     if (!enc) return;
     free(enc->out.buf);
     free(enc->skip);
+    free(enc->eps);
     free(enc);
 }
 
@@ -95,6 +100,7 @@ int dcabac_enc_begin(dcabac_encoder *enc)
 {
     if (!enc) return DCABAC_E_ARG;
     enc->out.len = 0;
+    enc->num_eps = 0;
     enc->out.oom = 0;
     enc->msg[0] = '\0';
     be_start(&enc->be);
@@ -216,29 +222,46 @@ static inline int dq_level(int32_t t, int state, int64_t *k)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw")
+#pragma GCC target("avx2,avx512f,avx512bw,avx512vl")
 #include <immintrin.h>
 #endif
 
-/* est_bin with the nine candidates in SIMD lanes: the adaptation curve is a
- * 32-entry in-register lookup (vpermw). */
+/* est_bin with the nine candidates in SIMD lanes, 256-bit vectors (the fast
+ * and the slow estimates in one each): the adaptation curve is a 32-entry
+ * in-register lookup (vpermi2w), the nine bit costs one masked gather from
+ * dcabac_est_bits added to the 64-bit totals. */
+DCABAC_INLINE __m256i est_adapt_avx512(__m256i s, __m256i m, int prec, __m256i shift, __m256i c_lo, __m256i c_hi)
+{
+    __m256i gs = _mm256_sub_epi16(_mm256_xor_si256(s, m), m);
+    __m256i idx = _mm256_add_epi16(_mm256_srai_epi16(gs, prec), _mm256_set1_epi16(16));
+    __m256i d = _mm256_srav_epi16(_mm256_permutex2var_epi16(c_lo, idx, c_hi), shift);
+    return _mm256_add_epi16(s, _mm256_sub_epi16(_mm256_xor_si256(d, m), m));
+}
+
+/* the gather covers candidates 0..7, one scalar load candidate 8 */
+typedef char est_avx512_needs_nine_sets[DCABAC_NUM_INIT_SETS == 9 ? 1 : -1];
+
 DCABAC_INLINE void est_bin_avx512(const est_curves *t, dcabac_ctx_estimator *e, unsigned bin)
 {
-    const __m512i curve = _mm512_loadu_si512(dcabac_curve);
-    const __m512i prec = _mm512_inserti64x4(_mm512_set1_epi16(3), _mm256_set1_epi16(7), 1);
-    const __m512i shift = _mm512_loadu_si512(t->shift);
-    const __m512i m = _mm512_set1_epi16(bin ? 0 : -1);
-    __m512i s = _mm512_loadu_si512(e->s);
-    __m512i gs = _mm512_sub_epi16(_mm512_xor_si512(s, m), m);
-    __m512i idx = _mm512_add_epi16(_mm512_srav_epi16(gs, prec), _mm512_set1_epi16(16));
-    __m512i d = _mm512_srav_epi16(_mm512_permutexvar_epi16(idx, curve), shift);
-    __m512i fast_x16 = _mm512_slli_epi16(s, 4);
-    __m512i sum = _mm512_add_epi16(s, _mm512_shuffle_i64x2(fast_x16, fast_x16, 0x44));
-    int16_t sums[32];
-    _mm512_storeu_si512(e->s, _mm512_add_epi16(s, _mm512_sub_epi16(_mm512_xor_si512(d, m), m)));
-    /* Scalar cost lookups: faster than a gather for nine lanes. */
-    _mm512_storeu_si512(sums, sum);
-    for (int i = 0; i < DCABAC_NUM_INIT_SETS; i++) e->cost[i] += dcabac_est_bits[512 + (sums[EST_SLOW + i] >> 3)][bin];
+    const __m256i c_lo = _mm256_loadu_si256((const __m256i *)dcabac_curve);
+    const __m256i c_hi = _mm256_loadu_si256((const __m256i *)(dcabac_curve + 16));
+    const __m256i m = _mm256_set1_epi16(bin ? 0 : -1);
+    __m256i s0 = _mm256_loadu_si256((const __m256i *)e->s);
+    __m256i s1 = _mm256_loadu_si256((const __m256i *)(e->s + EST_SLOW));
+    /* slow + 16 * fast of each candidate (16-bit lanes, as the scalar int16 sums) */
+    __m256i sum = _mm256_add_epi16(s1, _mm256_slli_epi16(s0, 4));
+    /* flat index into dcabac_est_bits: 2 * (512 + (sum >> 3)) + bin; an
+     * 8-lane gather for candidates 0..7 and a scalar load for candidate 8 */
+    __m256i row = _mm256_srai_epi16(sum, 3);
+    __m256i flat = _mm256_add_epi32(_mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(row)), 1),
+                                    _mm256_set1_epi32(1024 + (int)bin));
+    __m256i bits = _mm256_i32gather_epi32((const int *)dcabac_est_bits, flat, 4);
+    int row8 = (int16_t)_mm256_extract_epi16(row, 8);
+    _mm256_storeu_si256((__m256i *)e->s, est_adapt_avx512(s0, m, 3, _mm256_loadu_si256((const __m256i *)t->shift), c_lo, c_hi));
+    _mm256_storeu_si256((__m256i *)(e->s + EST_SLOW),
+                        est_adapt_avx512(s1, m, 7, _mm256_loadu_si256((const __m256i *)(t->shift + EST_SLOW)), c_lo, c_hi));
+    _mm512_storeu_si512(e->cost, _mm512_add_epi64(_mm512_loadu_si512(e->cost), _mm512_cvtepu32_epi64(bits)));
+    e->cost[8] += dcabac_est_bits[512 + row8][bin];
 }
 
 #define EST_SEGMENT est_segment_avx512
@@ -405,6 +428,21 @@ static void code_skipped(void *self, int64_t pos, int64_t count)
     if (p->g->dq) p->state = p->g->skip_state[p->state];
 }
 
+/* An entry point where the decoder records one (after the restart of a
+ * block row): the bits shifted out of the interval base so far are the
+ * decoder's bit position; its window is resolved from the finished payload
+ * (see dcabac_enc_entry_points). */
+static void enc_record_entry_point(level_pass *p)
+{
+    dcabac_encoder *enc = p->enc;
+    if (enc->num_eps < enc->eps_cap) {
+        dcabac_entry_point *ep = &enc->eps[enc->num_eps++];
+        ep->bit_position = 8 * ((uint64_t)enc->out.len + p->be.num_buffered) + (uint64_t)(23 - p->be.bits_left);
+        ep->value = p->be.low & 511u;
+        ep->dq_state = (uint32_t)p->state;
+    }
+}
+
 static void code_block_row_end(void *self, int64_t next_row)
 {
     level_pass *p = (level_pass *)self;
@@ -413,6 +451,7 @@ static void code_block_row_end(void *self, int64_t next_row)
     for (int i = 0; i < count; i++) ctx_reset(&p->enc->ctx[i]);
     p->prev_class = 0;
     p->be.range = 256;
+    enc_record_entry_point(p);
 }
 
 typedef struct init_set_writer {
@@ -453,6 +492,7 @@ int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t
     if (!enc) return DCABAC_E_ARG;
     if ((rc = enc_check_open(enc))) return rc;
     enc->msg[0] = '\0';
+    enc->num_eps = 0;
     if (!t || (!values && t->height * t->width > 0)) {
         snprintf(enc->msg, sizeof enc->msg, "missing tensor parameters or values");
         return DCABAC_E_ARG;
@@ -528,6 +568,20 @@ int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t
     pass.state = 0;
     pass.prev_class = 0;
     pass.be = enc->be;
+    enc->num_eps = 0;
+    if (g.restarts) {
+        if ((size_t)g.block_rows > enc->eps_cap) {
+            dcabac_entry_point *ne = (dcabac_entry_point *)realloc(enc->eps, (size_t)g.block_rows * sizeof *ne);
+            if (!ne) {
+                snprintf(enc->msg, sizeof enc->msg, "out of memory for %lld entry points", (long long)g.block_rows);
+                enc->phase = ENC_IDLE;
+                return DCABAC_E_NOMEM;
+            }
+            enc->eps = ne;
+            enc->eps_cap = (size_t)g.block_rows;
+        }
+        enc_record_entry_point(&pass);
+    }
     if (pass.base || pass.hdsp || g.limited || g.nothing_coded) code_ops = &code_general_ops;
     else code_ops = g.dq ? &code_plain_dq_ops : &code_plain_ops;
     rc = walk_scan(&g, skip, code_ops, &pass);
@@ -542,6 +596,16 @@ int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t
         return rc;
     }
     return enc_check_memory(enc);
+}
+
+int dcabac_enc_entry_points(const dcabac_encoder *enc, dcabac_entry_point *eps, size_t capacity, size_t *count)
+{
+    size_t n;
+    if (!enc || !count || (!eps && capacity)) return DCABAC_E_ARG;
+    n = enc->num_eps < capacity ? enc->num_eps : capacity;
+    if (n) memcpy(eps, enc->eps, n * sizeof *eps);
+    *count = enc->num_eps;
+    return DCABAC_OK;
 }
 
 int dcabac_enc_finish(dcabac_encoder *enc, const uint8_t **data, size_t *size)

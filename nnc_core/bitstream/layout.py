@@ -32,7 +32,7 @@ from nnc_core.bitstream.units import (
     TensorDimensionMapping,
     UnitType,
 )
-from nnc_core.deepcabac import Decoder, Encoder, TensorCoding
+from nnc_core.deepcabac import Encoder, TensorCoding, resolve_entry_points
 from nnc_core.errors import ConfigError, EncodeError
 
 __all__ = [
@@ -171,13 +171,15 @@ def code_payload(
     """DeepCABAC payload of an NDU (clause 7.3.9): for each tensor
     ``(name, integers in coded view, QP offset or None for NNR_PT_INT, coding)``
     in coding order, its QP offset in ``qp_bits`` bypass bins and its integers;
-    then the ``entry_point_list()`` of its block-scanned tensors, read back
-    from the payload as the reference encoder does (concatenated in coding
-    order).  ``bases`` and ``histories`` (per tensor, coded view) are the
-    TCA base and HDSP history of an incremental update."""
+    then the ``entry_point_list()`` of its block-scanned tensors (concatenated
+    in coding order), the ones the decoder meets: the encoder records them
+    and resolves their windows from the finished payload.  ``bases`` and
+    ``histories`` (per tensor, coded view) are the TCA base and HDSP history
+    of an incremental update."""
     bases = bases or [None] * len(tensors)
     histories = histories or [None] * len(tensors)
     enc = Encoder()
+    recorded: list[np.ndarray] = []
     for (name, stored, qp_offset, coding), base, history in zip(tensors, bases, histories):
         if qp_offset is not None:
             enc.encode_bypass(qp_offset, qp_bits)
@@ -185,15 +187,11 @@ def code_payload(
             enc.encode_tensor(stored, coding, base=base, history=history)
         except EncodeError as e:
             raise EncodeError(f"tensor {name!r}: {e}") from e
+        recorded.append(enc.entry_points())
     payload = enc.finish()
     entry_points: list[EntryPoint] = []
-    if not any(coding.scan_order > 0 and stored.ndim > 1 for _, stored, _, coding in tensors):
-        return payload, entry_points
-    dec = Decoder(payload)
-    for (_, stored, qp_offset, coding), base, history in zip(tensors, bases, histories):
-        if qp_offset is not None:
-            dec.decode_bypass(qp_bits)
-        eps = dec.decode_tensor(stored.shape, coding, base=base, history=history).entry_points
+    for eps in recorded:
+        eps = resolve_entry_points(payload, eps)
         entry_points += [
             EntryPoint(int(eps[r]["bit_position"]) - int(eps[r - 1]["bit_position"]), int(eps[r]["value"]), int(eps[r]["dq_state"]))
             for r in range(1, len(eps))
