@@ -219,7 +219,7 @@ static inline int dq_level(int32_t t, int state, int64_t *k)
 /* clang has no "#pragma GCC target": it takes the target attribute by pragma */
 #if defined(__clang__)
 #include <immintrin.h>
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx2,avx512f,avx512bw,avx512vl"))), apply_to = function)
 #else
 #pragma GCC push_options
 #pragma GCC target("avx2,avx512f,avx512bw,avx512vl")
