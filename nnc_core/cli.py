@@ -140,14 +140,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _load_base(paths: list[str] | None):  # type: ignore[no-untyped-def]
-    """The base of --base: arrays of one .npz, or NNR bitstreams decoded in order."""
+    """The base of --base: one model (.npz or any installed plugin's format),
+    or NNR bitstreams (.nnr: a base and its earlier updates, decoded in order)."""
     if not paths:
         return None
-    if len(paths) == 1 and paths[0].endswith(".npz"):
-        with np.load(paths[0], allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    if any(p.endswith(".npz") for p in paths):
-        raise nnc_core.ConfigError("--base takes one .npz, or NNR bitstreams (a base and its updates, in order)")
+    if len(paths) == 1 and not paths[0].endswith(".nnr"):
+        return read_model(paths[0]).tensors
+    if not all(p.endswith(".nnr") for p in paths):
+        raise ConfigError("--base takes one model, or NNR bitstreams (.nnr: a base and its updates, in order)")
     return [Path(p).read_bytes() for p in paths]
 
 
@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--framework", help="plugin to read the model with (default: chosen from the file)")
     _add_encode_options(encode)
     encode.add_argument("--base", action="append", metavar="BASE",
-                        help="code an incremental update of this base model: BASE.npz, or BASE.nnr followed by "
+                        help="code an incremental update of this base model: a model file (.npz or a plugin's format), or BASE.nnr followed by "
                              "its earlier updates (repeat --base); row skipping is on")
     encode.add_argument("--no-tca", action="store_true", help="with --base: no temporal context adaptation")
     encode.add_argument("--no-hdsp", action="store_true", help="with --base: no history-dependent significance probability")

@@ -131,11 +131,10 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
         tmp.unlink()
     try:
         yield tmp
-        if tmp.is_file():  # mkstemp creates 0600; give the output the permissions a plain open() would
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
+        if tmp.is_file():  # mkstemp creates 0600: the old file's mode, or the umask's for a new one
+            os.chmod(tmp, _file_mode(path))
         _replace(tmp, path)
+        _fsync_directory(parent)
     except BaseException:
         _remove(tmp)
         raise
