@@ -130,27 +130,33 @@ def sparsify(
     return out
 
 
-def structured_sparsify(tensors: Mapping[str, np.ndarray], eligible: Collection[str], gain: float) -> dict[str, np.ndarray]:
+def structured_sparsify(
+    tensors: Mapping[str, np.ndarray], eligible: Collection[str], gain: float, shifts: Mapping[str, int]
+) -> dict[str, np.ndarray]:
     """Structured (filter) sparsification, as NNCodec's encoder does it.
 
-    In each eligible tensor (rows = first dimension), the rows whose mean
-    magnitude is below ``gain`` times the mean over the rows are counted;
-    that many rows of smallest mean magnitude are set to zero.
+    In each eligible tensor (rows = its coded rows: the first dimension, or
+    the one ``shifts`` names), the rows whose mean magnitude is below ``gain``
+    times the mean over the rows are counted; that many rows of smallest mean
+    magnitude are set to zero.
     """
     out = dict(tensors)
     for name in eligible:
         w = out[name]
         if not w.any():
             continue
-        rows = len(w)
-        means = np.array([np.mean(np.abs(w[r])) for r in range(rows)])
+        rows_first = np.moveaxis(w, shifts.get(name, 0), 0)
+        rows = len(rows_first)
+        means = np.abs(rows_first).reshape(rows, -1).mean(axis=1)
         count = int(np.count_nonzero(means < np.mean(means) * gain))
-        normalised = means / np.abs(means).max()
-        order = np.argsort(normalised)
+        # NNCodec sorts the means normalised by their maximum and drops
+        # int(count / rows * rows) of them; both kept so that ties and the
+        # float product (one row short for e.g. 15 of 22) match it exactly
+        order = np.argsort(means / np.abs(means).max())
         drop = order[: int((count / rows) * rows)]
-        w = w.copy()
-        w[np.sort(drop)] = 0
-        out[name] = w
+        zeroed = rows_first.copy()
+        zeroed[drop] = 0
+        out[name] = np.ascontiguousarray(np.moveaxis(zeroed, 0, shifts.get(name, 0)))
     return out
 
 
@@ -529,7 +535,7 @@ def prepare(
                 raise ConfigError("sparsity needs one weight QP for all weights (no qp_per_tensor or int_quant_bw)")
             tensors = sparsify(tensors, eligible, sparsity, steps.pop() if steps else 1.0)
         if structured_sparsity > 0:
-            tensors = structured_sparsify(tensors, eligible, structured_sparsity)
+            tensors = structured_sparsify(tensors, eligible, structured_sparsity, shifts)
     if unification is not None:
         try:
             block = tuple(int(b) for b in unification)

@@ -76,7 +76,7 @@ def test_sparsification_reaches_its_target_with_one_threshold_per_tensor(model, 
 
 def test_structured_sparsification_zeroes_the_rows_below_gain_times_the_mean(model):
     gain = 0.9
-    out = reduction.structured_sparsify(model, ["conv.weight", "fc.weight"], gain)
+    out = reduction.structured_sparsify(model, ["conv.weight", "fc.weight"], gain, {})
     for name in ("conv.weight", "fc.weight"):
         w = model[name]
         means = np.abs(w.reshape(len(w), -1)).mean(axis=1)
@@ -89,6 +89,19 @@ def test_structured_sparsification_zeroes_the_rows_below_gain_times_the_mean(mod
     decoded = nnc_core.decode(stream)
     assert np.array_equal(np.flatnonzero(~decoded["conv.weight"].reshape(12, -1).any(axis=1)),
                           np.flatnonzero(~out["conv.weight"].reshape(12, -1).any(axis=1)))
+
+
+def test_structured_sparsification_acts_on_the_coded_rows():
+    """With a dimension shift the rows are slices along the shifted dimension;
+    the count of rows dropped is NNCodec's int(count / rows * rows), one short
+    of count for 15 rows below the threshold out of 22."""
+    means = np.r_[np.full(15, 0.1), np.full(7, 1.0)].astype(np.float32)
+    kernel = np.broadcast_to(means, (3, 22)).copy()  # rows along dimension 1
+    assert int((15 / 22) * 22) == 14
+    out = reduction.structured_sparsify({"k": kernel}, ["k"], 0.9, {"k": 1})["k"]
+    zero_rows = np.flatnonzero(~out.any(axis=0))
+    assert zero_rows.tolist() == list(range(14))
+    assert np.array_equal(out[:, 14:], kernel[:, 14:])
 
 
 # --- pruning ------------------------------------------------------------------
