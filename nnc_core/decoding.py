@@ -44,6 +44,7 @@ from nnc_core.bitstream.units import (
     ParameterTypes,
     PayloadType,
     StartUnit,
+    coded_rows,
     dimension_mapping_problem,
     flatten_units,
     quantization_base,
@@ -131,7 +132,7 @@ def _block_members(h: NduHeader, where: dict) -> list[tuple[str, str, tuple[int,
             members.append(("G", str(names["G"]), (rows, rank), 0 if h.codebooks else -1))
             members.append(("H", str(names["H"]), (rank, total // rows), 1 if len(h.codebooks) > 1 else -1))
         elif role in names:
-            shape = dims if role == "weight" else (dims[h.first_tensor_dimension_shift],)
+            shape = dims if role == "weight" else (coded_rows(h),)
             members.append((role, str(names[role]), shape, 0 if role == "weight" and h.codebooks else -1))
     return members
 
@@ -216,7 +217,6 @@ class _Split:
     expected: int  # partial_data_counter of the next part
     parts: list[list[DecodedTensor]] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)  # extent along the joining axis so far, per member
-    elements: dict[str, int] = field(default_factory=dict)  # elements so far, per member
 
     def what(self) -> str:
         return "tensor " + ", ".join(repr(n) for n in self.names)
@@ -272,7 +272,7 @@ def decode_bitstream(
                     split = _start_split(unit, counter, where)
                 results = _decode_ndu(unit, where, profile, mps, lps, state, budget, split, factor, factor_g)
                 if split is not None:
-                    _add_part(split, results, budget.limit, where)
+                    _add_part(split, results, where)
             except BitstreamError as e:
                 if e.tensor is not None or not unit.header.element_ids:
                     raise
@@ -377,7 +377,7 @@ def _split_axis(t: DecodedTensor, header: NduHeader) -> int:
     return header.first_tensor_dimension_shift if t.values.ndim > 1 else 0
 
 
-def _add_part(split: _Split, results: list[DecodedTensor], max_elements: int, where: dict) -> None:
+def _add_part(split: _Split, results: list[DecodedTensor], where: dict) -> None:
     if split.parts:
         for first, t in zip(split.parts[0], results):
             a, b = first.values, t.values
@@ -389,13 +389,7 @@ def _add_part(split: _Split, results: list[DecodedTensor], max_elements: int, wh
                     f"the first part's {list(a.shape)} ({a.dtype}) along dimension {axis}",
                     **where,
                 )
-    for t in results:
-        total = split.elements.get(t.name, 0) + t.values.size
-        if total > max_elements:
-            raise BitstreamError(
-                f"tensor {t.name!r} assembled from parts is larger than the limit of {max_elements} elements", **where
-            )
-        split.elements[t.name] = total
+    for t in results:  # sizes need no check here: every part was taken from the element budget
         split.rows[t.name] = split.rows.get(t.name, 0) + t.values.shape[_split_axis(t, split.header)]
     split.parts.append(results)
 

@@ -280,7 +280,7 @@ class _StreamPlan:
     def parent(self, member: Any, coded: Any, tca: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(TCA base, HDSP history) of a member, in its coded view."""
         state = self.mirror.state
-        shift = member.shift if member.role in ("tensor", "weight") else 0
+        shift = member.shift  # 0 for non-weight block members (checked when blocks are formed)
         shape = coded.shape
 
         def view(a: np.ndarray | None, what: str) -> np.ndarray | None:
