@@ -18,7 +18,7 @@ import numpy as np
 from nnc_core.bitstream.units import TopologyStorageFormat, TopologyUnit, UnitType, flatten_units, read_units
 from nnc_core.errors import BitstreamError, ConfigError
 
-__all__ = ["Topology", "NNRModel", "encode_model", "decode_model", "TOPOLOGY_DEFLATE", "MAX_TOPOLOGY_BYTES"]
+__all__ = ["Topology", "NNRModel", "encode_model", "decode_model", "topology_of", "TOPOLOGY_DEFLATE", "MAX_TOPOLOGY_BYTES"]
 
 # topology_compression_format values (clause 6.4): 0 raw, 1 deflate.
 TOPOLOGY_RAW = 0
@@ -137,18 +137,21 @@ def encode_model(model: NNRModel, /, **options: Any) -> bytes:
 def decode_model(data: bytes | bytearray | memoryview, /, **options: Any) -> NNRModel:
     """Decode a bitstream into an :class:`NNRModel`: tensors and topology.
 
-    ``options`` are those of :func:`nnc_core.decode`.  The last NNR_TPL unit
-    of the stream gives the topology.
+    ``options`` are those of :func:`nnc_core.decode`.
     """
     from nnc_core.decoding import decode
 
-    tensors = decode(data, **options)
+    return NNRModel(decode(data, **options), topology=topology_of(data))
+
+
+def topology_of(data: bytes | bytearray | memoryview, /) -> Topology | None:
+    """The topology a bitstream carries: its last NNR_TPL unit (headers only, no payload decoding)."""
     topology = None
     for index, inner, unit in flatten_units(read_units(data)):
         if isinstance(unit, TopologyUnit):
             where = dict(unit_index=index, aggregated_index=inner, byte_offset=unit.offset)
             topology = Topology.from_unit(unit, where=where)
-    return NNRModel(tensors, topology=topology)
+    return topology
 
 
 def as_tensor_mapping(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:

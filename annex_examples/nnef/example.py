@@ -41,9 +41,6 @@ def main(workdir: Path) -> dict:
     from nnc_nnef.adapter import NnefAdapter
     from nnc_nnef.convert import from_onnx
 
-    pretrained.MODELS.setdefault("nudenet-320n", pretrained.ModelSource(
-        "nudenet", "3.4.2", "nudenet/320n.onnx",
-        "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f", "onnx"))
     source = workdir / "nudenet.nnef"
     from_onnx(pretrained.path("nudenet-320n"), source, example_inputs=(1, 3, 320, 320))
 

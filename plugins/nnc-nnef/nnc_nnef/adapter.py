@@ -50,7 +50,7 @@ import numpy as np
 from nnc_core.bitstream.units import CompressedDataUnit, TopologyStorageFormat, read_units
 from nnc_core.errors import BitstreamError, ModelError
 from nnc_core.files import atomic_path
-from nnc_core.model import NNRModel, Topology
+from nnc_core.model import NNRModel, Topology, topology_of
 
 __all__ = ["NnefAdapter", "NNR_ITEM_TYPE", "GRAPH_FILE"]
 
@@ -226,10 +226,9 @@ class NnefAdapter:
     # -- carriage of NNR data in NNEF tensor files (Annex A) ------------------
 
     def embed(self, bitstream: bytes, destination: Path, /, *, template: object | None = None) -> None:
-        from nnc_core.model import decode_model
-
         data = bytes(bitstream)
-        text = self._graph_text(decode_model(data) if template is None else None, template)
+        # the graph comes from the stream's topology unit: no payload is decoded
+        text = self._graph_text(NNRModel({}, topology=topology_of(data)) if template is None else None, template)
         graph = _Graph(text, "topology")
         try:
             units = read_units(data)

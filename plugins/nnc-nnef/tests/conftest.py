@@ -13,12 +13,6 @@ import pytest
 
 from nnc_core.testing import pretrained
 
-pretrained.MODELS.setdefault(
-    "nudenet-320n",
-    pretrained.ModelSource("nudenet", "3.4.2", "nudenet/320n.onnx",
-                           "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f", "onnx"),
-)
-
 
 @pytest.fixture(scope="session")
 def nude_onnx():

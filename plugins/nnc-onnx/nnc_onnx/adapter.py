@@ -31,7 +31,6 @@ Carriage (Annex E; UNVERIFIED: our notes hold no text of Annex E): see
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,14 +41,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from nnc_core.bitstream.units import TopologyStorageFormat, TopologyUnit, flatten_units, read_units
-from nnc_core.errors import ModelError, NncError
+from nnc_core.bitstream.units import TopologyStorageFormat
+from nnc_core.errors import ModelError
 from nnc_core.files import write_atomically
-from nnc_core.model import NNRModel, Topology
+from nnc_core.plugins.npz import CARRIAGE_KEY
+from nnc_core.model import NNRModel, Topology, topology_of
 
 __all__ = ["OnnxAdapter", "load", "CARRIAGE_NAME", "FLOAT_TYPES"]
 
-CARRIAGE_NAME = "__nnr__"  # uint8 initializer holding an NNR bitstream (embed/extract)
+CARRIAGE_NAME = CARRIAGE_KEY  # uint8 initializer holding an NNR bitstream (embed/extract), named as in .npz carriage
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 _INTEGER_TYPES = {TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
                   TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64, TensorProto.BOOL, TensorProto.STRING}
@@ -300,11 +300,7 @@ class OnnxAdapter:
             graph_model = onnx.ModelProto()
             graph_model.ParseFromString(_stub(base, origin))
         else:
-            topology = None
-            for _, _, unit in flatten_units(read_units(bitstream)):
-                if isinstance(unit, TopologyUnit):
-                    topology = Topology.from_unit(unit)
-            graph_model = _topology_model(topology, str(destination))
+            graph_model = _topology_model(topology_of(bitstream), str(destination))
         carrier = TensorProto(name=CARRIAGE_NAME, data_type=TensorProto.UINT8, dims=[len(bitstream)], raw_data=bytes(bitstream))
         graph_model.graph.initializer.append(carrier)
         entry = graph_model.metadata_props.add()
@@ -330,11 +326,8 @@ def _save(model: onnx.ModelProto, destination: Path, external: bool) -> None:
         try:
             onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=location, size_threshold=1024)
-        except NncError:
-            raise
         except Exception as e:
             raise ModelError(f"{destination}: cannot write the model ({type(e).__name__}: {e})") from e
         if (Path(tmp) / location).exists():
             os.replace(Path(tmp) / location, destination.parent / location)
         os.replace(staged, destination)
-        shutil.rmtree(tmp, ignore_errors=True)

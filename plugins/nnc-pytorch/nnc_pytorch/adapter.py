@@ -50,13 +50,13 @@ import torch
 from nnc_core.bitstream.units import TopologyStorageFormat
 from nnc_core.errors import ModelError
 from nnc_core.files import write_atomically
+from nnc_core.plugins.npz import CARRIAGE_KEY
 from nnc_core.model import NNRModel, Topology
 
 from nnc_pytorch.plugin import SUFFIXES
 
 __all__ = ["TorchAdapter", "load_state", "is_torchscript", "module_blocks", "CARRIAGE_KEY", "TOPOLOGY_FORMAT"]
 
-CARRIAGE_KEY = "__nnr__"
 TOPOLOGY_FORMAT = "nnc-pytorch/1"
 
 _CONV_LINEAR = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
@@ -111,7 +111,8 @@ class TorchAdapter:
         state = _state_from_model(model, reference, what, destination)
         if suffix == ".pt2":
             _write_exported(state, destination, template)
-        elif template is not None and isinstance(template, (str, os.PathLike)) and is_torchscript(Path(template)):
+        elif (suffix in (".pt", ".pth") and template is not None and isinstance(template, (str, os.PathLike))
+              and is_torchscript(Path(template))):
             _write_torchscript(state, destination, Path(template))
         elif suffix == ".safetensors":
             from safetensors.torch import save
@@ -123,8 +124,11 @@ class TorchAdapter:
 
     def embed(self, bitstream: bytes, destination: Path, /, *, template: Any = None) -> None:
         """Carry a bitstream as the uint8 tensor ``__nnr__`` of a state-dict file (.pt/.pth/.safetensors)."""
+        suffix = Path(destination).suffix.lower()
+        if suffix not in (".pt", ".pth", ".safetensors"):
+            raise ModelError(f"{destination}: NNR carriage is in .pt, .pth or .safetensors state-dict files, not {suffix or 'suffix-less'} files")
         payload = {CARRIAGE_KEY: torch.frombuffer(bytearray(bitstream), dtype=torch.uint8)}
-        if Path(destination).suffix.lower() == ".safetensors":
+        if suffix == ".safetensors":
             from safetensors.torch import save
 
             write_atomically(destination, lambda f: f.write(save(payload)))

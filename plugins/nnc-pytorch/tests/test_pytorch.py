@@ -136,6 +136,14 @@ def test_exported_program_round_trip(model, tones, tmp_path):
     write_model(decoded, tmp_path / "out.pt2", template=tmp_path / "crepe.pt2")
     program = torch.export.load(str(tmp_path / "out.pt2"))
     assert np.array_equal(program.module()(tones).detach().numpy(), run(model, tones))
+    # lossy: the program written holds exactly the decoded weights, not the template's
+    lossy = decode_model(encode_model(nnr, qp=-20))
+    write_model(lossy, tmp_path / "lossy.pt2", template=tmp_path / "crepe.pt2")
+    written = {k: v.detach().numpy() for k, v in torch.export.load(str(tmp_path / "lossy.pt2")).state_dict.items()}
+    carried = [k for k in written if k in lossy.tensors]
+    assert len(carried) == len(written) > 0
+    assert all(np.array_equal(written[k], np.reshape(lossy.tensors[k], written[k].shape)) for k in carried)
+    assert any(not np.array_equal(written[k], np.reshape(nnr.tensors[k], written[k].shape)) for k in carried)
     with pytest.raises(ModelError, match="needs its graph"):
         write_model(decoded, tmp_path / "x.pt2")
 
@@ -147,6 +155,9 @@ def test_bitstream_carriage_in_a_state_dict_file(model, tmp_path):
         adapter.embed(data, tmp_path / f"carrier{suffix}")
         assert adapter.extract(tmp_path / f"carrier{suffix}") == data
     assert adapter.extract(pretrained.path("crepe-tiny")) is None
+    with pytest.raises(ModelError, match=r"carrier.pt2: NNR carriage is in .pt, .pth or .safetensors state-dict files"):
+        adapter.embed(data, tmp_path / "carrier.pt2")
+    assert not (tmp_path / "carrier.pt2").exists()
 
 
 # -- bad models (issue #7 item 5) ------------------------------------------------

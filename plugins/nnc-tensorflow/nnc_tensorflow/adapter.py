@@ -52,7 +52,7 @@ import numpy as np
 
 from nnc_core.bitstream.units import TopologyStorageFormat
 from nnc_core.errors import ModelError
-from nnc_core.model import NNRModel, Topology
+from nnc_core.model import NNRModel, Topology, topology_of
 
 
 def _tf():  # type: ignore[no-untyped-def]
@@ -255,7 +255,7 @@ class KerasAdapter:
             if isinstance(obj, keras.Model):
                 config = obj.to_json()
         if config is None:
-            topology = _topology_of(bitstream)
+            topology = topology_of(bitstream)
             if topology is not None and topology.storage_format == TopologyStorageFormat.NNR_TPL_TEF and topology.data:
                 config = topology.data.decode()
         suffix = destination.suffix.lower()
@@ -299,16 +299,6 @@ class KerasAdapter:
             except OSError as e:
                 raise ModelError(f"{path}: not an HDF5 file: {e}") from e
         return None
-
-
-def _topology_of(bitstream: bytes) -> Topology | None:
-    from nnc_core.bitstream.units import TopologyUnit, flatten_units, read_units
-
-    topology = None
-    for _, _, unit in flatten_units(read_units(bitstream)):
-        if isinstance(unit, TopologyUnit):
-            topology = Topology.from_unit(unit)
-    return topology
 
 
 def _layers(model: Any) -> list[Any]:

