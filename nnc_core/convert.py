@@ -22,6 +22,7 @@ lists them.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from nnc_core.errors import PluginError
+from nnc_core.errors import FrameworkUnavailableError, PluginError
 from nnc_core.files import atomic_path
 from nnc_core.model import NNRModel, decode_model, encode_model
-from nnc_core.plugins import get_plugin_manager, load_object
+from nnc_core.plugins import PluginManager, get_plugin_manager, load_object
 from nnc_core.plugins.types import Source
 
 __all__ = ["ConversionReport", "convert", "match_tensors"]
@@ -98,25 +99,21 @@ def convert(
     pm = get_plugin_manager()
     destination = Path(destination)
     src_name = pm.plugin_for_source(source).name
-    dst_record = pm.frameworks()[target] if target else pm.plugin_for_destination(destination, directory=True)
+    dst_record = pm.framework(target) if target else pm.plugin_for_destination(destination, directory=True)
     dst_name = dst_record.name
     src_adapter, dst_adapter = pm.adapter(src_name), pm.adapter(dst_name)
+    function = None if src_name == dst_name else _converter(pm, src_name, dst_name)  # before any coding
 
     original = src_adapter.read(source)
     bitstream = encode_model(original, progress=progress, **options)
     decoded = decode_model(bitstream)
     parameters = sum(int(v.size) for v in original.tensors.values())
-    if src_name == dst_name:
+    if function is None:
         decoded.topology = original.topology
         dst_adapter.write(decoded, destination, template=source)
         names = {n: n for n in decoded.tensors}
         return ConversionReport(src_name, dst_name, len(bitstream), parameters, names, [])
 
-    converter = pm.converter(src_name, dst_name)
-    if converter is None:
-        pairs = ", ".join(f"{c.source_framework}->{c.target_framework}" for c in pm.converters()) or "none"
-        raise PluginError(f"no topology converter from {src_name} to {dst_name} is installed (available: {pairs})")
-    function = load_object(converter.function)
     with atomic_path(destination, directory=dst_record.directories and not destination.suffix) as staged:
         function(source, staged, example_inputs=example_inputs)
         converted = dst_adapter.read(staged)
@@ -126,3 +123,15 @@ def convert(
         dst_adapter.write(converted, staged, template=staged)
     unmatched = [n for n in converted.tensors if n not in matched]
     return ConversionReport(src_name, dst_name, len(bitstream), parameters, matched, unmatched)
+
+
+def _converter(pm: PluginManager, source: str, target: str) -> Callable[..., None]:
+    """The declared topology converter from ``source`` to ``target``, its modules present."""
+    converter = pm.converter(source, target)
+    if converter is None:
+        pairs = ", ".join(f"{c.source_framework}->{c.target_framework}" for c in pm.converters()) or "none"
+        raise PluginError(f"no topology converter from {source} to {target} is installed (available: {pairs})")
+    missing = [m for m in converter.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        raise FrameworkUnavailableError(f"the {source} -> {target} converter needs {', '.join(missing)}, not installed")
+    return load_object(converter.function)

@@ -30,5 +30,6 @@ def test_annex_f_performance_metrics(capsys):
     for qp, r in result.items():
         name, value = r["stated"]
         assert name == "psnr@weights" and value == np.float32(r["measured"]).item()
-    assert 10 < result[-38]["measured"] - result[-30]["measured"] < 14  # step x4: ~12 dB and result[-38]["bytes"] > result[-30]["bytes"]
+    assert 10 < result[-38]["measured"] - result[-30]["measured"] < 14  # step x4: ~12 dB
+    assert result[-38]["bytes"] > result[-30]["bytes"]
     assert "MPS states ('psnr@weights'" in capsys.readouterr().out

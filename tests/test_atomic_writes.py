@@ -86,14 +86,12 @@ _CHILD = textwrap.dedent(
         time.sleep(60)
 
     if where == "savez":
-        real = np.savez
         def savez(f, **arrays):
             f.write(b"PK partial archive")
             f.flush()
             pause()
         np.savez = savez
     else:
-        real_fsync = os.fsync
         def fsync(fd):
             pause()
         os.fsync = fsync

@@ -221,6 +221,33 @@ def test_convert_carries_the_nnr_decoded_weights(fakefw, tmp_path, capsys, monke
     assert not (tmp_path / "x.npz").exists()
 
 
+def test_convert_refuses_missing_converter_modules_and_unknown_targets(plugin_path, tmp_path):
+    _distribution(
+        plugin_path,
+        "nnc-needy",
+        {"needy": "needy_plugin"},
+        {
+            "needy_plugin": """
+            from nnc_core.plugins import FrameworkPlugin, TopologyConverter, hookimpl
+            @hookimpl
+            def nnc_frameworks():
+                yield FrameworkPlugin(name="needy", adapter="nnc_core.plugins.npz:NpzAdapter", framework="json",
+                                      suffixes=(".needy",))
+            @hookimpl
+            def nnc_topology_converters():
+                yield TopologyConverter("numpy", "needy", "needy_plugin:nothing", requires=("json", "not_installed_conv_xyz"))
+            """
+        },
+    )
+    source = tmp_path / "m.npz"
+    np.savez(source, w=np.ones((2, 3), np.float32))
+    with pytest.raises(FrameworkUnavailableError, match=r"the numpy -> needy converter needs not_installed_conv_xyz, not installed"):
+        convert(source, tmp_path / "m.needy")
+    with pytest.raises(PluginError, match=r"no framework plugin named 'nope'; installed: needy, numpy"):
+        convert(source, tmp_path / "m.x", target="nope")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz", "site"]
+
+
 def test_match_tensors_prefers_names_then_content():
     a = np.arange(4, dtype=np.float32)
     source = NNRModel({"x": a, "y": a.copy(), "z": a * 2})

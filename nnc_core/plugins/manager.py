@@ -20,7 +20,6 @@ import importlib.util
 import os
 import sys
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +71,7 @@ class PluginManager(pluggy.PluginManager):
         self.failures: list[PluginStatus] = []
         self._adapters: dict[str, FrameworkAdapter] = {}
         self._declared: dict[str, _Declared] | None = None
+        self._converters: list[TopologyConverter] | None = None
 
     # -- loading ---------------------------------------------------------
 
@@ -142,6 +142,8 @@ class PluginManager(pluggy.PluginManager):
         return {name: d.record for name, d in self._collect().items()}
 
     def converters(self) -> list[TopologyConverter]:
+        if self._converters is not None:
+            return self._converters
         out: list[TopologyConverter] = []
         for impl in self.hook.nnc_topology_converters.get_hookimpls():
             try:
@@ -149,6 +151,7 @@ class PluginManager(pluggy.PluginManager):
             except Exception as e:
                 dist, version = self._distributions.get(impl.plugin_name, ("?", "?"))
                 self._fail(impl.plugin_name, dist, version, f"nnc_topology_converters failed: {type(e).__name__}: {e}")
+        self._converters = out
         return out
 
     def status(self, *, import_adapters: bool = False) -> list[PluginStatus]:
@@ -173,13 +176,18 @@ class PluginManager(pluggy.PluginManager):
 
     # -- adapters ----------------------------------------------------------
 
+    def framework(self, name: str) -> FrameworkPlugin:
+        """The declared framework plugin ``name``."""
+        record = self.frameworks().get(name)
+        if record is None:
+            raise PluginError(f"no framework plugin named {name!r}; installed: {', '.join(sorted(self.frameworks())) or 'none'}")
+        return record
+
     def adapter(self, name: str) -> FrameworkAdapter:
         """The adapter of framework plugin ``name``, imported on first use."""
         if name in self._adapters:
             return self._adapters[name]
-        record = self.frameworks().get(name)
-        if record is None:
-            raise PluginError(f"no framework plugin named {name!r}; installed: {', '.join(sorted(self.frameworks())) or 'none'}")
+        record = self.framework(name)
         if importlib.util.find_spec(record.framework) is None:
             raise FrameworkUnavailableError(
                 f"plugin {name!r} needs the {record.framework!r} module, which is not installed"

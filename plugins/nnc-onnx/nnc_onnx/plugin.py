@@ -21,4 +21,4 @@ def nnc_frameworks():  # type: ignore[no-untyped-def]
 @hookimpl
 def nnc_topology_converters():  # type: ignore[no-untyped-def]
     yield TopologyConverter("onnx", "pytorch", "nnc_onnx.convert:to_torch", requires=("onnx", "torch", "onnx2torch"),
-                            description="onnx2torch, saved with torch.export")
+                            description="onnx2torch, saved as TorchScript or torch.export")
