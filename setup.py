@@ -5,7 +5,7 @@ import os
 from setuptools import setup
 
 # Builds with other compiler switches (csrc/build_ffi.py: sanitizers, the
-# portable decoder, debug) get their own build directory: setuptools would
+# portable decoder, debug, -Werror) get their own build directory: setuptools would
 # otherwise reuse the objects of the last build, whatever their switches.
 variant = "-".join(
     name
@@ -13,6 +13,7 @@ variant = "-".join(
         ("sanitize-" + os.environ.get("NNC_SANITIZE", "").replace(",", "-"), os.environ.get("NNC_SANITIZE")),
         ("noasm", os.environ.get("NNC_NO_ASM")),
         ("debug", os.environ.get("NNC_DEBUG")),
+        ("werror", os.environ.get("NNC_WERROR")),
     )
     if on
 )

@@ -357,11 +357,6 @@ DCABAC_INLINE unsigned bd_decision_wb(bin_decoder *d, dec_ctx *c, uint64_t w, ui
     }
 }
 
-DCABAC_INLINE unsigned bd_decision_w(bin_decoder *d, dec_ctx *c, uint64_t w, uint64_t row)
-{
-    return bd_decision_wb(d, c, w, row, 0);
-}
-
 /* A context-coded bin. */
 DCABAC_INLINE unsigned bd_decision_b(bin_decoder *d, const dec_tables *t, dec_ctx *c, int budget)
 {
@@ -418,11 +413,6 @@ DCABAC_INLINE unsigned bd_decision_flat_b(bin_decoder *d, const dec_tables *t, d
     bd_keep(d, budget);
     dec_ctx_update(c, w, bin);
     return bin;
-}
-
-DCABAC_INLINE unsigned bd_decision_flat(bin_decoder *d, const dec_tables *t, dec_ctx *c)
-{
-    return bd_decision_flat_b(d, t, c, 0);
 }
 
 /* One bypass bin. */

@@ -568,7 +568,6 @@ int dcabac_enc_tensor(dcabac_encoder *enc, const dcabac_tensor *t, const int32_t
     pass.state = 0;
     pass.prev_class = 0;
     pass.be = enc->be;
-    enc->num_eps = 0;
     if (g.restarts) {
         if ((size_t)g.block_rows > enc->eps_cap) {
             dcabac_entry_point *ne = (dcabac_entry_point *)realloc(enc->eps, (size_t)g.block_rows * sizeof *ne);
