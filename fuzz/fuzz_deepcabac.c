@@ -115,6 +115,8 @@ static int round_trip_mode(const uint8_t *data, size_t size, params *ps, int cou
 {
     static int32_t values[2][MAX_ELEMENTS], out[MAX_ELEMENTS];
     static dcabac_entry_point eps[MAX_ELEMENTS];
+    static dcabac_entry_point enc_eps[2][MAX_ELEMENTS]; /* recorded by the encoder */
+    size_t n_enc_eps[2] = {0, 0};
     for (int i = 0; i < count; i++) {
         int64_t n = ps[i].t.height * ps[i].t.width;
         for (int64_t j = 0; j < n; j++) {
@@ -143,6 +145,7 @@ static int round_trip_mode(const uint8_t *data, size_t size, params *ps, int cou
     for (int i = 0; i < count && rc == DCABAC_OK; i++) {
         if (ps[i].qp_bits) rc = dcabac_enc_bypass(enc, (uint32_t)i * 5u, ps[i].qp_bits);
         if (rc == DCABAC_OK) rc = dcabac_enc_tensor(enc, &ps[i].t, values[i]);
+        if (rc == DCABAC_OK) rc = dcabac_enc_entry_points(enc, enc_eps[i], MAX_ELEMENTS, &n_enc_eps[i]);
     }
     const uint8_t *payload = NULL;
     size_t payload_size = 0;
@@ -174,6 +177,27 @@ static int round_trip_mode(const uint8_t *data, size_t size, params *ps, int cou
         if (rc != DCABAC_OK) {
             fprintf(stderr, "round trip: decoder status %d on tensor %d: %s\n", rc, i, dcabac_decoder_message(dec));
             abort();
+        }
+        /* the encoder's entry points are the decoder's: position and DQ state
+         * as they are, the value once resolved from the payload (clause 10.3) */
+        if (n_enc_eps[i] != (size_t)n_eps) {
+            fprintf(stderr, "round trip: tensor %d: encoder recorded %zu entry points, decoder %lld\n", i, n_enc_eps[i],
+                    (long long)n_eps);
+            abort();
+        }
+        for (int64_t k = 0; k < n_eps; k++) {
+            const dcabac_entry_point *e = &enc_eps[i][k], *d = &eps[k];
+            uint32_t window = 0;
+            for (int b = 0; b < 9; b++) {
+                uint64_t bit = e->bit_position + (uint64_t)b;
+                window = (window << 1) | (bit / 8 < payload_size ? (copy[bit / 8] >> (7 - bit % 8)) & 1u : 0u);
+            }
+            if (e->bit_position != d->bit_position || e->dq_state != d->dq_state
+                || ((window - e->value) & 511u) != d->value) {
+                fprintf(stderr, "round trip: tensor %d entry point %lld differs between encoder and decoder\n", i,
+                        (long long)k);
+                abort();
+            }
         }
         for (int64_t j = 0; j < t.height * t.width; j++) {
             int32_t a = values[i][j], b = out[j];
