@@ -102,18 +102,20 @@ class TorchAdapter:
         suffix = destination.suffix.lower()
         if suffix not in SUFFIXES:
             raise ModelError(f"{destination}: the pytorch plugin writes {', '.join(SUFFIXES)} files, not {suffix or 'suffix-less'}")
+        template_path = Path(template) if isinstance(template, (str, os.PathLike)) else None
+        if template_path is not None:  # loaded once: its state gives the reference and, for .pt2/TorchScript, the graph
+            template = _load_file(template_path)
         if template is not None:
             reference = {k: (str(v.dtype).removeprefix("torch."), list(v.shape)) for k, v in load_state(template).items()}
-            what = f"template {_where(template)}"
+            what = f"template {template_path or _where(template)}"
         else:
             reference = _reference_from_topology(model)
             what = "the bitstream's topology"
         state = _state_from_model(model, reference, what, destination)
         if suffix == ".pt2":
-            _write_exported(state, destination, template)
-        elif (suffix in (".pt", ".pth") and template is not None and isinstance(template, (str, os.PathLike))
-              and is_torchscript(Path(template))):
-            _write_torchscript(state, destination, Path(template))
+            _write_exported(state, destination, template, owned=template_path is not None)
+        elif suffix in (".pt", ".pth") and template_path is not None and is_torchscript(template_path):
+            _write_torchscript(state, destination, template)
         elif suffix == ".safetensors":
             from safetensors.torch import save
 
@@ -379,9 +381,8 @@ def _state_from_model(model: NNRModel, reference: dict | None, what: str, destin
     return state
 
 
-def _write_torchscript(state: dict[str, torch.Tensor], destination: Path, template: Path) -> None:
-    script = torch.jit.load(str(template), map_location="cpu")
-    script.load_state_dict(state)
+def _write_torchscript(state: dict[str, torch.Tensor], destination: Path, script: torch.jit.ScriptModule) -> None:
+    script.load_state_dict(state)  # our own copy, loaded from the template file
 
     def save(f: Any) -> None:
         buffer = io.BytesIO()
@@ -391,13 +392,19 @@ def _write_torchscript(state: dict[str, torch.Tensor], destination: Path, templa
     write_atomically(destination, save)
 
 
-def _write_exported(state: dict[str, torch.Tensor], destination: Path, template: Any) -> None:
+def _write_exported(state: dict[str, torch.Tensor], destination: Path, template: Any, *, owned: bool) -> None:
+    """Write ``template``'s graph with ``state`` as its weights; ``owned``: the template was loaded here."""
     if template is None:
         raise ModelError(f"{destination}: writing a .pt2 program needs its graph: give the original as template "
                          "(nnc decode --template ORIGINAL.pt2)")
-    program = template if isinstance(template, torch.export.ExportedProgram) else _load_file(Path(template))
-    if not isinstance(program, torch.export.ExportedProgram):
+    if not isinstance(template, torch.export.ExportedProgram):
         raise ModelError(f"{destination}: template {_where(template)} is not a torch.export program")
+    program = template
+    if not owned:  # the caller's program: the weights go into a copy, never into it
+        buffer = io.BytesIO()
+        torch.export.save(template, buffer)
+        buffer.seek(0)
+        program = torch.export.load(buffer)
     with torch.no_grad():
         for name, value in program.state_dict.items():
             if name not in state:

@@ -146,6 +146,13 @@ def test_exported_program_round_trip(model, tones, tmp_path):
     assert any(not np.array_equal(written[k], np.reshape(nnr.tensors[k], written[k].shape)) for k in carried)
     with pytest.raises(ModelError, match="needs its graph"):
         write_model(decoded, tmp_path / "x.pt2")
+    # an in-memory program as template: the file gets the decoded weights, the caller's program keeps its own
+    program = torch.export.load(str(tmp_path / "crepe.pt2"))
+    before = {k: v.detach().clone() for k, v in program.state_dict.items()}
+    write_model(lossy, tmp_path / "memory.pt2", template=program)
+    again = {k: v.detach().numpy() for k, v in torch.export.load(str(tmp_path / "memory.pt2")).state_dict.items()}
+    assert again.keys() == written.keys() and all(np.array_equal(again[k], written[k]) for k in written)
+    assert all(torch.equal(v, before[k]) for k, v in program.state_dict.items())
 
 
 def test_bitstream_carriage_in_a_state_dict_file(model, tmp_path):
