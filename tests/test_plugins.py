@@ -199,6 +199,52 @@ def test_unknown_format_is_a_clear_error(fakefw, tmp_path, capsys, monkeypatch):
         nnc_core.plugins.read_model(corrupt)
 
 
+# A framework whose models are folders: NAME's adapter writes a folder
+# holding "written-by" (its name) beside the arrays.
+FOLDERFW = '''
+from pathlib import Path
+import numpy as np
+from nnc_core.plugins import FrameworkPlugin, hookimpl
+
+@hookimpl
+def nnc_frameworks():
+    yield FrameworkPlugin(name="NAME", adapter="NAME_plugin:Adapter", framework="json",
+                          directories=True, annex="-", description="folder framework")
+
+class Adapter:
+    def can_read(self, source):
+        return (Path(source) / "written-by").is_file()
+    def read(self, source):
+        raise NotImplementedError
+    def write(self, model, destination, *, template=None):
+        Path(destination).mkdir()
+        (Path(destination) / "written-by").write_text("NAME")
+    def embed(self, bitstream, destination, *, template=None):
+        raise NotImplementedError
+    def extract(self, source):
+        return None
+'''
+
+
+def test_folder_destination_goes_to_the_models_own_framework_or_is_refused(plugin_path, tmp_path):
+    from nnc_core.plugins import write_model
+
+    _distribution(plugin_path, "nnc-folda", {"folda": "folda_plugin"}, {"folda_plugin": FOLDERFW.replace("NAME", "folda")})
+    weights = {"w": np.ones((2, 2), np.float32)}
+    write_model(NNRModel(weights), tmp_path / "only")  # the one folder plugin installed
+    assert (tmp_path / "only" / "written-by").read_text() == "folda"
+
+    get_plugin_manager.cache_clear()
+    _distribution(plugin_path, "nnc-foldb", {"foldb": "foldb_plugin"}, {"foldb_plugin": FOLDERFW.replace("NAME", "foldb")})
+    write_model(NNRModel(weights, framework="foldb"), tmp_path / "own")
+    assert (tmp_path / "own" / "written-by").read_text() == "foldb"
+    with pytest.raises(PluginError, match=r"guess: several plugins write model folders \(folda, foldb\): name one"):
+        write_model(NNRModel(weights), tmp_path / "guess")
+    assert not (tmp_path / "guess").exists()
+    write_model(NNRModel(weights), tmp_path / "named", framework="folda")
+    assert (tmp_path / "named" / "written-by").read_text() == "folda"
+
+
 def test_convert_carries_the_nnr_decoded_weights(fakefw, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("NNC_LOAD_PLUGINS", "fakefw")  # the converter list below is fakefw's alone
     rng = np.random.default_rng(5)

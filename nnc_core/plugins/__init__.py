@@ -53,5 +53,5 @@ def write_model(
 ) -> None:
     """Write an :class:`~nnc_core.model.NNRModel` with the plugin for ``destination``'s format."""
     pm = get_plugin_manager()
-    name = framework or pm.plugin_for_destination(destination).name
+    name = framework or pm.plugin_for_destination(destination, directory=True, prefer=model.framework).name
     pm.adapter(name).write(model, Path(destination), template=template)

@@ -231,13 +231,30 @@ class PluginManager(pluggy.PluginManager):
                 continue
         raise PluginError(f"no installed plugin reads {what} ({source!s:.80}); {self._known()}")
 
-    def plugin_for_destination(self, path: str | os.PathLike[str], *, directory: bool = False) -> FrameworkPlugin:
-        """The framework plugin that writes files (or folders) like ``path``."""
+    def plugin_for_destination(
+        self, path: str | os.PathLike[str], *, directory: bool = False, prefer: str | None = None
+    ) -> FrameworkPlugin:
+        """The framework plugin that writes files (or folders) like ``path``.
+
+        A suffix-less ``path`` with ``directory=True`` is a folder: several
+        plugins may write folders (SavedModel, NNEF), so ``prefer`` (the
+        model's own framework) decides, or the only one installed; otherwise
+        the choice is refused rather than guessed.
+        """
         path = Path(path)
         suffix = path.suffix.lower()
         for record in self.frameworks().values():
-            if suffix in record.suffixes or (directory and record.directories and not suffix):
+            if suffix and suffix in record.suffixes:
                 return record
+        if directory and not suffix:
+            folders = {name: r for name, r in self.frameworks().items() if r.directories}
+            if prefer in folders:
+                return folders[prefer]
+            if len(folders) == 1:
+                return next(iter(folders.values()))
+            if folders:
+                raise PluginError(f"{path}: several plugins write model folders ({', '.join(folders)}): "
+                                  "name one (--framework)")
         raise PluginError(f"no installed plugin writes {suffix or 'suffix-less'} outputs ({path}); {self._known()}")
 
     def converter(self, source: str, target: str) -> TopologyConverter | None:
