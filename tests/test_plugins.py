@@ -208,8 +208,8 @@ from nnc_core.plugins import FrameworkPlugin, hookimpl
 
 @hookimpl
 def nnc_frameworks():
-    yield FrameworkPlugin(name="NAME", adapter="NAME_plugin:Adapter", framework="json",
-                          directories=True, annex="-", description="folder framework")
+    yield FrameworkPlugin(name="NAME", adapter="NAME_plugin:Adapter", framework="json", directories=True,
+                          topology_format=TOPOLOGY, annex="-", description="folder framework")
 
 class Adapter:
     def can_read(self, source):
@@ -226,18 +226,26 @@ class Adapter:
 '''
 
 
+TOPOLOGY_FOLDA = 200  # an unassigned topology_storage_format value
+
+
 def test_folder_destination_goes_to_the_models_own_framework_or_is_refused(plugin_path, tmp_path):
+    from nnc_core.model import Topology, decode_model, encode_model
     from nnc_core.plugins import write_model
 
-    _distribution(plugin_path, "nnc-folda", {"folda": "folda_plugin"}, {"folda_plugin": FOLDERFW.replace("NAME", "folda")})
+    folda = FOLDERFW.replace("NAME", "folda").replace("TOPOLOGY", str(TOPOLOGY_FOLDA))
+    _distribution(plugin_path, "nnc-folda", {"folda": "folda_plugin"}, {"folda_plugin": folda})
     weights = {"w": np.ones((2, 2), np.float32)}
     write_model(NNRModel(weights), tmp_path / "only")  # the one folder plugin installed
     assert (tmp_path / "only" / "written-by").read_text() == "folda"
 
     get_plugin_manager.cache_clear()
-    _distribution(plugin_path, "nnc-foldb", {"foldb": "foldb_plugin"}, {"foldb_plugin": FOLDERFW.replace("NAME", "foldb")})
+    _distribution(plugin_path, "nnc-foldb", {"foldb": "foldb_plugin"}, {"foldb_plugin": FOLDERFW.replace("NAME", "foldb").replace("TOPOLOGY", "201")})
     write_model(NNRModel(weights, framework="foldb"), tmp_path / "own")
     assert (tmp_path / "own" / "written-by").read_text() == "foldb"
+    decoded = decode_model(encode_model(NNRModel(weights, topology=Topology(TOPOLOGY_FOLDA, b"graph"))))
+    write_model(decoded, tmp_path / "carried")  # the plugin whose topology the bitstream carries
+    assert (tmp_path / "carried" / "written-by").read_text() == "folda"
     with pytest.raises(PluginError, match=r"guess: several plugins write model folders \(folda, foldb\): name one"):
         write_model(NNRModel(weights), tmp_path / "guess")
     assert not (tmp_path / "guess").exists()

@@ -51,7 +51,17 @@ def read_model(source: Source, /, *, framework: str | None = None) -> NNRModel:
 def write_model(
     model: NNRModel, destination: str | Path, /, *, framework: str | None = None, template: Source | None = None
 ) -> None:
-    """Write an :class:`~nnc_core.model.NNRModel` with the plugin for ``destination``'s format."""
+    """Write an :class:`~nnc_core.model.NNRModel` with the plugin for ``destination``'s format.
+
+    A suffix-less ``destination`` is a model folder, written by the plugin
+    whose topology the model carries (a decoded bitstream's NNR_TPL unit), or
+    else by the plugin that read it.
+    """
     pm = get_plugin_manager()
-    name = framework or pm.plugin_for_destination(destination, directory=True, prefer=model.framework).name
-    pm.adapter(name).write(model, Path(destination), template=template)
+    if framework is None:
+        own = model.framework
+        if model.topology is not None:
+            carried = (r.name for r in pm.frameworks().values() if r.topology_format == model.topology.storage_format)
+            own = next(carried, own)
+        framework = pm.plugin_for_destination(destination, directory=True, prefer=own).name
+    pm.adapter(framework).write(model, Path(destination), template=template)
