@@ -227,6 +227,7 @@ def decode_bitstream(
     state: DecoderState | None = None,
     *,
     max_elements: int | None = None,
+    keep_stored: bool = True,
 ) -> list[DecodedTensor]:
     """Decode every tensor of an NNR bitstream, in stream order.
 
@@ -238,7 +239,14 @@ def decode_bitstream(
     ``ELEMENTS_PER_BYTE``); pass a larger value for those.  Memory stays
     within a small multiple of the bound (stored integers, values, and a copy
     while parts are joined), decoding time proportional to it.
+
+    ``keep_stored=False`` leaves ``stored`` None for uniformly quantized
+    tensors: their values are then reconstructed in the stored integers'
+    memory, which saves a pass and the memory of one copy (the values are the
+    same).  A :class:`DecoderState` needs the stored integers.
     """
+    if state is not None and not keep_stored:
+        raise ConfigError("a decoder state needs the stored integers (keep_stored=True)")
     budget = _Budget(element_budget(len(data)) if max_elements is None else int(max_elements))
     units = read_units(data)
     out: list[DecodedTensor] = []
@@ -270,7 +278,7 @@ def decode_bitstream(
                     _check_next_part(split, unit, counter, where)
                 elif counter:
                     split = _start_split(unit, counter, where)
-                results = _decode_ndu(unit, where, profile, mps, lps, state, budget, split, factor, factor_g)
+                results = _decode_ndu(unit, where, profile, mps, lps, state, budget, split, factor, factor_g, keep_stored)
                 if split is not None:
                     _add_part(split, results, where)
             except BitstreamError as e:
@@ -470,6 +478,7 @@ def _decode_ndu(
     split: _Split | None,
     factor: str | None = None,
     factor_g: NduHeader | None = None,
+    keep_stored: bool = True,
 ) -> list[DecodedTensor]:
     h = unit.header
     at = dict(where, byte_offset=unit.payload_offset)
@@ -537,7 +546,12 @@ def _decode_ndu(
                     history = coded_view(history, member_shift)
             decoded = dec.decode_tensor(coded_shape(shape, member_shift), coding, base=base, history=history)
             stored = decoded_view(decoded.values, member_shift)
-            values = _reconstruct(stored, h.payload_type, qp, qp_density, codebook)
+            if not keep_stored and h.payload_type != PayloadType.NNR_PT_INT and codebook is None:
+                # float32(stored) * step written over the stored integers (same values)
+                _reconstruct(decoded.values, h.payload_type, qp, qp_density, None, out=decoded.values.view(np.float32))
+                values, stored = decoded_view(decoded.values.view(np.float32), member_shift), None
+            else:
+                values = _reconstruct(stored, h.payload_type, qp, qp_density, codebook)
             results.append(tensor(name, values, stored, qp))
             if h.payload_type == PayloadType.NNR_PT_BLOCK:
                 results[-1].role, results[-1].block = role, h
@@ -577,7 +591,9 @@ def _map_elements(h: NduHeader, results: list[DecodedTensor], where: dict) -> li
     return out
 
 
-def _reconstruct(stored: np.ndarray, payload_type: int, qp: int | None, qp_density: int, codebook) -> np.ndarray:
+def _reconstruct(
+    stored: np.ndarray, payload_type: int, qp: int | None, qp_density: int, codebook, out: np.ndarray | None = None
+) -> np.ndarray:
     if payload_type == PayloadType.NNR_PT_INT:
         return stored.astype(np.int32)
     step = quantization_step(qp or 0, qp_density)
@@ -593,7 +609,7 @@ def _reconstruct(stored: np.ndarray, payload_type: int, qp: int | None, qp_densi
         return table[idx].astype(np.float64) * np.float64(step)
     with np.errstate(over="ignore", invalid="ignore"):
         # one pass: float32(stored) * step in float32 (same values as converting first)
-        return np.multiply(stored, step, dtype=np.float32)
+        return np.multiply(stored, step, out=out, dtype=np.float32)
 
 
 def decode(
@@ -633,7 +649,7 @@ def decode(
         from nnc_core.incremental import decode_update
 
         return decode_update(data, base, max_elements=max_elements)
-    results = decode_bitstream(data, state, max_elements=max_elements)
+    results = decode_bitstream(data, state, max_elements=max_elements, keep_stored=state is not None)
     out = reduction.reconstruct(results, recompose=recompose, apply_local_scaling=apply_local_scaling)
     if unprune:
         out = reduction.unprune(out, reduction.read_pruning_topology(data))

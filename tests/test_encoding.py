@@ -13,7 +13,7 @@ import pytest
 import nnc_core
 from nnc_core import ConfigError, EncodeError
 from nnc_core.cli import main
-from nnc_core.decoding import decode_bitstream, quantization_step
+from nnc_core.decoding import DecoderState, decode_bitstream, quantization_step
 from nnc_core.encoding import blocks_from_parameter_types, uniform_quantize
 
 ROOT = Path(__file__).parent / "vectors"
@@ -282,3 +282,39 @@ def test_aggregate_unit_carries_the_stream(rng):
     assert [type(u).__name__ for u in units] == ["StartUnit", "AggregateUnit"]
     assert isinstance(units[1], AggregateUnit)
     assert {k: v.tobytes() for k, v in nnc_core.decode(data).items()} == {k: v.tobytes() for k, v in nnc_core.decode(plain).items()}
+
+
+@pytest.mark.parametrize("args", [
+    {"use_dq": True, "row_skipping": True},
+    {"use_dq": False, "scan_order": 2},
+    {"codebook_mode": 1, "use_dq": False},
+    {"blocks": {"l": {"weight": "k", "bias": "b"}}, "dimension_shift": {"k": 3}, "use_dq": False, "scan_order": 1},
+])
+def test_reconstruction_in_place_gives_the_same_values(rng, args):
+    """decode() reconstructs uniformly quantized tensors over their stored
+    integers (keep_stored=False): the same bytes as the separate
+    reconstruction, for every payload type and layout."""
+    tensors = {
+        "k": (rng.standard_normal((3, 3, 4, 8)) * 0.1).astype(np.float32),
+        "b": rng.standard_normal(8).astype(np.float32),
+        "w": (rng.standard_normal((40, 70)) * 0.05).astype(np.float32),
+        "ids": np.arange(-5, 60, dtype=np.int32),
+    }
+    if "blocks" not in args:
+        tensors["k"] = tensors["k"].reshape(36, 8)
+    data = nnc_core.encode(tensors, **args)
+    kept = decode_bitstream(data)
+    in_place = decode_bitstream(data, keep_stored=False)
+    assert [t.name for t in in_place] == [t.name for t in kept] and set(tensors) == {t.name for t in kept}
+    for a, b in zip(kept, in_place):
+        assert a.values.dtype == b.values.dtype and a.values.shape == b.values.shape
+        assert a.values.tobytes() == b.values.tobytes(), a.name
+        # the stored integers go only where the values are float32(stored) * step
+        uniform = a.values.dtype == np.float32 and a.stored is not None and "codebook_mode" not in args
+        assert (b.stored is None) == uniform, a.name
+        if uniform:
+            assert np.array_equal(a.values, np.float32(quantization_step(a.qp, 2)) * a.stored.astype(np.float32))
+    decoded = nnc_core.decode(data)
+    assert {n: v.tobytes() for n, v in decoded.items()} == {t.name: t.values.tobytes() for t in kept}
+    with pytest.raises(ConfigError, match="a decoder state needs the stored integers"):
+        decode_bitstream(data, DecoderState(), keep_stored=False)

@@ -150,18 +150,23 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
      * significance context is CTX_SIG + s3 + cls */
     unsigned s3 = 3u * (unsigned)p->state, cls = (unsigned)p->prev_class;
     int rc = 0;
+    /* the next significance bin's context (index into ctx), word and rLPS
+     * row: after a non-zero level they were read before its greater-than
+     * flags were decoded (see below) */
+    unsigned sig = CTX_SIG + s3 + cls;
+    uint64_t sw = ctx[sig].w, srow = bd_rlps_row(t, sw);
     /* below this magnitude the stored integer fits int32 without checks;
      * once zero bytes are fed (payload end), every level is checked */
     bd.limit = bd.zero_bits ? -1 : dq ? ((int64_t)1 << 30) : ((int64_t)1 << 31) - 1;
     for (; o != o_end; o++) {
         int64_t a;
-        unsigned negative;
+        unsigned negative, sig0, sig1 = 0;
         dec_ctx *gt, *gt_end;
-        uint64_t rp, rn, row;
+        uint64_t rp, rn, row, sw0, sw1 = 0, srow0, srow1 = 0;
         /* budget mode: the significance bin and the greater-than flags
          * (fewer than DEC_BUDGET) need no read-ahead tests after an MPS */
         if (budget && !bd_has(&bd, DEC_BUDGET)) bd_refill(&bd);
-        if (!bd_decision_b(&bd, t, &ctx[CTX_SIG + s3 + cls], budget)) {
+        if (!bd_decision_wb(&bd, &ctx[sig], sw, srow, budget)) {
             if (DEC_UNLIKELY(bd.limit < 0) && bd_overrun(&bd)) {
                 rc = DCABAC_E_TRUNCATED;
                 break;
@@ -169,6 +174,9 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
             *o = 0;
             cls = 0;
             if (dq) s3 = t->next3[s3];
+            sig = CTX_SIG + s3;
+            sw = ctx[sig].w;
+            srow = bd_rlps_row(t, sw);
             continue;
         }
         /* the first greater-than flag's context depends on the sign: read
@@ -178,6 +186,20 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
         rn = bd_rlps_row(t, ctx[CTX_GT + 1].w);
         negative = bd_decision_flat_b(&bd, t, &ctx[CTX_SIGN + cls], budget ? DEC_BUDGET : 0);
         row = rp ^ ((rp ^ rn) & ((uint64_t)0 - (uint64_t)negative));
+        cls = 2 - negative;
+        /* the next significance context is known up to the level's parity
+         * (with DQ), and no bin before it uses a significance context: read
+         * the candidates' words and rows now, so that after the (often
+         * mispredicted) end of the greater-than flags the next bin only
+         * selects them */
+        sig0 = CTX_SIG + (dq ? t->next3[s3] : 0) + cls;
+        sw0 = ctx[sig0].w;
+        srow0 = bd_rlps_row(t, sw0);
+        if (dq) {
+            sig1 = CTX_SIG + t->next3[s3 + 1] + cls;
+            sw1 = ctx[sig1].w;
+            srow1 = bd_rlps_row(t, sw1);
+        }
         gt = ctx + CTX_GT + negative;
         gt_end = gt + 2 * n;
         /* greater-than flags j = 0..n-1 (contexts 2j apart) until a 0 */
@@ -204,8 +226,18 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
             int32_t v = dq ? 2 * (int32_t)a - (int32_t)(s3 & 1) : (int32_t)a, neg = -(int32_t)negative;
             *o = (v ^ neg) - neg;
         }
-        cls = 2 - negative;
-        if (dq) s3 = t->next3[s3 + (unsigned)(a & 1)];
+        if (dq) {
+            /* without branches on the parity */
+            uint64_t m = (uint64_t)0 - (uint64_t)(a & 1);
+            s3 = t->next3[s3 + (unsigned)(a & 1)];
+            sig = sig0 ^ ((sig0 ^ sig1) & (unsigned)m);
+            sw = sw0 ^ ((sw0 ^ sw1) & m);
+            srow = srow0 ^ ((srow0 ^ srow1) & m);
+        } else {
+            sig = sig0;
+            sw = sw0;
+            srow = srow0;
+        }
     }
     p->bd = bd;
     p->state = (int)(s3 / 3);
