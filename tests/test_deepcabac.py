@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from levels import dq_stored_integers, laplace_levels, matrix_shape, quantize_uniform
@@ -450,6 +450,10 @@ def test_c_calls_release_the_gil(rng):
     parent=st.booleans(),
     codebook=st.sampled_from([(0, 0), (1, 0), (3, 0), (3, 2), (7, 3)]),
 )
+@example(  # found by hypothesis: with DQ the codebook bounds the level, not the stored index
+    data=b"\xbc/\x00\x00\x01\xb7" + bytes(9) + b"\x01" + bytes(3), height=33, width=2, dq=True, so=3, unary=0,
+    parent=False, codebook=(3, 0),
+)
 def test_fuzz_decoder_never_crashes(data, height, width, dq, so, unary, parent, codebook):
     coding = TensorCoding(
         dq_flag=dq, scan_order=so, cabac_unary_length_minus1=unary, parent_node_id_present_flag=parent,
@@ -462,7 +466,11 @@ def test_fuzz_decoder_never_crashes(data, height, width, dq, so, unary, parent, 
         return
     assert out.shape == (height, width)
     if codebook[0]:
-        assert np.all(out >= -codebook[1]) and np.all(out < codebook[0] - codebook[1])
+        # the binarization limits each level k to the codebook; with DQ the
+        # stored reconstruction index is 2k - (state & 1) toward zero, so up to 2|k|
+        lowest, highest = -codebook[1], codebook[0] - 1 - codebook[1]
+        scale = 2 if dq else 1
+        assert np.all(out >= scale * lowest) and np.all(out <= scale * highest)
 
 
 @given(
