@@ -22,6 +22,13 @@
 #include "deepcabac.h"
 #include "tensor.h"
 
+/* The RDO trellis has an AVX-512 version, chosen at run time. */
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define DCABAC_HAVE_AVX512 1
+#else
+#define DCABAC_HAVE_AVX512 0
+#endif
+
 /* ---- int32 overflow guard ----------------------------------------------
  * Before quantizing, the reference encoder checks that every scaled value
  * rounds into the int32 range (with a margin for DQ); if one does not, it
@@ -325,44 +332,23 @@ static int rate_args_ok(double lambda_scale, int32_t rate_gt_flags)
  * new contexts are its predecessor's buffer itself when it is the first to
  * take it (no copy), else a copy into a free buffer. */
 
-int dcabac_dq_quantize_rd(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
-                          int32_t rate_gt_flags, int32_t *out)
+/* The forward pass (rate models, decisions, end costs), portable version. */
+static int dq_rd_forward(const float *weights, int64_t count, const int64_t *order, double q, double D, int n,
+                         const dq_branches *brp, uint8_t *decisions, double cost[8])
 {
-    const int n = rate_gt_flags;
-    double q, D, cost[8];
-    float inv;
-    uint8_t *decisions;
+    const dq_branches br = *brp;
     dcabac_ctx *ctx_mem, *buf[16];
     uint8_t bank_buf[2][8];     /* buffer of each bank slot */
     int32_t bank_prev[2][8];    /* neighbour of each bank slot */
-    dq_branches br;
-    int rc;
 
-    if (!quant_args_ok(weights, count, step, out) || !rate_args_ok(lambda_scale, rate_gt_flags))
-        return DCABAC_E_ARG;
-    if (lambda_scale == 0.0) return dcabac_dq_quantize(weights, count, order, step, out);
-    if (count == 0) return DCABAC_OK;
-    inv = 1.0f / step;
-    if ((rc = guard_float(weights, count, inv, DQ_GUARD_LO, DQ_GUARD_HI))) return rc;
-    dq_branches_init(&br);
-    decisions = (uint8_t *)malloc((size_t)count * 8);
     ctx_mem = (dcabac_ctx *)malloc((size_t)16 * CTX_COUNT(n) * sizeof(dcabac_ctx));
-    if (!decisions || !ctx_mem) {
-        free(decisions);
-        free(ctx_mem);
-        return DCABAC_E_NOMEM;
-    }
+    if (!ctx_mem) return DCABAC_E_NOMEM;
     for (int b = 0; b < 16; b++) {
         buf[b] = ctx_mem + (size_t)b * CTX_COUNT(n);
         rate_ctx_init(buf[b], n);
         bank_buf[b >> 3][b & 7] = (uint8_t)b;
         bank_prev[b >> 3][b & 7] = 0;
     }
-    q = 1.0 / (double)step;
-    D = (double)(1 << 15) / (lambda_scale * 4.0 * (log(2.0) / 6.0) * 0.7);
-    cost[0] = 0.0;
-    for (int s = 1; s < 8; s++) cost[s] = 0.5 * DBL_MAX;
-
     for (int64_t i = 0; i < count; i++) {
         const int64_t pos = order ? order[i] : i;
         const double w = (double)weights[pos];
@@ -437,10 +423,350 @@ int dcabac_dq_quantize_rd(const float *weights, int64_t count, const int64_t *or
             cost[t] = next_cost[t];
         }
     }
-    rc = dq_backtrack(weights, count, order, q, cost, decisions, out);
-    free(decisions);
     free(ctx_mem);
+    return DCABAC_OK;
+}
+
+/* ---- DQ, lambda > 0, AVX-512 ------------------------------------------------
+ * The same search with the eight state models side by side: context row r
+ * of the model set is one 256-bit vector of 16-bit lanes, lane t holding
+ * state t's fast estimate s0 and lane 8 + t its slow estimate s1 (both fit
+ * 16 bits: |s0| < 2^7, |s1| < 2^11, so s1 + 16 * s0 does too).  "State t
+ * takes the contexts of predecessor p" is then one lane permutation per
+ * row, applied only to the rows ever adapted (the others still hold the
+ * initial state in every lane).  Rates: the two nonzero candidates of every
+ * predecessor have adjacent magnitudes a and a + 1 (a is the same for all
+ * even and for all odd states), so the greater-than and remainder bins of
+ * all eight are priced row by row with one gather of (bin 0, bin 1) costs
+ * per row and lane masks saying which bin each lane's binarization has
+ * there.  Adaptation to the chosen levels is row by row too, masked to the
+ * lanes that code a bin in that row.  Significance and sign contexts, one
+ * row per lane, are handled lane by lane.  Results are those of the
+ * portable version (tests compare them). */
+
+#if DCABAC_HAVE_AVX512
+#if defined(__clang__)
+#include <immintrin.h>
+#pragma clang attribute push(__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512cd"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,avx512f,avx512bw,avx512vl,avx512cd")
+#include <immintrin.h>
+#endif
+
+typedef struct dq_simd {
+    __m256i c_lo, c_hi; /* adaptation curve, entries 0..15 and 16..31 */
+    __m256i prec;       /* precision shift: 3 for s0 lanes, 7 for s1 lanes */
+    __m256i window;     /* window shifts of init set 0: sh0 lanes, sh1 lanes */
+} dq_simd;
+
+/* ctx_update of every lane with bin mask m (0: bin 1, -1: bin 0 per lane) */
+DCABAC_INLINE __m256i dq_simd_adapt(const dq_simd *k, __m256i s, __m256i m)
+{
+    __m256i gs = _mm256_sub_epi16(_mm256_xor_si256(s, m), m);
+    __m256i idx = _mm256_add_epi16(_mm256_srav_epi16(gs, k->prec), _mm256_set1_epi16(16));
+    __m256i d = _mm256_srav_epi16(_mm256_permutex2var_epi16(k->c_lo, idx, k->c_hi), k->window);
+    return _mm256_add_epi16(s, _mm256_sub_epi16(_mm256_xor_si256(d, m), m));
+}
+
+/* Bit costs of bin 0 and bin 1 of a row in each of the eight models. */
+DCABAC_INLINE void dq_simd_est(const int16_t *row, __m256i *e0, __m256i *e1)
+{
+    __m256i r = _mm256_loadu_si256((const __m256i *)row);
+    __m128i sum = _mm_add_epi16(_mm256_extracti128_si256(r, 1), _mm_slli_epi16(_mm256_castsi256_si128(r), 4));
+    __m256i idx = _mm256_cvtepi16_epi32(_mm_srai_epi16(sum, 3));
+    __m512i g = _mm512_i32gather_epi64(idx, (const void *)dcabac_est_bits[512], 8);
+    *e0 = _mm512_cvtepi64_epi32(g);
+    *e1 = _mm512_cvtepi64_epi32(_mm512_srli_epi64(g, 32));
+}
+
+/* 16-bit lane mask of the s0 and s1 lanes of the states in an 8-bit mask */
+DCABAC_INLINE __mmask16 dq_simd_lanes(__mmask8 k) { return (__mmask16)((unsigned)k | ((unsigned)k << 8)); }
+
+/* Bin-1 mask of an 8-state mask as 16-bit lanes: 0 where the bin is 1, -1 where 0. */
+DCABAC_INLINE __m256i dq_simd_binmask(__mmask8 ones)
+{
+    return _mm256_maskz_mov_epi16((__mmask16) ~dq_simd_lanes(ones), _mm256_set1_epi16(-1));
+}
+
+/* Adapt row to per-lane bins: lanes in `upd` code a bin, 1 where `ones`. */
+DCABAC_INLINE void dq_simd_code_row(const dq_simd *k, int16_t *row, __mmask8 upd, __mmask8 ones)
+{
+    __m256i r = _mm256_loadu_si256((const __m256i *)row);
+    r = _mm256_mask_mov_epi16(r, dq_simd_lanes(upd), dq_simd_adapt(k, r, dq_simd_binmask(ones)));
+    _mm256_storeu_si256((__m256i *)row, r);
+}
+
+/* One context of one lane, adapted as ctx_update does. */
+DCABAC_INLINE void dq_lane_code(int16_t *row, int lane, uint8_t sh0, uint8_t sh1, unsigned bin)
+{
+    dcabac_ctx c;
+    c.s0 = row[lane];
+    c.s1 = row[8 + lane];
+    c.sh0 = sh0;
+    c.sh1 = sh1;
+    ctx_update(&c, bin);
+    row[lane] = c.s0;
+    row[8 + lane] = c.s1;
+}
+
+DCABAC_INLINE const uint32_t *dq_lane_est(const int16_t *row, int lane)
+{
+    return dcabac_est_bits[512 + ((row[8 + lane] + 16 * row[lane]) >> 3)];
+}
+
+/* floor(log2(r + 1)) per lane: the remainder prefix length of r */
+DCABAC_INLINE __m256i dq_simd_prefix_len(__m256i r)
+{
+    return _mm256_sub_epi32(_mm256_set1_epi32(31), _mm256_lzcnt_epi32(_mm256_add_epi32(r, _mm256_set1_epi32(1))));
+}
+
+static int dq_rd_forward_avx512(const float *weights, int64_t count, const int64_t *order, double q, double D, int n,
+                                const dq_branches *brp, uint8_t *decisions, double cost[8])
+{
+    const dq_branches br = *brp;
+    const int nf = n > 0 ? n : 1; /* greater-than flags coded at most */
+    const int gt_end = CTX_GT + 2 * nf;
+    const int rem0 = CTX_REM(n);
+    const int rem_lo = gt_end > rem0 ? gt_end : rem0; /* remainder rows not among the greater-than rows */
+    const int rows = rem0 + 32;
+    const uint8_t sh0 = dcabac_init_sets[0].sh0, sh1 = dcabac_init_sets[0].sh1;
+    const __m256i nfv = _mm256_set1_epi32(nf);
+    int rem_hi = rem_lo; /* remainder rows [rem_lo, rem_hi) have been adapted */
+    int32_t bank_prev[2][8];
+    int16_t(*R)[16];
+    dq_simd k;
+
+    R = (int16_t(*)[16])malloc((size_t)rows * sizeof *R);
+    if (!R) return DCABAC_E_NOMEM;
+    for (int r = 0; r < rows; r++)
+        for (int t = 0; t < 8; t++) R[r][t] = dcabac_init_sets[0].s0, R[r][8 + t] = dcabac_init_sets[0].s1;
+    memset(bank_prev, 0, sizeof bank_prev);
+    k.c_lo = _mm256_loadu_si256((const __m256i *)dcabac_curve);
+    k.c_hi = _mm256_loadu_si256((const __m256i *)(dcabac_curve + 16));
+    k.prec = _mm256_setr_epi16(3, 3, 3, 3, 3, 3, 3, 3, 7, 7, 7, 7, 7, 7, 7, 7);
+    k.window = _mm256_setr_epi16(sh0, sh0, sh0, sh0, sh0, sh0, sh0, sh0, sh1, sh1, sh1, sh1, sh1, sh1, sh1, sh1);
+
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t pos = order ? order[i] : i;
+        const double w = (double)weights[pos];
+        const int neg = w < 0;
+        const int pb = (int)(i & 1) ^ 1, cb = (int)(i & 1); /* previous and current bank */
+        double dist[5], o, next_cost[8];
+        int64_t m, c, level[5];
+        uint32_t rate[8][5], common[8], cost_a[8], cost_a1[8];
+        int32_t mag[8];
+        int pred[8], slot_of[8], identity = 1;
+        int32_t a_even, a_odd, amax, vmax;
+        __m256i a, am1, sa, sa1, e0, e1;
+
+        o = dq_scaled(q, w, &m);
+        dist[4] = D * (o * o);
+        level[4] = 0;
+        for (c = m; c < m + 4; c++) {
+            dist[c & 3] = D * ((o - (double)c) * (o - (double)c));
+            level[c & 3] = (c + 1) >> 1; /* magnitude */
+        }
+        /* significance (both bins) and sign: one row per predecessor */
+        for (int p = 0; p < 8; p++) {
+            const int pc = neighbour_class(bank_prev[pb][p]);
+            const uint32_t *sig = dq_lane_est(R[sig_ctx_index(p, pc, 0, 0)], p);
+            rate[p][4] = sig[0];
+            common[p] = sig[1] + dq_lane_est(R[sign_ctx_index(pc, 0)], p)[neg];
+        }
+        /* magnitudes a (lower nonzero candidate of each quantizer) */
+        a_even = (int32_t)(level[0] < level[2] ? level[0] : level[2]);
+        a_odd = (int32_t)(level[3] < level[1] ? level[3] : level[1]);
+        amax = a_even > a_odd ? a_even : a_odd;
+        a = _mm256_setr_epi32(a_even, a_odd, a_even, a_odd, a_even, a_odd, a_even, a_odd);
+        am1 = _mm256_sub_epi32(a, _mm256_set1_epi32(1));
+        sa = sa1 = _mm256_loadu_si256((const __m256i *)common);
+        /* greater-than flags j < min(nf, a + 1): a codes ones below a - 1
+         * and a zero at a - 1; a + 1 ones up to a - 1 and a zero at a */
+        {
+            const int J = amax + 1 < nf ? amax + 1 : nf;
+            for (int j = 0; j < J; j++) {
+                const __m256i jv = _mm256_set1_epi32(j);
+                const __mmask8 ones = _mm256_cmpgt_epi32_mask(am1, jv), last = _mm256_cmpeq_epi32_mask(am1, jv);
+                dq_simd_est(R[gt_ctx_index(n, j, neg, 0)], &e0, &e1);
+                sa = _mm256_mask_add_epi32(sa, ones, sa, e1);
+                sa = _mm256_mask_add_epi32(sa, last, sa, e0);
+                sa1 = _mm256_mask_add_epi32(sa1, ones | last, sa1, e1);
+                sa1 = _mm256_mask_add_epi32(sa1, _mm256_cmpeq_epi32_mask(a, jv), sa1, e0);
+            }
+        }
+        /* remainders: a - nf - 1 for a > nf, a - nf for a >= nf */
+        if (amax >= nf) {
+            const __mmask8 has_a = _mm256_cmpgt_epi32_mask(a, nfv), has_a1 = has_a | _mm256_cmpeq_epi32_mask(a, nfv);
+            const __m256i r1 = _mm256_sub_epi32(a, nfv);
+            const __m256i none = _mm256_set1_epi32(-1);
+            const __m256i ka = _mm256_mask_mov_epi32(none, has_a, dq_simd_prefix_len(_mm256_sub_epi32(r1, _mm256_set1_epi32(1))));
+            const __m256i ka1 = _mm256_mask_mov_epi32(none, has_a1, dq_simd_prefix_len(r1));
+            int kmax = 0;
+            {
+                int32_t kk[8];
+                _mm256_storeu_si256((__m256i *)kk, _mm256_max_epi32(ka, ka1));
+                for (int t = 0; t < 8; t++) kmax = kk[t] > kmax ? kk[t] : kmax;
+            }
+            for (int kb = 0; kb <= kmax; kb++) {
+                const __m256i kv = _mm256_set1_epi32(kb);
+                dq_simd_est(R[rem0 + kb], &e0, &e1);
+                sa = _mm256_mask_add_epi32(sa, _mm256_cmpgt_epi32_mask(ka, kv), sa, e1);
+                sa = _mm256_mask_add_epi32(sa, _mm256_cmpeq_epi32_mask(ka, kv), sa, e0);
+                sa1 = _mm256_mask_add_epi32(sa1, _mm256_cmpgt_epi32_mask(ka1, kv), sa1, e1);
+                sa1 = _mm256_mask_add_epi32(sa1, _mm256_cmpeq_epi32_mask(ka1, kv), sa1, e0);
+            }
+            /* one bypass bin per prefix one (the suffix) */
+            sa = _mm256_mask_add_epi32(sa, has_a, sa, _mm256_slli_epi32(ka, 15));
+            sa1 = _mm256_mask_add_epi32(sa1, has_a1, sa1, _mm256_slli_epi32(ka1, 15));
+        }
+        _mm256_storeu_si256((__m256i *)cost_a, sa);
+        _mm256_storeu_si256((__m256i *)cost_a1, sa1);
+        for (int p = 0; p < 8; p++) {
+            const int sa_ = 3 * (p & 1), sb = 2 - (p & 1);
+            const int lo = level[sa_] < level[sb] ? sa_ : sb, hi = lo == sa_ ? sb : sa_;
+            rate[p][lo] = cost_a[p];
+            rate[p][hi] = cost_a1[p];
+        }
+        for (int t = 0; t < 8; t++) {
+            double best = DBL_MAX;
+            int k_best = 0;
+            for (int kk = 0; kk < 3; kk++) {
+                const int p = br.p[t][kk], slot = br.slot[t][kk];
+                double j = cost[p] + dist[slot] + (double)rate[p][slot];
+                if (j < best) {
+                    best = j;
+                    k_best = kk;
+                }
+            }
+            next_cost[t] = best;
+            pred[t] = br.p[t][k_best];
+            slot_of[t] = br.slot[t][k_best];
+            decisions[i * 8 + t] = DQ_DECISION(pred[t], slot_of[t]);
+            identity &= pred[t] == t;
+        }
+        /* state t takes predecessor pred[t]'s contexts */
+        if (!identity) {
+            int16_t perm[16];
+            __m256i idx;
+            for (int t = 0; t < 8; t++) perm[t] = (int16_t)pred[t], perm[8 + t] = (int16_t)(8 + pred[t]);
+            idx = _mm256_loadu_si256((const __m256i *)perm);
+#define DQ_PERMUTE(lo_, hi_)                                                                        \
+    for (int r = (lo_); r < (hi_); r++)                                                             \
+        _mm256_storeu_si256((__m256i *)R[r], _mm256_permutexvar_epi16(idx, _mm256_loadu_si256((const __m256i *)R[r])));
+            DQ_PERMUTE(CTX_SIG, CTX_SIG + 24)
+            DQ_PERMUTE(CTX_SIGN, CTX_SIGN + 3)
+            DQ_PERMUTE(CTX_GT, gt_end)
+            DQ_PERMUTE(rem_lo, rem_hi)
+#undef DQ_PERMUTE
+        }
+        /* then codes its level: significance and sign lane by lane */
+        vmax = 0;
+        for (int t = 0; t < 8; t++) {
+            const int pc = neighbour_class(bank_prev[cb][t]);
+            const int32_t v = (int32_t)level[slot_of[t]];
+            mag[t] = v;
+            vmax = v > vmax ? v : vmax;
+            dq_lane_code(R[sig_ctx_index(t, pc, 0, 0)], t, sh0, sh1, v != 0);
+            if (v != 0) dq_lane_code(R[sign_ctx_index(pc, 0)], t, sh0, sh1, (unsigned)neg);
+            bank_prev[cb][t] = neg ? -v : v;
+            cost[t] = next_cost[t];
+        }
+        /* greater-than flag j (j < nf) is coded by magnitudes above j, as a one above j + 1 */
+        if (vmax > 0) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)mag);
+            const int G = vmax < nf ? vmax : nf;
+            for (int j = 0; j < G; j++)
+                dq_simd_code_row(&k, R[gt_ctx_index(n, j, neg, 0)], _mm256_cmpgt_epi32_mask(v, _mm256_set1_epi32(j)),
+                                 _mm256_cmpgt_epi32_mask(v, _mm256_set1_epi32(j + 1)));
+            if (vmax > nf) {
+                /* remainder |v| - nf - 1: prefix ones below its length, a zero at it */
+                const __mmask8 has = _mm256_cmpgt_epi32_mask(v, nfv);
+                const __m256i len = dq_simd_prefix_len(_mm256_sub_epi32(_mm256_sub_epi32(v, nfv), _mm256_set1_epi32(1)));
+                int32_t kk[8];
+                int kmax = 0;
+                _mm256_storeu_si256((__m256i *)kk, _mm256_maskz_mov_epi32(has, len));
+                for (int t = 0; t < 8; t++) kmax = kk[t] > kmax ? kk[t] : kmax;
+                for (int kb = 0; kb <= kmax; kb++) {
+                    const __m256i kv = _mm256_set1_epi32(kb);
+                    dq_simd_code_row(&k, R[rem0 + kb], has & ~_mm256_cmplt_epi32_mask(len, kv),
+                                     _mm256_cmpgt_epi32_mask(len, kv));
+                }
+                if (rem0 + kmax + 1 > rem_hi) rem_hi = rem0 + kmax + 1;
+            }
+        }
+    }
+    free(R);
+    return DCABAC_OK;
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+static int dq_rd_simd(void)
+{
+#if DCABAC_HAVE_AVX512
+    static int known = 0, ok = 0;
+    if (!known) {
+        __builtin_cpu_init();
+        ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512cd");
+        known = 1;
+    }
+    return ok;
+#else
+    return 0;
+#endif
+}
+
+static int dq_quantize_rd(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
+                          int32_t rate_gt_flags, int32_t *out, int simd)
+{
+    double q, D, cost[8];
+    float inv;
+    uint8_t *decisions;
+    dq_branches br;
+    int rc;
+
+    if (!quant_args_ok(weights, count, step, out) || !rate_args_ok(lambda_scale, rate_gt_flags))
+        return DCABAC_E_ARG;
+    if (lambda_scale == 0.0) return dcabac_dq_quantize(weights, count, order, step, out);
+    if (count == 0) return DCABAC_OK;
+    inv = 1.0f / step;
+    if ((rc = guard_float(weights, count, inv, DQ_GUARD_LO, DQ_GUARD_HI))) return rc;
+    dq_branches_init(&br);
+    decisions = (uint8_t *)malloc((size_t)count * 8);
+    if (!decisions) return DCABAC_E_NOMEM;
+    q = 1.0 / (double)step;
+    D = (double)(1 << 15) / (lambda_scale * 4.0 * (log(2.0) / 6.0) * 0.7);
+    cost[0] = 0.0;
+    for (int s = 1; s < 8; s++) cost[s] = 0.5 * DBL_MAX;
+#if DCABAC_HAVE_AVX512
+    if (simd)
+        rc = dq_rd_forward_avx512(weights, count, order, q, D, rate_gt_flags, &br, decisions, cost);
+    else
+#endif
+        rc = dq_rd_forward(weights, count, order, q, D, rate_gt_flags, &br, decisions, cost);
+    (void)simd;
+    if (rc == DCABAC_OK) rc = dq_backtrack(weights, count, order, q, cost, decisions, out);
+    free(decisions);
     return rc;
+}
+
+int dcabac_dq_quantize_rd(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
+                          int32_t rate_gt_flags, int32_t *out)
+{
+    return dq_quantize_rd(weights, count, order, step, lambda_scale, rate_gt_flags, out, dq_rd_simd());
+}
+
+int dcabac_dq_quantize_rd_portable(const float *weights, int64_t count, const int64_t *order, float step,
+                                   double lambda_scale, int32_t rate_gt_flags, int32_t *out)
+{
+    return dq_quantize_rd(weights, count, order, step, lambda_scale, rate_gt_flags, out, 0);
 }
 
 /* ---- URQ --------------------------------------------------------------------
