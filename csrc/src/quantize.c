@@ -428,21 +428,22 @@ static int dq_rd_forward(const float *weights, int64_t count, const int64_t *ord
 }
 
 /* ---- DQ, lambda > 0, AVX-512 ------------------------------------------------
- * The same search with the eight state models side by side: context row r
- * of the model set is one 256-bit vector of 16-bit lanes, lane t holding
- * state t's fast estimate s0 and lane 8 + t its slow estimate s1 (both fit
- * 16 bits: |s0| < 2^7, |s1| < 2^11, so s1 + 16 * s0 does too).  "State t
- * takes the contexts of predecessor p" is then one lane permutation per
- * row, applied only to the rows ever adapted (the others still hold the
- * initial state in every lane).  Rates: the two nonzero candidates of every
- * predecessor have adjacent magnitudes a and a + 1 (a is the same for all
- * even and for all odd states), so the greater-than and remainder bins of
- * all eight are priced row by row with one gather of (bin 0, bin 1) costs
- * per row and lane masks saying which bin each lane's binarization has
- * there.  Adaptation to the chosen levels is row by row too, masked to the
- * lanes that code a bin in that row.  Significance and sign contexts, one
- * row per lane, are handled lane by lane.  Results are those of the
- * portable version (tests compare them). */
+ * The same search with the eight state models side by side.  Context row r
+ * of the model set is a vector of eight 32-bit lanes, lane t holding state
+ * t's fast estimate s0 (low half) and slow estimate s1 (high half); both fit
+ * 16 bits (|s0| < 2^7, |s1| < 2^11, so s1 + 16 * s0 does too).  "State t
+ * takes the contexts of predecessor p" is one lane permutation per row,
+ * applied only to the rows ever adapted (the others hold the initial state
+ * in every lane).  Rates: the two nonzero candidates of a predecessor have
+ * adjacent magnitudes a and a + 1 (a is the same for all even and for all
+ * odd states), so the greater-than and remainder bins of all eight are
+ * priced row by row with one gather of (bin 0, bin 1) costs per row and lane
+ * masks saying which bin each lane's binarization has there.  The 24 branch
+ * costs are formed and compared in double lanes in the portable version's
+ * order (first strict minimum wins), without branches.  Adaptation to the
+ * chosen levels goes row by row too, masked to the lanes that code a bin in
+ * that row; significance and sign, one row per lane, by gather and scatter.
+ * Results are those of the portable version (tests compare them). */
 
 #if DCABAC_HAVE_AVX512
 #if defined(__clang__)
@@ -456,11 +457,11 @@ static int dq_rd_forward(const float *weights, int64_t count, const int64_t *ord
 
 typedef struct dq_simd {
     __m256i c_lo, c_hi; /* adaptation curve, entries 0..15 and 16..31 */
-    __m256i prec;       /* precision shift: 3 for s0 lanes, 7 for s1 lanes */
-    __m256i window;     /* window shifts of init set 0: sh0 lanes, sh1 lanes */
+    __m256i prec;       /* precision shift per 16-bit half: 3 (s0), 7 (s1) */
+    __m256i window;     /* window shifts of init set 0 per half: sh0, sh1 */
 } dq_simd;
 
-/* ctx_update of every lane with bin mask m (0: bin 1, -1: bin 0 per lane) */
+/* ctx_update of every lane, m = 0 in lanes coding a one, -1 a zero */
 DCABAC_INLINE __m256i dq_simd_adapt(const dq_simd *k, __m256i s, __m256i m)
 {
     __m256i gs = _mm256_sub_epi16(_mm256_xor_si256(s, m), m);
@@ -469,50 +470,23 @@ DCABAC_INLINE __m256i dq_simd_adapt(const dq_simd *k, __m256i s, __m256i m)
     return _mm256_add_epi16(s, _mm256_sub_epi16(_mm256_xor_si256(d, m), m));
 }
 
-/* Bit costs of bin 0 and bin 1 of a row in each of the eight models. */
-DCABAC_INLINE void dq_simd_est(const int16_t *row, __m256i *e0, __m256i *e1)
+DCABAC_INLINE __m256i dq_simd_binmask(__mmask8 ones) { return _mm256_maskz_mov_epi32((__mmask8)~ones, _mm256_set1_epi32(-1)); }
+
+/* Bit costs of bin 0 (low dword) and bin 1 (high dword) of eight contexts. */
+DCABAC_INLINE __m512i dq_simd_est(__m256i x)
+{
+    __m256i sum = _mm256_add_epi32(_mm256_srai_epi32(x, 16), _mm256_srai_epi32(_mm256_slli_epi32(x, 16), 12));
+    return _mm512_i32gather_epi64(_mm256_srai_epi32(sum, 3), (const void *)dcabac_est_bits[512], 8);
+}
+
+DCABAC_INLINE __m256i dq_simd_bin0(__m512i e) { return _mm512_cvtepi64_epi32(e); }
+DCABAC_INLINE __m256i dq_simd_bin1(__m512i e) { return _mm512_cvtepi64_epi32(_mm512_srli_epi64(e, 32)); }
+
+/* Adapt a row: lanes in `upd` code a bin, a one where `ones`. */
+DCABAC_INLINE void dq_simd_code_row(const dq_simd *k, int32_t *row, __mmask8 upd, __mmask8 ones)
 {
     __m256i r = _mm256_loadu_si256((const __m256i *)row);
-    __m128i sum = _mm_add_epi16(_mm256_extracti128_si256(r, 1), _mm_slli_epi16(_mm256_castsi256_si128(r), 4));
-    __m256i idx = _mm256_cvtepi16_epi32(_mm_srai_epi16(sum, 3));
-    __m512i g = _mm512_i32gather_epi64(idx, (const void *)dcabac_est_bits[512], 8);
-    *e0 = _mm512_cvtepi64_epi32(g);
-    *e1 = _mm512_cvtepi64_epi32(_mm512_srli_epi64(g, 32));
-}
-
-/* 16-bit lane mask of the s0 and s1 lanes of the states in an 8-bit mask */
-DCABAC_INLINE __mmask16 dq_simd_lanes(__mmask8 k) { return (__mmask16)((unsigned)k | ((unsigned)k << 8)); }
-
-/* Bin-1 mask of an 8-state mask as 16-bit lanes: 0 where the bin is 1, -1 where 0. */
-DCABAC_INLINE __m256i dq_simd_binmask(__mmask8 ones)
-{
-    return _mm256_maskz_mov_epi16((__mmask16) ~dq_simd_lanes(ones), _mm256_set1_epi16(-1));
-}
-
-/* Adapt row to per-lane bins: lanes in `upd` code a bin, 1 where `ones`. */
-DCABAC_INLINE void dq_simd_code_row(const dq_simd *k, int16_t *row, __mmask8 upd, __mmask8 ones)
-{
-    __m256i r = _mm256_loadu_si256((const __m256i *)row);
-    r = _mm256_mask_mov_epi16(r, dq_simd_lanes(upd), dq_simd_adapt(k, r, dq_simd_binmask(ones)));
-    _mm256_storeu_si256((__m256i *)row, r);
-}
-
-/* One context of one lane, adapted as ctx_update does. */
-DCABAC_INLINE void dq_lane_code(int16_t *row, int lane, uint8_t sh0, uint8_t sh1, unsigned bin)
-{
-    dcabac_ctx c;
-    c.s0 = row[lane];
-    c.s1 = row[8 + lane];
-    c.sh0 = sh0;
-    c.sh1 = sh1;
-    ctx_update(&c, bin);
-    row[lane] = c.s0;
-    row[8 + lane] = c.s1;
-}
-
-DCABAC_INLINE const uint32_t *dq_lane_est(const int16_t *row, int lane)
-{
-    return dcabac_est_bits[512 + ((row[8 + lane] + 16 * row[lane]) >> 3)];
+    _mm256_storeu_si256((__m256i *)row, _mm256_mask_mov_epi32(r, upd, dq_simd_adapt(k, r, dq_simd_binmask(ones))));
 }
 
 /* floor(log2(r + 1)) per lane: the remainder prefix length of r */
@@ -521,66 +495,115 @@ DCABAC_INLINE __m256i dq_simd_prefix_len(__m256i r)
     return _mm256_sub_epi32(_mm256_set1_epi32(31), _mm256_lzcnt_epi32(_mm256_add_epi32(r, _mm256_set1_epi32(1))));
 }
 
-static int dq_rd_forward_avx512(const float *weights, int64_t count, const int64_t *order, double q, double D, int n,
-                                const dq_branches *brp, uint8_t *decisions, double cost[8])
+DCABAC_INLINE int dq_simd_max(__m256i v)
 {
-    const dq_branches br = *brp;
+    __m128i m = _mm_max_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0x4e));
+    m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0xb1));
+    return _mm_cvtsi128_si32(m);
+}
+
+/* neighbour class per lane: 0 zero, 1 negative, 2 positive */
+DCABAC_INLINE __m256i dq_simd_class(__m256i prev)
+{
+    const __m256i zero = _mm256_setzero_si256(), one = _mm256_set1_epi32(1);
+    return _mm256_add_epi32(_mm256_maskz_mov_epi32(_mm256_cmpneq_epi32_mask(prev, zero), one),
+                            _mm256_maskz_mov_epi32(_mm256_cmpgt_epi32_mask(prev, zero), one));
+}
+
+static int dq_rd_forward_avx512(const float *weights, int64_t count, const int64_t *order, double q, double D, int n,
+                                const dq_branches *br, uint8_t *decisions, double cost_out[8])
+{
     const int nf = n > 0 ? n : 1; /* greater-than flags coded at most */
     const int gt_end = CTX_GT + 2 * nf;
     const int rem0 = CTX_REM(n);
     const int rem_lo = gt_end > rem0 ? gt_end : rem0; /* remainder rows not among the greater-than rows */
     const int rows = rem0 + 32;
     const uint8_t sh0 = dcabac_init_sets[0].sh0, sh1 = dcabac_init_sets[0].sh1;
-    const __m256i nfv = _mm256_set1_epi32(nf);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i nfv = _mm256_set1_epi32(nf), one = _mm256_set1_epi32(1);
+    const __m256i sig_base = _mm256_mullo_epi32(lane, _mm256_set1_epi32(3 * 8 + 1));  /* (3t) * 8 + t */
+    const __m256i sign_base = _mm256_add_epi32(lane, _mm256_set1_epi32(CTX_SIGN * 8)); /* (48) * 8 + t */
     int rem_hi = rem_lo; /* remainder rows [rem_lo, rem_hi) have been adapted */
-    int32_t bank_prev[2][8];
-    int16_t(*R)[16];
+    __m256i prev[2];     /* neighbour of each slot of the two banks */
+    __m256i bp[3], bs[3], bdec[3];  /* branch k of each state: predecessor, slot, decision */
+    __m512i bp64[3], bs64[3];
+    __mmask8 b_zero[3], b_q0[3];     /* branch k offers zero / the parity-0 candidate */
+    __m512d cost;
+    int32_t(*R)[8];
     dq_simd k;
 
-    R = (int16_t(*)[16])malloc((size_t)rows * sizeof *R);
+    R = (int32_t(*)[8])malloc((size_t)rows * sizeof *R);
     if (!R) return DCABAC_E_NOMEM;
-    for (int r = 0; r < rows; r++)
-        for (int t = 0; t < 8; t++) R[r][t] = dcabac_init_sets[0].s0, R[r][8 + t] = dcabac_init_sets[0].s1;
-    memset(bank_prev, 0, sizeof bank_prev);
+    {
+        const int32_t init = (int32_t)(((uint32_t)(uint16_t)dcabac_init_sets[0].s1 << 16) | (uint16_t)dcabac_init_sets[0].s0);
+        for (int r = 0; r < rows; r++)
+            for (int t = 0; t < 8; t++) R[r][t] = init;
+    }
+    for (int kk = 0; kk < 3; kk++) {
+        int32_t p[8], s[8], d[8];
+        __mmask8 z = 0, q0 = 0;
+        for (int t = 0; t < 8; t++) {
+            p[t] = br->p[t][kk];
+            s[t] = br->slot[t][kk];
+            d[t] = DQ_DECISION(p[t], s[t]);
+            if (s[t] == 4) z |= (__mmask8)(1 << t);
+            else if (s[t] == 3 * (p[t] & 1)) q0 |= (__mmask8)(1 << t);
+        }
+        bp[kk] = _mm256_loadu_si256((const __m256i *)p);
+        bs[kk] = _mm256_loadu_si256((const __m256i *)s);
+        bdec[kk] = _mm256_loadu_si256((const __m256i *)d);
+        bp64[kk] = _mm512_cvtepi32_epi64(bp[kk]);
+        bs64[kk] = _mm512_cvtepi32_epi64(bs[kk]);
+        b_zero[kk] = z;
+        b_q0[kk] = q0;
+    }
+    prev[0] = prev[1] = _mm256_setzero_si256();
+    cost = _mm512_loadu_pd(cost_out);
     k.c_lo = _mm256_loadu_si256((const __m256i *)dcabac_curve);
     k.c_hi = _mm256_loadu_si256((const __m256i *)(dcabac_curve + 16));
-    k.prec = _mm256_setr_epi16(3, 3, 3, 3, 3, 3, 3, 3, 7, 7, 7, 7, 7, 7, 7, 7);
-    k.window = _mm256_setr_epi16(sh0, sh0, sh0, sh0, sh0, sh0, sh0, sh0, sh1, sh1, sh1, sh1, sh1, sh1, sh1, sh1);
+    k.prec = _mm256_set1_epi32((7 << 16) | 3);
+    k.window = _mm256_set1_epi32((sh1 << 16) | sh0);
 
     for (int64_t i = 0; i < count; i++) {
         const int64_t pos = order ? order[i] : i;
         const double w = (double)weights[pos];
         const int neg = w < 0;
         const int pb = (int)(i & 1) ^ 1, cb = (int)(i & 1); /* previous and current bank */
-        double dist[5], o, next_cost[8];
-        int64_t m, c, level[5];
-        uint32_t rate[8][5], common[8], cost_a[8], cost_a1[8];
-        int32_t mag[8];
-        int pred[8], slot_of[8], identity = 1;
-        int32_t a_even, a_odd, amax, vmax;
-        __m256i a, am1, sa, sa1, e0, e1;
+        double dist[8], o;
+        int64_t m, c;
+        int32_t level[8];
+        int32_t a_even, a_odd, amax;
+        __m256i a, am1, sa, sa1, cls, x, zr, rq0, rq1, pred, slot, mag, levels;
+        __m512i e;
+        __m512d dists, best;
+        __mmask8 q0lo, m1, m2;
 
         o = dq_scaled(q, w, &m);
         dist[4] = D * (o * o);
         level[4] = 0;
         for (c = m; c < m + 4; c++) {
             dist[c & 3] = D * ((o - (double)c) * (o - (double)c));
-            level[c & 3] = (c + 1) >> 1; /* magnitude */
+            level[c & 3] = (int32_t)((c + 1) >> 1); /* magnitude */
         }
-        /* significance (both bins) and sign: one row per predecessor */
-        for (int p = 0; p < 8; p++) {
-            const int pc = neighbour_class(bank_prev[pb][p]);
-            const uint32_t *sig = dq_lane_est(R[sig_ctx_index(p, pc, 0, 0)], p);
-            rate[p][4] = sig[0];
-            common[p] = sig[1] + dq_lane_est(R[sign_ctx_index(pc, 0)], p)[neg];
-        }
+        dist[5] = dist[6] = dist[7] = 0.0;
+        level[5] = level[6] = level[7] = 0;
+        /* significance (both bins) and sign of each predecessor */
+        cls = dq_simd_class(prev[pb]);
+        x = _mm256_i32gather_epi32((const int *)R, _mm256_add_epi32(sig_base, _mm256_slli_epi32(cls, 3)), 4);
+        e = dq_simd_est(x);
+        zr = dq_simd_bin0(e);
+        sa = dq_simd_bin1(e);
+        x = _mm256_i32gather_epi32((const int *)R, _mm256_add_epi32(sign_base, _mm256_slli_epi32(cls, 3)), 4);
+        e = dq_simd_est(x);
+        sa = _mm256_add_epi32(sa, neg ? dq_simd_bin1(e) : dq_simd_bin0(e));
+        sa1 = sa;
         /* magnitudes a (lower nonzero candidate of each quantizer) */
-        a_even = (int32_t)(level[0] < level[2] ? level[0] : level[2]);
-        a_odd = (int32_t)(level[3] < level[1] ? level[3] : level[1]);
+        a_even = level[0] < level[2] ? level[0] : level[2];
+        a_odd = level[3] < level[1] ? level[3] : level[1];
         amax = a_even > a_odd ? a_even : a_odd;
         a = _mm256_setr_epi32(a_even, a_odd, a_even, a_odd, a_even, a_odd, a_even, a_odd);
-        am1 = _mm256_sub_epi32(a, _mm256_set1_epi32(1));
-        sa = sa1 = _mm256_loadu_si256((const __m256i *)common);
+        am1 = _mm256_sub_epi32(a, one);
         /* greater-than flags j < min(nf, a + 1): a codes ones below a - 1
          * and a zero at a - 1; a + 1 ones up to a - 1 and a zero at a */
         {
@@ -588,7 +611,10 @@ static int dq_rd_forward_avx512(const float *weights, int64_t count, const int64
             for (int j = 0; j < J; j++) {
                 const __m256i jv = _mm256_set1_epi32(j);
                 const __mmask8 ones = _mm256_cmpgt_epi32_mask(am1, jv), last = _mm256_cmpeq_epi32_mask(am1, jv);
-                dq_simd_est(R[gt_ctx_index(n, j, neg, 0)], &e0, &e1);
+                __m256i e0, e1;
+                e = dq_simd_est(_mm256_loadu_si256((const __m256i *)R[gt_ctx_index(n, j, neg, 0)]));
+                e0 = dq_simd_bin0(e);
+                e1 = dq_simd_bin1(e);
                 sa = _mm256_mask_add_epi32(sa, ones, sa, e1);
                 sa = _mm256_mask_add_epi32(sa, last, sa, e0);
                 sa1 = _mm256_mask_add_epi32(sa1, ones | last, sa1, e1);
@@ -600,17 +626,15 @@ static int dq_rd_forward_avx512(const float *weights, int64_t count, const int64
             const __mmask8 has_a = _mm256_cmpgt_epi32_mask(a, nfv), has_a1 = has_a | _mm256_cmpeq_epi32_mask(a, nfv);
             const __m256i r1 = _mm256_sub_epi32(a, nfv);
             const __m256i none = _mm256_set1_epi32(-1);
-            const __m256i ka = _mm256_mask_mov_epi32(none, has_a, dq_simd_prefix_len(_mm256_sub_epi32(r1, _mm256_set1_epi32(1))));
+            const __m256i ka = _mm256_mask_mov_epi32(none, has_a, dq_simd_prefix_len(_mm256_sub_epi32(r1, one)));
             const __m256i ka1 = _mm256_mask_mov_epi32(none, has_a1, dq_simd_prefix_len(r1));
-            int kmax = 0;
-            {
-                int32_t kk[8];
-                _mm256_storeu_si256((__m256i *)kk, _mm256_max_epi32(ka, ka1));
-                for (int t = 0; t < 8; t++) kmax = kk[t] > kmax ? kk[t] : kmax;
-            }
+            const int kmax = dq_simd_max(_mm256_max_epi32(ka, ka1));
             for (int kb = 0; kb <= kmax; kb++) {
                 const __m256i kv = _mm256_set1_epi32(kb);
-                dq_simd_est(R[rem0 + kb], &e0, &e1);
+                __m256i e0, e1;
+                e = dq_simd_est(_mm256_loadu_si256((const __m256i *)R[rem0 + kb]));
+                e0 = dq_simd_bin0(e);
+                e1 = dq_simd_bin1(e);
                 sa = _mm256_mask_add_epi32(sa, _mm256_cmpgt_epi32_mask(ka, kv), sa, e1);
                 sa = _mm256_mask_add_epi32(sa, _mm256_cmpeq_epi32_mask(ka, kv), sa, e0);
                 sa1 = _mm256_mask_add_epi32(sa1, _mm256_cmpgt_epi32_mask(ka1, kv), sa1, e1);
@@ -620,82 +644,83 @@ static int dq_rd_forward_avx512(const float *weights, int64_t count, const int64
             sa = _mm256_mask_add_epi32(sa, has_a, sa, _mm256_slli_epi32(ka, 15));
             sa1 = _mm256_mask_add_epi32(sa1, has_a1, sa1, _mm256_slli_epi32(ka1, 15));
         }
-        _mm256_storeu_si256((__m256i *)cost_a, sa);
-        _mm256_storeu_si256((__m256i *)cost_a1, sa1);
-        for (int p = 0; p < 8; p++) {
-            const int sa_ = 3 * (p & 1), sb = 2 - (p & 1);
-            const int lo = level[sa_] < level[sb] ? sa_ : sb, hi = lo == sa_ ? sb : sa_;
-            rate[p][lo] = cost_a[p];
-            rate[p][hi] = cost_a1[p];
-        }
-        for (int t = 0; t < 8; t++) {
-            double best = DBL_MAX;
-            int k_best = 0;
+        /* rates of each predecessor's parity-0 (slot 3 * (p & 1)) and
+         * parity-1 (slot 2 - (p & 1)) nonzero candidates */
+        q0lo = (__mmask8)((level[0] < level[2] ? 0x55 : 0) | (level[3] < level[1] ? 0xaa : 0));
+        rq0 = _mm256_mask_blend_epi32(q0lo, sa1, sa);
+        rq1 = _mm256_mask_blend_epi32(q0lo, sa, sa1);
+        /* J = cost[p] + dist[slot] + rate[p][slot] of the three branches into each state */
+        dists = _mm512_loadu_pd(dist);
+        {
+            __m512d j[3];
             for (int kk = 0; kk < 3; kk++) {
-                const int p = br.p[t][kk], slot = br.slot[t][kk];
-                double j = cost[p] + dist[slot] + (double)rate[p][slot];
-                if (j < best) {
-                    best = j;
-                    k_best = kk;
-                }
+                __m256i r = _mm256_mask_blend_epi32(b_q0[kk], _mm256_permutexvar_epi32(bp[kk], rq1), _mm256_permutexvar_epi32(bp[kk], rq0));
+                r = _mm256_mask_blend_epi32(b_zero[kk], r, _mm256_permutexvar_epi32(bp[kk], zr));
+                j[kk] = _mm512_add_pd(_mm512_add_pd(_mm512_permutexvar_pd(bp64[kk], cost), _mm512_permutexvar_pd(bs64[kk], dists)),
+                                      _mm512_cvtepu32_pd(r));
             }
-            next_cost[t] = best;
-            pred[t] = br.p[t][k_best];
-            slot_of[t] = br.slot[t][k_best];
-            decisions[i * 8 + t] = DQ_DECISION(pred[t], slot_of[t]);
-            identity &= pred[t] == t;
+            best = j[0];
+            m1 = _mm512_cmp_pd_mask(j[1], best, _CMP_LT_OQ);
+            best = _mm512_mask_mov_pd(best, m1, j[1]);
+            m2 = _mm512_cmp_pd_mask(j[2], best, _CMP_LT_OQ);
+            best = _mm512_mask_mov_pd(best, m2, j[2]);
         }
+        cost = best;
+        pred = _mm256_mask_mov_epi32(_mm256_mask_mov_epi32(bp[0], m1, bp[1]), m2, bp[2]);
+        slot = _mm256_mask_mov_epi32(_mm256_mask_mov_epi32(bs[0], m1, bs[1]), m2, bs[2]);
+        _mm_storel_epi64((__m128i *)(decisions + i * 8),
+                         _mm256_cvtepi32_epi8(_mm256_mask_mov_epi32(_mm256_mask_mov_epi32(bdec[0], m1, bdec[1]), m2, bdec[2])));
+        levels = _mm256_loadu_si256((const __m256i *)level);
+        mag = _mm256_permutexvar_epi32(slot, levels);
         /* state t takes predecessor pred[t]'s contexts */
-        if (!identity) {
-            int16_t perm[16];
-            __m256i idx;
-            for (int t = 0; t < 8; t++) perm[t] = (int16_t)pred[t], perm[8 + t] = (int16_t)(8 + pred[t]);
-            idx = _mm256_loadu_si256((const __m256i *)perm);
-#define DQ_PERMUTE(lo_, hi_)                                                                        \
-    for (int r = (lo_); r < (hi_); r++)                                                             \
-        _mm256_storeu_si256((__m256i *)R[r], _mm256_permutexvar_epi16(idx, _mm256_loadu_si256((const __m256i *)R[r])));
+        if (_mm256_cmpneq_epi32_mask(pred, lane)) {
+#define DQ_PERMUTE(lo_, hi_)                 \
+    for (int r = (lo_); r < (hi_); r++)      \
+        _mm256_storeu_si256((__m256i *)R[r], _mm256_permutexvar_epi32(pred, _mm256_loadu_si256((const __m256i *)R[r])));
             DQ_PERMUTE(CTX_SIG, CTX_SIG + 24)
             DQ_PERMUTE(CTX_SIGN, CTX_SIGN + 3)
             DQ_PERMUTE(CTX_GT, gt_end)
             DQ_PERMUTE(rem_lo, rem_hi)
 #undef DQ_PERMUTE
         }
-        /* then codes its level: significance and sign lane by lane */
-        vmax = 0;
-        for (int t = 0; t < 8; t++) {
-            const int pc = neighbour_class(bank_prev[cb][t]);
-            const int32_t v = (int32_t)level[slot_of[t]];
-            mag[t] = v;
-            vmax = v > vmax ? v : vmax;
-            dq_lane_code(R[sig_ctx_index(t, pc, 0, 0)], t, sh0, sh1, v != 0);
-            if (v != 0) dq_lane_code(R[sign_ctx_index(pc, 0)], t, sh0, sh1, (unsigned)neg);
-            bank_prev[cb][t] = neg ? -v : v;
-            cost[t] = next_cost[t];
+        /* then codes its level: significance and sign (one row per lane) */
+        {
+            const __mmask8 nz = _mm256_cmpneq_epi32_mask(mag, _mm256_setzero_si256());
+            __m256i idx;
+            cls = dq_simd_class(prev[cb]);
+            idx = _mm256_add_epi32(sig_base, _mm256_slli_epi32(cls, 3));
+            x = _mm256_i32gather_epi32((const int *)R, idx, 4);
+            _mm256_i32scatter_epi32((int *)R, idx, dq_simd_adapt(&k, x, dq_simd_binmask(nz)), 4);
+            if (nz) {
+                idx = _mm256_add_epi32(sign_base, _mm256_slli_epi32(cls, 3));
+                x = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), nz, idx, (const int *)R, 4);
+                _mm256_mask_i32scatter_epi32((int *)R, nz, idx, dq_simd_adapt(&k, x, dq_simd_binmask(neg ? 0xff : 0)), 4);
+            }
+            prev[cb] = neg ? _mm256_sub_epi32(_mm256_setzero_si256(), mag) : mag;
         }
         /* greater-than flag j (j < nf) is coded by magnitudes above j, as a one above j + 1 */
-        if (vmax > 0) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)mag);
-            const int G = vmax < nf ? vmax : nf;
-            for (int j = 0; j < G; j++)
-                dq_simd_code_row(&k, R[gt_ctx_index(n, j, neg, 0)], _mm256_cmpgt_epi32_mask(v, _mm256_set1_epi32(j)),
-                                 _mm256_cmpgt_epi32_mask(v, _mm256_set1_epi32(j + 1)));
+        {
+            const int vmax = dq_simd_max(mag);
+            if (vmax > 0) {
+                const int G = vmax < nf ? vmax : nf;
+                for (int j = 0; j < G; j++)
+                    dq_simd_code_row(&k, R[gt_ctx_index(n, j, neg, 0)], _mm256_cmpgt_epi32_mask(mag, _mm256_set1_epi32(j)),
+                                     _mm256_cmpgt_epi32_mask(mag, _mm256_set1_epi32(j + 1)));
+            }
             if (vmax > nf) {
                 /* remainder |v| - nf - 1: prefix ones below its length, a zero at it */
-                const __mmask8 has = _mm256_cmpgt_epi32_mask(v, nfv);
-                const __m256i len = dq_simd_prefix_len(_mm256_sub_epi32(_mm256_sub_epi32(v, nfv), _mm256_set1_epi32(1)));
-                int32_t kk[8];
-                int kmax = 0;
-                _mm256_storeu_si256((__m256i *)kk, _mm256_maskz_mov_epi32(has, len));
-                for (int t = 0; t < 8; t++) kmax = kk[t] > kmax ? kk[t] : kmax;
+                const __mmask8 has = _mm256_cmpgt_epi32_mask(mag, nfv);
+                const __m256i len = _mm256_maskz_mov_epi32(has, dq_simd_prefix_len(_mm256_sub_epi32(_mm256_sub_epi32(mag, nfv), one)));
+                const int kmax = dq_simd_max(len);
                 for (int kb = 0; kb <= kmax; kb++) {
                     const __m256i kv = _mm256_set1_epi32(kb);
-                    dq_simd_code_row(&k, R[rem0 + kb], has & ~_mm256_cmplt_epi32_mask(len, kv),
-                                     _mm256_cmpgt_epi32_mask(len, kv));
+                    dq_simd_code_row(&k, R[rem0 + kb], has & ~_mm256_cmplt_epi32_mask(len, kv), _mm256_cmpgt_epi32_mask(len, kv));
                 }
                 if (rem0 + kmax + 1 > rem_hi) rem_hi = rem0 + kmax + 1;
             }
         }
     }
+    _mm512_storeu_pd(cost_out, cost);
     free(R);
     return DCABAC_OK;
 }
