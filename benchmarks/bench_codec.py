@@ -88,6 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["minilm", "crepe-full"], choices=sorted(pretrained.MODELS))
     parser.add_argument("--repeat", type=int, default=1, help="timed rounds per measurement (best reported)")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), metavar="SETTING",
+                        help="settings to run, by label (default: all), e.g. --settings 'DQ, RDO lambda 1'")
     args = parser.parse_args()
 
     nnc = reference.nncodec_compression()
@@ -100,6 +102,8 @@ def main() -> None:
         tensors = _model(model)
         params = sum(v.size for v in tensors.values())
         for label, setting in SETTINGS.items():
+            if label not in args.settings:
+                continue
             arguments = _arguments(model, tensors, setting)
             if arguments is None:
                 continue
