@@ -234,11 +234,12 @@ def test_rdo_trellis_matches_the_description(rng, shape, scan_order, lam, unary)
 
 
 @pytest.mark.parametrize("unary", [0, 1, 2, 10, 31, 255])
-@pytest.mark.parametrize("lam", [0.05, 1.0, 40.0])
+@pytest.mark.parametrize("lam", [0.0, 0.05, 1.0, 40.0])
 def test_rdo_trellis_simd_matches_portable(rng, lam, unary):
     """The trellis's AVX-512 forward pass (taken where the CPU has it) chooses
-    the levels of its portable pass: magnitudes over nine decades, zeros, and
-    levels near 2**30 (remainder prefixes of 29 bins), row-major and in blocks."""
+    the levels of its portable pass, with lambda 0 (squared error only) and
+    lambda > 0: magnitudes over nine decades, zeros, and levels near 2**30
+    (remainder prefixes of 29 bins), row-major and in blocks."""
     step = quantization_step(-38, 2)
     shape = (70, 97)
     # scales growing along the tensor: remainders get longer as it goes

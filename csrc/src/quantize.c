@@ -167,25 +167,12 @@ static int quant_args_ok(const float *weights, int64_t count, float step, const 
 
 /* ---- DQ, lambda = 0: squared error only ---------------------------------- */
 
-int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out)
+/* The forward pass (decisions, end costs), portable version. */
+static void dq_forward(const float *weights, int64_t count, const int64_t *order, double q, const dq_branches *brp,
+                       uint8_t *decisions, double cost[8])
 {
-    double q, cost[8], next_cost[8];
-    float inv;
-    uint8_t *decisions;
-    dq_branches br;
-
-    int rc;
-
-    if (!quant_args_ok(weights, count, step, out)) return DCABAC_E_ARG;
-    if (count == 0) return DCABAC_OK;
-    inv = 1.0f / step;
-    if ((rc = guard_float(weights, count, inv, DQ_GUARD_LO, DQ_GUARD_HI))) return rc;
-    dq_branches_init(&br);
-    decisions = (uint8_t *)malloc((size_t)count * 8);
-    if (!decisions) return DCABAC_E_NOMEM;
-    q = 1.0 / (double)step;
-    cost[0] = 0.0;
-    for (int s = 1; s < 8; s++) cost[s] = 0.5 * DBL_MAX;
+    const dq_branches br = *brp;
+    double next_cost[8];
 
     for (int64_t i = 0; i < count; i++) {
         int64_t pos = order ? order[i] : i;
@@ -210,9 +197,47 @@ int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order
         }
         for (int s = 0; s < 8; s++) cost[s] = next_cost[s];
     }
+}
+
+#if DCABAC_HAVE_AVX512
+static void dq_forward_avx512(const float *weights, int64_t count, const int64_t *order, double q,
+                              const dq_branches *br, uint8_t *decisions, double cost[8]);
+#endif
+static int dq_simd_ok(void);
+
+static int dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out, int simd)
+{
+    double q, cost[8];
+    float inv;
+    uint8_t *decisions;
+    dq_branches br;
+    int rc;
+
+    if (!quant_args_ok(weights, count, step, out)) return DCABAC_E_ARG;
+    if (count == 0) return DCABAC_OK;
+    inv = 1.0f / step;
+    if ((rc = guard_float(weights, count, inv, DQ_GUARD_LO, DQ_GUARD_HI))) return rc;
+    dq_branches_init(&br);
+    decisions = (uint8_t *)malloc((size_t)count * 8);
+    if (!decisions) return DCABAC_E_NOMEM;
+    q = 1.0 / (double)step;
+    cost[0] = 0.0;
+    for (int s = 1; s < 8; s++) cost[s] = 0.5 * DBL_MAX;
+#if DCABAC_HAVE_AVX512
+    if (simd)
+        dq_forward_avx512(weights, count, order, q, &br, decisions, cost);
+    else
+#endif
+        dq_forward(weights, count, order, q, &br, decisions, cost);
+    (void)simd;
     rc = dq_backtrack(weights, count, order, q, cost, decisions, out);
     free(decisions);
     return rc;
+}
+
+int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out)
+{
+    return dq_quantize(weights, count, order, step, out, dq_simd_ok());
 }
 
 /* ---- rate model (lambda > 0) ----------------------------------------------
@@ -725,6 +750,51 @@ static int dq_rd_forward_avx512(const float *weights, int64_t count, const int64
     return DCABAC_OK;
 }
 
+
+/* lambda = 0: the branch costs cost[p] + dist[slot] formed and compared in
+ * double lanes like those of lambda > 0. */
+static void dq_forward_avx512(const float *weights, int64_t count, const int64_t *order, double q,
+                              const dq_branches *br, uint8_t *decisions, double cost_out[8])
+{
+    __m512i bp64[3], bs64[3], bdec[3];
+    __m512d cost = _mm512_loadu_pd(cost_out);
+
+    for (int kk = 0; kk < 3; kk++) {
+        int64_t p[8], s[8], d[8];
+        for (int t = 0; t < 8; t++) {
+            p[t] = br->p[t][kk];
+            s[t] = br->slot[t][kk];
+            d[t] = DQ_DECISION(p[t], s[t]);
+        }
+        bp64[kk] = _mm512_loadu_si512(p);
+        bs64[kk] = _mm512_loadu_si512(s);
+        bdec[kk] = _mm512_loadu_si512(d);
+    }
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t pos = order ? order[i] : i;
+        const double w = (double)weights[pos];
+        double dist[8], o;
+        int64_t m, c;
+        __m512d dists, j1, j2, best;
+        __mmask8 m1, m2;
+        o = dq_scaled(q, w, &m);
+        dist[4] = o * o;
+        for (c = m; c < m + 4; c++) dist[c & 3] = (o - (double)c) * (o - (double)c);
+        dist[5] = dist[6] = dist[7] = 0.0;
+        dists = _mm512_loadu_pd(dist);
+        best = _mm512_add_pd(_mm512_permutexvar_pd(bp64[0], cost), _mm512_permutexvar_pd(bs64[0], dists));
+        j1 = _mm512_add_pd(_mm512_permutexvar_pd(bp64[1], cost), _mm512_permutexvar_pd(bs64[1], dists));
+        j2 = _mm512_add_pd(_mm512_permutexvar_pd(bp64[2], cost), _mm512_permutexvar_pd(bs64[2], dists));
+        m1 = _mm512_cmp_pd_mask(j1, best, _CMP_LT_OQ);
+        best = _mm512_mask_mov_pd(best, m1, j1);
+        m2 = _mm512_cmp_pd_mask(j2, best, _CMP_LT_OQ);
+        cost = _mm512_mask_mov_pd(best, m2, j2);
+        _mm_storel_epi64((__m128i *)(decisions + i * 8),
+                         _mm512_cvtepi64_epi8(_mm512_mask_mov_epi64(_mm512_mask_mov_epi64(bdec[0], m1, bdec[1]), m2, bdec[2])));
+    }
+    _mm512_storeu_pd(cost_out, cost);
+}
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -732,7 +802,7 @@ static int dq_rd_forward_avx512(const float *weights, int64_t count, const int64
 #endif
 #endif
 
-static int dq_rd_simd(void)
+static int dq_simd_ok(void)
 {
 #if DCABAC_HAVE_AVX512
     static int known = 0, ok = 0;
@@ -759,7 +829,7 @@ static int dq_quantize_rd(const float *weights, int64_t count, const int64_t *or
 
     if (!quant_args_ok(weights, count, step, out) || !rate_args_ok(lambda_scale, rate_gt_flags))
         return DCABAC_E_ARG;
-    if (lambda_scale == 0.0) return dcabac_dq_quantize(weights, count, order, step, out);
+    if (lambda_scale == 0.0) return dq_quantize(weights, count, order, step, out, simd);
     if (count == 0) return DCABAC_OK;
     inv = 1.0f / step;
     if ((rc = guard_float(weights, count, inv, DQ_GUARD_LO, DQ_GUARD_HI))) return rc;
@@ -785,7 +855,7 @@ static int dq_quantize_rd(const float *weights, int64_t count, const int64_t *or
 int dcabac_dq_quantize_rd(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
                           int32_t rate_gt_flags, int32_t *out)
 {
-    return dq_quantize_rd(weights, count, order, step, lambda_scale, rate_gt_flags, out, dq_rd_simd());
+    return dq_quantize_rd(weights, count, order, step, lambda_scale, rate_gt_flags, out, dq_simd_ok());
 }
 
 int dcabac_dq_quantize_rd_portable(const float *weights, int64_t count, const int64_t *order, float step,
