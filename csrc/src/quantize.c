@@ -22,7 +22,8 @@
 #include "deepcabac.h"
 #include "tensor.h"
 
-/* The RDO trellis has an AVX-512 version, chosen at run time. */
+/* The DQ trellis's forward pass (both lambda cases) has an AVX-512 version,
+ * chosen at run time; it makes the portable version's decisions. */
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define DCABAC_HAVE_AVX512 1
 #else
@@ -456,7 +457,8 @@ static int dq_rd_forward(const float *weights, int64_t count, const int64_t *ord
  * The same search with the eight state models side by side.  Context row r
  * of the model set is a vector of eight 32-bit lanes, lane t holding state
  * t's fast estimate s0 (low half) and slow estimate s1 (high half); both fit
- * 16 bits (|s0| < 2^7, |s1| < 2^11, so s1 + 16 * s0 does too).  "State t
+ * 16 bits (s0 in [-2^7, 2^7), s1 in [-2^11, 2^11): the adaptation curve's
+ * index stays in 0..31), and so does s1 + 16 * s0.  "State t
  * takes the contexts of predecessor p" is one lane permutation per row,
  * applied only to the rows ever adapted (the others hold the initial state
  * in every lane).  Rates: the two nonzero candidates of a predecessor have
