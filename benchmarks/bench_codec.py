@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["minilm", "crepe-full"], choices=sorted(pretrained.MODELS))
     parser.add_argument("--repeat", type=int, default=1, help="timed rounds per measurement (best reported)")
     parser.add_argument("--encode-repeat", type=int, default=None, help="timed rounds of the encoders (default: --repeat)")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), metavar="SETTING",
+                        help="settings to run, by label (default: all), e.g. --settings 'DQ, RDO lambda 1'")
     args = parser.parse_args()
     enc_repeat = args.repeat if args.encode_repeat is None else args.encode_repeat
 
@@ -104,6 +106,8 @@ def main() -> None:
         tensors = _model(model)
         params = sum(v.size for v in tensors.values())
         for label, setting in SETTINGS.items():
+            if label not in args.settings:
+                continue
             arguments = _arguments(model, tensors, setting)
             if arguments is None:
                 continue

@@ -62,5 +62,7 @@ int dcabac_dec_finish(dcabac_decoder *dec, size_t *consumed);
 int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out);
 int dcabac_dq_quantize_rd(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
                           int32_t rate_gt_flags, int32_t *out);
+int dcabac_dq_quantize_rd_portable(const float *weights, int64_t count, const int64_t *order, float step,
+                                   double lambda_scale, int32_t rate_gt_flags, int32_t *out);
 int dcabac_urq_quantize(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
                         int32_t rate_gt_flags, int32_t *out);

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from levels import DQ_NEXT, scan_segments
-from nnc_core.deepcabac import TensorCoding, decode_tensor, dq_quantize, encode_tensor, scan_positions, urq_quantize
+from nnc_core._deepcabac import lib
+from nnc_core.deepcabac import TensorCoding, _quantize, decode_tensor, dq_quantize, encode_tensor, scan_positions, urq_quantize
 from nnc_core.decoding import decode_bitstream, quantization_step
 from nnc_core.encoding import uniform_quantize
 from nnc_core.errors import ConfigError, EncodeError, QuantizationOverflowError
@@ -230,6 +231,27 @@ def test_rdo_trellis_matches_the_description(rng, shape, scan_order, lam, unary)
     assert np.array_equal(got, expected)
     if lam >= 1:
         assert not np.array_equal(got, dq_quantize(w, step, scan_order=scan_order))  # the rate matters
+
+
+@pytest.mark.parametrize("unary", [0, 1, 2, 10, 31, 255])
+@pytest.mark.parametrize("lam", [0.0, 0.05, 1.0, 40.0])
+def test_rdo_trellis_simd_matches_portable(rng, lam, unary):
+    """The trellis's AVX-512 forward pass (taken where the CPU has it) chooses
+    the levels of its portable pass, with lambda 0 (squared error only) and
+    lambda > 0: magnitudes over nine decades, zeros, and levels near 2**30
+    (remainder prefixes of 29 bins), row-major and in blocks."""
+    step = quantization_step(-38, 2)
+    shape = (70, 97)
+    # scales growing along the tensor: remainders get longer as it goes
+    w = rng.laplace(size=shape) * 0.01 * np.exp(np.linspace(-4.0, 9.0, 70 * 97).reshape(shape) + rng.uniform(-1.0, 1.0, shape))
+    w[rng.random(shape) < 0.1] = 0.0
+    w[-1, -4:] = np.array([2.147e9, -2.1e9, 6.0e8, -3.0e5]) * float(step)
+    w = w.astype(np.float32)
+    for scan_order in (0, 2):
+        got = dq_quantize(w, step, scan_order=scan_order, lambda_scale=lam, cabac_unary_length_minus1=unary)
+        portable = _quantize(lib.dcabac_dq_quantize_rd_portable, w, step, scan_order, lam, unary)
+        assert np.array_equal(got, portable)
+        assert abs(int(got[-1, -4])) > 2**31 - 2**24 and np.count_nonzero(got == 0) > w.size // 10
 
 
 @pytest.mark.parametrize("shape,scan_order", [((24, 20), 1), ((30, 7), 0), ((90,), 0)])

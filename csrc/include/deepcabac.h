@@ -162,6 +162,9 @@ int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order
  * sets to cabac_unary_length_minus1. */
 int dcabac_dq_quantize_rd(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
                           int32_t rate_gt_flags, int32_t *out);
+/* The same without SIMD, lambda_scale = 0 included (tests compare the two). */
+int dcabac_dq_quantize_rd_portable(const float *weights, int64_t count, const int64_t *order, float step,
+                                   double lambda_scale, int32_t rate_gt_flags, int32_t *out);
 
 /* Uniform reconstruction quantization: levels; lambda_scale = 0 rounds
  * (order is then irrelevant), lambda_scale > 0 decides sequentially with a
