@@ -257,7 +257,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     report = convert(args.input, args.output, target=args.framework, progress=_progress(args.quiet), **_encode_options(args))
     if not args.quiet:
-        print(f"{args.input} ({report.source_framework}) -> {args.output} ({report.target_framework}): "
+        via = "".join(f" via {f}" for f in report.route[1:-1])
+        print(f"{args.input} ({report.source_framework}) -> {args.output} ({report.target_framework}{via}): "
               f"{report.parameters} parameters as {report.bitstream_bytes} NNR bytes ({report.bits_per_parameter:.3f} bits "
               f"per parameter); {len(report.matched)} tensors carried, {len(report.unmatched)} left as converted",
               file=sys.stderr)
