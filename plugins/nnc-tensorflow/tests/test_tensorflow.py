@@ -63,7 +63,15 @@ def test_layout_names_blocks_and_topology(fer_h5, fer_model):
     np.testing.assert_array_equal(from_nnr_layout("conv2d_7/kernel", model.tensors["conv2d_7/kernel"]), kernel)
     assert model.tensors["separable_conv2d_1/pointwise_kernel"].shape == (16, 8, 1, 1)
     assert model.tensors["batch_normalization_1/gamma"].shape == (8,)
-    assert model.blocks == {"conv2d_7": {"weight": "conv2d_7/kernel", "bias": "conv2d_7/bias"}}
+    assert model.blocks["conv2d_7"] == {"weight": "conv2d_7/kernel", "bias": "conv2d_7/bias"}
+    bn = {f"bn.{k}": f"batch_normalization_{{}}/{v}" for k, v in
+          (("gamma", "gamma"), ("beta", "beta"), ("mean", "moving_mean"), ("var", "moving_variance"))}
+    # from the graph: conv2d_4 feeds batch_normalization_6 (names would pair it with _4)
+    assert model.blocks["conv2d_4"] == {"weight": "conv2d_4/kernel", **{k: v.format(6) for k, v in bn.items()}}
+    assert model.blocks["separable_conv2d_1"] == {"weight": "separable_conv2d_1/pointwise_kernel",
+                                                  **{k: v.format(4) for k, v in bn.items()}}
+    assert sum("bn.gamma" in b for b in model.blocks.values()) == 14  # every batch norm of the model
+    assert len(model.blocks) == 15
     assert model.dimension_shift == {}
     assert model.topology.storage_format == TopologyStorageFormat.NNR_TPL_TEF and model.topology.deflate
     assert json.loads(model.topology.data)["class_name"] == "Functional"
@@ -193,3 +201,19 @@ def test_missing_weight_and_shape_mismatch_are_named(fer_h5, tmp_path):
     with pytest.raises(ModelError, match=r"conv2d_7/bias.*\(8,\).*\(7,\)"):
         write_model(decoded, tmp_path / "x.keras")
     assert not (tmp_path / "x.keras").exists()
+
+
+def test_batch_norm_blocks_follow_the_graph(tmp_path):
+    """A batch norm joins the layer feeding it (also through an activation), not one whose
+    output is used elsewhere too, nor a transposed convolution (input-channels-first kernel)."""
+    x = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, name="a")(x)
+    a = keras.layers.BatchNormalization(name="bn_a")(keras.layers.ReLU(name="relu")(a))
+    b = keras.layers.Conv2D(4, 1, use_bias=False, name="b")(a)
+    shared = keras.layers.BatchNormalization(name="bn_b")(b)
+    t = keras.layers.Conv2DTranspose(5, 3, name="t")(keras.layers.Add()([shared, b]))
+    t = keras.layers.BatchNormalization(name="bn_t")(t)
+    model = read_model(keras.Model(x, t, name="blocks"))
+    gamma = {name: f"{name}/gamma" for name in ("bn_a",)}
+    assert model.blocks == {"a": {"weight": "a/kernel", "bias": "a/bias", "bn.gamma": gamma["bn_a"],
+                                  "bn.beta": "bn_a/beta", "bn.mean": "bn_a/moving_mean", "bn.var": "bn_a/moving_variance"}}
