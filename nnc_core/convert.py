@@ -103,8 +103,9 @@ def convert(
     """Convert ``source`` to the format of ``destination`` (or plugin ``target``).
 
     ``options`` are those of :func:`nnc_core.encode` (lossless settings give
-    exactly the source's weights).  ``example_inputs`` is passed to
-    converters that trace the model (``torch.onnx.export``).
+    exactly the source's weights).  ``example_inputs`` is passed to the
+    first converter: inputs to trace the model with (``torch.onnx.export``)
+    or the input shapes of a graph with dynamic ones (nnef-tools, onnx2keras).
     """
     pm = get_plugin_manager()
     destination = Path(destination)
@@ -114,6 +115,7 @@ def convert(
     src_adapter, dst_adapter = pm.adapter(src_name), pm.adapter(dst_name)
     steps = [] if src_name == dst_name else _route(pm, src_name, dst_name)  # before any coding
     route = [src_name] + [c.target_framework for c in steps] if steps else [src_name, dst_name]
+    functions = [load_object(c.function) for c in steps]
 
     original = src_adapter.read(source)
     bitstream = encode_model(original, progress=progress, **options)
@@ -125,17 +127,16 @@ def convert(
         names = {n: n for n in decoded.tensors}
         return ConversionReport(src_name, dst_name, len(bitstream), parameters, names, [], route)
 
-    functions = [load_object(c.function) for c in steps]
     with atomic_path(destination, directory=dst_record.directories and not destination.suffix) as staged, \
             tempfile.TemporaryDirectory(prefix="nnc-convert-") as work:
         current: Source = source
         for i, (step, function) in enumerate(zip(steps, functions)):
             last = i == len(steps) - 1
-            target = staged if last else Path(work) / f"step{i + 1}{_intermediate_suffix(pm, step.target_framework)}"
+            out = staged if last else Path(work) / f"step{i + 1}{_intermediate_suffix(pm, step.target_framework)}"
             # example inputs feed the first converter; later ones read the static
             # input shapes the intermediate model carries
-            function(current, target, example_inputs=example_inputs if i == 0 else None)
-            current = target
+            function(current, out, example_inputs=example_inputs if i == 0 else None)
+            current = out
         converted = dst_adapter.read(staged)
         matched = match_tensors(original, converted)
         for dst_tensor, src_tensor in matched.items():
