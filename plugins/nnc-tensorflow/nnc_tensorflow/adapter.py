@@ -250,6 +250,9 @@ class KerasAdapter:
 
     def embed(self, bitstream: bytes, destination: Path, /, *, template: object | None = None) -> None:
         destination = Path(destination)
+        if not destination.suffix:
+            self._embed_saved_model(bytes(bitstream), destination, template)
+            return
         keras, _ = _tf()
         config = None
         if template is not None:
@@ -278,10 +281,37 @@ class KerasAdapter:
                     f.create_dataset(H5_CARRIAGE_DATASET, data=np.frombuffer(bitstream, dtype=np.uint8))
             _save_file(destination, write_h5)
         else:
-            raise ModelError(f"{destination}: NNR carriage is written to .keras or .h5 files")
+            raise ModelError(f"{destination}: NNR carriage is written to .keras or .h5 files or SavedModel folders")
+
+    @staticmethod
+    def _embed_saved_model(bitstream: bytes, destination: Path, template: object | None) -> None:
+        """A SavedModel folder carrying the bitstream: the template's graph
+        (``saved_model.pb``, its assets) and ``assets/model.nnr`` in place of
+        the ``variables/`` checkpoint.  A carrier, not a loadable SavedModel:
+        decode the bitstream and write it with the original as template to
+        run it."""
+        if template is None or not _is_saved_model(Path(str(template))):
+            raise ModelError(f"{destination}: NNR carriage in a SavedModel folder needs the original SavedModel "
+                             "as template (its graph; the bitstream holds the weights)")
+        source = Path(str(template))
+
+        def write(folder: str) -> None:
+            target = Path(folder)
+            target.mkdir()
+            for item in source.iterdir():
+                if item.name == "variables":
+                    continue
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, target / item.name)
+            (target / "assets").mkdir(exist_ok=True)
+            (target / "assets" / CARRIAGE_MEMBER).write_bytes(bitstream)
+
+        _save_folder(destination, write)
 
     def extract(self, source: Path, /) -> bytes | None:
         path = Path(source)
+        if path.is_dir():
+            carried = path / "assets" / CARRIAGE_MEMBER
+            return carried.read_bytes() if carried.is_file() else None
         if path.suffix.lower() == ".keras":
             try:
                 with zipfile.ZipFile(path) as zf:

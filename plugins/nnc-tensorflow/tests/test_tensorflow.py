@@ -147,6 +147,27 @@ def test_embed_and_extract(fer_h5, tmp_path):
     assert adapter.extract(fer_h5) is None
 
 
+def test_saved_model_carriage(fer_model, face_batch, tmp_path):
+    """A SavedModel folder carries the bitstream as assets/model.nnr beside the
+    original graph, without the variables; decoded with the original as template
+    it runs as the lossless original does."""
+    fer_model.export(str(tmp_path / "sm"), verbose=False)
+    data = _lossless(read_model(tmp_path / "sm"))
+    adapter = KerasAdapter()
+    with pytest.raises(ModelError, match="needs the original SavedModel as template"):
+        adapter.embed(data, tmp_path / "carried")
+    adapter.embed(data, tmp_path / "carried", template=tmp_path / "sm")
+    assert adapter.extract(tmp_path / "carried") == data and adapter.extract(tmp_path / "sm") is None
+    assert not (tmp_path / "carried" / "variables").exists()
+    assert (tmp_path / "carried" / "saved_model.pb").read_bytes() == (tmp_path / "sm" / "saved_model.pb").read_bytes()
+    adapter.embed(encode_model(read_model(tmp_path / "sm")), tmp_path / "lossy", template=tmp_path / "sm")
+    size = {name: sum(f.stat().st_size for f in (tmp_path / name).rglob("*") if f.is_file()) for name in ("sm", "lossy")}
+    assert size["lossy"] < size["sm"] - 58423 * 4 * 3 / 4  # the weights at under 8 bits instead of 32
+    adapter.write(decode_model(adapter.extract(tmp_path / "carried")), tmp_path / "restored", template=tmp_path / "sm")
+    restored, direct = tf.saved_model.load(str(tmp_path / "restored")), tf.saved_model.load(str(tmp_path / "sm"))
+    np.testing.assert_array_equal(np.asarray(restored.serve([face_batch])), np.asarray(direct.serve([face_batch])))
+
+
 # -- bad models (#7 item 5) ------------------------------------------------------
 
 
