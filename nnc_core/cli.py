@@ -255,9 +255,17 @@ def _reduction_options(args: argparse.Namespace) -> dict:
 def cmd_convert(args: argparse.Namespace) -> int:
     from nnc_core.convert import convert
 
-    report = convert(args.input, args.output, target=args.framework, progress=_progress(args.quiet), **_encode_options(args))
+    shape = None
+    if args.input_shape:
+        try:
+            shape = tuple(int(d) for d in args.input_shape.split(","))
+        except ValueError:
+            raise ConfigError(f"--input-shape {args.input_shape!r}: give comma-separated integers, e.g. 1,3,320,320") from None
+    report = convert(args.input, args.output, target=args.framework, example_inputs=shape, progress=_progress(args.quiet),
+                     **_encode_options(args))
     if not args.quiet:
-        print(f"{args.input} ({report.source_framework}) -> {args.output} ({report.target_framework}): "
+        via = "".join(f" via {f}" for f in report.route[1:-1])
+        print(f"{args.input} ({report.source_framework}) -> {args.output} ({report.target_framework}{via}): "
               f"{report.parameters} parameters as {report.bitstream_bytes} NNR bytes ({report.bits_per_parameter:.3f} bits "
               f"per parameter); {len(report.matched)} tensors carried, {len(report.unmatched)} left as converted",
               file=sys.stderr)
@@ -351,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("input", help="source model (file or folder)")
     convert.add_argument("-o", "--output", required=True, help="destination model; its suffix picks the framework")
     convert.add_argument("--framework", help="destination plugin (default: chosen from the output's suffix)")
+    convert.add_argument("--input-shape", help="static shape of the model's input, e.g. 1,3,320,320, for converters "
+                         "that need one where the graph's is dynamic (ONNX -> NNEF, ONNX -> TensorFlow)")
     _add_encode_options(convert)
     convert.add_argument("-q", "--quiet", action="store_true")
     convert.set_defaults(run=cmd_convert)

@@ -17,12 +17,21 @@ onnx2tf, nnef-tools …); the weights travel as an NNR bitstream.  Steps:
 Tensors the converter created (folded constants, reshaped copies) that match
 no source tensor keep the converter's values; :class:`ConversionReport`
 lists them.
+
+When no plugin declares a converter from the source framework straight to the
+destination's, the shortest chain of declared converters is used (PyTorch ->
+ONNX -> NNEF, NNEF -> ONNX -> TensorFlow …): each step writes its model into a
+temporary folder, the last one the destination, and the weights are matched
+from the source model to the final destination as above.
+:attr:`ConversionReport.route` names the frameworks passed through.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import tempfile
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +43,7 @@ from nnc_core.errors import FrameworkUnavailableError, PluginError
 from nnc_core.files import atomic_path
 from nnc_core.model import NNRModel, decode_model, encode_model
 from nnc_core.plugins import PluginManager, get_plugin_manager, load_object
-from nnc_core.plugins.types import Source
+from nnc_core.plugins.types import Source, TopologyConverter
 
 __all__ = ["ConversionReport", "convert", "match_tensors"]
 
@@ -49,6 +58,7 @@ class ConversionReport:
     parameters: int
     matched: dict[str, str] = field(default_factory=dict)  # destination name -> source name
     unmatched: list[str] = field(default_factory=list)  # destination tensors left as converted
+    route: list[str] = field(default_factory=list)  # frameworks from source to target, intermediates included
 
     @property
     def bits_per_parameter(self) -> float:
@@ -93,8 +103,9 @@ def convert(
     """Convert ``source`` to the format of ``destination`` (or plugin ``target``).
 
     ``options`` are those of :func:`nnc_core.encode` (lossless settings give
-    exactly the source's weights).  ``example_inputs`` is passed to
-    converters that trace the model (``torch.onnx.export``).
+    exactly the source's weights).  ``example_inputs`` is passed to the
+    first converter: inputs to trace the model with (``torch.onnx.export``)
+    or the input shapes of a graph with dynamic ones (nnef-tools, onnx2keras).
     """
     pm = get_plugin_manager()
     destination = Path(destination)
@@ -102,36 +113,89 @@ def convert(
     dst_record = pm.framework(target) if target else pm.plugin_for_destination(destination, directory=True)
     dst_name = dst_record.name
     src_adapter, dst_adapter = pm.adapter(src_name), pm.adapter(dst_name)
-    function = None if src_name == dst_name else _converter(pm, src_name, dst_name)  # before any coding
+    steps = [] if src_name == dst_name else _route(pm, src_name, dst_name)  # before any coding
+    route = [src_name] + [c.target_framework for c in steps] if steps else [src_name, dst_name]
+    functions = [load_object(c.function) for c in steps]
 
     original = src_adapter.read(source)
     bitstream = encode_model(original, progress=progress, **options)
     decoded = decode_model(bitstream)
     parameters = sum(int(v.size) for v in original.tensors.values())
-    if function is None:
+    if not steps:
         decoded.topology = original.topology
         dst_adapter.write(decoded, destination, template=source)
         names = {n: n for n in decoded.tensors}
-        return ConversionReport(src_name, dst_name, len(bitstream), parameters, names, [])
+        return ConversionReport(src_name, dst_name, len(bitstream), parameters, names, [], route)
 
-    with atomic_path(destination, directory=dst_record.directories and not destination.suffix) as staged:
-        function(source, staged, example_inputs=example_inputs)
+    with atomic_path(destination, directory=dst_record.directories and not destination.suffix) as staged, \
+            tempfile.TemporaryDirectory(prefix="nnc-convert-") as work:
+        current: Source = source
+        for i, (step, function) in enumerate(zip(steps, functions)):
+            last = i == len(steps) - 1
+            out = staged if last else Path(work) / f"step{i + 1}{_intermediate_suffix(pm, step.target_framework)}"
+            # example inputs feed the first converter; later ones read the static
+            # input shapes the intermediate model carries
+            function(current, out, example_inputs=example_inputs if i == 0 else None)
+            current = out
         converted = dst_adapter.read(staged)
         matched = match_tensors(original, converted)
         for dst_tensor, src_tensor in matched.items():
             converted.tensors[dst_tensor] = decoded.tensors[src_tensor].astype(converted.tensors[dst_tensor].dtype, copy=False)
         dst_adapter.write(converted, staged, template=staged)
     unmatched = [n for n in converted.tensors if n not in matched]
-    return ConversionReport(src_name, dst_name, len(bitstream), parameters, matched, unmatched)
+    return ConversionReport(src_name, dst_name, len(bitstream), parameters, matched, unmatched, route)
 
 
-def _converter(pm: PluginManager, source: str, target: str) -> Callable[..., None]:
-    """The declared topology converter from ``source`` to ``target``, its modules present."""
-    converter = pm.converter(source, target)
-    if converter is None:
-        pairs = ", ".join(f"{c.source_framework}->{c.target_framework}" for c in pm.converters()) or "none"
+def _missing(converter: TopologyConverter) -> list[str]:
+    return [m for m in converter.requires if importlib.util.find_spec(m) is None]
+
+
+def _shortest(converters: list[TopologyConverter], source: str, target: str) -> list[TopologyConverter] | None:
+    """The shortest chain of ``converters`` from ``source`` to ``target`` (breadth
+    first, in declaration order on ties), or None."""
+    came: dict[str, TopologyConverter | None] = {source: None}
+    queue = deque([source])
+    while queue:
+        here = queue.popleft()
+        if here == target:
+            chain: list[TopologyConverter] = []
+            while came[here] is not None:
+                step = came[here]
+                chain.append(step)
+                here = step.source_framework
+            return chain[::-1]
+        for c in converters:
+            if c.source_framework == here and c.target_framework not in came:
+                came[c.target_framework] = c
+                queue.append(c.target_framework)
+    return None
+
+
+def _route(pm: PluginManager, source: str, target: str) -> list[TopologyConverter]:
+    """The declared converters from ``source`` to ``target``: the direct one, or
+    the shortest chain through intermediate frameworks whose converters are all
+    installed.  A route that exists only with missing modules names them."""
+    direct = pm.converter(source, target)
+    declared = pm.converters()
+    if direct is not None and not _missing(direct):
+        return [direct]
+    chain = _shortest([c for c in declared if not _missing(c)], source, target)
+    if chain is not None:
+        return chain
+    chain = [direct] if direct is not None else _shortest(declared, source, target)
+    if chain is None:
+        pairs = ", ".join(f"{c.source_framework}->{c.target_framework}" for c in declared) or "none"
         raise PluginError(f"no topology converter from {source} to {target} is installed (available: {pairs})")
-    missing = [m for m in converter.requires if importlib.util.find_spec(m) is None]
-    if missing:
-        raise FrameworkUnavailableError(f"the {source} -> {target} converter needs {', '.join(missing)}, not installed")
-    return load_object(converter.function)
+    for c in chain:
+        missing = _missing(c)
+        if missing:
+            raise FrameworkUnavailableError(
+                f"the {c.source_framework} -> {c.target_framework} converter needs {', '.join(missing)}, not installed")
+    raise AssertionError("unreachable: a chain with every module present was searched first")
+
+
+def _intermediate_suffix(pm: PluginManager, framework: str) -> str:
+    """How an intermediate model of ``framework`` is named: its plugin's first
+    suffix (``.onnx``, ``.nnef``), or none for a folder format without one."""
+    record = pm.framework(framework)
+    return record.suffixes[0] if record.suffixes else ""

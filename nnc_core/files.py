@@ -124,7 +124,11 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
         raise FileNotFoundError(f"output directory {parent} does not exist")
     # The temporary name ends in the destination's suffix (".x.onnx.1a2b.part.onnx"):
     # adapters and frameworks that pick the format from the suffix write the right one.
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{path.suffix}", dir=parent)
+    # A suffix-less destination (a SavedModel folder) gets a temporary name without a suffix either.
+    if path.suffix:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{path.suffix}", dir=parent)
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}_", suffix="_part", dir=parent)
     os.close(fd)
     tmp = Path(name)
     if directory:

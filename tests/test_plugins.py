@@ -275,7 +275,8 @@ def test_convert_carries_the_nnr_decoded_weights(fakefw, tmp_path, capsys, monke
     assert not (tmp_path / "x.npz").exists()
 
 
-def test_convert_refuses_missing_converter_modules_and_unknown_targets(plugin_path, tmp_path):
+def test_convert_refuses_missing_converter_modules_and_unknown_targets(plugin_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("NNC_LOAD_PLUGINS", "needy")  # the installed list below is needy's and the built-in one
     _distribution(
         plugin_path,
         "nnc-needy",
@@ -300,6 +301,63 @@ def test_convert_refuses_missing_converter_modules_and_unknown_targets(plugin_pa
     with pytest.raises(PluginError, match=r"no framework plugin named 'nope'; installed: needy, numpy"):
         convert(source, tmp_path / "m.x", target="nope")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz", "site"]
+
+
+CHAINFW = """
+import numpy as np
+from nnc_core.files import write_atomically
+from nnc_core.model import NNRModel
+from nnc_core.plugins import FrameworkPlugin, TopologyConverter, hookimpl
+
+@hookimpl
+def nnc_frameworks():
+    yield FrameworkPlugin(name="chainfw", adapter="chainfw_plugin:Adapter", framework="json", suffixes=(".chain",))
+
+@hookimpl
+def nnc_topology_converters():
+    yield TopologyConverter("fakefw", "chainfw", "chainfw_plugin:from_fake")
+    yield TopologyConverter("chainfw", "numpy", "chainfw_plugin:nothing", requires=("not_installed_conv_xyz",))
+
+def from_fake(source, destination, *, example_inputs=None):
+    assert example_inputs is None  # only the first step of a chain gets them
+    with np.load(str(source)) as a:  # fakefw's file: names "fw/NAME", 2-D arrays transposed
+        stored = {"c" + k[3:].lower(): a[k] for k in a.files}
+    write_atomically(destination, lambda f: np.savez(f, **stored))
+
+class Adapter:
+    def can_read(self, source):
+        return str(source).endswith(".chain")
+    def read(self, source):
+        with np.load(str(source)) as a:
+            return NNRModel({k: (a[k].T if a[k].ndim == 2 else a[k]) for k in a.files})
+    def write(self, model, destination, *, template=None):
+        stored = {k: (v.T if v.ndim == 2 else v) for k, v in model.tensors.items()}
+        write_atomically(destination, lambda f: np.savez(f, **stored))
+"""
+
+
+def test_convert_chains_converters_through_an_intermediate_framework(fakefw, tmp_path, capsys, monkeypatch):
+    _distribution(fakefw, "nnc-chainfw", {"chainfw": "chainfw_plugin"}, {"chainfw_plugin": CHAINFW})
+    monkeypatch.setenv("NNC_LOAD_PLUGINS", "fakefw,chainfw")
+    rng = np.random.default_rng(6)
+    weights = {"conv": rng.normal(size=(6, 5)).astype(np.float32), "bias": rng.normal(size=6).astype(np.float32)}
+    source, destination = tmp_path / "model.npz", tmp_path / "model.chain"
+    np.savez(source, **weights)
+    assert main(["convert", str(source), "-o", str(destination), "--qp", "-30"]) == 0
+    assert f"model.npz (numpy) -> {destination} (chainfw via fakefw): " in capsys.readouterr().err
+    expected = nnc_core.decode(nnc_core.encode(weights, qp=-30))
+    with np.load(destination) as a:  # numpy -> fakefw -> chainfw renamed twice; the NNR-decoded weights arrived
+        assert sorted(a.files) == ["cbias", "cconv"]
+        assert a["cconv"].T.tobytes() == expected["conv"].tobytes() != weights["conv"].tobytes()
+        assert a["cbias"].tobytes() == expected["bias"].tobytes()
+    report = convert(source, tmp_path / "again.chain", qp=-30)
+    assert report.route == ["numpy", "fakefw", "chainfw"]
+    assert report.matched == {"cconv": "conv", "cbias": "bias"} and report.unmatched == []
+    assert convert(source, tmp_path / "one.fake").route == ["numpy", "fakefw"]
+    with pytest.raises(FrameworkUnavailableError, match=r"the chainfw -> numpy converter needs not_installed_conv_xyz"):
+        convert(tmp_path / "again.chain", tmp_path / "back.npz")
+    assert not (tmp_path / "back.npz").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.chain", "model.chain", "model.npz", "one.fake", "site"]
 
 
 def test_match_tensors_prefers_names_then_content():

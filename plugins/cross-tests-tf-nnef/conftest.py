@@ -47,3 +47,26 @@ def run_nnef(folder, x, tmp_path):
     onnx_file = tmp_path / f"{folder.name}.onnx"
     to_onnx(folder, onnx_file)
     return run_onnx(onnx_file, x)
+
+
+@pytest.fixture(scope="session")
+def nude_nnef(nude_onnx, tmp_path_factory):
+    """nudenet's YOLOv8n as an NNEF folder (nnef-tools, as a user with the ONNX file would)."""
+    from nnc_nnef.convert import from_onnx
+
+    folder = tmp_path_factory.mktemp("nnef") / "nudenet.nnef"
+    from_onnx(nude_onnx, folder, example_inputs=(1, 3, 320, 320))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def image():
+    return np.random.default_rng(7).random((1, 3, 320, 320), dtype=np.float32)
+
+
+def run_saved_model(folder, x):
+    """Outputs of a SavedModel folder's ``serve`` signature."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(folder))  # kept referenced while its function runs
+    return np.asarray(loaded.serve([x]))

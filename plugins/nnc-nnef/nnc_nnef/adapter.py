@@ -18,7 +18,10 @@ in]``), so no transposition is needed.  Per-channel vectors — the bias of
 ``[C]`` (their layout in ONNX, PyTorch and TensorFlow, and what NNR treats as
 a non-weight with ``nonweight_qp``) and get their ``[1, C]`` shape back from
 the graph on writing.  Each ``conv``/``deconv``/``linear`` with a variable
-bias forms a block ``{weight: filter, bias: bias}``.
+bias forms a block ``{weight: filter, bias: bias}``, and a
+``batch_normalization`` joins the block of the ``conv``/``linear`` feeding
+it, directly or through element-wise activations used by nothing else
+(found from the graph, never from labels).
 
 Topology (Annex A): the NNR_TPL unit carries ``topology_storage_format``
 NNR_TPL_NNEF with the text of ``graph.nnef``, deflated
@@ -60,6 +63,9 @@ HEADER_BYTES = 128
 MAX_RANK = 8
 _BIASED_OPS = {"conv": ("filter", "bias"), "deconv": ("filter", "bias"), "linear": ("filter", "bias")}
 _VECTOR_INPUTS = {"batch_normalization": ("mean", "variance", "offset", "scale")}
+_BN_MEMBERS = (("bn.gamma", "scale"), ("bn.beta", "offset"), ("bn.mean", "mean"), ("bn.var", "variance"))
+# ops that act element by element: a batch norm after them still scales the producer's output channels
+_ELEMENTWISE = {"relu", "sigmoid", "tanh", "elu", "leaky_relu", "softplus", "gelu", "silu", "copy"}
 
 
 def _header(path: Path) -> tuple[int, tuple[int, ...], int, int]:
@@ -113,6 +119,47 @@ class _Graph:
                 name = op.inputs.get(role)
                 if isinstance(name, str) and name in self.variables:
                     self.vectors.add(self.variables[name][0])
+        self._batch_norms()
+
+    def _batch_norms(self) -> None:
+        """Join each ``batch_normalization`` to the block of the ``conv``/``linear`` feeding it."""
+        producer: dict[str, object] = {}
+        uses: dict[str, int] = {}
+        for op in self.graph.operations:
+            for name in op.outputs.values():
+                if isinstance(name, str):
+                    producer[name] = op
+            for name in op.inputs.values():
+                for n in (name if isinstance(name, list) else [name]):
+                    if isinstance(n, str):
+                        uses[n] = uses.get(n, 0) + 1
+        grouped = {label for members in self.blocks.values() for label in members.values()}
+        for op in self.graph.operations:
+            if op.name != "batch_normalization":
+                continue
+            roles = {key: op.inputs.get(role) for key, role in _BN_MEMBERS}
+            if not all(isinstance(t, str) and t in self.variables for t in roles.values()):
+                continue
+            current = op.inputs.get("input")
+            while isinstance(current, str) and uses.get(current) == 1 and current in producer \
+                    and producer[current].name in _ELEMENTWISE:
+                current = producer[current].inputs.get("x")
+            source = producer.get(current) if isinstance(current, str) and uses.get(current) == 1 else None
+            if source is None or source.name not in ("conv", "linear"):
+                continue
+            filt = source.inputs.get("filter")
+            if not (isinstance(filt, str) and filt in self.variables):
+                continue
+            label, shape, _ = self.variables[filt]
+            labels = {key: self.variables[t][0] for key, t in roles.items()}
+            members = self.blocks.get(label, {"weight": label})
+            if "bn.gamma" in members or any(v in grouped for v in labels.values()):
+                continue
+            if any(self.coded_shape(self.variables[t][0], self.variables[t][1]) != (shape[0],) for t in roles.values()):
+                continue
+            members.update(labels)
+            self.blocks[label] = members
+            grouped.update(labels.values())
 
     def coded_shape(self, label: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         if label in self.vectors and len(shape) == 2 and shape[0] == 1:

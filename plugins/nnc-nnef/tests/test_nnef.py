@@ -148,3 +148,67 @@ def test_write_names_missing_and_mismatched_tensors(nude_nnef, tmp_path):
     with pytest.raises(ModelError, match="carries no NNEF topology"):
         write_model(decoded, tmp_path / "x.nnef")
     assert not (tmp_path / "x.nnef").exists()
+
+
+BN_GRAPH = """version 1.0;
+
+graph net( input ) -> ( output )
+{
+    input = external<scalar>(shape = [1, 3, 8, 8]);
+    w1 = variable<scalar>(shape = [4, 3, 3, 3], label = 'w1');
+    b1 = variable<scalar>(shape = [1, 4], label = 'b1');
+    m1 = variable<scalar>(shape = [1, 4], label = 'm1');
+    v1 = variable<scalar>(shape = [1, 4], label = 'v1');
+    o1 = variable<scalar>(shape = [1, 4], label = 'o1');
+    s1 = variable<scalar>(shape = [1, 4], label = 's1');
+    c1 = conv(input, w1, b1);
+    r1 = relu(c1);
+    n1 = batch_normalization(r1, m1, v1, o1, s1, epsilon = 0.001);
+    w2 = variable<scalar>(shape = [4, 4, 1, 1], label = 'w2');
+    m2 = variable<scalar>(shape = [1, 4], label = 'm2');
+    v2 = variable<scalar>(shape = [1, 4], label = 'v2');
+    o2 = variable<scalar>(shape = [1, 4], label = 'o2');
+    s2 = variable<scalar>(shape = [1, 4], label = 's2');
+    c2 = conv(n1, w2, 0.0);
+    n2 = batch_normalization(c2, m2, v2, o2, s2, epsilon = 0.001);
+    m3 = variable<scalar>(shape = [1, 4], label = 'm3');
+    v3 = variable<scalar>(shape = [1, 4], label = 'v3');
+    o3 = variable<scalar>(shape = [1, 4], label = 'o3');
+    s3 = variable<scalar>(shape = [1, 4], label = 's3');
+    n3 = batch_normalization(c2, m3, v3, o3, s3, epsilon = 0.001);
+    output = add(n2, n3);
+}
+"""
+
+
+def test_batch_norm_blocks_from_the_graph(tmp_path):
+    """conv -> relu -> batch_normalization joins the conv's block, a bias-less conv
+    gets a block for its batch norm, and a conv whose output feeds two batch norms
+    gets neither; the stream round-trips and is carried in tensor files exactly."""
+    folder = tmp_path / "bn.nnef"
+    folder.mkdir()
+    (folder / "graph.nnef").write_text(BN_GRAPH)
+    rng = np.random.default_rng(11)
+    graph = nnef.parse_string(BN_GRAPH)
+    for op in graph.operations:
+        if op.name == "variable":
+            value = rng.normal(size=op.attribs["shape"]).astype(np.float32)
+            if op.attribs["label"].startswith("v"):
+                value = np.abs(value) + 0.5
+            with open(folder / f"{op.attribs['label']}.dat", "wb") as f:
+                nnef.write_tensor(f, value)
+    model = read_model(folder)
+    assert model.blocks == {"w1": {"weight": "w1", "bias": "b1", "bn.gamma": "s1", "bn.beta": "o1", "bn.mean": "m1",
+                                   "bn.var": "v1"}}
+    (folder / "graph.nnef").write_text(BN_GRAPH.replace("n3 = batch_normalization(c2", "n3 = batch_normalization(n1"))
+    model = read_model(folder)  # now c2 feeds batch norm 2 alone (and n1 two consumers: bn 3 joins nothing)
+    assert model.blocks["w2"] == {"weight": "w2", "bn.gamma": "s2", "bn.beta": "o2", "bn.mean": "m2", "bn.var": "v2"}
+    assert model.blocks["w1"]["bn.gamma"] == "s1" and len(model.blocks) == 2
+    decoded = decode_model(_lossless(model)).tensors
+    for name, value in model.tensors.items():
+        np.testing.assert_array_equal(decoded[name], value, err_msg=name)
+    data = encode_model(model)  # lossy: each block is one NDU, in graph order
+    assert [len(u.header.element_ids) for u in read_units(data) if hasattr(u, "header")
+            and hasattr(u.header, "element_ids")] == [6, 5, 1, 1, 1, 1]
+    NnefAdapter().embed(data, tmp_path / "carried.nnef")
+    assert NnefAdapter().extract(tmp_path / "carried.nnef") == data

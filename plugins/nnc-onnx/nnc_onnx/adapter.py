@@ -7,7 +7,9 @@ external data files.  Integer and bool tensors (shapes, axes, indices) are
 graph structure, and single-element float tensors are operator parameters
 (a ``Pow`` exponent, an epsilon, where an approximation would change the
 function, e.g. ``x ** 1.9999`` is NaN for negative x): both stay in the
-topology, exactly.  Each NNR tensor is named by its
+topology, exactly, and so do the float inputs that set shapes (``Resize``
+roi and scales, ``Upsample`` scales: a scale of 1.9999 instead of 2 gives
+another output size).  Each NNR tensor is named by its
 ONNX tensor name (the initializer name or the Constant's output), which is how
 the NNR bitstream references the ONNX graph; a name used twice (in different
 subgraphs) gets ``#2``, ``#3`` … appended in traversal order.
@@ -74,14 +76,25 @@ def _type_name(data_type: int) -> str:
         return str(data_type)
 
 
+# Inputs (by position) whose float values determine output shapes: structure, never quantized.
+_SHAPE_INPUTS = {"Resize": (1, 2, 3), "Upsample": (1,)}
+
+
+def _shape_setting_names(model: onnx.ModelProto) -> set[str]:
+    """Names of the tensors fed to shape-setting inputs anywhere in the model."""
+    return {node.input[i] for graph in _subgraphs(model.graph) for node in graph.node
+            if node.domain in ("", "ai.onnx") for i in _SHAPE_INPUTS.get(node.op_type, ()) if i < len(node.input)}
+
+
 def _slots(model: onnx.ModelProto, origin: str) -> list[_Slot]:
     """The carried tensors of ``model`` in traversal order (the order the topology stub keeps)."""
     slots: list[_Slot] = []
     used: dict[str, int] = {}
+    shape_setting = _shape_setting_names(model)
 
     def add(proto: TensorProto, name: str, where: str) -> None:
-        if proto.data_type in _INTEGER_TYPES or int(np.prod(proto.dims)) <= 1:
-            return  # structure (shapes, axes) and op parameters (exponents, epsilons) stay in the topology
+        if proto.data_type in _INTEGER_TYPES or int(np.prod(proto.dims)) <= 1 or name in shape_setting:
+            return  # structure (shapes, axes, scales) and op parameters (exponents, epsilons) stay in the topology
         if proto.data_type not in FLOAT_TYPES:
             raise ModelError(f"{origin}: {where} has data type {_type_name(proto.data_type)}, which NNR does not carry "
                              "(supported: FLOAT, DOUBLE, FLOAT16, BFLOAT16; integer tensors stay in the topology)")

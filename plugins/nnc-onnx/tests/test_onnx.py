@@ -240,3 +240,27 @@ def test_annex_b_example_runs():
     out = subprocess.run([sys.executable, str(ROOT / "annex_examples" / "onnx" / "example.py")],
                          capture_output=True, text=True, check=True)
     assert "outputs identical: True" in out.stdout
+
+
+def test_shape_setting_floats_stay_exact(tmp_path):
+    """Resize scales (a 4-element float Constant, as in YOLOv8's upsampling) set the
+    output size: they stay in the topology, and a lossy model keeps its shapes."""
+    rng = np.random.default_rng(3)
+    weight = rng.normal(size=(8, 3, 3, 3)).astype(np.float32)
+    scales = np.array([1, 1, 2, 2], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["scales"], value=numpy_helper.from_array(scales)),
+         helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+         helper.make_node("Resize", ["y", "", "scales"], ["z"], mode="nearest")],
+        "up", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8, 10, 10])],
+        [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "up.onnx")
+    nnr = read_model(tmp_path / "up.onnx")
+    assert list(nnr.tensors) == ["w"]
+    write_model(decode_model(encode_model(nnr, qp=-20)), tmp_path / "lossy.onnx")
+    x = rng.random((1, 3, 5, 5), dtype=np.float32)
+    got, expected = (session(tmp_path / p).run(None, {"x": x})[0] for p in ("lossy.onnx", "up.onnx"))
+    assert got.shape == expected.shape == (1, 8, 10, 10)
+    assert 0 < np.abs(got - expected).max() < 0.5

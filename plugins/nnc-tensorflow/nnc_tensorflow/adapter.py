@@ -165,11 +165,13 @@ class KerasAdapter:
                 if w.path in tensors:
                     continue  # shared weights appear under every layer that uses them
                 tensors[w.path] = _nnr_value(w.path, w.numpy(), f"{where}, layer {layer.name!r} ({type(layer).__name__})")
-            kernel, bias = getattr(layer, "kernel", None), getattr(layer, "bias", None)
-            if kernel is not None and bias is not None and hasattr(kernel, "path") and hasattr(bias, "path"):
-                if np.ndim(tensors.get(kernel.path)) >= 2 and np.ndim(tensors.get(bias.path)) == 1 \
-                        and tensors[kernel.path].shape[0] == tensors[bias.path].shape[0]:
-                    blocks[layer.name] = {"weight": kernel.path, "bias": bias.path}
+            kernel, bias = _output_kernel(layer), getattr(layer, "bias", None)
+            if kernel is None or np.ndim(tensors.get(kernel.path)) < 2:
+                continue
+            if bias is not None and hasattr(bias, "path") and np.ndim(tensors.get(bias.path)) == 1 \
+                    and tensors[kernel.path].shape[0] == tensors[bias.path].shape[0]:
+                blocks[layer.name] = {"weight": kernel.path, "bias": bias.path}
+        _add_batch_norms(model, tensors, blocks)
         try:
             config = model.to_json()
         except Exception as e:  # subclassed models without get_config
@@ -248,6 +250,9 @@ class KerasAdapter:
 
     def embed(self, bitstream: bytes, destination: Path, /, *, template: object | None = None) -> None:
         destination = Path(destination)
+        if not destination.suffix:
+            self._embed_saved_model(bytes(bitstream), destination, template)
+            return
         keras, _ = _tf()
         config = None
         if template is not None:
@@ -276,10 +281,37 @@ class KerasAdapter:
                     f.create_dataset(H5_CARRIAGE_DATASET, data=np.frombuffer(bitstream, dtype=np.uint8))
             _save_file(destination, write_h5)
         else:
-            raise ModelError(f"{destination}: NNR carriage is written to .keras or .h5 files")
+            raise ModelError(f"{destination}: NNR carriage is written to .keras or .h5 files or SavedModel folders")
+
+    @staticmethod
+    def _embed_saved_model(bitstream: bytes, destination: Path, template: object | None) -> None:
+        """A SavedModel folder carrying the bitstream: the template's graph
+        (``saved_model.pb``, its assets) and ``assets/model.nnr`` in place of
+        the ``variables/`` checkpoint.  A carrier, not a loadable SavedModel:
+        decode the bitstream and write it with the original as template to
+        run it."""
+        if template is None or not _is_saved_model(Path(str(template))):
+            raise ModelError(f"{destination}: NNR carriage in a SavedModel folder needs the original SavedModel "
+                             "as template (its graph; the bitstream holds the weights)")
+        source = Path(str(template))
+
+        def write(folder: str) -> None:
+            target = Path(folder)
+            target.mkdir()
+            for item in source.iterdir():
+                if item.name == "variables":
+                    continue
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, target / item.name)
+            (target / "assets").mkdir(exist_ok=True)
+            (target / "assets" / CARRIAGE_MEMBER).write_bytes(bitstream)
+
+        _save_folder(destination, write)
 
     def extract(self, source: Path, /) -> bytes | None:
         path = Path(source)
+        if path.is_dir():
+            carried = path / "assets" / CARRIAGE_MEMBER
+            return carried.read_bytes() if carried.is_file() else None
         if path.suffix.lower() == ".keras":
             try:
                 with zipfile.ZipFile(path) as zf:
@@ -299,6 +331,64 @@ class KerasAdapter:
             except OSError as e:
                 raise ModelError(f"{path}: not an HDF5 file: {e}") from e
         return None
+
+
+# Layers that change no channel: a batch norm after them still scales the producer's output channels.
+_ELEMENTWISE = ("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "Identity")
+_BN_MEMBERS = (("bn.gamma", "gamma"), ("bn.beta", "beta"), ("bn.mean", "moving_mean"), ("bn.var", "moving_variance"))
+
+
+def _output_kernel(layer: Any) -> Any:
+    """The variable whose rows (in NNR layout) are the layer's output channels:
+    ``kernel`` (Conv*, Dense), or a SeparableConv's ``pointwise_kernel``."""
+    if "Transpose" in type(layer).__name__:
+        return None  # Conv*DTranspose kernels are [.., out, in]: input channels first in NNR layout
+    kernel = getattr(layer, "kernel", None) if type(layer).__name__ != "SeparableConv2D" else None
+    if kernel is None:
+        kernel = getattr(layer, "pointwise_kernel", None)
+    return kernel if hasattr(kernel, "path") else None
+
+
+def _add_batch_norms(model: Any, tensors: dict[str, np.ndarray], blocks: dict[str, dict[str, str]]) -> None:
+    """Join each BatchNormalization to the block of the layer feeding it, found
+    from the model's graph (never from names): directly or through layers that
+    act element-wise, each used by nothing else; normalisation over the last
+    (channel) axis; gamma, beta and both statistics present with the producer's
+    output-channel count."""
+    block_of = {name: members for name, members in blocks.items()}
+    for layer in _layers(model):
+        if type(layer).__name__ != "BatchNormalization" or len(getattr(layer, "_inbound_nodes", ())) != 1:
+            continue
+        variables = {key: getattr(layer, attr, None) for key, attr in _BN_MEMBERS}
+        if any(not hasattr(v, "path") or v.path not in tensors for v in variables.values()):
+            continue
+        axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
+        rank = len(layer.input.shape) if hasattr(layer, "input") else None
+        if axis is None or rank is None or axis not in (-1, rank - 1):
+            continue
+        producer = _producer(layer)
+        while producer is not None and type(producer).__name__ in _ELEMENTWISE and len(producer._outbound_nodes) == 1:
+            producer = _producer(producer)
+        if producer is None or len(producer._outbound_nodes) != 1:
+            continue
+        kernel = _output_kernel(producer)
+        if kernel is None or kernel.path not in tensors or np.ndim(tensors[kernel.path]) < 2:
+            continue
+        members = block_of.setdefault(producer.name, {"weight": kernel.path})
+        channels = tensors[kernel.path].shape[0]
+        if "bn.gamma" in members or any(tensors[v.path].shape != (channels,) for v in variables.values()):
+            continue
+        members.update({key: v.path for key, v in variables.items()})
+    blocks.clear()
+    blocks.update({name: members for name, members in block_of.items() if len(members) > 1})
+
+
+def _producer(layer: Any) -> Any:
+    """The single layer whose output ``layer`` takes, or None."""
+    nodes = getattr(layer, "_inbound_nodes", ())
+    if len(nodes) != 1 or len(nodes[0].parent_nodes) != 1:
+        return None
+    return nodes[0].parent_nodes[0].operation
 
 
 def _layers(model: Any) -> list[Any]:

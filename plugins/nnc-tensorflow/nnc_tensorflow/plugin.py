@@ -27,3 +27,6 @@ def nnc_topology_converters():  # type: ignore[no-untyped-def]
     yield TopologyConverter("tensorflow", "nnef", "nnc_tensorflow.convert:to_nnef",
                             requires=("tensorflow", "tf2onnx", "nnef_tools"),
                             description="tf2onnx, then nnef-tools ONNX -> NNEF")
+    yield TopologyConverter("onnx", "tensorflow", "nnc_tensorflow.convert:from_onnx",
+                            requires=("onnx", "onnxsim", "onnx2keras", "tensorflow"),
+                            description="onnxsim, then onnx2keras, saved as a SavedModel folder")

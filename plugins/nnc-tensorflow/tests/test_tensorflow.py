@@ -63,7 +63,15 @@ def test_layout_names_blocks_and_topology(fer_h5, fer_model):
     np.testing.assert_array_equal(from_nnr_layout("conv2d_7/kernel", model.tensors["conv2d_7/kernel"]), kernel)
     assert model.tensors["separable_conv2d_1/pointwise_kernel"].shape == (16, 8, 1, 1)
     assert model.tensors["batch_normalization_1/gamma"].shape == (8,)
-    assert model.blocks == {"conv2d_7": {"weight": "conv2d_7/kernel", "bias": "conv2d_7/bias"}}
+    assert model.blocks["conv2d_7"] == {"weight": "conv2d_7/kernel", "bias": "conv2d_7/bias"}
+    bn = {f"bn.{k}": f"batch_normalization_{{}}/{v}" for k, v in
+          (("gamma", "gamma"), ("beta", "beta"), ("mean", "moving_mean"), ("var", "moving_variance"))}
+    # from the graph: conv2d_4 feeds batch_normalization_6 (names would pair it with _4)
+    assert model.blocks["conv2d_4"] == {"weight": "conv2d_4/kernel", **{k: v.format(6) for k, v in bn.items()}}
+    assert model.blocks["separable_conv2d_1"] == {"weight": "separable_conv2d_1/pointwise_kernel",
+                                                  **{k: v.format(4) for k, v in bn.items()}}
+    assert sum("bn.gamma" in b for b in model.blocks.values()) == 14  # every batch norm of the model
+    assert len(model.blocks) == 15
     assert model.dimension_shift == {}
     assert model.topology.storage_format == TopologyStorageFormat.NNR_TPL_TEF and model.topology.deflate
     assert json.loads(model.topology.data)["class_name"] == "Functional"
@@ -139,6 +147,27 @@ def test_embed_and_extract(fer_h5, tmp_path):
     assert adapter.extract(fer_h5) is None
 
 
+def test_saved_model_carriage(fer_model, face_batch, tmp_path):
+    """A SavedModel folder carries the bitstream as assets/model.nnr beside the
+    original graph, without the variables; decoded with the original as template
+    it runs as the lossless original does."""
+    fer_model.export(str(tmp_path / "sm"), verbose=False)
+    data = _lossless(read_model(tmp_path / "sm"))
+    adapter = KerasAdapter()
+    with pytest.raises(ModelError, match="needs the original SavedModel as template"):
+        adapter.embed(data, tmp_path / "carried")
+    adapter.embed(data, tmp_path / "carried", template=tmp_path / "sm")
+    assert adapter.extract(tmp_path / "carried") == data and adapter.extract(tmp_path / "sm") is None
+    assert not (tmp_path / "carried" / "variables").exists()
+    assert (tmp_path / "carried" / "saved_model.pb").read_bytes() == (tmp_path / "sm" / "saved_model.pb").read_bytes()
+    adapter.embed(encode_model(read_model(tmp_path / "sm")), tmp_path / "lossy", template=tmp_path / "sm")
+    size = {name: sum(f.stat().st_size for f in (tmp_path / name).rglob("*") if f.is_file()) for name in ("sm", "lossy")}
+    assert size["lossy"] < size["sm"] - 58423 * 4 * 3 / 4  # the weights at under 8 bits instead of 32
+    adapter.write(decode_model(adapter.extract(tmp_path / "carried")), tmp_path / "restored", template=tmp_path / "sm")
+    restored, direct = tf.saved_model.load(str(tmp_path / "restored")), tf.saved_model.load(str(tmp_path / "sm"))
+    np.testing.assert_array_equal(np.asarray(restored.serve([face_batch])), np.asarray(direct.serve([face_batch])))
+
+
 # -- bad models (#7 item 5) ------------------------------------------------------
 
 
@@ -193,3 +222,19 @@ def test_missing_weight_and_shape_mismatch_are_named(fer_h5, tmp_path):
     with pytest.raises(ModelError, match=r"conv2d_7/bias.*\(8,\).*\(7,\)"):
         write_model(decoded, tmp_path / "x.keras")
     assert not (tmp_path / "x.keras").exists()
+
+
+def test_batch_norm_blocks_follow_the_graph(tmp_path):
+    """A batch norm joins the layer feeding it (also through an activation), not one whose
+    output is used elsewhere too, nor a transposed convolution (input-channels-first kernel)."""
+    x = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, name="a")(x)
+    a = keras.layers.BatchNormalization(name="bn_a")(keras.layers.ReLU(name="relu")(a))
+    b = keras.layers.Conv2D(4, 1, use_bias=False, name="b")(a)
+    shared = keras.layers.BatchNormalization(name="bn_b")(b)
+    t = keras.layers.Conv2DTranspose(5, 3, name="t")(keras.layers.Add()([shared, b]))
+    t = keras.layers.BatchNormalization(name="bn_t")(t)
+    model = read_model(keras.Model(x, t, name="blocks"))
+    gamma = {name: f"{name}/gamma" for name in ("bn_a",)}
+    assert model.blocks == {"a": {"weight": "a/kernel", "bias": "a/bias", "bn.gamma": gamma["bn_a"],
+                                  "bn.beta": "bn_a/beta", "bn.mean": "bn_a/moving_mean", "bn.var": "bn_a/moving_variance"}}
