@@ -267,7 +267,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         via = "".join(f" via {f}" for f in report.route[1:-1])
         print(f"{args.input} ({report.source_framework}) -> {args.output} ({report.target_framework}{via}): "
               f"{report.parameters} parameters as {report.bitstream_bytes} NNR bytes ({report.bits_per_parameter:.3f} bits "
-              f"per parameter); {len(report.matched)} tensors carried, {len(report.unmatched)} left as converted",
+              f"per parameter); {len(report.matched)} tensors carried, {len(report.unmatched)} "
+              f"{'derived by the converter' if report.from_decoded else 'left as converted'}",
               file=sys.stderr)
     return 0
 

@@ -4,19 +4,26 @@ The topology travels through an established converter that a plugin
 declares (:class:`~nnc_core.plugins.TopologyConverter`: ``torch.onnx``,
 onnx2tf, nnef-tools …); the weights travel as an NNR bitstream.  Steps:
 
-1. the source plugin maps the source model to NNR and it is encoded;
-2. the converter writes the destination model, with the original weights;
-3. the destination plugin reads that model, and each of its tensors is
-   matched to the source tensor it came from: by name where the converter
+1. the source plugin maps the source model to NNR; it is encoded and decoded;
+2. a source file is written again in its own format with the decoded weights
+   (the original as template), so that the converter starts from exactly
+   what a receiver of the bitstream has;
+3. the converter writes the destination model from it;
+4. the destination plugin reads that model, and each of its tensors is
+   matched to the decoded tensor it came from: by name where the converter
    kept names and values, otherwise by identical content (both plugins
    present tensors in NNR's layout, output channels first, so a weight the
    converter renamed is still bit-identical to its source);
-4. the matched tensors are replaced by the NNR-decoded ones and the
-   destination plugin writes the result.
+5. the matched tensors are set to the NNR-decoded ones (for a source file
+   they already are) and the destination plugin writes the result.
 
-Tensors the converter created (folded constants, reshaped copies) that match
-no source tensor keep the converter's values; :class:`ConversionReport`
-lists them.
+Tensors the converter derived (batch norms folded into convolutions, merged
+or reshaped kernels) match no source tensor; :class:`ConversionReport` lists
+them.  From a source file they are computed from the decoded weights.  An
+in-memory source (an ``nn.Module`` or ``keras.Model`` object) goes to the
+converter as it is, so its derived tensors keep the values the converter
+computed from the original weights (``ConversionReport.from_decoded`` is
+False).
 
 When no plugin declares a converter from the source framework straight to the
 destination's, the shortest chain of declared converters is used (PyTorch ->
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import tempfile
 from collections import deque
 from collections.abc import Callable
@@ -39,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from nnc_core.errors import FrameworkUnavailableError, PluginError
+from nnc_core.errors import FrameworkUnavailableError, ModelError, PluginError
 from nnc_core.files import atomic_path
 from nnc_core.model import NNRModel, decode_model, encode_model
 from nnc_core.plugins import PluginManager, get_plugin_manager, load_object
@@ -59,6 +67,9 @@ class ConversionReport:
     matched: dict[str, str] = field(default_factory=dict)  # destination name -> source name
     unmatched: list[str] = field(default_factory=list)  # destination tensors left as converted
     route: list[str] = field(default_factory=list)  # frameworks from source to target, intermediates included
+    # whether the converters ran on the source rewritten with the decoded
+    # weights (a source file), so unmatched tensors too derive from them
+    from_decoded: bool = False
 
     @property
     def bits_per_parameter(self) -> float:
@@ -129,21 +140,47 @@ def convert(
 
     with atomic_path(destination, directory=dst_record.directories and not destination.suffix) as staged, \
             tempfile.TemporaryDirectory(prefix="nnc-convert-") as work:
-        current: Source = source
+        current = _decoded_source(src_adapter, source, original, decoded, Path(work))
+        from_decoded = current is not source
+        reference = decoded if from_decoded else original
         for i, (step, function) in enumerate(zip(steps, functions)):
             last = i == len(steps) - 1
             out = staged if last else Path(work) / f"step{i + 1}{_intermediate_suffix(pm, step.target_framework)}"
             # example inputs feed the first converter; later ones read the static
             # input shapes the intermediate model carries
-            function(current, out, example_inputs=example_inputs if i == 0 else None)
+            try:
+                function(current, out, example_inputs=example_inputs if i == 0 else None)
+            except (ModelError, PluginError) as e:
+                if i == 0 and from_decoded:  # name the user's model, not its rewritten copy
+                    raise type(e)(str(e).replace(str(current), str(source))) from e
+                raise
             current = out
         converted = dst_adapter.read(staged)
-        matched = match_tensors(original, converted)
+        matched = match_tensors(reference, converted)
         for dst_tensor, src_tensor in matched.items():
             converted.tensors[dst_tensor] = decoded.tensors[src_tensor].astype(converted.tensors[dst_tensor].dtype, copy=False)
         dst_adapter.write(converted, staged, template=staged)
     unmatched = [n for n in converted.tensors if n not in matched]
-    return ConversionReport(src_name, dst_name, len(bitstream), parameters, matched, unmatched, route)
+    return ConversionReport(src_name, dst_name, len(bitstream), parameters, matched, unmatched, route, from_decoded)
+
+
+def _decoded_source(adapter: Any, source: Source, original: NNRModel, decoded: NNRModel, work: Path) -> Source:
+    """The source model with its NNR-decoded weights, written in its own format
+    (the original as template), for the converters to start from: tensors a
+    converter derives (batch norms folded into convolutions, merged or
+    transposed kernels) then come from the decoded weights too.  An in-memory
+    source (a module object) is returned as it is: the converters take it
+    with its original weights, and only the tensors matched afterwards carry
+    the decoded ones.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return source
+    path = Path(source)
+    target = work / f"source{path.suffix}"
+    model = NNRModel(decoded.tensors, blocks=original.blocks, topology=original.topology,
+                     dimension_shift=original.dimension_shift, framework=original.framework, metadata=original.metadata)
+    adapter.write(model, target, template=source)
+    return target
 
 
 def _missing(converter: TopologyConverter) -> list[str]:

@@ -54,7 +54,10 @@ def _store(tensors, path):
 
 def from_npz(source, destination, *, example_inputs=None):
     with np.load(source) as a:
-        _store({k.upper(): a[k] for k in a.files}, destination)
+        tensors = {k.upper(): a[k] for k in a.files}
+    if "CONV" in tensors:  # a tensor the converter derives, as folding a batch norm does
+        tensors["DERIVED"] = tensors["CONV"][:, :1] * np.float32(3)
+    _store(tensors, destination)
 
 class Adapter:
     def can_read(self, source):
@@ -264,12 +267,15 @@ def test_convert_carries_the_nnr_decoded_weights(fakefw, tmp_path, capsys, monke
     expected = nnc_core.decode(nnc_core.encode(weights, qp=-30))
     with np.load(destination) as a:
         # the converter renamed (CONV) and transposed; the weights are the NNR-decoded ones
-        assert sorted(a.files) == ["fw/BIAS", "fw/CONV"]
+        assert sorted(a.files) == ["fw/BIAS", "fw/CONV", "fw/DERIVED"]
         assert a["fw/CONV"].T.tobytes() == expected["conv"].tobytes()
+        # the converter ran on the source rewritten with the decoded weights
+        assert a["fw/DERIVED"].T.tobytes() == (expected["conv"][:, :1] * np.float32(3)).tobytes()
         assert a["fw/BIAS"].tobytes() == expected["bias"].tobytes()
         assert a["fw/CONV"].T.tobytes() != weights["conv"].tobytes()  # lossy: really carried
     report = convert(source, tmp_path / "again.fake", qp=-30)
-    assert report.matched == {"CONV": "conv", "BIAS": "bias"} and report.unmatched == []
+    assert report.matched == {"CONV": "conv", "BIAS": "bias"} and report.unmatched == ["DERIVED"]
+    assert report.from_decoded
     with pytest.raises(PluginError, match=r"no topology converter from fakefw to numpy is installed \(available: [^)]*numpy->fakefw"):
         convert(destination, tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()
@@ -347,12 +353,13 @@ def test_convert_chains_converters_through_an_intermediate_framework(fakefw, tmp
     assert f"model.npz (numpy) -> {destination} (chainfw via fakefw): " in capsys.readouterr().err
     expected = nnc_core.decode(nnc_core.encode(weights, qp=-30))
     with np.load(destination) as a:  # numpy -> fakefw -> chainfw renamed twice; the NNR-decoded weights arrived
-        assert sorted(a.files) == ["cbias", "cconv"]
+        assert sorted(a.files) == ["cbias", "cconv", "cderived"]
         assert a["cconv"].T.tobytes() == expected["conv"].tobytes() != weights["conv"].tobytes()
         assert a["cbias"].tobytes() == expected["bias"].tobytes()
+        assert a["cderived"].T.tobytes() == (expected["conv"][:, :1] * np.float32(3)).tobytes()  # first step's
     report = convert(source, tmp_path / "again.chain", qp=-30)
     assert report.route == ["numpy", "fakefw", "chainfw"]
-    assert report.matched == {"cconv": "conv", "cbias": "bias"} and report.unmatched == []
+    assert report.matched == {"cconv": "conv", "cbias": "bias"} and report.unmatched == ["cderived"]
     assert convert(source, tmp_path / "one.fake").route == ["numpy", "fakefw"]
     with pytest.raises(FrameworkUnavailableError, match=r"the chainfw -> numpy converter needs not_installed_conv_xyz"):
         convert(tmp_path / "again.chain", tmp_path / "back.npz")

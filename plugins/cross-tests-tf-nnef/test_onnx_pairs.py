@@ -19,7 +19,7 @@ from conftest import run_nnef, run_onnx
 
 from nnc_core.convert import convert
 from nnc_core.model import decode_model, encode_model
-from nnc_core.plugins import get_plugin_manager, read_model
+from nnc_core.plugins import get_plugin_manager, read_model, write_model
 
 LOSSY_TOLERANCE = 0.03  # softmax outputs
 
@@ -46,8 +46,21 @@ def test_tensorflow_to_onnx(fer_h5, faces, tmp_path):
     assert sorted(report.matched.values()) == ["conv2d_7/bias", "conv2d_7/kernel"]  # BN folded by tf2onnx
     expected = np.asarray(keras.models.load_model(fer_h5, compile=False)(faces, training=False))
     np.testing.assert_allclose(run_onnx(tmp_path / "fer.onnx", faces), expected, rtol=0, atol=1e-5)
-    convert(fer_h5, tmp_path / "lossy.onnx")
+    lossy = convert(fer_h5, tmp_path / "lossy.onnx")
     assert 0 < np.abs(run_onnx(tmp_path / "lossy.onnx", faces) - expected).max() <= LOSSY_TOLERANCE
+    # tf2onnx ran on the decoded weights: every tensor, the folded ones too, is
+    # what it makes of them, and every float tensor differs from the lossless one
+    assert lossy.from_decoded
+    from nnc_tensorflow.convert import to_onnx
+
+    write_model(decode_model(encode_model(read_model(fer_h5))), tmp_path / "decoded.h5", template=fer_h5)
+    to_onnx(tmp_path / "decoded.h5", tmp_path / "direct.onnx")
+    def contents(path):  # tf2onnx numbers its folded constants in no fixed order: compare contents
+        return sorted((v.dtype.str, v.shape, v.tobytes()) for v in read_model(path).tensors.values() if v.dtype.kind == "f")
+
+    got = contents(tmp_path / "lossy.onnx")
+    assert len(got) == 38 and got == contents(tmp_path / "direct.onnx")
+    assert not set(got) & set(contents(tmp_path / "fer.onnx"))  # no float tensor kept a lossless value
 
 
 def test_onnx_to_nnef_and_back(fer_onnx, faces, tmp_path):
