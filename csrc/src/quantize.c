@@ -206,24 +206,33 @@ static void dq_forward_avx512(const float *weights, int64_t count, const int64_t
 #endif
 static int dq_simd_ok(void);
 
+/* The start shared by both trellises: the input guard, the branch tables,
+ * the decision buffer (8 per value; the caller frees it) and the start costs
+ * (only state 0 reachable). */
+static int dq_begin(const float *weights, int64_t count, float step, dq_branches *br, uint8_t **decisions,
+                    double cost[8])
+{
+    int rc;
+
+    if ((rc = guard_float(weights, count, 1.0f / step, DQ_GUARD_LO, DQ_GUARD_HI))) return rc;
+    dq_branches_init(br);
+    *decisions = (uint8_t *)malloc((size_t)count * 8);
+    if (!*decisions) return DCABAC_E_NOMEM;
+    cost[0] = 0.0;
+    for (int s = 1; s < 8; s++) cost[s] = 0.5 * DBL_MAX;
+    return DCABAC_OK;
+}
+
 static int dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out, int simd)
 {
-    double q, cost[8];
-    float inv;
+    double q = 1.0 / (double)step, cost[8];
     uint8_t *decisions;
     dq_branches br;
     int rc;
 
     if (!quant_args_ok(weights, count, step, out)) return DCABAC_E_ARG;
     if (count == 0) return DCABAC_OK;
-    inv = 1.0f / step;
-    if ((rc = guard_float(weights, count, inv, DQ_GUARD_LO, DQ_GUARD_HI))) return rc;
-    dq_branches_init(&br);
-    decisions = (uint8_t *)malloc((size_t)count * 8);
-    if (!decisions) return DCABAC_E_NOMEM;
-    q = 1.0 / (double)step;
-    cost[0] = 0.0;
-    for (int s = 1; s < 8; s++) cost[s] = 0.5 * DBL_MAX;
+    if ((rc = dq_begin(weights, count, step, &br, &decisions, cost))) return rc;
 #if DCABAC_HAVE_AVX512
     if (simd)
         dq_forward_avx512(weights, count, order, q, &br, decisions, cost);
@@ -823,8 +832,7 @@ static int dq_simd_ok(void)
 static int dq_quantize_rd(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
                           int32_t rate_gt_flags, int32_t *out, int simd)
 {
-    double q, D, cost[8];
-    float inv;
+    double q = 1.0 / (double)step, D, cost[8];
     uint8_t *decisions;
     dq_branches br;
     int rc;
@@ -833,15 +841,8 @@ static int dq_quantize_rd(const float *weights, int64_t count, const int64_t *or
         return DCABAC_E_ARG;
     if (lambda_scale == 0.0) return dq_quantize(weights, count, order, step, out, simd);
     if (count == 0) return DCABAC_OK;
-    inv = 1.0f / step;
-    if ((rc = guard_float(weights, count, inv, DQ_GUARD_LO, DQ_GUARD_HI))) return rc;
-    dq_branches_init(&br);
-    decisions = (uint8_t *)malloc((size_t)count * 8);
-    if (!decisions) return DCABAC_E_NOMEM;
-    q = 1.0 / (double)step;
+    if ((rc = dq_begin(weights, count, step, &br, &decisions, cost))) return rc;
     D = (double)(1 << 15) / (lambda_scale * 4.0 * (log(2.0) / 6.0) * 0.7);
-    cost[0] = 0.0;
-    for (int s = 1; s < 8; s++) cost[s] = 0.5 * DBL_MAX;
 #if DCABAC_HAVE_AVX512
     if (simd)
         rc = dq_rd_forward_avx512(weights, count, order, q, D, rate_gt_flags, &br, decisions, cost);
