@@ -206,7 +206,10 @@ class KerasAdapter:
         # SavedModel folder
         base = self.load(template) if template is not None and not isinstance(template, keras.Model) else template
         if base is None or isinstance(base, keras.Model):
-            keras_model = base if base is not None else self._keras_model(model, None)
+            if base is None:
+                keras_model = self._keras_model(model, None)
+            else:  # the caller's model object gets the weights in a clone, never itself
+                keras_model = keras.models.clone_model(base) if base is template else base
             self._assign(keras_model.weights, model, lambda w: w.path)
             _save_folder(destination, lambda p: keras_model.export(p, verbose=False))
         else:

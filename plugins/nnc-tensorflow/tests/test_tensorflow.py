@@ -133,6 +133,16 @@ def test_in_memory_model_and_template(fer_model, face_batch, tmp_path):
     write_model(decoded, tmp_path / "x.keras", template=fer_model)
     np.testing.assert_array_equal(_run(keras.models.load_model(tmp_path / "x.keras", compile=False), face_batch),
                                   _run(fer_model, face_batch))
+    # lossy weights into a SavedModel folder from the in-memory template: the folder
+    # holds the decoded weights, the caller's model keeps its own
+    before = [w.numpy().copy() for w in fer_model.weights]
+    lossy = decode_model(encode_model(model, qp=-20))
+    write_model(lossy, tmp_path / "sm", framework="tensorflow", template=fer_model)
+    assert all(np.array_equal(w.numpy(), b) for w, b in zip(fer_model.weights, before))
+    saved = read_model(tmp_path / "sm").tensors
+    assert saved.keys() == lossy.tensors.keys()
+    assert all(np.array_equal(saved[k], lossy.tensors[k]) for k in saved)
+    assert any(not np.array_equal(saved[k], model.tensors[k]) for k in saved)
 
 
 def test_embed_and_extract(fer_h5, tmp_path):
