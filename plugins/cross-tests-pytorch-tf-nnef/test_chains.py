@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from conftest import float_names, run_nnef
+from nnc_core.testing.frameworks import float_names, run_nnef
 
 import crepe
 from nnc_core.cli import main
@@ -70,7 +70,7 @@ def test_pytorch_to_nnef_lossless(model, tones, program, crepe_nnef, tmp_path):
     _carries(program, crepe_nnef, report, lossless=True)
     with torch.no_grad():
         expected = model(tones).numpy()
-    np.testing.assert_allclose(run_nnef(crepe_nnef, tones.numpy(), tmp_path), expected, rtol=0, atol=FLOAT_TOLERANCE)
+    np.testing.assert_allclose(run_nnef(crepe_nnef, tones.numpy()), expected, rtol=0, atol=FLOAT_TOLERANCE)
 
 
 def test_pytorch_to_nnef_lossy_command_line(model, tones, program, tmp_path, capsys):
@@ -80,7 +80,7 @@ def test_pytorch_to_nnef_lossy_command_line(model, tones, program, tmp_path, cap
     assert f"{CREPE_TENSORS} tensors carried, 0 derived by the converter" in err
     with torch.no_grad():
         expected = model(tones).numpy()
-    got = run_nnef(tmp_path / "crepe.nnef", tones.numpy(), tmp_path)
+    got = run_nnef(tmp_path / "crepe.nnef", tones.numpy())
     assert 0 < np.abs(got - expected).max() <= CREPE_LOSSY
     assert np.array_equal(crepe.cents(got), crepe.cents(expected))
 

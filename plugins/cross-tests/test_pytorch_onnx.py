@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
@@ -17,8 +16,8 @@ import crepe
 from nnc_core.cli import main
 from nnc_core.convert import convert
 from nnc_core.errors import PluginError
-from nnc_core.plugins import read_model
 from nnc_core.testing import pretrained
+from nnc_core.testing.frameworks import float_names, run_onnx
 
 WEIGHTS = 38  # CREPE tiny's float tensors: 6 x (conv weight, bias, 4 batch norm) + classifier weight, bias
 
@@ -38,15 +37,6 @@ def program(model, tones, tmp_path_factory):
     path = tmp_path_factory.mktemp("p") / "crepe.pt2"
     torch.export.save(torch.export.export(model, (tones,)), path)
     return path
-
-
-def run_onnx(path, x: torch.Tensor) -> np.ndarray:
-    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return s.run(None, {s.get_inputs()[0].name: x.numpy()})[0]
-
-
-def float_names(source) -> list[str]:
-    return [n for n, v in read_model(source).tensors.items() if v.dtype.kind == "f"]
 
 
 def test_pytorch_to_onnx_lossless_equals_the_converter_alone(model, tones, tmp_path):

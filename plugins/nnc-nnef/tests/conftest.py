@@ -31,17 +31,3 @@ def nude_nnef(nude_onnx, tmp_path_factory):
 @pytest.fixture(scope="session")
 def image():
     return np.random.default_rng(7).random((1, 3, 320, 320), dtype=np.float32)
-
-
-def run_nnef(folder, x, tmp_path):
-    """Outputs of an NNEF folder: nnef-tools converts it to ONNX, onnxruntime runs it."""
-    import onnxruntime as ort
-
-    from nnc_nnef.convert import to_onnx
-
-    onnx_file = tmp_path / f"{folder.name}.onnx"
-    to_onnx(folder, onnx_file)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]

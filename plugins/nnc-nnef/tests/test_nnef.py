@@ -9,7 +9,7 @@ import struct
 import nnef
 import numpy as np
 import pytest
-from conftest import run_nnef
+from nnc_core.testing.frameworks import run_nnef
 
 from nnc_core.bitstream.units import TopologyStorageFormat, TopologyUnit, read_units
 from nnc_core.cli import main
@@ -53,7 +53,7 @@ def test_lossless_round_trip_is_byte_exact(nude_nnef, image, tmp_path):
     write_model(decode_model(data), tmp_path / "back.nnef")  # rebuilt from the bitstream alone
     for f in sorted(nude_nnef.iterdir()):
         assert (tmp_path / "back.nnef" / f.name).read_bytes() == f.read_bytes(), f.name
-    np.testing.assert_array_equal(run_nnef(tmp_path / "back.nnef", image, tmp_path), run_nnef(nude_nnef, image, tmp_path))
+    np.testing.assert_array_equal(run_nnef(tmp_path / "back.nnef", image), run_nnef(nude_nnef, image))
 
 
 def test_raw_topology_when_chosen(nude_nnef):
@@ -69,7 +69,7 @@ def test_lossy_command_line_runs_within_tolerance(nude_nnef, image, tmp_path):
     assert main(["decode", str(nnr), "-o", str(back)]) == 0
     params = sum(v.size for v in read_model(nude_nnef).tensors.values())
     assert nnr.stat().st_size * 8 / params < 8
-    expected, got = run_nnef(nude_nnef, image, tmp_path), run_nnef(back, image, tmp_path)
+    expected, got = run_nnef(nude_nnef, image), run_nnef(back, image)
     assert got.shape == expected.shape == (1, 22, 2100)
     assert 0 < np.abs(got - expected).max() <= LOSSY_RELATIVE_TOLERANCE * np.abs(expected).max()
 
