@@ -52,7 +52,10 @@ def _store(tensors, path):
     stored = {"fw/" + k: (v.T if v.ndim == 2 else v) for k, v in tensors.items()}
     write_atomically(path, lambda f: np.savez(f, **stored))
 
+CALLS = []  # example_inputs each conversion got
+
 def from_npz(source, destination, *, example_inputs=None):
+    CALLS.append(example_inputs)
     with np.load(source) as a:
         tensors = {k.upper(): a[k] for k in a.files}
     if "CONV" in tensors:  # a tensor the converter derives, as folding a batch norm does
@@ -324,8 +327,10 @@ def nnc_topology_converters():
     yield TopologyConverter("fakefw", "chainfw", "chainfw_plugin:from_fake")
     yield TopologyConverter("chainfw", "numpy", "chainfw_plugin:nothing", requires=("not_installed_conv_xyz",))
 
+CALLS = []  # example_inputs each conversion got
+
 def from_fake(source, destination, *, example_inputs=None):
-    assert example_inputs is None  # only the first step of a chain gets them
+    CALLS.append(example_inputs)
     with np.load(str(source)) as a:  # fakefw's file: names "fw/NAME", 2-D arrays transposed
         stored = {"c" + k[3:].lower(): a[k] for k in a.files}
     write_atomically(destination, lambda f: np.savez(f, **stored))
@@ -357,8 +362,12 @@ def test_convert_chains_converters_through_an_intermediate_framework(fakefw, tmp
         assert a["cconv"].T.tobytes() == expected["conv"].tobytes() != weights["conv"].tobytes()
         assert a["cbias"].tobytes() == expected["bias"].tobytes()
         assert a["cderived"].T.tobytes() == (expected["conv"][:, :1] * np.float32(3)).tobytes()  # first step's
-    report = convert(source, tmp_path / "again.chain", qp=-30)
+    report = convert(source, tmp_path / "again.chain", qp=-30, example_inputs=(1, 5))
     assert report.route == ["numpy", "fakefw", "chainfw"]
+    import chainfw_plugin
+    import fakefw_plugin
+
+    assert fakefw_plugin.CALLS[-1] == (1, 5) and chainfw_plugin.CALLS[-1] is None  # the first step's alone
     assert report.matched == {"cconv": "conv", "cbias": "bias"} and report.unmatched == ["cderived"]
     assert convert(source, tmp_path / "one.fake").route == ["numpy", "fakefw"]
     with pytest.raises(FrameworkUnavailableError, match=r"the chainfw -> numpy converter needs not_installed_conv_xyz"):

@@ -44,19 +44,22 @@ def program(model, tones, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def crepe_nnef(program, tmp_path_factory):
-    """CREPE as NNEF, converted losslessly from the .pt2 program through ONNX."""
+def crepe_conversion(program, tmp_path_factory):
+    """CREPE as NNEF, converted losslessly from the .pt2 program through ONNX: (folder, report)."""
     folder = tmp_path_factory.mktemp("nnef") / "crepe.nnef"
-    report = convert(program, folder, raw_float=float_names(program))
-    assert report.route == ["pytorch", "onnx", "nnef"]
-    assert len(report.matched) == CREPE_TENSORS and report.unmatched == []
-    return folder
+    return folder, convert(program, folder, raw_float=float_names(program))
+
+
+@pytest.fixture(scope="module")
+def crepe_nnef(crepe_conversion):
+    return crepe_conversion[0]
 
 
 def _carries(source, destination, report, lossless, **options):
     """The destination's matched tensors equal the source's (lossless) or the NNR-decoded ones."""
-    original = read_model(source).tensors
-    expected = original if lossless else decode_model(encode_model(read_model(source), **options)).tensors
+    source_model = read_model(source)
+    original = source_model.tensors
+    expected = original if lossless else decode_model(encode_model(source_model, **options)).tensors
     carried = read_model(destination).tensors
     for dst, src in report.matched.items():
         np.testing.assert_array_equal(carried[dst].reshape(expected[src].shape), expected[src])
@@ -65,8 +68,10 @@ def _carries(source, destination, report, lossless, **options):
         assert weights and all(not np.array_equal(expected[s], original[s]) for s in weights)
 
 
-def test_pytorch_to_nnef_lossless(model, tones, program, crepe_nnef, tmp_path):
-    report = convert(program, tmp_path / "again.nnef", raw_float=float_names(program))
+def test_pytorch_to_nnef_lossless(model, tones, program, crepe_conversion):
+    crepe_nnef, report = crepe_conversion
+    assert report.route == ["pytorch", "onnx", "nnef"]
+    assert len(report.matched) == CREPE_TENSORS and report.unmatched == []
     _carries(program, crepe_nnef, report, lossless=True)
     with torch.no_grad():
         expected = model(tones).numpy()

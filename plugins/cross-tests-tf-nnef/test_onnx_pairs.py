@@ -73,6 +73,7 @@ def test_onnx_to_nnef_lossy(fer_onnx, faces, tmp_path):
     report = convert(fer_onnx, tmp_path / "fer.nnef", example_inputs=faces)
     decoded = decode_model(encode_model(read_model(fer_onnx))).tensors
     nnef_model = read_model(tmp_path / "fer.nnef")
+    assert report.unmatched == [] and len(report.matched) == len(nnef_model.tensors) > 0
     for dst, src in report.matched.items():
         np.testing.assert_array_equal(nnef_model.tensors[dst], decoded[src])
     got, expected = run_nnef(tmp_path / "fer.nnef", faces), run_onnx(fer_onnx, faces)

@@ -93,7 +93,7 @@ def test_onnx_to_pytorch(model, tones, program, tmp_path, capsys):
 def test_conversions_that_cannot_work_say_why(tmp_path, program):
     with pytest.raises(PluginError, match=r"tiny.pth: a .pth file holds weights only, no graph to export"):
         convert(pretrained.path("crepe-tiny"), tmp_path / "x.onnx")
-    main(["convert", str(program), "-o", str(tmp_path / "c.onnx"), "--quiet"])
+    assert main(["convert", str(program), "-o", str(tmp_path / "c.onnx"), "--quiet"]) == 0
     with pytest.raises(PluginError, match=r"a .safetensors file cannot hold the converted graph"):
         convert(tmp_path / "c.onnx", tmp_path / "x.safetensors")
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.safetensors").exists()

@@ -275,9 +275,9 @@ class OnnxAdapter:
         if template is not None:
             base, what, template_external = _load(template)
             external = external or template_external
-            base_copy = onnx.ModelProto()
-            base_copy.CopyFrom(base)
-            base = base_copy
+            if base is template:  # the caller's ModelProto: the weights go into a copy
+                base = onnx.ModelProto()
+                base.CopyFrom(template)
             what = f"template {what}"
         else:
             base, what = _topology_model(model.topology, str(destination)), "the bitstream's ONNX topology"

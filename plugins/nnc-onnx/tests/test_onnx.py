@@ -169,6 +169,17 @@ def test_blocks_from_the_graph_and_what_is_carried():
                                  "fc.weight", "fc.bias", "scale"]
 
 
+def test_in_memory_template_is_left_as_it_was(tmp_path):
+    model = small_model()
+    before = model.SerializeToString()
+    lossy = decode_model(encode_model(read_model(model), qp=-20))
+    write_model(lossy, tmp_path / "out.onnx", template=model)
+    assert model.SerializeToString() == before
+    written = read_model(tmp_path / "out.onnx").tensors
+    assert all(np.array_equal(written[k], lossy.tensors[k]) for k in lossy.tensors)
+    assert any(not np.array_equal(written[k], v) for k, v in read_model(model).tensors.items())
+
+
 def test_external_data_is_read_and_written(tmp_path):
     model = small_model()
     expected = numpy_helper.to_array(model.graph.initializer[0])

@@ -114,7 +114,7 @@ class TorchAdapter:
         state = _state_from_model(model, reference, what, destination)
         if suffix == ".pt2":
             _write_exported(state, destination, template, owned=template_path is not None)
-        elif suffix in (".pt", ".pth") and template_path is not None and is_torchscript(template_path):
+        elif suffix in (".pt", ".pth") and template_path is not None and isinstance(template, torch.jit.ScriptModule):
             _write_torchscript(state, destination, template)
         elif suffix == ".safetensors":
             from safetensors.torch import save
