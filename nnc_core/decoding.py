@@ -646,6 +646,8 @@ def decode(
     if base is not None:
         if state is not None:
             raise ConfigError("give either a decoder state or a base")
+        if not recompose or apply_local_scaling or unprune:  # updates carry none of these tools
+            raise ConfigError("recompose, apply_local_scaling and unprune do not apply to an update (base=)")
         from nnc_core.incremental import decode_update
 
         return decode_update(data, base, max_elements=max_elements)

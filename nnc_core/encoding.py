@@ -392,7 +392,7 @@ def encode(
     scan_order: int = 0,
     cabac_unary_length_minus1: int = 10,
     param_opt: bool = True,
-    row_skipping: bool = False,
+    row_skipping: bool | None = None,
     dimension_shift: Mapping[str, int] | None = None,
     max_part_elements: int | None = None,
     aggregate: bool = False,
@@ -463,7 +463,9 @@ def encode(
             :func:`nnc_core.reduction.check_performance_maps`.
         scan_order: 0 row-major, 1..4 block scans with entry points.
         cabac_unary_length_minus1, param_opt, row_skipping: entropy coding
-            options (see :class:`nnc_core.deepcabac.TensorCoding`).
+            options (see :class:`nnc_core.deepcabac.TensorCoding`);
+            ``row_skipping`` is off unless given, and on in an update
+            (``base=``) unless given False.
         dimension_shift: ``first_tensor_dimension_shift`` by tensor name:
             the dimension coded as rows (scan, row skipping, entry points,
             DQ), e.g. 3 for output channels of a ``[kh, kw, in, out]`` kernel;
@@ -498,12 +500,11 @@ def encode(
     if base is not None:
         from nnc_core.incremental import encode_update
 
-        # the settings given (an update session has its own defaults, e.g. row skipping on)
+        # the settings given, as given: an update session has its own defaults
+        # (row skipping on), which only an explicit value overrides
         given = locals()
         defaults = {k: p.default for k, p in inspect.signature(encode).parameters.items() if k not in ("tensors", "base", "_update")}
-        return encode_update(tensors, base, **{k: given[k] for k, d in defaults.items() if given[k] is not d and given[k] != d})
-    if _update is not None and max_part_elements is not None:
-        raise ConfigError("incremental updates cannot split tensors into parts (max_part_elements)")
+        return encode_update(tensors, base, **{k: given[k] for k, d in defaults.items() if given[k] is not d})
     if not 0 <= qp_density <= 7:
         raise ConfigError(f"qp_density {qp_density} outside 0..7")
     if not 0 <= scan_order <= 4:
@@ -539,7 +540,7 @@ def encode(
     tensors, blocks = reduced.tensors, reduced.blocks
     settings = _Settings(
         qp, qp_density, nonweight_qp, use_dq, codebook_mode, scan_order, cabac_unary_length_minus1, param_opt,
-        row_skipping, int_quant_bw, frozenset(raw_float), _Quantizer(qp_density, float(lambda_scale), cabac_unary_length_minus1),
+        bool(row_skipping), int_quant_bw, frozenset(raw_float), _Quantizer(qp_density, float(lambda_scale), cabac_unary_length_minus1),
         update=_update,
         local_scaling=bool(local_scaling),
     )

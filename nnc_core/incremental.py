@@ -333,10 +333,7 @@ class UpdateEncoder:
         device_id: int = 0,
         **options: Any,
     ) -> None:
-        for bad in ("base", "_update", "max_part_elements"):
-            if options.get(bad) is not None:
-                raise ConfigError(f"{bad} is not an option of an incremental session")
-        options.pop("max_part_elements", None)
+        _check_session_options(options)
         self._mirror = UpdateDecoder(base)
         self._plan = dict(tca=tca, hdsp=hdsp, pre_flag=pre_flag, signal_base=signal_base, device_id=device_id)
         self._options = dict(options, row_skipping=row_skipping)
@@ -391,12 +388,24 @@ class UpdateEncoder:
     def _code(self, update: dict, options: dict) -> tuple[bytes, dict[str, np.ndarray]]:
         from nnc_core.encoding import encode
 
-        if {"base", "_update", "max_part_elements"} & set(options):
-            raise ConfigError("base, _update and max_part_elements are no options of an incremental bitstream")
+        _check_session_options(options)
         plan = _StreamPlan(self._mirror, **self._plan)
         data = encode(update, _update=plan, **dict(self._options, **options))
         # The receiver's state follows from the bitstream: decode it as the receiver will.
         return data, self._mirror.decode_update(data)
+
+
+# Options an update cannot take: the session builds the stream itself (no
+# split tensors), and an update names exactly the base's tensors in their
+# shapes, which decomposition, pruning and local scaling factors would change.
+_NOT_IN_SESSION = ("base", "_update", "max_part_elements", "low_rank", "prune", "local_scaling")
+
+
+def _check_session_options(options: Mapping[str, Any]) -> None:
+    for name in _NOT_IN_SESSION:
+        if options.get(name) not in (None, False):
+            raise ConfigError(f"{name} is not an option of an incremental update (an update codes the base's "
+                              "tensors in their shapes, as one stream)")
 
 
 def encode_update(tensors: Mapping[str, np.ndarray], base: Any, **options: Any) -> bytes:

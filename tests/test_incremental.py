@@ -201,6 +201,14 @@ def test_encoder_refuses_bad_sessions(rng):
     model = _model(rng)
     with pytest.raises(nnc_core.ConfigError, match="max_part_elements"):
         UpdateEncoder(max_part_elements=10)
+    # tools that change the tensor set or shapes cannot code an update of the base's tensors
+    for option in ({"low_rank": 4}, {"prune": {"fc1.weight": 0.25}}, {"local_scaling": True}):
+        with pytest.raises(nnc_core.ConfigError, match=f"{next(iter(option))} is not an option of an incremental update"):
+            nnc_core.encode(model, base=model, **option)
+    data = nnc_core.encode(model, base=model)
+    for option in ({"recompose": False}, {"apply_local_scaling": True}, {"unprune": True}):
+        with pytest.raises(nnc_core.ConfigError, match="do not apply to an update"):
+            nnc_core.decode(data, base=model, **option)
     with pytest.raises(nnc_core.ConfigError, match=r"tensor 'fc1.weight' has shape \[3\], its base \[24, 16\]"):
         nnc_core.encode({"fc1.weight": np.zeros(3, np.float32)}, base=model)
     with pytest.raises(nnc_core.ConfigError, match="a base is a mapping of arrays or NNR bitstream"):
@@ -291,6 +299,14 @@ def test_error_feedback_leaves_the_base_error_alone(rng):
     assert [h.element_ids for h in headers] == [["fc1.weight"]]
 
 
+def test_encode_with_base_keeps_an_explicit_setting_equal_to_the_plain_default(rng):
+    model = _model(rng)
+    tuned = _fine_tuned(rng, model)
+    off = nnc_core.encode(tuned, base=model, row_skipping=False)  # False is encode()'s default, not the session's
+    assert off == UpdateEncoder(model, row_skipping=False).encode(tuned)
+    assert nnc_core.encode(tuned, base=model) == UpdateEncoder(model).encode(tuned) != off
+
+
 def test_options_per_bitstream(rng):
     """Settings given to encode() hold for that bitstream only."""
     model = _model(rng)
@@ -300,5 +316,5 @@ def test_options_per_bitstream(rng):
     fine = a.encode(tuned, qp=-50)
     assert fine == b.encode(tuned)
     assert fine != UpdateEncoder(model).encode(tuned)
-    with pytest.raises(nnc_core.ConfigError, match="no options of an incremental bitstream"):
+    with pytest.raises(nnc_core.ConfigError, match="max_part_elements is not an option of an incremental update"):
         a.encode(tuned, max_part_elements=4)
