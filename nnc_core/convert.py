@@ -50,7 +50,7 @@ import numpy as np
 from nnc_core.errors import FrameworkUnavailableError, ModelError, PluginError
 from nnc_core.files import atomic_path
 from nnc_core.model import NNRModel, decode_model, encode_model
-from nnc_core.plugins import PluginManager, get_plugin_manager, load_object
+from nnc_core.plugins import PluginManager, get_plugin_manager, load_object, read_model
 from nnc_core.plugins.types import Source, TopologyConverter
 
 __all__ = ["ConversionReport", "convert", "match_tensors"]
@@ -128,7 +128,7 @@ def convert(
     route = [src_name] + [c.target_framework for c in steps] if steps else [src_name, dst_name]
     functions = [load_object(c.function) for c in steps]
 
-    original = src_adapter.read(source)
+    original = read_model(source, framework=src_name)
     bitstream = encode_model(original, progress=progress, **options)
     decoded = decode_model(bitstream)
     parameters = sum(int(v.size) for v in original.tensors.values())
@@ -209,26 +209,20 @@ def _shortest(converters: list[TopologyConverter], source: str, target: str) -> 
 
 
 def _route(pm: PluginManager, source: str, target: str) -> list[TopologyConverter]:
-    """The declared converters from ``source`` to ``target``: the direct one, or
-    the shortest chain through intermediate frameworks whose converters are all
-    installed.  A route that exists only with missing modules names them."""
-    direct = pm.converter(source, target)
+    """The shortest chain of declared converters from ``source`` to ``target``
+    (a direct one has length 1) whose modules are all installed.  A route that
+    exists only with missing modules names the first converter lacking them."""
     declared = pm.converters()
-    if direct is not None and not _missing(direct):
-        return [direct]
     chain = _shortest([c for c in declared if not _missing(c)], source, target)
     if chain is not None:
         return chain
-    chain = [direct] if direct is not None else _shortest(declared, source, target)
+    chain = _shortest(declared, source, target)
     if chain is None:
         pairs = ", ".join(f"{c.source_framework}->{c.target_framework}" for c in declared) or "none"
         raise PluginError(f"no topology converter from {source} to {target} is installed (available: {pairs})")
-    for c in chain:
-        missing = _missing(c)
-        if missing:
-            raise FrameworkUnavailableError(
-                f"the {c.source_framework} -> {c.target_framework} converter needs {', '.join(missing)}, not installed")
-    raise AssertionError("unreachable: a chain with every module present was searched first")
+    step = next(c for c in chain if _missing(c))
+    raise FrameworkUnavailableError(
+        f"the {step.source_framework} -> {step.target_framework} converter needs {', '.join(_missing(step))}, not installed")
 
 
 def _intermediate_suffix(pm: PluginManager, framework: str) -> str:

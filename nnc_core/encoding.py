@@ -687,9 +687,11 @@ def _encode_members(members: list[_Member], s: _Settings, state: ParseState) -> 
     coded = [_quantize_member(m, s) for m in members]
     if s.local_scaling:
         coded = _adapt_local_scaling(members, coded, s)
-    if any(m.role == "G" for m in members) and not _jointly_codable(members, coded):
-        raise EncodeError(f"decomposed weight {members[-2].name!r}: its block's members cannot share one NDU (integer or raw members)")
-    if len(members) == 1 or not _jointly_codable(members, coded):
+    joint = len(members) > 1 and _jointly_codable(members, coded)
+    factor = next((m for m in members if m.role == "G"), None)
+    if factor is not None and not joint:
+        raise EncodeError(f"decomposed weight {factor.name!r}: its block's members cannot share one NDU (integer or raw members)")
+    if not joint:
         cpt = _block_types([m.role for m in members]) if len(members) > 1 else 0
         return [_write_ndu([m], [c], s, state, cpt) for m, c in zip(members, coded)]
     return [_write_ndu(members, coded, s, state, _block_types([m.role for m in members]))]
