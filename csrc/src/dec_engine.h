@@ -66,21 +66,26 @@ static inline int dec_clz32(uint32_t x)
 
 /* ---- probability models ------------------------------------------------ */
 
-/* Fields of a context word: bits 0..15 s1 + 2048, bits 16..31
- * 16 * (s0 + 128), bits 48..63 the biased sum s1 + 16 * s0 + 4096 (so that
- * sum >> 7 and the MPS are single shifts).  Each stays in 0..8191 (s0 in
- * -123..123 and s1 in -1923..1923 are all the update can reach from the
- * initial states), so adding the signed changes of all fields at once
- * never carries across. */
-#define DEC_SLOW(x) ((uint64_t)(uint32_t)(x))
+/* Fields of a context word: bits 0..15 2 * (s1 + 2048) (so that the slow
+ * estimate's update index is the word's second byte), bits 16..31
+ * 16 * (s0 + 128), bits 51..63 the biased sum s1 + 16 * s0 + 4096 (so that
+ * sum >> 7 is one shift and the MPS is the word's sign).  Each stays in
+ * 0..8191 (s0 in -123..123 and s1 in -1923..1923 are all the update can
+ * reach from the initial states), so adding the signed changes of all
+ * fields at once never carries across. */
+#define DEC_SLOW(x) ((uint64_t)(uint32_t)(x) << 1)
 #define DEC_FAST(x) ((uint64_t)(uint32_t)(x) << 16)
-#define DEC_SUM(x) ((uint64_t)(uint32_t)(x) << 48)
+#define DEC_SUM(x) ((uint64_t)(uint32_t)(x) << 51)
+/* rLPS table index q = sum >> 7, and the MPS = sum >> 12 (the word's sign) */
+#define DEC_Q(w) ((uint32_t)((w) >> 58))
+#define DEC_MPS(w) ((unsigned)((w) >> 63))
 
 /* Update tables of one initialisation set (its two window shifts) and one
  * bin value: the change of the context word, indexed for the fast estimate
  * by j0 = (16 * (s0 + 128) + (bin ? 0 : 112)) >> 7 and for the slow one by
- * j1 = (s1 + 2048 + (bin ? 0 : 127)) >> 7.  j equals 16 + ((g * s) >> p) of
- * clause 10.3 for bin 1 (g = +1); for bin 0 it is 32 minus that, with -s
+ * j1 = (s1 + 2048 + (bin ? 0 : 127)) >> 7, read from the word as
+ * (2 * (s1 + 2048) + (bin ? 0 : 254)) >> 8.  j equals 16 + ((g * s) >> p)
+ * of clause 10.3 for bin 1 (g = +1); for bin 0 it is 32 minus that, with -s
  * rounded the other way. */
 typedef struct dec_update_tab {
     int64_t fast[33];
@@ -172,7 +177,7 @@ DCABAC_INLINE void dec_ctx_update(dec_ctx *c, uint64_t w, unsigned bin)
     uint64_t m = (uint64_t)bin - 1u; /* 0 for bin 1, all ones for bin 0 */
     uint64_t x = w + (m & (DEC_FAST(112) | DEC_SLOW(127)));
     uint32_t j0 = (uint32_t)x >> 23;
-    uint32_t j1 = ((uint32_t)x & 0xFFFFu) >> 7;
+    uint32_t j1 = (uint32_t)(x >> 8) & 0xFFu; /* the word's second byte */
     const dec_update_tab *u = c->upd[bin];
     c->w = w + (uint64_t)u->fast[j0] + (uint64_t)u->slow[j1];
 }
@@ -283,16 +288,21 @@ static inline uint32_t bd_window(const bin_decoder *d) { return (uint32_t)(d->va
 static inline size_t bd_bytes_used(const bin_decoder *d) { return (size_t)((bd_bit_position(d) + 9 + 7) / 8); }
 
 /* The 8 rLPS values of context word w, one per range row. */
-DCABAC_INLINE uint64_t bd_rlps_row(const dec_tables *t, uint64_t w) { return t->rlps[w >> 55]; }
+DCABAC_INLINE uint64_t bd_rlps_row(const dec_tables *t, uint64_t w) { return t->rlps[DEC_Q(w)]; }
 
 /* rLPS of a row at the current range: byte (range >> 5) & 7. */
 DCABAC_INLINE uint32_t bd_rlps(uint64_t row, uint32_t range) { return (uint32_t)(row >> ((range >> 2) & 56)) & 0xFFu; }
 
 /* Read ahead kept by callers that decode several bins between refill tests
- * (budget mode): an MPS bin consumes at most one bit, so after a test for
- * DEC_BUDGET bits, up to DEC_BUDGET MPS bins need no test of their own; an
- * LPS bin (up to 7 bits) tests again. */
-#define DEC_BUDGET 16
+ * (budget mode).  An MPS bin consumes at most one bit and an LPS bin at most
+ * 7, so after a test for DEC_BUDGET bits the caller may decode bins whose
+ * worst case adds up to DEC_BUDGET without testing.  The level loop's worst
+ * case between tests is the significance bin (1), the sign (7), N - 1 MPS
+ * greater-than flags and the LPS that ends them (7): N + 14 bits.  A bin
+ * that is an LPS and continues the level tests again. */
+#define DEC_BUDGET 32
+/* Largest number of greater-than flags the level loop decodes in budget mode. */
+#define DEC_BUDGET_MAX_GT (DEC_BUDGET - 14)
 
 /* After a bin: refill unless `budget` bits (0 or DEC_BUDGET) are read ahead. */
 DCABAC_INLINE void bd_keep(bin_decoder *d, int budget)
@@ -328,10 +338,12 @@ DCABAC_INLINE void bd_renorm_mps(bin_decoder *d, uint32_t rmps)
  * Each path ends with a constant bin, so that the update is specialised and
  * the caller's test of the bin disappears (the extra test, on the
  * context's MPS, is well predicted).  `budget` (a constant): in budget
- * mode (see DEC_BUDGET) an MPS bin does not test the read-ahead. */
+ * mode (see DEC_BUDGET) an MPS bin does not test the read-ahead, nor does a
+ * bin 0 (which ends the level's bins: the caller tests before the next
+ * level). */
 DCABAC_INLINE unsigned bd_decision_wb(bin_decoder *d, dec_ctx *c, uint64_t w, uint64_t row, int budget)
 {
-    unsigned mps = (unsigned)(w >> 60); /* sum >= 0 */
+    unsigned mps = DEC_MPS(w);
     uint32_t rlps = bd_rlps(row, d->range);
     uint32_t rmps = d->range - rlps;
     if (DEC_LIKELY(d->value < (uint64_t)rmps << DEC_LOW_BITS)) {
@@ -347,11 +359,12 @@ DCABAC_INLINE unsigned bd_decision_wb(bin_decoder *d, dec_ctx *c, uint64_t w, ui
         int n = dec_clz32(rlps) - 23;
         d->value = (d->value - ((uint64_t)rmps << DEC_LOW_BITS)) << n;
         d->range = rlps << n;
-        bd_keep(d, budget ? DEC_BUDGET : 0);
         if (mps) {
+            if (!budget) bd_keep(d, 0);
             dec_ctx_update(c, w, 0);
             return 0;
         }
+        bd_keep(d, budget ? DEC_BUDGET : 0);
         dec_ctx_update(c, w, 1);
         return 1;
     }
@@ -372,12 +385,13 @@ DCABAC_INLINE unsigned bd_decision(bin_decoder *d, const dec_tables *t, dec_ctx 
 /* A context-coded bin without branches on its value, for bins near p = 1/2.
  * Both outcomes' renormalisations are ready when the comparison is (the
  * LPS one from tables), so the range's dependency chain is only a compare
- * and a select longer than for a predicted MPS.  `budget`: as for
- * bd_decision_wb, the read-ahead afterwards. */
+ * and a select longer than for a predicted MPS.  `budget`: the read-ahead
+ * tested afterwards (0 or DEC_BUDGET), or -1 for no test (the caller's
+ * budget covers the bin). */
 DCABAC_INLINE unsigned bd_decision_flat_b(bin_decoder *d, const dec_tables *t, dec_ctx *c, int budget)
 {
     uint64_t w = c->w;
-    uint32_t q = (uint32_t)(w >> 55), sh = (d->range >> 2) & 56;
+    uint32_t q = DEC_Q(w), sh = (d->range >> 2) & 56;
     uint32_t rlps = (uint32_t)(t->rlps[q] >> sh) & 0xFFu;
     uint32_t n_lps = (uint32_t)(t->lps_shift[q] >> sh) & 0xFFu;
     uint32_t r_lps = ((uint32_t)(t->lps_range[q] >> sh) & 0xFFu) + 256;
@@ -407,10 +421,10 @@ DCABAC_INLINE unsigned bd_decision_flat_b(bin_decoder *d, const dec_tables *t, d
         v = v_lps;
     }
 #endif
-    bin = (unsigned)(w >> 60) ^ lps;
+    bin = DEC_MPS(w) ^ lps;
     d->value = v << n;
     d->range = range;
-    bd_keep(d, budget);
+    if (budget >= 0) bd_keep(d, budget);
     dec_ctx_update(c, w, bin);
     return bin;
 }

@@ -137,9 +137,15 @@ static inline int dec_stored(int64_t a, int negative, int dq, int state, int32_t
  * Clause 10.4 binarization: sig_flag, sign_flag, up to N abs_level_greater
  * flags, then the remainder as Exp-Golomb order 0 with a context-coded
  * unary prefix and a bypass suffix. */
-DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count, int dq, int budget)
+/* The number of greater-than flags nearly every stream uses (NNCodec's and
+ * our encoder's default, cabac_unary_length_minus1 = 10): the level loop
+ * has a copy with it as a constant, where the flags' loop is unrolled. */
+#define DEC_DEFAULT_GT 11
+
+/* fixed_n: 0, or DEC_DEFAULT_GT when the tensor has that many flags. */
+DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count, int dq, int budget, int fixed_n)
 {
-    const int n = p->g->num_gt;
+    const int n = fixed_n ? fixed_n : p->g->num_gt;
     dcabac_decoder *dec = p->dec;
     dec_ctx *const ctx = dec->ctx;
     dec_ctx *const rem = ctx + CTX_REM(n);
@@ -163,8 +169,8 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
         unsigned negative, sig0, sig1 = 0;
         dec_ctx *gt, *gt_end;
         uint64_t rp, rn, row, sw0, sw1 = 0, srow0, srow1 = 0;
-        /* budget mode: the significance bin and the greater-than flags
-         * (fewer than DEC_BUDGET) need no read-ahead tests after an MPS */
+        /* budget mode: the level's bins up to the end of its greater-than
+         * flags need no read-ahead tests (see DEC_BUDGET) */
         if (budget && !bd_has(&bd, DEC_BUDGET)) bd_refill(&bd);
         if (!bd_decision_wb(&bd, &ctx[sig], sw, srow, budget)) {
             if (DEC_UNLIKELY(bd.limit < 0) && bd_overrun(&bd)) {
@@ -184,7 +190,7 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
          * range's dependency chain needs only the row) */
         rp = bd_rlps_row(t, ctx[CTX_GT].w);
         rn = bd_rlps_row(t, ctx[CTX_GT + 1].w);
-        negative = bd_decision_flat_b(&bd, t, &ctx[CTX_SIGN + cls], budget ? DEC_BUDGET : 0);
+        negative = bd_decision_flat_b(&bd, t, &ctx[CTX_SIGN + cls], budget ? -1 : 0);
         row = rp ^ ((rp ^ rn) & ((uint64_t)0 - (uint64_t)negative));
         cls = 2 - negative;
         /* the next significance context is known up to the level's parity
@@ -204,8 +210,15 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
         gt_end = gt + 2 * n;
         /* greater-than flags j = 0..n-1 (contexts 2j apart) until a 0 */
         if (bd_decision_wb(&bd, gt, gt->w, row, budget)) {
-            for (gt += 2; gt != gt_end; gt += 2)
-                if (!bd_decision_b(&bd, t, gt, budget)) break;
+            if (fixed_n) {
+                /* unrolled: no loop counter between the flags' bins */
+#pragma GCC unroll 16
+                for (gt += 2; gt != gt_end; gt += 2)
+                    if (!bd_decision_b(&bd, t, gt, budget)) break;
+            } else {
+                for (gt += 2; gt != gt_end; gt += 2)
+                    if (!bd_decision_b(&bd, t, gt, budget)) break;
+            }
         }
         a = 1 + ((gt - (ctx + CTX_GT + negative)) >> 1);
         if (gt == gt_end) {
@@ -249,15 +262,17 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
 static int dec_segment_plain(void *self, int64_t pos, int64_t count)
 {
     dec_pass *p = (dec_pass *)self;
-    if (p->g->num_gt < DEC_BUDGET) return dec_segment_plain_impl(p, pos, count, 0, 1);
-    return dec_segment_plain_impl(p, pos, count, 0, 0);
+    if (p->g->num_gt == DEC_DEFAULT_GT) return dec_segment_plain_impl(p, pos, count, 0, 1, DEC_DEFAULT_GT);
+    if (p->g->num_gt <= DEC_BUDGET_MAX_GT) return dec_segment_plain_impl(p, pos, count, 0, 1, 0);
+    return dec_segment_plain_impl(p, pos, count, 0, 0, 0);
 }
 
 static int dec_segment_plain_dq(void *self, int64_t pos, int64_t count)
 {
     dec_pass *p = (dec_pass *)self;
-    if (p->g->num_gt < DEC_BUDGET) return dec_segment_plain_impl(p, pos, count, 1, 1);
-    return dec_segment_plain_impl(p, pos, count, 1, 0);
+    if (p->g->num_gt == DEC_DEFAULT_GT) return dec_segment_plain_impl(p, pos, count, 1, 1, DEC_DEFAULT_GT);
+    if (p->g->num_gt <= DEC_BUDGET_MAX_GT) return dec_segment_plain_impl(p, pos, count, 1, 1, 0);
+    return dec_segment_plain_impl(p, pos, count, 1, 0, 0);
 }
 
 /* ---- everything else: TCA, HDSP, codebook limits ----------------------- */
