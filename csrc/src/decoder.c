@@ -141,6 +141,9 @@ static inline int dec_stored(int64_t a, int negative, int dq, int state, int32_t
  * our encoder's default, cabac_unary_length_minus1 = 10): the level loop
  * has a copy with it as a constant, where the flags' loop is unrolled. */
 #define DEC_DEFAULT_GT 11
+#if DEC_DEFAULT_GT > DEC_BUDGET_MAX_GT
+#error "the 11-flag copy of the level loop runs in budget mode"
+#endif
 
 /* fixed_n: 0, or DEC_DEFAULT_GT when the tensor has that many flags. */
 DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count, int dq, int budget, int fixed_n)

@@ -10,6 +10,8 @@ compare bytes, decoded values and entry points.  Importing this module needs
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from nncodec.extensions import deepCABAC  # type: ignore[import-not-found]
 from nncodec.extensions.deepCABAC import HdspMode  # type: ignore[import-not-found]
@@ -109,6 +111,27 @@ def decode(
     Block scans need the entry points (ours, ENTRY_POINT_DTYPE) since NNCodec
     decodes block rows from them, as its NDU reader does.
     """
+    dec, out = _decode_tensor(payload, shape, coding, base, history, eps, qp_bits)
+    consumed = dec.finish()
+    return out.reshape(shape), int(consumed)
+
+
+def decode_levels(payload: bytes, shape: tuple[int, ...], coding: TensorCoding) -> np.ndarray:
+    """Stored integers NNCodec decodes, without reading the terminating bin
+    (which it reports as an error on bytes no encoder wrote, e.g. random ones)."""
+    return _decode_tensor(payload, shape, coding, None, None, None, None)[1].reshape(shape)
+
+
+def _decode_tensor(
+    payload: bytes,
+    shape: tuple[int, ...],
+    coding: TensorCoding,
+    base: np.ndarray | None,
+    history: np.ndarray | None,
+    eps: np.ndarray | None,
+    qp_bits: int | None,
+) -> tuple[Any, np.ndarray]:
+    """NNCodec's decoder after decoding one tensor, and the tensor."""
     dec = _decoder(payload, coding)
     if qp_bits is not None:
         dec.iae_v(qp_bits)
@@ -128,8 +151,7 @@ def decode(
         dec.decodeLayer2(out, np.ascontiguousarray(base, dtype=np.int32).reshape(out.shape), *args)
     else:
         dec.decodeLayer(out, *args)
-    consumed = dec.finish()
-    return out.reshape(shape), int(consumed)
+    return dec, out
 
 
 def entry_points(payload: bytes, shape: tuple[int, ...], coding: TensorCoding) -> np.ndarray:

@@ -88,6 +88,29 @@ def test_incremental_tools_match_reference(rng, dq, so, hdsp):
     check_against_reference(values, coding, history=history)  # HDSP only / flag coded as 0
 
 
+@pytest.mark.parametrize("dq", [False, True])
+@pytest.mark.parametrize("unary", [10, 17, 18])
+def test_arbitrary_payload_bytes_decode_as_reference(rng, dq, unary):
+    """Both decoders read the same levels from random bytes.
+
+    Random payloads reach bin sequences real streams rarely have (long
+    greater-than runs at p = 1/2, improbable LPS bins), so this checks the
+    decoder's level loop, including how far it reads ahead without testing,
+    in its three copies: 11 flags, budget mode up to 18 flags, per-bin tests
+    above.  The payloads are far longer than the levels need (NNCodec does
+    not check the payload end), and the first byte keeps the first window
+    below 510 (clause 10.3 leaves larger windows undefined).
+    """
+    coding = TensorCoding(dq_flag=dq, cabac_unary_length_minus1=unary)
+    for _ in range(20):
+        payload = bytearray(rng.integers(0, 256, 1 << 15, dtype=np.uint8).tobytes())
+        payload[0] &= 0x7F
+        with Decoder(bytes(payload)) as dec:
+            ours = dec.decode_tensor((40, 50), coding).values
+        theirs = reference.decode_levels(bytes(payload), (40, 50), coding)
+        assert np.array_equal(ours, theirs)
+
+
 @pytest.mark.parametrize("profile", [0, 1])
 @pytest.mark.parametrize("size,zero", [(1, 0), (2, 1), (3, 0), (4, 3), (9, 4), (136, 135), (40, 7)])
 def test_codebook_indices_match_reference(rng, profile, size, zero):
