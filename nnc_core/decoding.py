@@ -240,10 +240,9 @@ def decode_bitstream(
     within a small multiple of the bound (stored integers, values, and a copy
     while parts are joined), decoding time proportional to it.
 
-    ``keep_stored=False`` leaves ``stored`` None for uniformly quantized
-    tensors: their values are then reconstructed in the stored integers'
-    memory, which saves a pass and the memory of one copy (the values are the
-    same).  A :class:`DecoderState` needs the stored integers.
+    ``keep_stored=False`` leaves ``stored`` None, so that each tensor's
+    stored integers are freed once its values are reconstructed (the values
+    are the same).  A :class:`DecoderState` needs the stored integers.
     """
     if state is not None and not keep_stored:
         raise ConfigError("a decoder state needs the stored integers (keep_stored=True)")
@@ -546,13 +545,8 @@ def _decode_ndu(
                     history = coded_view(history, member_shift)
             decoded = dec.decode_tensor(coded_shape(shape, member_shift), coding, base=base, history=history)
             stored = decoded_view(decoded.values, member_shift)
-            if not keep_stored and h.payload_type != PayloadType.NNR_PT_INT and codebook is None:
-                # float32(stored) * step written over the stored integers (same values)
-                _reconstruct(decoded.values, h.payload_type, qp, qp_density, None, out=decoded.values.view(np.float32))
-                values, stored = decoded_view(decoded.values.view(np.float32), member_shift), None
-            else:
-                values = _reconstruct(stored, h.payload_type, qp, qp_density, codebook)
-            results.append(tensor(name, values, stored, qp))
+            values = _reconstruct(stored, h.payload_type, qp, qp_density, codebook)
+            results.append(tensor(name, values, stored if keep_stored else None, qp))
             if h.payload_type == PayloadType.NNR_PT_BLOCK:
                 results[-1].role, results[-1].block = role, h
             elif factor is not None:  # the pair shares G's header as its block
@@ -591,9 +585,7 @@ def _map_elements(h: NduHeader, results: list[DecodedTensor], where: dict) -> li
     return out
 
 
-def _reconstruct(
-    stored: np.ndarray, payload_type: int, qp: int | None, qp_density: int, codebook, out: np.ndarray | None = None
-) -> np.ndarray:
+def _reconstruct(stored: np.ndarray, payload_type: int, qp: int | None, qp_density: int, codebook) -> np.ndarray:
     if payload_type == PayloadType.NNR_PT_INT:
         return stored.astype(np.int32)
     step = quantization_step(qp or 0, qp_density)
@@ -609,7 +601,7 @@ def _reconstruct(
         return table[idx].astype(np.float64) * np.float64(step)
     with np.errstate(over="ignore", invalid="ignore"):
         # one pass: float32(stored) * step in float32 (same values as converting first)
-        return np.multiply(stored, step, out=out, dtype=np.float32)
+        return np.multiply(stored, step, dtype=np.float32)
 
 
 def decode(
