@@ -261,6 +261,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
             shape = tuple(int(d) for d in args.input_shape.split(","))
         except ValueError:
             raise ConfigError(f"--input-shape {args.input_shape!r}: give comma-separated integers, e.g. 1,3,320,320") from None
+        # the shape goes to the first converter; only ONNX's converters to NNEF
+        # and TensorFlow take one (the others take input tensors)
+        pm = get_plugin_manager()
+        src = pm.plugin_for_source(args.input).name
+        dst = args.framework or pm.plugin_for_destination(Path(args.output), directory=True).name
+        if src != "onnx" or dst not in ("nnef", "tensorflow"):
+            raise ConfigError(f"--input-shape applies to conversions from ONNX to NNEF or TensorFlow, not {src} -> {dst}")
     report = convert(args.input, args.output, target=args.framework, example_inputs=shape, progress=_progress(args.quiet),
                      **_encode_options(args))
     if not args.quiet:

@@ -130,7 +130,8 @@ def convert(
 
     original = read_model(source, framework=src_name)
     bitstream = encode_model(original, progress=progress, **options)
-    decoded = decode_model(bitstream)
+    # the whole model back: local scaling applied, pruned tensors at full size
+    decoded = decode_model(bitstream, apply_local_scaling=True, unprune=True)
     parameters = sum(int(v.size) for v in original.tensors.values())
     if not steps:
         decoded.topology = original.topology
@@ -140,46 +141,53 @@ def convert(
 
     with atomic_path(destination, directory=dst_record.directories and not destination.suffix) as staged, \
             tempfile.TemporaryDirectory(prefix="nnc-convert-") as work:
-        current = _decoded_source(src_adapter, source, original, decoded, Path(work))
-        from_decoded = current is not source
-        reference = decoded if from_decoded else original
-        for i, (step, function) in enumerate(zip(steps, functions)):
-            last = i == len(steps) - 1
-            out = staged if last else Path(work) / f"step{i + 1}{_intermediate_suffix(pm, step.target_framework)}"
-            # example inputs feed the first converter; later ones read the static
-            # input shapes the intermediate model carries
-            try:
+        # the decoded weights in the source's dtypes: what the rewritten source
+        # holds, and what the converters' output is matched against
+        reference = NNRModel({n: v.astype(original.tensors[n].dtype, copy=False) if n in original.tensors else v
+                              for n, v in decoded.tensors.items()},
+                             blocks=original.blocks, topology=original.topology,
+                             dimension_shift=original.dimension_shift, framework=original.framework,
+                             metadata=original.metadata)
+        rewritten = Path(work) / f"source{Path(source).suffix}" if isinstance(source, (str, os.PathLike)) else None
+        try:
+            current = _decoded_source(src_adapter, source, reference, rewritten)
+            from_decoded = current is not source
+            if not from_decoded:
+                reference = original
+            for i, (step, function) in enumerate(zip(steps, functions)):
+                last = i == len(steps) - 1
+                out = staged if last else Path(work) / f"step{i + 1}{_intermediate_suffix(pm, step.target_framework)}"
+                # example inputs feed the first converter; later ones read the static
+                # input shapes the intermediate model carries
                 function(current, out, example_inputs=example_inputs if i == 0 else None)
-            except (ModelError, PluginError) as e:
-                if i == 0 and from_decoded:  # name the user's model, not its rewritten copy
-                    raise type(e)(str(e).replace(str(current), str(source))) from e
-                raise
-            current = out
+                current = out
+        except (ModelError, PluginError) as e:
+            if rewritten is not None and str(rewritten) in str(e):  # name the user's model, not its rewritten copy
+                raise type(e)(str(e).replace(str(rewritten), str(source))) from e
+            raise
         converted = dst_adapter.read(staged)
         matched = match_tensors(reference, converted)
-        for dst_tensor, src_tensor in matched.items():
-            converted.tensors[dst_tensor] = decoded.tensors[src_tensor].astype(converted.tensors[dst_tensor].dtype, copy=False)
-        dst_adapter.write(converted, staged, template=staged)
+        if not from_decoded:  # the converters saw the original weights: put the decoded ones in
+            for dst_tensor, src_tensor in matched.items():
+                converted.tensors[dst_tensor] = decoded.tensors[src_tensor].astype(converted.tensors[dst_tensor].dtype,
+                                                                                   copy=False)
+            dst_adapter.write(converted, staged, template=staged)
     unmatched = [n for n in converted.tensors if n not in matched]
     return ConversionReport(src_name, dst_name, len(bitstream), parameters, matched, unmatched, route, from_decoded)
 
 
-def _decoded_source(adapter: Any, source: Source, original: NNRModel, decoded: NNRModel, work: Path) -> Source:
-    """The source model with its NNR-decoded weights, written in its own format
-    (the original as template), for the converters to start from: tensors a
-    converter derives (batch norms folded into convolutions, merged or
-    transposed kernels) then come from the decoded weights too.  An in-memory
-    source (a module object) is returned as it is: the converters take it
-    with its original weights, and only the tensors matched afterwards carry
-    the decoded ones.
+def _decoded_source(adapter: Any, source: Source, decoded: NNRModel, target: Path | None) -> Source:
+    """The source model with its NNR-decoded weights (``decoded``), written to
+    ``target`` in its own format (the original as template), for the
+    converters to start from: tensors a converter derives (batch norms folded
+    into convolutions, merged or transposed kernels) then come from the
+    decoded weights too.  An in-memory source (a module object, ``target``
+    None) is returned as it is: the converters take it with its original
+    weights, and only the tensors matched afterwards carry the decoded ones.
     """
-    if not isinstance(source, (str, os.PathLike)):
+    if target is None:
         return source
-    path = Path(source)
-    target = work / f"source{path.suffix}"
-    model = NNRModel(decoded.tensors, blocks=original.blocks, topology=original.topology,
-                     dimension_shift=original.dimension_shift, framework=original.framework, metadata=original.metadata)
-    adapter.write(model, target, template=source)
+    adapter.write(decoded, target, template=source)
     return target
 
 

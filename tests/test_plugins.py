@@ -235,16 +235,19 @@ class Adapter:
 TOPOLOGY_FOLDA = 200  # an unassigned topology_storage_format value
 
 
-def test_folder_destination_goes_to_the_models_own_framework_or_is_refused(plugin_path, tmp_path):
+def test_folder_destination_goes_to_the_models_own_framework_or_is_refused(plugin_path, tmp_path, monkeypatch):
     from nnc_core.model import Topology, decode_model, encode_model
     from nnc_core.plugins import write_model
 
+    # only these fake plugins: installed framework plugins (TensorFlow, NNEF) write folders too
+    monkeypatch.setenv("NNC_LOAD_PLUGINS", "folda")
     folda = FOLDERFW.replace("NAME", "folda").replace("TOPOLOGY", str(TOPOLOGY_FOLDA))
     _distribution(plugin_path, "nnc-folda", {"folda": "folda_plugin"}, {"folda_plugin": folda})
     weights = {"w": np.ones((2, 2), np.float32)}
     write_model(NNRModel(weights), tmp_path / "only")  # the one folder plugin installed
     assert (tmp_path / "only" / "written-by").read_text() == "folda"
 
+    monkeypatch.setenv("NNC_LOAD_PLUGINS", "folda,foldb")
     get_plugin_manager.cache_clear()
     _distribution(plugin_path, "nnc-foldb", {"foldb": "foldb_plugin"}, {"foldb_plugin": FOLDERFW.replace("NAME", "foldb").replace("TOPOLOGY", "201")})
     write_model(NNRModel(weights, framework="foldb"), tmp_path / "own")
@@ -282,6 +285,50 @@ def test_convert_carries_the_nnr_decoded_weights(fakefw, tmp_path, capsys, monke
     with pytest.raises(PluginError, match=r"no topology converter from fakefw to numpy is installed \(available: [^)]*numpy->fakefw"):
         convert(destination, tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_convert_input_shape_only_for_onnx_to_nnef_or_tensorflow(fakefw, tmp_path, monkeypatch, capsys):
+    """--input-shape goes to the first converter; only ONNX's converters to
+    NNEF and TensorFlow take a shape (others would take it for input tensors)."""
+    monkeypatch.setenv("NNC_LOAD_PLUGINS", "fakefw")
+    source = tmp_path / "model.npz"
+    np.savez(source, w=np.ones((2, 2), np.float32))
+    assert main(["convert", str(source), "-o", str(tmp_path / "m.fake"), "--input-shape", "1,2"]) == 1
+    assert capsys.readouterr().err == ("nnc convert: error: --input-shape applies to conversions from ONNX to NNEF or "
+                                       "TensorFlow, not numpy -> fakefw\n")
+    assert not (tmp_path / "m.fake").exists()
+
+
+def test_convert_matches_tensors_in_the_source_dtypes(fakefw, tmp_path, monkeypatch):
+    """NNR decodes float32; a float64 source is rewritten, converted and
+    matched in float64 (the report used to find no tensor)."""
+    monkeypatch.setenv("NNC_LOAD_PLUGINS", "fakefw")
+    rng = np.random.default_rng(7)
+    weights = {"conv": rng.normal(size=(6, 5)), "bias": rng.normal(size=6)}
+    source = tmp_path / "model.npz"
+    np.savez(source, **weights)
+    report = convert(source, tmp_path / "model.fake", qp=-30)
+    assert report.from_decoded and report.matched == {"CONV": "conv", "BIAS": "bias"}
+    expected = nnc_core.decode(nnc_core.encode(weights, qp=-30))
+    with np.load(tmp_path / "model.fake") as a:
+        assert a["fw/CONV"].dtype == np.float64
+        assert a["fw/CONV"].T.tobytes() == expected["conv"].astype(np.float64).tobytes()
+
+
+def test_convert_applies_local_scaling(fakefw, tmp_path, monkeypatch):
+    """The converters get the whole model back: local scaling factors applied
+    (not left as extra <w>_scaling tensors the source format cannot hold)."""
+    monkeypatch.setenv("NNC_LOAD_PLUGINS", "fakefw")
+    rng = np.random.default_rng(8)
+    weights = {"conv": rng.normal(size=(6, 5)).astype(np.float32), "bias": rng.normal(size=6).astype(np.float32)}
+    source = tmp_path / "model.npz"
+    np.savez(source, **weights)
+    report = convert(source, tmp_path / "model.fake", local_scaling=True)
+    assert report.matched == {"CONV": "conv", "BIAS": "bias"}
+    expected = nnc_core.decode(nnc_core.encode(weights, local_scaling=True), apply_local_scaling=True)
+    with np.load(tmp_path / "model.fake") as a:
+        assert sorted(a.files) == ["fw/BIAS", "fw/CONV", "fw/DERIVED"]
+        assert a["fw/CONV"].T.tobytes() == expected["conv"].tobytes()
 
 
 def test_convert_refuses_missing_converter_modules_and_unknown_targets(plugin_path, tmp_path, monkeypatch):

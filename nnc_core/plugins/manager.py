@@ -257,12 +257,6 @@ class PluginManager(pluggy.PluginManager):
                                   "name one (--framework)")
         raise PluginError(f"no installed plugin writes {suffix or 'suffix-less'} outputs ({path}); {self._known()}")
 
-    def converter(self, source: str, target: str) -> TopologyConverter | None:
-        for c in self.converters():
-            if c.source_framework == source and c.target_framework == target:
-                return c
-        return None
-
     def _known(self) -> str:
         known = [f"{r.name} ({', '.join(r.suffixes) or 'folders'})" for r in self.frameworks().values()]
         return "installed plugins: " + ", ".join(known)
