@@ -315,9 +315,10 @@ def test_convert_matches_tensors_in_the_source_dtypes(fakefw, tmp_path, monkeypa
         assert a["fw/CONV"].T.tobytes() == expected["conv"].astype(np.float64).tobytes()
 
 
-def test_convert_applies_local_scaling(fakefw, tmp_path, monkeypatch):
+def test_convert_applies_local_scaling_and_unprunes(fakefw, tmp_path, monkeypatch):
     """The converters get the whole model back: local scaling factors applied
-    (not left as extra <w>_scaling tensors the source format cannot hold)."""
+    (not left as extra <w>_scaling tensors the source format cannot hold) and
+    pruned tensors at their full shapes."""
     monkeypatch.setenv("NNC_LOAD_PLUGINS", "fakefw")
     rng = np.random.default_rng(8)
     weights = {"conv": rng.normal(size=(6, 5)).astype(np.float32), "bias": rng.normal(size=6).astype(np.float32)}
@@ -329,6 +330,10 @@ def test_convert_applies_local_scaling(fakefw, tmp_path, monkeypatch):
     with np.load(tmp_path / "model.fake") as a:
         assert sorted(a.files) == ["fw/BIAS", "fw/CONV", "fw/DERIVED"]
         assert a["fw/CONV"].T.tobytes() == expected["conv"].tobytes()
+    convert(source, tmp_path / "pruned.fake", prune={"conv": 0.5})
+    expected = nnc_core.decode(nnc_core.encode(weights, prune={"conv": 0.5}), unprune=True)
+    with np.load(tmp_path / "pruned.fake") as a:
+        assert a["fw/CONV"].shape == (5, 6) and a["fw/CONV"].T.tobytes() == expected["conv"].tobytes()
 
 
 def test_convert_refuses_missing_converter_modules_and_unknown_targets(plugin_path, tmp_path, monkeypatch):
