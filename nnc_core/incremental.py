@@ -397,8 +397,9 @@ class UpdateEncoder:
 
 # Options an update cannot take: the session builds the stream itself (no
 # split tensors), and an update names exactly the base's tensors in their
-# shapes, which decomposition, pruning and local scaling factors would change.
-_NOT_IN_SESSION = ("base", "_update", "max_part_elements", "low_rank", "prune", "local_scaling")
+# shapes, which decomposition, pruning, local scaling factors and batch-norm
+# folding (drops the batch norms, adds scaling factors) would change.
+_NOT_IN_SESSION = ("base", "_update", "max_part_elements", "low_rank", "prune", "local_scaling", "fold_batch_norm")
 
 
 def _check_session_options(options: Mapping[str, Any]) -> None:

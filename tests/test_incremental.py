@@ -202,7 +202,7 @@ def test_encoder_refuses_bad_sessions(rng):
     with pytest.raises(nnc_core.ConfigError, match="max_part_elements"):
         UpdateEncoder(max_part_elements=10)
     # tools that change the tensor set or shapes cannot code an update of the base's tensors
-    for option in ({"low_rank": 4}, {"prune": {"fc1.weight": 0.25}}, {"local_scaling": True}):
+    for option in ({"low_rank": 4}, {"prune": {"fc1.weight": 0.25}}, {"local_scaling": True}, {"fold_batch_norm": True}):
         with pytest.raises(nnc_core.ConfigError, match=f"{next(iter(option))} is not an option of an incremental update"):
             nnc_core.encode(model, base=model, **option)
     data = nnc_core.encode(model, base=model)

@@ -252,6 +252,9 @@ def test_folder_destination_goes_to_the_models_own_framework_or_is_refused(plugi
     _distribution(plugin_path, "nnc-foldb", {"foldb": "foldb_plugin"}, {"foldb_plugin": FOLDERFW.replace("NAME", "foldb").replace("TOPOLOGY", "201")})
     write_model(NNRModel(weights, framework="foldb"), tmp_path / "own")
     assert (tmp_path / "own" / "written-by").read_text() == "foldb"
+    # a topology of format NNR_TPL_UNREC (0, every plugin's default) names no plugin
+    write_model(NNRModel(weights, framework="foldb", topology=Topology()), tmp_path / "unrec")
+    assert (tmp_path / "unrec" / "written-by").read_text() == "foldb"
     decoded = decode_model(encode_model(NNRModel(weights, topology=Topology(TOPOLOGY_FOLDA, b"graph"))))
     write_model(decoded, tmp_path / "carried")  # the plugin whose topology the bitstream carries
     assert (tmp_path / "carried" / "written-by").read_text() == "folda"

@@ -7,6 +7,7 @@ with :data:`hookimpl`.  See the README section "Writing a plugin".
 
 from pathlib import Path
 
+from nnc_core.bitstream.units import TopologyStorageFormat
 from nnc_core.model import NNRModel
 from nnc_core.plugins.hookspecs import HOOK_API_VERSION, NncSpecs, hookimpl, hookspec
 from nnc_core.plugins.manager import (
@@ -60,7 +61,8 @@ def write_model(
     pm = get_plugin_manager()
     if framework is None:
         own = model.framework
-        if model.topology is not None:
+        # NNR_TPL_UNREC (0) names no format: it is every plugin's default
+        if model.topology is not None and model.topology.storage_format != TopologyStorageFormat.NNR_TPL_UNREC:
             carried = (r.name for r in pm.frameworks().values() if r.topology_format == model.topology.storage_format)
             own = next(carried, own)
         framework = pm.plugin_for_destination(destination, directory=True, prefer=own).name
