@@ -336,8 +336,17 @@ class KerasAdapter:
         return None
 
 
-# Layers that change no channel: a batch norm after them still scales the producer's output channels.
-_ELEMENTWISE = ("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Dropout", "Identity")
+# Layers that act on each value alone: a batch norm after them still scales the
+# producer's output channels (not Softmax, which mixes the channels).
+_ELEMENTWISE = ("ReLU", "LeakyReLU", "ELU", "Dropout", "Identity")
+_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
+
+
+def _elementwise(layer: Any) -> bool:
+    kind = type(layer).__name__
+    if kind == "Activation":
+        return getattr(layer.activation, "__name__", "") not in _MIXING_ACTIVATIONS
+    return kind in _ELEMENTWISE
 _BN_MEMBERS = (("bn.gamma", "gamma"), ("bn.beta", "beta"), ("bn.mean", "moving_mean"), ("bn.var", "moving_variance"))
 
 
@@ -346,8 +355,8 @@ def _output_kernel(layer: Any) -> Any:
     ``kernel`` (Conv*, Dense), or a SeparableConv's ``pointwise_kernel``."""
     if "Transpose" in type(layer).__name__:
         return None  # Conv*DTranspose kernels are [.., out, in]: input channels first in NNR layout
-    kernel = getattr(layer, "kernel", None) if type(layer).__name__ != "SeparableConv2D" else None
-    if kernel is None:
+    kernel = getattr(layer, "kernel", None)
+    if kernel is None:  # Keras 3 SeparableConv*: no kernel
         kernel = getattr(layer, "pointwise_kernel", None)
     return kernel if hasattr(kernel, "path") else None
 
@@ -358,7 +367,6 @@ def _add_batch_norms(model: Any, tensors: dict[str, np.ndarray], blocks: dict[st
     act element-wise, each used by nothing else; normalisation over the last
     (channel) axis; gamma, beta and both statistics present with the producer's
     output-channel count."""
-    block_of = {name: members for name, members in blocks.items()}
     for layer in _layers(model):
         if type(layer).__name__ != "BatchNormalization" or len(getattr(layer, "_inbound_nodes", ())) != 1:
             continue
@@ -370,20 +378,18 @@ def _add_batch_norms(model: Any, tensors: dict[str, np.ndarray], blocks: dict[st
         if axis is None or rank is None or axis not in (-1, rank - 1):
             continue
         producer = _producer(layer)
-        while producer is not None and type(producer).__name__ in _ELEMENTWISE and len(producer._outbound_nodes) == 1:
+        while producer is not None and _elementwise(producer) and len(producer._outbound_nodes) == 1:
             producer = _producer(producer)
         if producer is None or len(producer._outbound_nodes) != 1:
             continue
         kernel = _output_kernel(producer)
         if kernel is None or kernel.path not in tensors or np.ndim(tensors[kernel.path]) < 2:
             continue
-        members = block_of.setdefault(producer.name, {"weight": kernel.path})
         channels = tensors[kernel.path].shape[0]
-        if "bn.gamma" in members or any(tensors[v.path].shape != (channels,) for v in variables.values()):
+        if any(tensors[v.path].shape != (channels,) for v in variables.values()):
             continue
-        members.update({key: v.path for key, v in variables.items()})
-    blocks.clear()
-    blocks.update({name: members for name, members in block_of.items() if len(members) > 1})
+        # the producer feeds only this batch norm (checked above): one per block
+        blocks.setdefault(producer.name, {"weight": kernel.path}).update({key: v.path for key, v in variables.items()})
 
 
 def _producer(layer: Any) -> Any:

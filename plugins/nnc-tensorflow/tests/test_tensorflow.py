@@ -235,16 +235,21 @@ def test_missing_weight_and_shape_mismatch_are_named(fer_h5, tmp_path):
 
 
 def test_batch_norm_blocks_follow_the_graph(tmp_path):
-    """A batch norm joins the layer feeding it (also through an activation), not one whose
-    output is used elsewhere too, nor a transposed convolution (input-channels-first kernel)."""
+    """A batch norm joins the layer feeding it (also through an element-wise activation), not
+    one whose output is used elsewhere too, nor one behind a softmax (it mixes the channels),
+    nor a transposed convolution (input-channels-first kernel)."""
     x = keras.Input((8, 8, 3))
     a = keras.layers.Conv2D(4, 3, name="a")(x)
-    a = keras.layers.BatchNormalization(name="bn_a")(keras.layers.ReLU(name="relu")(a))
+    a = keras.layers.BatchNormalization(name="bn_a")(keras.layers.Activation("relu", name="relu")(a))
     b = keras.layers.Conv2D(4, 1, use_bias=False, name="b")(a)
     shared = keras.layers.BatchNormalization(name="bn_b")(b)
     t = keras.layers.Conv2DTranspose(5, 3, name="t")(keras.layers.Add()([shared, b]))
     t = keras.layers.BatchNormalization(name="bn_t")(t)
-    model = read_model(keras.Model(x, t, name="blocks"))
-    gamma = {name: f"{name}/gamma" for name in ("bn_a",)}
-    assert model.blocks == {"a": {"weight": "a/kernel", "bias": "a/bias", "bn.gamma": gamma["bn_a"],
-                                  "bn.beta": "bn_a/beta", "bn.mean": "bn_a/moving_mean", "bn.var": "bn_a/moving_variance"}}
+    s = keras.layers.Conv2D(5, 1, name="s")(t)
+    s = keras.layers.BatchNormalization(name="bn_s")(keras.layers.Activation("softmax", name="softmax")(s))
+    m = keras.layers.Conv2D(5, 1, name="m")(s)
+    m = keras.layers.BatchNormalization(name="bn_m")(keras.layers.Softmax(name="softmax_layer")(m))
+    model = read_model(keras.Model(x, m, name="blocks"))
+    assert model.blocks == {"a": {"weight": "a/kernel", "bias": "a/bias", "bn.gamma": "bn_a/gamma",
+                                  "bn.beta": "bn_a/beta", "bn.mean": "bn_a/moving_mean", "bn.var": "bn_a/moving_variance"},
+                            "s": {"weight": "s/kernel", "bias": "s/bias"}, "m": {"weight": "m/kernel", "bias": "m/bias"}}
