@@ -103,17 +103,19 @@ class TorchAdapter:
         if suffix not in SUFFIXES:
             raise ModelError(f"{destination}: the pytorch plugin writes {', '.join(SUFFIXES)} files, not {suffix or 'suffix-less'}")
         template_path = Path(template) if isinstance(template, (str, os.PathLike)) else None
-        if template_path is not None:  # loaded once: its state gives the reference and, for .pt2/TorchScript, the graph
-            template = _load_file(template_path)
         if template is not None:
-            reference = {k: (str(v.dtype).removeprefix("torch."), list(v.shape)) for k, v in load_state(template).items()}
-            what = f"template {template_path or _where(template)}"
+            where = _where(template)  # the user's file, also once it is loaded
+            if template_path is not None:  # loaded once: its state gives the reference and, for .pt2/TorchScript, the graph
+                template = _load_file(template_path)
+            template_state = _load_with_structure(template, structure=False, where=where)[0]
+            reference = {k: (str(v.dtype).removeprefix("torch."), list(v.shape)) for k, v in template_state.items()}
+            what = f"template {where}"
         else:
             reference = _reference_from_topology(model)
             what = "the bitstream's topology"
         state = _state_from_model(model, reference, what, destination)
         if suffix == ".pt2":
-            _write_exported(state, destination, template, owned=template_path is not None)
+            _write_exported(state, destination, template, what, owned=template_path is not None)
         elif suffix in (".pt", ".pth") and template_path is not None and isinstance(template, torch.jit.ScriptModule):
             _write_torchscript(state, destination, template)
         elif suffix == ".safetensors":
@@ -202,8 +204,11 @@ def load_state(source: Any) -> dict[str, torch.Tensor]:
     return _load_with_structure(source, structure=False)[0]
 
 
-def _load_with_structure(source: Any, structure: bool = True) -> tuple[dict[str, torch.Tensor], dict, str | None]:
-    where = _where(source)
+def _load_with_structure(source: Any, structure: bool = True, where: str | None = None
+                         ) -> tuple[dict[str, torch.Tensor], dict, str | None]:
+    """State dict, blocks and module class of a source; ``where`` names it in
+    errors (default: the path, or the object's type)."""
+    where = where or _where(source)
     if isinstance(source, (str, os.PathLike)):
         source = _load_file(Path(source))
     if isinstance(source, torch.export.ExportedProgram):
@@ -392,13 +397,14 @@ def _write_torchscript(state: dict[str, torch.Tensor], destination: Path, script
     write_atomically(destination, save)
 
 
-def _write_exported(state: dict[str, torch.Tensor], destination: Path, template: Any, *, owned: bool) -> None:
-    """Write ``template``'s graph with ``state`` as its weights; ``owned``: the template was loaded here."""
+def _write_exported(state: dict[str, torch.Tensor], destination: Path, template: Any, what: str, *, owned: bool) -> None:
+    """Write ``template``'s graph with ``state`` as its weights; ``what`` names
+    the template in errors; ``owned``: the template was loaded here."""
     if template is None:
         raise ModelError(f"{destination}: writing a .pt2 program needs its graph: give the original as template "
                          "(nnc decode --template ORIGINAL.pt2)")
     if not isinstance(template, torch.export.ExportedProgram):
-        raise ModelError(f"{destination}: template {_where(template)} is not a torch.export program")
+        raise ModelError(f"{destination}: {what} is not a torch.export program")
     program = template
     if not owned:  # the caller's program: the weights go into a copy, never into it
         buffer = io.BytesIO()

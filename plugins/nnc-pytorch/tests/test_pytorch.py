@@ -217,6 +217,9 @@ def test_missing_weights_and_mismatched_shapes_on_write(model, tmp_path):
     with pytest.raises(ModelError, match=r"tensor 'classifier.weight' has shape \[10, 256\], template .* has \[360, 256\]"):
         write_model(decoded, tmp_path / "x.pth", template=template)
     assert not (tmp_path / "x.pth").exists()
+    # errors name the template file, also after it was loaded
+    with pytest.raises(ModelError, match=r"x.pt2: template .*tiny.pth is not a torch.export program"):
+        write_model(decode_model(encode_model(read_model(model))), tmp_path / "x.pt2", template=template)
     with pytest.raises(PluginError, match=r"no installed plugin writes .txt outputs"):
         write_model(decoded, tmp_path / "x.txt")
 
