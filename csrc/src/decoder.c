@@ -262,21 +262,18 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
     return rc;
 }
 
-static int dec_segment_plain(void *self, int64_t pos, int64_t count)
+/* The copy of the level loop for the tensor's flag count (dq a constant). */
+DCABAC_INLINE int dec_segment_plain_copy(void *self, int64_t pos, int64_t count, int dq)
 {
     dec_pass *p = (dec_pass *)self;
-    if (p->g->num_gt == DEC_DEFAULT_GT) return dec_segment_plain_impl(p, pos, count, 0, 1, DEC_DEFAULT_GT);
-    if (p->g->num_gt <= DEC_BUDGET_MAX_GT) return dec_segment_plain_impl(p, pos, count, 0, 1, 0);
-    return dec_segment_plain_impl(p, pos, count, 0, 0, 0);
+    if (p->g->num_gt == DEC_DEFAULT_GT) return dec_segment_plain_impl(p, pos, count, dq, 1, DEC_DEFAULT_GT);
+    if (p->g->num_gt <= DEC_BUDGET_MAX_GT) return dec_segment_plain_impl(p, pos, count, dq, 1, 0);
+    return dec_segment_plain_impl(p, pos, count, dq, 0, 0);
 }
 
-static int dec_segment_plain_dq(void *self, int64_t pos, int64_t count)
-{
-    dec_pass *p = (dec_pass *)self;
-    if (p->g->num_gt == DEC_DEFAULT_GT) return dec_segment_plain_impl(p, pos, count, 1, 1, DEC_DEFAULT_GT);
-    if (p->g->num_gt <= DEC_BUDGET_MAX_GT) return dec_segment_plain_impl(p, pos, count, 1, 1, 0);
-    return dec_segment_plain_impl(p, pos, count, 1, 0, 0);
-}
+static int dec_segment_plain(void *self, int64_t pos, int64_t count) { return dec_segment_plain_copy(self, pos, count, 0); }
+
+static int dec_segment_plain_dq(void *self, int64_t pos, int64_t count) { return dec_segment_plain_copy(self, pos, count, 1); }
 
 /* ---- everything else: TCA, HDSP, codebook limits ----------------------- */
 

@@ -12,14 +12,10 @@
 #include <string.h>
 
 #include "arith.h"
+#include "cpu.h"
 #include "tensor.h"
 
 /* The cost-estimation pass has an AVX-512 version, chosen at run time. */
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-#define DCABAC_HAVE_AVX512 1
-#else
-#define DCABAC_HAVE_AVX512 0
-#endif
 
 /* Adaptation curves pre-shifted by each init set's window sizes. */
 typedef struct est_curves {
@@ -74,14 +70,7 @@ dcabac_encoder *dcabac_encoder_new(void)
 int dcabac_encoder_set_simd(dcabac_encoder *enc, int enable)
 {
     if (!enc) return 0;
-#if DCABAC_HAVE_AVX512
-    __builtin_cpu_init();
-    enc->simd = enable && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512vl");
-#else
-    (void)enable;
-    enc->simd = 0;
-#endif
+    enc->simd = enable && dcabac_cpu_avx512();
     return enc->simd;
 }
 

@@ -19,16 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "deepcabac.h"
 #include "tensor.h"
 
 /* The DQ trellis's forward pass (both lambda cases) has an AVX-512 version,
  * chosen at run time; it makes the portable version's decisions. */
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-#define DCABAC_HAVE_AVX512 1
-#else
-#define DCABAC_HAVE_AVX512 0
-#endif
 
 /* ---- int32 overflow guard ----------------------------------------------
  * Before quantizing, the reference encoder checks that every scaled value
@@ -204,7 +200,6 @@ static void dq_forward(const float *weights, int64_t count, const int64_t *order
 static void dq_forward_avx512(const float *weights, int64_t count, const int64_t *order, double q,
                               const dq_branches *br, uint8_t *decisions, double cost[8]);
 #endif
-static int dq_simd_ok(void);
 
 /* The start shared by both trellises: the input guard, the branch tables,
  * the decision buffer (8 per value; the caller frees it) and the start costs
@@ -247,7 +242,7 @@ static int dq_quantize(const float *weights, int64_t count, const int64_t *order
 
 int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out)
 {
-    return dq_quantize(weights, count, order, step, out, dq_simd_ok());
+    return dq_quantize(weights, count, order, step, out, dcabac_cpu_avx512());
 }
 
 /* ---- rate model (lambda > 0) ----------------------------------------------
@@ -813,22 +808,6 @@ static void dq_forward_avx512(const float *weights, int64_t count, const int64_t
 #endif
 #endif
 
-static int dq_simd_ok(void)
-{
-#if DCABAC_HAVE_AVX512
-    static int known = 0, ok = 0;
-    if (!known) {
-        __builtin_cpu_init();
-        ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512cd");
-        known = 1;
-    }
-    return ok;
-#else
-    return 0;
-#endif
-}
-
 static int dq_quantize_rd(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
                           int32_t rate_gt_flags, int32_t *out, int simd)
 {
@@ -858,7 +837,7 @@ static int dq_quantize_rd(const float *weights, int64_t count, const int64_t *or
 int dcabac_dq_quantize_rd(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,
                           int32_t rate_gt_flags, int32_t *out)
 {
-    return dq_quantize_rd(weights, count, order, step, lambda_scale, rate_gt_flags, out, dq_simd_ok());
+    return dq_quantize_rd(weights, count, order, step, lambda_scale, rate_gt_flags, out, dcabac_cpu_avx512());
 }
 
 int dcabac_dq_quantize_rd_portable(const float *weights, int64_t count, const int64_t *order, float step,
