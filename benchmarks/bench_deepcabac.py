@@ -18,11 +18,10 @@ reported), ``--big-repeat N`` those on the synthetic tensor and in the thread
 test (default ``--repeat`` minus 1), ``--no-dq`` codes plain levels instead of
 dependent-quantization indices, ``--no-threads`` skips the thread test,
 ``--warmup N`` the untimed rounds run on each level set before the timed
-ones (default 1; the first round pays for first-touch page faults of the
-output buffers), ``--quick`` is one round everywhere, no warm-up and no
-thread test.  With the
-defaults the whole run takes about 2.5 minutes on a 2-core AMD EPYC VM, most
-of it in NNCodec's encoder.
+ones (default 1; a set's first round tends to run slower), ``--quick`` is
+one round everywhere, no warm-up and no thread test.  With ``--repeat 3``
+(the README's run) the whole run takes about 4.5 minutes on a 2-core AMD
+EPYC VM, most of it in NNCodec's encoder.
 
 What it measures
 ----------------
@@ -206,30 +205,33 @@ class SetResult:
 def bench_set(ls: LevelSet, coding: TensorCoding, rounds: int, warmup: int = 1) -> SetResult:
     """Time both encoders and decoders on one level set; best of ``rounds`` rounds.
 
-    ``warmup`` rounds run first and are not timed (their checks count): the
-    first round pays for first-touch page faults of the output buffers, which
-    on a VM with transparent huge pages can cost 100 ms and more per 64 MB.
+    ``warmup`` rounds run first and are not timed (their checks count): a
+    set's first round tends to run slower (memory the process has not used
+    before, cold caches); on this project's VM the first decode of the
+    synthetic tensor took up to 140 ms longer.
     """
     res = SetResult(ls.name, len(ls.tensors), ls.levels)
-    for r in range(warmup + rounds):
-        best = (lambda old, new: min(old, new)) if r >= warmup else (lambda old, new: old)
+    times: dict[str, list[float]] = {"enc_ours": [], "enc_ref": [], "dec_ours": [], "dec_ref": []}
+    for _ in range(warmup + rounds):
         t, ours = timed(lambda: ours_encode(ls.tensors, coding))
-        res.enc_ours = best(res.enc_ours, t)
+        times["enc_ours"].append(t)
         t, ref = timed(lambda: nncodec_encode(ls.tensors, coding))
-        res.enc_ref = best(res.enc_ref, t)
+        times["enc_ref"].append(t)
         differing = sum(a != b for a, b in zip(ours, ref))
         if differing:
             res.problems.append(f"{ls.name}: {differing} of {len(ours)} payloads differ from NNCodec's")
         res.payload_bytes = sum(len(p) for p in ours)
         t, dec = timed(lambda: ours_decode(ours, ls.tensors, coding))
-        res.dec_ours = best(res.dec_ours, t)
+        times["dec_ours"].append(t)
         if not same_values(dec, ls.tensors):
             res.problems.append(f"{ls.name}: our decoder does not return the input levels")
         t, dec = timed(lambda: nncodec_decode(ours, ls.tensors, coding))
-        res.dec_ref = best(res.dec_ref, t)
+        times["dec_ref"].append(t)
         if not same_values(dec, ls.tensors):
             res.problems.append(f"{ls.name}: NNCodec's decoder does not return the input levels")
         del dec, ours, ref
+    for key, values in times.items():
+        setattr(res, key, min(values[warmup:]))
     return res
 
 
