@@ -95,9 +95,10 @@ def test_arbitrary_payload_bytes_decode_as_reference(rng, dq, unary):
 
     Random payloads reach bin sequences real streams rarely have (long
     greater-than runs at p = 1/2, improbable LPS bins), so this checks the
-    decoder's level loop, including how far it reads ahead without testing,
-    in its three copies: 11 flags, budget mode up to 18 flags, per-bin tests
-    above.  The payloads are far longer than the levels need (NNCodec does
+    decoder's level loop in its three copies: 11 flags, budget mode up to 18
+    flags, per-bin tests above.  It fails when the read-ahead budget is far
+    too small (2 bits instead of 32); the margin of the 32 rests on the
+    worst-case count in dec_engine.h.  The payloads are far longer than the levels need (NNCodec does
     not check the payload end), and the first byte keeps the first window
     below 510 (clause 10.3 leaves larger windows undefined).
     """
