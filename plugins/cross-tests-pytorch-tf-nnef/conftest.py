@@ -11,19 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nnc-pytorch" / "tests"))
 
-from nnc_core.testing import pretrained  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def fer_h5():
-    return pretrained.path("fer-emotion")
-
-
-@pytest.fixture(scope="session")
-def nude_onnx():
-    return pretrained.path("nudenet-320n")
+from nnc_core.testing.fixtures import faces, fer_h5, image, nude_onnx  # noqa: E402, F401

@@ -12,9 +12,10 @@ import keras
 import numpy as np
 import pytest
 import torch
-from nnc_core.testing.frameworks import float_names, run_nnef
+from nnc_core.testing.frameworks import float_names, run_nnef, run_saved_model
 
 import crepe
+from crepe import model, program, tones  # noqa: F401 (fixtures)
 from nnc_core.cli import main
 from nnc_core.convert import convert
 from nnc_core.model import decode_model, encode_model
@@ -24,23 +25,6 @@ CREPE_TENSORS = 38  # 6 x (conv weight, bias, 4 batch norm) + classifier weight,
 FLOAT_TOLERANCE = 1e-5  # onnxruntime / TorchScript kernels against torch's, sigmoid and softmax outputs
 CREPE_LOSSY = 5e-3  # as in cross-pytorch-onnx; measured 1.2e-3
 FER_LOSSY = 0.03  # softmax outputs, as in the TensorFlow plugin's tests
-
-
-@pytest.fixture(scope="module")
-def model():
-    return crepe.crepe("tiny")
-
-
-@pytest.fixture(scope="module")
-def tones():
-    return crepe.frames()
-
-
-@pytest.fixture(scope="module")
-def program(model, tones, tmp_path_factory):
-    path = tmp_path_factory.mktemp("p") / "crepe.pt2"
-    torch.export.save(torch.export.export(model, (tones,)), path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +39,11 @@ def crepe_nnef(crepe_conversion):
     return crepe_conversion[0]
 
 
-def _carries(source, destination, report, lossless, **options):
-    """The destination's matched tensors equal the source's (lossless) or the NNR-decoded ones."""
+def _carries(source, destination, report, lossless, count, **options):
+    """``count`` tensors were matched (matching is by content, so the match
+    itself is what can fail), and reading the destination gives the source's
+    (lossless) or the NNR-decoded ones."""
+    assert len(report.matched) == count
     source_model = read_model(source)
     original = source_model.tensors
     expected = original if lossless else decode_model(encode_model(source_model, **options)).tensors
@@ -71,8 +58,8 @@ def _carries(source, destination, report, lossless, **options):
 def test_pytorch_to_nnef_lossless(model, tones, program, crepe_conversion):
     crepe_nnef, report = crepe_conversion
     assert report.route == ["pytorch", "onnx", "nnef"]
-    assert len(report.matched) == CREPE_TENSORS and report.unmatched == []
-    _carries(program, crepe_nnef, report, lossless=True)
+    assert report.unmatched == []
+    _carries(program, crepe_nnef, report, lossless=True, count=CREPE_TENSORS)
     with torch.no_grad():
         expected = model(tones).numpy()
     np.testing.assert_allclose(run_nnef(crepe_nnef, tones.numpy()), expected, rtol=0, atol=FLOAT_TOLERANCE)
@@ -93,43 +80,39 @@ def test_pytorch_to_nnef_lossy_command_line(model, tones, program, tmp_path, cap
 def test_nnef_to_pytorch(model, tones, crepe_nnef, tmp_path):
     report = convert(crepe_nnef, tmp_path / "crepe.pt", raw_float=float_names(crepe_nnef))
     assert report.route == ["nnef", "onnx", "pytorch"]
-    assert len(report.matched) == CREPE_TENSORS  # the others are onnx2torch's constants
-    _carries(crepe_nnef, tmp_path / "crepe.pt", report, lossless=True)
+    # the unmatched ones are onnx2torch's constants
+    _carries(crepe_nnef, tmp_path / "crepe.pt", report, lossless=True, count=CREPE_TENSORS)
     with torch.no_grad():
         got, expected = torch.jit.load(str(tmp_path / "crepe.pt"))(tones).numpy(), model(tones).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=FLOAT_TOLERANCE)
     lossy = convert(crepe_nnef, tmp_path / "lossy.pt", qp=-34)  # the NNEF weights are raw: any QP re-quantizes
-    _carries(crepe_nnef, tmp_path / "lossy.pt", lossy, lossless=False, qp=-34)
+    _carries(crepe_nnef, tmp_path / "lossy.pt", lossy, lossless=False, count=CREPE_TENSORS, qp=-34)
 
 
-def test_tensorflow_to_pytorch_lossy(fer_h5, tmp_path):
+def test_tensorflow_to_pytorch_lossy(fer_h5, faces, tmp_path):
     report = convert(fer_h5, tmp_path / "fer.pt")
     assert report.route == ["tensorflow", "onnx", "pytorch"]
     assert sorted(report.matched.values()) == ["conv2d_7/bias", "conv2d_7/kernel"]  # tf2onnx folds the batch norms
-    _carries(fer_h5, tmp_path / "fer.pt", report, lossless=False)
-    rng = np.random.default_rng(2024)
-    faces = np.repeat(np.repeat(rng.random((1, 8, 8, 1), dtype=np.float32), 8, axis=1), 8, axis=2)
+    _carries(fer_h5, tmp_path / "fer.pt", report, lossless=False, count=2)
     expected = np.asarray(keras.models.load_model(fer_h5, compile=False)(faces, training=False))
     with torch.no_grad():
         got = torch.jit.load(str(tmp_path / "fer.pt"))(torch.from_numpy(faces)).numpy()
     assert 0 < np.abs(got - expected).max() <= FER_LOSSY
 
 
-def test_pytorch_to_tensorflow(nude_onnx, tmp_path):
+def test_pytorch_to_tensorflow(nude_onnx, image, tmp_path):
     """nudenet's YOLOv8n as a PyTorch module (onnx2torch), to a SavedModel."""
     import onnx
-    import tensorflow as tf
 
     from nnc_onnx.convert import _onnx2torch
 
     module = _onnx2torch().convert(onnx.load(str(nude_onnx))).eval()
-    image = torch.from_numpy(np.random.default_rng(7).random((1, 3, 320, 320), dtype=np.float32))
-    report = convert(module, tmp_path / "nude", target="tensorflow", example_inputs=(image,),
+    x = torch.from_numpy(image)
+    report = convert(module, tmp_path / "nude", target="tensorflow", example_inputs=(x,),
                      raw_float=float_names(module))
     assert report.route == ["pytorch", "onnx", "tensorflow"]
-    assert len(report.matched) == 127 and report.unmatched == []  # every SavedModel variable
-    _carries(module, tmp_path / "nude", report, lossless=True)
-    loaded = tf.saved_model.load(str(tmp_path / "nude"))
+    assert report.unmatched == []
+    _carries(module, tmp_path / "nude", report, lossless=True, count=127)  # every SavedModel variable
     with torch.no_grad():
-        expected = module(image).numpy()
-    np.testing.assert_allclose(np.asarray(loaded.serve([image.numpy()])), expected, rtol=0, atol=1e-3)  # outputs to 320
+        expected = module(x).numpy()
+    np.testing.assert_allclose(run_saved_model(tmp_path / "nude", image), expected, rtol=0, atol=1e-3)  # outputs to 320

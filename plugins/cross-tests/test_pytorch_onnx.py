@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import crepe
+from crepe import model, program, tones  # noqa: F401 (fixtures)
 from nnc_core.cli import main
 from nnc_core.convert import convert
 from nnc_core.errors import PluginError
@@ -20,23 +21,6 @@ from nnc_core.testing import pretrained
 from nnc_core.testing.frameworks import float_names, run_onnx
 
 WEIGHTS = 38  # CREPE tiny's float tensors: 6 x (conv weight, bias, 4 batch norm) + classifier weight, bias
-
-
-@pytest.fixture(scope="module")
-def model():
-    return crepe.crepe("tiny")
-
-
-@pytest.fixture(scope="module")
-def tones():
-    return crepe.frames()
-
-
-@pytest.fixture(scope="module")
-def program(model, tones, tmp_path_factory):
-    path = tmp_path_factory.mktemp("p") / "crepe.pt2"
-    torch.export.save(torch.export.export(model, (tones,)), path)
-    return path
 
 
 def test_pytorch_to_onnx_lossless_equals_the_converter_alone(model, tones, tmp_path):

@@ -9,7 +9,7 @@ import struct
 import nnef
 import numpy as np
 import pytest
-from nnc_core.testing.frameworks import run_nnef
+from nnc_core.testing.frameworks import float_names, run_nnef
 
 from nnc_core.bitstream.units import TopologyStorageFormat, TopologyUnit, read_units
 from nnc_core.cli import main
@@ -24,7 +24,7 @@ LOSSY_RELATIVE_TOLERANCE = 1e-3
 
 
 def _lossless(model):
-    return encode_model(model, raw_float=[n for n, v in model.tensors.items() if v.dtype.kind == "f"])
+    return encode_model(model, raw_float=float_names(model))
 
 
 def test_detected_and_mapped(nude_nnef):

@@ -16,6 +16,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from nnc_core.testing import pretrained
@@ -68,3 +69,26 @@ def cents(probabilities: np.ndarray) -> np.ndarray:
 
 def hz(cents_value: np.ndarray) -> np.ndarray:
     return 10 * 2 ** (cents_value / 1200)
+
+
+# Fixtures for the PyTorch plugin's tests and the cross tests that put this
+# folder on sys.path; each test module imports the ones it uses.
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    """CREPE tiny with its pretrained weights."""
+    return crepe("tiny")
+
+
+@pytest.fixture(scope="module")
+def tones() -> torch.Tensor:
+    return frames()
+
+
+@pytest.fixture(scope="module")
+def program(model, tones, tmp_path_factory):
+    """CREPE tiny as a torch.export program file (.pt2)."""
+    path = tmp_path_factory.mktemp("p") / "crepe.pt2"
+    torch.export.save(torch.export.export(model, (tones,)), path)
+    return path

@@ -12,11 +12,13 @@ import pytest
 import torch
 
 import crepe
+from crepe import model, tones  # noqa: F401 (fixtures)
 from nnc_core.cli import main
 from nnc_core.errors import ModelError, PluginError
 from nnc_core.model import decode_model, encode_model
 from nnc_core.plugins import get_plugin_manager, read_model, write_model
 from nnc_core.testing import pretrained
+from nnc_core.testing.frameworks import float_names
 
 ROOT = Path(__file__).resolve().parents[3]
 LAYERS = [f"conv{i}" for i in range(1, 7)]
@@ -32,16 +34,6 @@ def expected_blocks() -> dict[str, dict[str, str]]:
     return blocks
 
 
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    return crepe.crepe("tiny")
-
-
-@pytest.fixture(scope="module")
-def tones() -> torch.Tensor:
-    return crepe.frames()
-
-
 def run(module: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         return module(x).numpy()
@@ -54,7 +46,7 @@ def fresh(state_file: Path) -> torch.nn.Module:
 
 
 def lossless(model_nnr) -> dict:  # every float tensor sent as raw float: exact
-    return {"raw_float": [n for n, v in model_nnr.tensors.items() if v.dtype.kind == "f"]}
+    return {"raw_float": float_names(model_nnr)}
 
 
 def test_plugin_is_listed_and_loading_it_imports_no_torch():

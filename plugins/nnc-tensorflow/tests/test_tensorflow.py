@@ -16,6 +16,7 @@ from nnc_core.cli import main
 from nnc_core.errors import ModelError
 from nnc_core.model import decode_model, encode_model
 from nnc_core.plugins import get_plugin_manager, read_model, write_model
+from nnc_core.testing.frameworks import float_names, run_saved_model
 from nnc_tensorflow.adapter import KerasAdapter, from_nnr_layout, to_nnr_layout
 
 # Lossy tolerance at the default QP (-38): softmax outputs within 0.03, and
@@ -32,16 +33,10 @@ def _run(model, x):
     return np.asarray(model(x, training=False))
 
 
-def _serve(folder, x):
-    """Run a SavedModel folder through its serving signature."""
-    f = tf.saved_model.load(str(folder)).signatures["serving_default"]
-    (name,) = f.structured_input_signature[1]
-    (out,) = f(**{name: tf.constant(x)}).values()
-    return out.numpy()
 
 
 def _lossless(model):
-    return encode_model(model, raw_float=[n for n, v in model.tensors.items() if v.dtype.kind == "f"])
+    return encode_model(model, raw_float=float_names(model))
 
 
 def test_plugin_is_listed_and_chosen(fer_h5, fer_model, tmp_path):
@@ -94,7 +89,7 @@ def test_lossless_round_trip_every_format(fer_h5, fer_model, face_batch, tmp_pat
             np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
         np.testing.assert_array_equal(_run(back, face_batch), expected)
     write_model(decoded, tmp_path / "sm", framework="tensorflow")
-    np.testing.assert_allclose(_serve(tmp_path / "sm", face_batch), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(run_saved_model(tmp_path / "sm", face_batch), expected, rtol=0, atol=1e-6)
 
 
 def test_saved_model_source_round_trip(fer_model, face_batch, tmp_path):
@@ -107,7 +102,7 @@ def test_saved_model_source_round_trip(fer_model, face_batch, tmp_path):
     weights = {w.path: w.numpy() for w in fer_model.weights}
     for v in tf.saved_model.load(str(tmp_path / "sm2")).variables:
         np.testing.assert_array_equal(v.numpy(), weights[v.name[:-2]], err_msg=v.name)
-    np.testing.assert_array_equal(_serve(tmp_path / "sm2", face_batch), _serve(tmp_path / "sm", face_batch))
+    np.testing.assert_array_equal(run_saved_model(tmp_path / "sm2", face_batch), run_saved_model(tmp_path / "sm", face_batch))
 
 
 def test_lossy_within_tolerance_and_command_line(fer_h5, fer_model, face_batch, tmp_path, capsys):
@@ -174,8 +169,7 @@ def test_saved_model_carriage(fer_model, face_batch, tmp_path):
     size = {name: sum(f.stat().st_size for f in (tmp_path / name).rglob("*") if f.is_file()) for name in ("sm", "lossy")}
     assert size["lossy"] < size["sm"] - 58423 * 4 * 3 / 4  # the weights at under 8 bits instead of 32
     adapter.write(decode_model(adapter.extract(tmp_path / "carried")), tmp_path / "restored", template=tmp_path / "sm")
-    restored, direct = tf.saved_model.load(str(tmp_path / "restored")), tf.saved_model.load(str(tmp_path / "sm"))
-    np.testing.assert_array_equal(np.asarray(restored.serve([face_batch])), np.asarray(direct.serve([face_batch])))
+    np.testing.assert_array_equal(run_saved_model(tmp_path / "restored", face_batch), run_saved_model(tmp_path / "sm", face_batch))
 
 
 # -- bad models (#7 item 5) ------------------------------------------------------
