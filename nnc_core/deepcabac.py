@@ -375,7 +375,11 @@ class Decoder(_Handle):
         n_eps = lib.dcabac_num_entry_points(params)
         if n_eps < 0:
             raise ConfigError(f"invalid tensor shape {shape}")
-        out = np.empty(shape, dtype=np.int32)
+        # np.zeros, not np.empty: numpy asks the kernel for huge pages for
+        # large np.empty arrays, and where free ones are scarce the decoder's
+        # first writes then stall on memory compaction (up to 150 ms for 64
+        # MiB); calloc'd pages cost no writes and fault in steadily
+        out = np.zeros(shape, dtype=np.int32)
         eps = np.zeros(n_eps, dtype=ENTRY_POINT_DTYPE)
         eps_ptr = ffi.cast("dcabac_entry_point *", ffi.from_buffer(eps)) if n_eps else ffi.NULL
         self._call(lib.dcabac_dec_tensor, params, ffi.from_buffer("int32_t[]", out), eps_ptr, n_eps)

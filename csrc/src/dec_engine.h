@@ -301,8 +301,10 @@ DCABAC_INLINE uint32_t bd_rlps(uint64_t row, uint32_t range) { return (uint32_t)
  * greater-than flags and the LPS that ends them (7): N + 14 bits.  A bin
  * that is an LPS and continues the level tests again. */
 #define DEC_BUDGET 32
+/* The level loop's worst case besides its N greater-than flags. */
+#define DEC_LEVEL_EXTRA_BITS 14
 /* Largest number of greater-than flags the level loop decodes in budget mode. */
-#define DEC_BUDGET_MAX_GT (DEC_BUDGET - 14)
+#define DEC_BUDGET_MAX_GT (DEC_BUDGET - DEC_LEVEL_EXTRA_BITS)
 
 /* After a bin: refill unless `budget` bits (0 or DEC_BUDGET) are read ahead. */
 DCABAC_INLINE void bd_keep(bin_decoder *d, int budget)

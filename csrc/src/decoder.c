@@ -160,7 +160,7 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
     unsigned s3 = 3u * (unsigned)p->state, cls = (unsigned)p->prev_class;
     int rc = 0;
     /* the next significance bin's context (index into ctx), word and rLPS
-     * row: after a non-zero level they were read before its greater-than
+     * row: after a non-zero level the row was read before its greater-than
      * flags were decoded (see below) */
     unsigned sig = CTX_SIG + s3 + cls;
     uint64_t sw = ctx[sig].w, srow = bd_rlps_row(t, sw);
@@ -169,12 +169,14 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
     bd.limit = bd.zero_bits ? -1 : dq ? ((int64_t)1 << 30) : ((int64_t)1 << 31) - 1;
     for (; o != o_end; o++) {
         int64_t a;
-        unsigned negative, sig0, sig1 = 0;
+        unsigned negative;
         dec_ctx *gt, *gt_end;
-        uint64_t rp, rn, row, sw0, sw1 = 0, srow0, srow1 = 0;
+        uint64_t rp, rn, row, srow0, srow1 = 0;
         /* budget mode: the level's bins up to the end of its greater-than
-         * flags need no read-ahead tests (see DEC_BUDGET) */
-        if (budget && !bd_has(&bd, DEC_BUDGET)) bd_refill(&bd);
+         * flags need no read-ahead tests (see DEC_BUDGET).  Testing for
+         * their worst case rather than for DEC_BUDGET bits refills less
+         * often, and the refill's branch is a mispredicted one. */
+        if (budget && !bd_has(&bd, n + DEC_LEVEL_EXTRA_BITS)) bd_refill(&bd);
         if (!bd_decision_wb(&bd, &ctx[sig], sw, srow, budget)) {
             if (DEC_UNLIKELY(bd.limit < 0) && bd_overrun(&bd)) {
                 rc = DCABAC_E_TRUNCATED;
@@ -198,17 +200,12 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
         cls = 2 - negative;
         /* the next significance context is known up to the level's parity
          * (with DQ), and no bin before it uses a significance context: read
-         * the candidates' words and rows now, so that after the (often
-         * mispredicted) end of the greater-than flags the next bin only
-         * selects them */
-        sig0 = CTX_SIG + (dq ? t->next3[s3] : 0) + cls;
-        sw0 = ctx[sig0].w;
-        srow0 = bd_rlps_row(t, sw0);
-        if (dq) {
-            sig1 = CTX_SIG + t->next3[s3 + 1] + cls;
-            sw1 = ctx[sig1].w;
-            srow1 = bd_rlps_row(t, sw1);
-        }
+         * the candidates' rLPS rows now, so that after the (often
+         * mispredicted) end of the greater-than flags the next bin's range
+         * chain only selects one.  Its context and word are found again
+         * then (off that chain): keeping them too spilled registers. */
+        srow0 = bd_rlps_row(t, ctx[CTX_SIG + (dq ? t->next3[s3] : 0) + cls].w);
+        if (dq) srow1 = bd_rlps_row(t, ctx[CTX_SIG + t->next3[s3 + 1] + cls].w);
         gt = ctx + CTX_GT + negative;
         gt_end = gt + 2 * n;
         /* greater-than flags j = 0..n-1 (contexts 2j apart) until a 0 */
@@ -246,14 +243,12 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
             /* without branches on the parity */
             uint64_t m = (uint64_t)0 - (uint64_t)(a & 1);
             s3 = t->next3[s3 + (unsigned)(a & 1)];
-            sig = sig0 ^ ((sig0 ^ sig1) & (unsigned)m);
-            sw = sw0 ^ ((sw0 ^ sw1) & m);
             srow = srow0 ^ ((srow0 ^ srow1) & m);
         } else {
-            sig = sig0;
-            sw = sw0;
             srow = srow0;
         }
+        sig = CTX_SIG + (dq ? s3 : 0) + cls;
+        sw = ctx[sig].w;
     }
     p->bd = bd;
     p->state = (int)(s3 / 3);
