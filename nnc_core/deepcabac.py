@@ -159,6 +159,18 @@ def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     return int(shape[0]), width
 
 
+def _c_output(shape: tuple[int, ...]) -> np.ndarray:
+    """A fresh int32 array for C to fill (decoded or quantized levels).
+
+    np.zeros, not np.empty: numpy asks the kernel for transparent huge pages
+    for large np.empty arrays, and where free ones are scarce the C code's
+    first writes stall on memory compaction (up to 150 ms per 64 MiB seen);
+    calloc'd memory gets 4 KiB pages, which fault in steadily (about 25 ms
+    per 64 MiB), and costs no writes of its own.
+    """
+    return np.zeros(shape, dtype=np.int32)
+
+
 def _c_params(
     shape: tuple[int, ...], coding: TensorCoding, base: np.ndarray | None, history: np.ndarray | None, keep: list
 ) -> Any:
@@ -375,11 +387,7 @@ class Decoder(_Handle):
         n_eps = lib.dcabac_num_entry_points(params)
         if n_eps < 0:
             raise ConfigError(f"invalid tensor shape {shape}")
-        # np.zeros, not np.empty: numpy asks the kernel for huge pages for
-        # large np.empty arrays, and where free ones are scarce the decoder's
-        # first writes then stall on memory compaction (up to 150 ms for 64
-        # MiB); calloc'd pages cost no writes and fault in steadily
-        out = np.zeros(shape, dtype=np.int32)
+        out = _c_output(shape)
         eps = np.zeros(n_eps, dtype=ENTRY_POINT_DTYPE)
         eps_ptr = ffi.cast("dcabac_entry_point *", ffi.from_buffer(eps)) if n_eps else ffi.NULL
         self._call(lib.dcabac_dec_tensor, params, ffi.from_buffer("int32_t[]", out), eps_ptr, n_eps)
@@ -459,7 +467,7 @@ def _quantize(
     if not (np.isfinite(lam) and lam >= 0):
         raise ConfigError(f"lambda_scale {lambda_scale} must be finite and >= 0")
     order = scan_positions(w.shape, scan_order)
-    out = np.empty(w.shape, dtype=np.int32)
+    out = _c_output(w.shape)
     status = fn(
         ffi.from_buffer("float[]", w),
         w.size,

@@ -175,7 +175,7 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
         /* budget mode: the level's bins up to the end of its greater-than
          * flags need no read-ahead tests (see DEC_BUDGET).  Testing for
          * their worst case rather than for DEC_BUDGET bits refills less
-         * often, and the refill's branch is a mispredicted one. */
+         * often, and the refill's branch is often mispredicted. */
         if (budget && !bd_has(&bd, n + DEC_LEVEL_EXTRA_BITS)) bd_refill(&bd);
         if (!bd_decision_wb(&bd, &ctx[sig], sw, srow, budget)) {
             if (DEC_UNLIKELY(bd.limit < 0) && bd_overrun(&bd)) {
@@ -247,7 +247,7 @@ DCABAC_INLINE int dec_segment_plain_impl(dec_pass *p, int64_t pos, int64_t count
         } else {
             srow = srow0;
         }
-        sig = CTX_SIG + (dq ? s3 : 0) + cls;
+        sig = CTX_SIG + s3 + cls;
         sw = ctx[sig].w;
     }
     p->bd = bd;
