@@ -75,11 +75,14 @@ def test_output_into_a_directory_fails_cleanly(tmp_path, capsys):
 # of the archive is written) or after it (the fsync before the rename).
 _CHILD = textwrap.dedent(
     """
-    import os, sys, time
+    import os, signal, sys, time
     import numpy as np
     import nnc_core.cli as cli
 
     where, argv = sys.argv[1], sys.argv[2:]
+    # as in a foreground terminal: a test run started in the background (a
+    # CI runner, `tox &`) passes SIGINT on ignored, and Python keeps it so
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def pause():
         print("ready", flush=True)
