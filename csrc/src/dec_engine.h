@@ -430,10 +430,15 @@ DCABAC_INLINE const dec_mps_step *bd_mps_row(const dec_tables *t, uint64_t w)
  * row of the table (clause 10.3 computed the same): after an MPS the next
  * range is one load from this range, against a shift, a mask, a
  * subtraction and a select with the rLPS row.  On payloads of long levels
- * it brought a greater-than flag from 7.5 to 5.5 cycles (AMD Zen 4).  It did not pay for
- * the significance bin and the first greater-than flag, whose words arrive
- * late after the mispredicted end of the previous level (the table's row
- * adds a step to the word's path); those stay with bd_decision_wb. */
+ * it brought a greater-than flag from 7.5 to 5.5 cycles (AMD Zen 4).  It
+ * did not pay for the significance bin and the first greater-than flag,
+ * whose words arrive late after the mispredicted end of the previous level
+ * (the table's row adds a step to the word's path); those stay with
+ * bd_decision_wb.
+ * Its MPS tail and LPS path repeat bd_decision_wb's on purpose: with both
+ * moved into shared inline helpers (the same operations), GCC 12 laid out
+ * the level loop differently and the synthetic decode ran 2-9 % slower
+ * (C harness, interleaved runs). */
 DCABAC_INLINE unsigned bd_decision_tab(bin_decoder *d, dec_ctx *c, uint64_t w, const dec_mps_step *row, int budget)
 {
     unsigned mps = DEC_MPS(w);
