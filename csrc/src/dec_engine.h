@@ -144,23 +144,20 @@ static inline void dec_tables_init(dec_tables *t)
             /* |q| = 32 cannot occur (|sum| stays below 4096 - 128) */
             uint32_t rlps = dcabac_rlps[32 * r + (aq < 32 ? aq : 31)];
             int n = dec_clz32(rlps) - 23;
+            /* the MPS steps of the 32 ranges of row r, which share rlps */
+            dec_mps_step *e = &t->mps[256 * (q + 32) + 256 + 32 * r];
             row |= (uint64_t)rlps << (8 * r);
             shift |= (uint64_t)n << (8 * r);
             range |= (uint64_t)((rlps << n) - 256) << (8 * r);
-        }
-        t->rlps[q + 32] = row;
-        t->lps_shift[q + 32] = shift;
-        t->lps_range[q + 32] = range;
-        for (r = 0; r < 8; r++) {
-            /* the 32 ranges of row r share one rLPS */
-            uint32_t rlps = dcabac_rlps[32 * r + (aq < 32 ? aq : 31)];
-            dec_mps_step *e = &t->mps[256 * (q + 32) + 256 + 32 * r];
             for (j = 0; j < 32; j++) {
                 uint32_t rmps = 256 + 32 * (uint32_t)r + (uint32_t)j - rlps;
                 e[j].range = (uint16_t)(rmps < 256 ? 2 * rmps : rmps);
                 e[j].rmps = (uint16_t)rmps;
             }
         }
+        t->rlps[q + 32] = row;
+        t->lps_shift[q + 32] = shift;
+        t->lps_range[q + 32] = range;
     }
     for (r = 0; r < 8; r++) {
         t->next3[3 * r] = (uint8_t)(3 * dcabac_dq_next[r][0]);
