@@ -14,16 +14,22 @@ from nnc_core.errors import (
     QuantizationOverflowError,
 )
 
-from nnc_core.decoding import DecoderState, decode
-from nnc_core.encoding import encode
+from nnc_core.decoding import DecoderState, decode, iter_decode
+from nnc_core.encoding import encode, encode_to
 from nnc_core.incremental import UpdateDecoder, UpdateEncoder
+from nnc_core.reader import NNRReader, TensorInfo, open
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
     "encode",
+    "encode_to",
     "decode",
+    "iter_decode",
+    "open",
+    "NNRReader",
+    "TensorInfo",
     "DecoderState",
     "UpdateEncoder",
     "UpdateDecoder",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,11 @@ from nnc_core.bitstream.units import (
     read_units,
 )
 from nnc_core.decoding import decode_bitstream
+from nnc_core.encoding import encode_to
 from nnc_core.errors import ConfigError, NncError
 from nnc_core.files import write_atomically
-from nnc_core.model import decode_model, encode_model
+from nnc_core.model import NNRModel, decode_model, topology_of
+from nnc_core.progress import Progress
 from nnc_core.plugins import get_plugin_manager, read_model, write_model
 
 
@@ -152,26 +155,86 @@ def _load_base(paths: list[str] | None):  # type: ignore[no-untyped-def]
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    data = Path(args.input).read_bytes()
-    model = decode_model(
-        data, base=_load_base(args.base),
-        recompose=not args.no_recompose, apply_local_scaling=args.apply_local_scaling, unprune=args.unprune,
-    )
     output = Path(args.output)
-    write_model(model, output, framework=args.framework, template=args.template)
+    if args.base:
+        data = Path(args.input).read_bytes()
+        model = decode_model(data, base=_load_base(args.base))
+        write_model(model, output, framework=args.framework, template=args.template)
+        count = len(model.tensors)
+    else:
+        # tensors are decoded as the writer asks for them, on --workers threads
+        with nnc_core.open(args.input, recompose=not args.no_recompose, apply_local_scaling=args.apply_local_scaling,
+                           unprune=args.unprune, workers=args.workers) as reader:
+            if args.tensor:
+                missing = [name for name in args.tensor if name not in reader]
+                if missing:
+                    raise ConfigError(f"{args.input} has no tensor {missing[0]!r} (nnc info lists them)")
+            names = args.tensor or list(reader)
+            total = sum(int(np.prod(reader.info(n).shape, dtype=np.int64)) for n in names)
+            with Progress("decode", total, len(names), quiet=args.quiet) as bar:
+                tensors = _Selected(reader, names, bar)
+                model = NNRModel(tensors, topology=topology_of(reader.units))  # type: ignore[arg-type]
+                write_model(model, output, framework=args.framework, template=args.template)
+            count = len(names)
     if not args.quiet:
-        print(f"{args.input}: {len(model.tensors)} tensors -> {output}", file=sys.stderr)
+        print(f"{args.input}: {count} tensors -> {output}", file=sys.stderr)
     return 0
 
 
-def _progress(quiet: bool):  # type: ignore[no-untyped-def]
-    show = (not quiet) and sys.stderr.isatty()
+class _Selected(Mapping[str, np.ndarray]):
+    """The tensors of a reader a decode writes out (all, or those of --tensor),
+    ticking the progress bar as each is decoded."""
 
-    def progress(done: int, total: int, name: str) -> None:
-        if show:
-            print(f"\r[{done}/{total}] {name[:60]:<60}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    def __init__(self, reader: nnc_core.NNRReader, names: list[str], bar: Progress) -> None:
+        self.reader, self.names, self.bar = reader, names, bar
+        self.all = len(names) == len(reader)
 
-    return progress
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.names:
+            raise KeyError(name)
+        value = self.reader[name]
+        self.bar.advance(name, int(value.size))
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:  # type: ignore[override]
+        if not self.all:  # a few tensors: each decoded alone
+            yield from super().items()
+            return
+        for name, value in self.reader.items():
+            self.bar.advance(name, int(value.size))
+            yield name, value
+
+
+class _Counted(Mapping[str, np.ndarray]):
+    """A model's tensors as the encoder reads them, counting parameters and
+    ticking the progress bar; reads nothing itself."""
+
+    def __init__(self, tensors: Mapping[str, np.ndarray], bar: Progress) -> None:
+        self.tensors, self.bar = tensors, bar
+        self.counted: set[str] = set()
+        self.parameters = 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        value = self.tensors[name]
+        if name not in self.counted:
+            self.counted.add(name)
+            self.parameters += int(np.size(value))
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.tensors
 
 
 def _encode_options(args: argparse.Namespace) -> dict:
@@ -196,20 +259,29 @@ def cmd_encode(args: argparse.Namespace) -> int:
     model = read_model(args.input, framework=args.framework)
     options = _encode_options(args)
     base = _load_base(args.base)
-    if base is None:
-        data = encode_model(model, progress=_progress(args.quiet), **options)
-    else:
-        from nnc_core.incremental import encode_update
-
-        options["row_skipping"] = True
-        data = encode_update(model.tensors, base, tca=not args.no_tca, hdsp=not args.no_hdsp,
-                             progress=_progress(args.quiet), **options)
     output = Path(args.output)
-    write_atomically(output, lambda f: f.write(data))
+    with Progress("encode", None, len(model.tensors), quiet=args.quiet) as bar:
+        tensors = _Counted(model.tensors, bar)
+
+        def progress(done: int, total: int, name: str) -> None:
+            bar.advance(name, 0, done=done)
+
+        if base is None:
+            size = encode_to(output, tensors, blocks=model.blocks or None, topology=model.topology,
+                             dimension_shift=model.dimension_shift or None, progress=progress,
+                             workers=args.workers, **options)
+        else:
+            from nnc_core.incremental import encode_update
+
+            options["row_skipping"] = True
+            data = encode_update(model.tensors, base, tca=not args.no_tca, hdsp=not args.no_hdsp,
+                                 progress=progress, **options)
+            write_atomically(output, lambda f: f.write(data))
+            size = len(data)
     if not args.quiet:
-        params = sum(int(np.asarray(t).size) for t in model.tensors.values())
+        params = tensors.parameters
         print(f"{args.input} ({model.framework}): {len(model.tensors)} tensors, {params} parameters -> {output}: "
-              f"{len(data)} bytes, {8 * len(data) / max(params, 1):.3f} bits per parameter", file=sys.stderr)
+              f"{size} bytes, {8 * size / max(params, 1):.3f} bits per parameter", file=sys.stderr)
     return 0
 
 
@@ -268,8 +340,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         dst = args.framework or pm.plugin_for_destination(Path(args.output), directory=True).name
         if src != "onnx" or dst not in ("nnef", "tensorflow"):
             raise ConfigError(f"--input-shape applies to conversions from ONNX to NNEF or TensorFlow, not {src} -> {dst}")
-    report = convert(args.input, args.output, target=args.framework, example_inputs=shape, progress=_progress(args.quiet),
-                     **_encode_options(args))
+    with Progress("encode", None, None, quiet=args.quiet) as bar:
+        report = convert(args.input, args.output, target=args.framework, example_inputs=shape,
+                         progress=lambda done, total, name: bar.advance(name, 0, done=done, total=total),
+                         **_encode_options(args))
     if not args.quiet:
         via = "".join(f" via {f}" for f in report.route[1:-1])
         print(f"{args.input} ({report.source_framework}) -> {args.output} ({report.target_framework}{via}): "
@@ -327,6 +401,13 @@ def _add_encode_options(p: argparse.ArgumentParser) -> None:
                         help="per-row local scaling factors fitted to each quantized weight")
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="threads coding tensors at once (default: the CPUs available; 1: no threads); "
+                        "the output does not depend on it")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnc", description="ISO/IEC 15938-17 Neural Network Coding")
     parser.add_argument("--version", action="version", version=f"nnc {nnc_core.__version__}")
@@ -342,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "its earlier updates (repeat --base); row skipping is on")
     encode.add_argument("--no-tca", action="store_true", help="with --base: no temporal context adaptation")
     encode.add_argument("--no-hdsp", action="store_true", help="with --base: no history-dependent significance probability")
-    encode.add_argument("-q", "--quiet", action="store_true")
+    _add_run_options(encode)
     encode.set_defaults(run=cmd_encode)
 
     info = sub.add_parser("info", help="list the units of a bitstream and each tensor's bits per parameter")
@@ -360,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--no-recompose", action="store_true", help="keep decomposed weights as their factors NAME_G, NAME_H")
     decode.add_argument("--apply-local-scaling", action="store_true", help="multiply weight rows by their local scaling factors")
     decode.add_argument("--unprune", action="store_true", help="pruned tensors in their original shapes, zeros where pruned")
-    decode.add_argument("-q", "--quiet", action="store_true")
+    decode.add_argument("--tensor", action="append", metavar="NAME",
+                        help="decode only this tensor (repeatable); the others are not decoded at all")
+    _add_run_options(decode)
     decode.set_defaults(run=cmd_decode)
 
     convert = sub.add_parser("convert", help="convert a model to another framework, its weights carried as NNR")

@@ -168,6 +168,7 @@ def convert(
         converted = dst_adapter.read(staged)
         matched = match_tensors(reference, converted)
         if not from_decoded:  # the converters saw the original weights: put the decoded ones in
+            converted.tensors = dict(converted.tensors)  # a plugin may read tensors lazily (read-only)
             for dst_tensor, src_tensor in matched.items():
                 converted.tensors[dst_tensor] = decoded.tensors[src_tensor].astype(converted.tensors[dst_tensor].dtype,
                                                                                    copy=False)

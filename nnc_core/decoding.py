@@ -31,6 +31,8 @@ the README under "Decisions where the reference is silent"):
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,8 +55,9 @@ from nnc_core.bitstream.units import (
 from nnc_core import reduction
 from nnc_core.deepcabac import Decoder, TensorCoding
 from nnc_core.errors import BitstreamError, ConfigError
+from nnc_core.parallel import check_workers, ordered_map
 
-__all__ = ["quantization_step", "DecodedTensor", "DecoderState", "decode_bitstream", "decode"]
+__all__ = ["quantization_step", "DecodedTensor", "DecoderState", "decode_bitstream", "decode", "iter_decode", "plan_bitstream", "decode_steps"]
 
 
 def quantization_step(qp: int, qp_density: int) -> np.float32:
@@ -210,7 +213,12 @@ class _Budget:
 
 @dataclass
 class _Split:
-    """A tensor (or block) arriving in parts: ``partial_data_counter`` P, P-1, ..., 1."""
+    """A tensor (or block) arriving in parts: ``partial_data_counter`` P, P-1, ..., 1.
+
+    The planner owns ``expected`` (the structure of the stream, checked from
+    headers before any payload is decoded); the assembly owns ``parts`` and
+    ``rows`` (filled as the parts' payloads are decoded, in stream order).
+    """
 
     header: NduHeader
     names: list[str]
@@ -222,94 +230,218 @@ class _Split:
         return "tensor " + ", ".join(repr(n) for n in self.names)
 
 
+@dataclass
+class _NduStep:
+    """One NDU as the planner leaves it: everything its payload's decoding
+    needs, fixed from the headers before it (so that NDUs decode in any
+    order, on any thread), and where its tensors go.
+
+    ``group`` numbers the sets of NDUs whose tensors come out together: one
+    NDU, the parts of a split tensor, or a decomposition's G and H sent in
+    NDUs of their own.  Each group's tensors are complete once its last step
+    is decoded.
+    """
+
+    unit: CompressedDataUnit
+    where: dict
+    profile: int
+    mps: ModelParameterSet
+    lps: LayerParameterSet | None
+    members: list[tuple[str, str, tuple[int, ...], int]]  # (role, name, shape, codebook index), coding order
+    group: int
+    factor: str | None = None  # "G" / "H": a decomposition factor in an NDU of its own
+    factor_g: NduHeader | None = None  # the G NDU's header, for H
+    split: _Split | None = None
+    counter: int = 0  # partial_data_counter of a part
+
+
+@dataclass
+class _Failure:
+    """A structural error the planner found: raised in its place in stream order."""
+
+    error: BitstreamError
+
+
+def plan_bitstream(units: list, *, data_size: int, max_elements: int | None = None) -> Iterator[_NduStep | _Failure]:
+    """The NDUs of parsed units (:func:`~nnc_core.bitstream.units.read_units`)
+    as decoding steps, in stream order, from their headers alone.
+
+    Checks the stream's structure (parameter sets, split parts,
+    decomposition pairs) and the element budget (see
+    :func:`decode_bitstream`); the first problem is yielded as a
+    :class:`_Failure` and ends the plan.
+    """
+    budget = _Budget(element_budget(data_size) if max_elements is None else int(max_elements))
+    profile = 1
+    mps: ModelParameterSet | None = None
+    lps: LayerParameterSet | None = None
+    split: _Split | None = None
+    factor_g: NduHeader | None = None  # a decomposed weight's G sent alone, awaiting its H
+    group = -1
+    try:
+        for index, inner, unit in flatten_units(units):
+            where = dict(unit_index=index, aggregated_index=inner, byte_offset=unit.offset)
+            factor = _factor(unit, factor_g, where)
+            if split is not None and isinstance(unit, (StartUnit, ModelParameterSet)):
+                raise BitstreamError(
+                    f"{split.what()} is incomplete: the part with partial_data_counter {split.expected} is missing", **where
+                )
+            if isinstance(unit, StartUnit):
+                profile = unit.general_profile_idc
+                mps, lps = None, None
+            elif isinstance(unit, ModelParameterSet):
+                mps, lps = unit, None
+            elif isinstance(unit, LayerParameterSet):
+                if mps is None:
+                    raise BitstreamError("layer parameter set before any model parameter set", **where)
+                lps = unit
+            elif isinstance(unit, CompressedDataUnit):
+                counter = unit.partial_data_counter or 0
+                continuing = split is not None
+                with _naming(unit):
+                    if split is not None:
+                        _check_next_part(split, unit, counter, where)
+                    elif counter:
+                        split = _start_split(unit, counter, where)
+                    if mps is None:
+                        raise BitstreamError("compressed data unit before any model parameter set", **where)
+                    members = _members(unit.header, where, budget, factor)
+                if factor != "H" and not continuing:
+                    group += 1
+                step = _NduStep(unit, where, profile, mps, lps, members, group, factor, factor_g, split, counter)
+                factor_g = unit.header if factor == "G" else None
+                if split is not None:
+                    split.expected = counter - 1
+                    if split.expected == 0:
+                        split = None
+                yield step
+        if factor_g is not None:
+            raise BitstreamError(
+                f"decomposed weight {factor_g.element_ids[0]!r}: the bitstream ends after G, before the NDU carrying H",
+                unit_index=len(units), byte_offset=data_size,
+            )
+        if split is not None:
+            raise BitstreamError(
+                f"{split.what()} is incomplete: the bitstream ends before the part with partial_data_counter {split.expected}",
+                unit_index=len(units),
+                byte_offset=data_size,
+            )
+    except BitstreamError as e:
+        yield _Failure(e)
+
+
+class _naming:
+    """Names the tensor (the NDU's first element) in every error about an NDU."""
+
+    def __init__(self, unit: CompressedDataUnit) -> None:
+        self.unit = unit
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, e: BaseException | None, tb: object) -> None:
+        if isinstance(e, BitstreamError) and e.tensor is None and self.unit.header.element_ids:
+            raise BitstreamError(
+                e.detail, unit_index=e.unit_index, aggregated_index=e.aggregated_index,
+                byte_offset=e.byte_offset, tensor=str(self.unit.header.element_ids[0]),
+            ) from e
+
+
+def _members(h: NduHeader, where: dict, budget: _Budget, factor: str | None) -> list[tuple[str, str, tuple[int, ...], int]]:
+    """(role, name, shape, codebook index) of an NDU's tensors, taken from the element budget."""
+    # the declared shape is bounded before anything reads it
+    budget.check(str(h.element_ids[0]) if h.element_ids else "?", tuple(h.tensor_dimensions), where)
+    if h.payload_type == PayloadType.NNR_PT_BLOCK:
+        members = _block_members(h, where)
+    elif factor is not None:
+        members = [_factor_member(h, factor, where)]
+    else:
+        dims = tuple(h.tensor_dimensions) or (1,)
+        members = [("tensor", str(h.element_ids[0]), dims, 0 if h.codebooks else -1)]
+    for _, name, shape, _ in members:
+        budget.take(name, shape, where)
+    return members
+
+
+def decode_steps(
+    steps: Iterable[_NduStep | _Failure],
+    state: DecoderState | None = None,
+    *,
+    keep_stored: bool = True,
+    workers: int = 1,
+) -> Iterator[list[DecodedTensor]]:
+    """Decode planned NDUs on ``workers`` threads; yield each group's tensors,
+    complete and in stream order.
+
+    With a decoder ``state`` the NDUs decode one after another: an NDU's
+    temporal context comes from the state the NDUs before it left.
+    """
+    if state is not None and not keep_stored:
+        raise ConfigError("a decoder state needs the stored integers (keep_stored=True)")
+    if state is not None:
+        workers = 1
+
+    def jobs() -> Iterator[Callable[[], tuple[_NduStep, list[DecodedTensor]]]]:
+        for step in steps:
+            if isinstance(step, _Failure):
+                raise step.error
+            yield functools.partial(_run_step, step, state, keep_stored)
+
+    group: list[DecodedTensor] = []
+    current = None
+    for step, results in ordered_map(jobs(), workers):
+        if current is not None and step.group != current:
+            yield group
+            group = []
+        current = step.group
+        if step.split is None:
+            group.extend(results)
+            _update_state(state, results, step.unit.header)
+            continue
+        with _naming(step.unit):
+            _add_part(step.split, results, step.counter, step.where)
+        if step.counter == 1:
+            assembled = _assemble(step.split)
+            group.extend(assembled)
+            _update_state(state, assembled, step.unit.header)
+    if current is not None:
+        yield group
+
+
+def _run_step(step: _NduStep, state: DecoderState | None, keep_stored: bool) -> tuple[_NduStep, list[DecodedTensor]]:
+    with _naming(step.unit):
+        return step, _decode_ndu(step, state, keep_stored)
+
+
 def decode_bitstream(
     data: bytes | bytearray | memoryview,
     state: DecoderState | None = None,
     *,
     max_elements: int | None = None,
     keep_stored: bool = True,
+    workers: int = 1,
 ) -> list[DecodedTensor]:
     """Decode every tensor of an NNR bitstream, in stream order.
 
     ``max_elements`` bounds the number of elements the bitstream may decode
-    in all; it is checked before each tensor is allocated, so a hostile
-    header cannot make the decoder allocate or work without limit.  The
-    default, :func:`element_budget` of the input size, admits every stream
-    except ones made mostly of all-zero rows under row skipping (see
-    ``ELEMENTS_PER_BYTE``); pass a larger value for those.  Memory stays
+    in all; it is checked from the headers before any tensor is allocated,
+    so a hostile header cannot make the decoder allocate or work without
+    limit.  The default, :func:`element_budget` of the input size, admits
+    every stream except ones made mostly of all-zero rows under row skipping
+    (see ``ELEMENTS_PER_BYTE``); pass a larger value for those.  Memory stays
     within a small multiple of the bound (stored integers, values, and a copy
     while parts are joined), decoding time proportional to it.
 
     ``keep_stored=False`` leaves ``stored`` None, so that each tensor's
     stored integers are freed once its values are reconstructed (the values
     are the same).  A :class:`DecoderState` needs the stored integers.
+    ``workers``: threads decoding NDUs at once (the result does not depend
+    on it).
     """
     if state is not None and not keep_stored:
         raise ConfigError("a decoder state needs the stored integers (keep_stored=True)")
-    budget = _Budget(element_budget(len(data)) if max_elements is None else int(max_elements))
-    units = read_units(data)
-    out: list[DecodedTensor] = []
-    profile = 1
-    mps: ModelParameterSet | None = None
-    lps: LayerParameterSet | None = None
-    split: _Split | None = None
-    factor_g: NduHeader | None = None  # a decomposed weight's G sent alone, awaiting its H
-    for index, inner, unit in flatten_units(units):
-        where = dict(unit_index=index, aggregated_index=inner, byte_offset=unit.offset)
-        factor = _factor(unit, factor_g, where)
-        if split is not None and isinstance(unit, (StartUnit, ModelParameterSet)):
-            raise BitstreamError(
-                f"{split.what()} is incomplete: the part with partial_data_counter {split.expected} is missing", **where
-            )
-        if isinstance(unit, StartUnit):
-            profile = unit.general_profile_idc
-            mps, lps = None, None
-        elif isinstance(unit, ModelParameterSet):
-            mps, lps = unit, None
-        elif isinstance(unit, LayerParameterSet):
-            if mps is None:
-                raise BitstreamError("layer parameter set before any model parameter set", **where)
-            lps = unit
-        elif isinstance(unit, CompressedDataUnit):
-            counter = unit.partial_data_counter or 0
-            try:
-                if split is not None:
-                    _check_next_part(split, unit, counter, where)
-                elif counter:
-                    split = _start_split(unit, counter, where)
-                results = _decode_ndu(unit, where, profile, mps, lps, state, budget, split, factor, factor_g, keep_stored)
-                if split is not None:
-                    _add_part(split, results, where)
-            except BitstreamError as e:
-                if e.tensor is not None or not unit.header.element_ids:
-                    raise
-                raise BitstreamError(  # name the tensor (the NDU's first element) in every NDU error
-                    e.detail, unit_index=e.unit_index, aggregated_index=e.aggregated_index,
-                    byte_offset=e.byte_offset, tensor=str(unit.header.element_ids[0]),
-                ) from e
-            factor_g = unit.header if factor == "G" else None
-            if split is None:
-                out.extend(results)
-                _update_state(state, results, unit.header)
-                continue
-            split.expected = counter - 1
-            if split.expected == 0:
-                assembled = _assemble(split)
-                out.extend(assembled)
-                _update_state(state, assembled, unit.header)
-                split = None
-    if factor_g is not None:
-        raise BitstreamError(
-            f"decomposed weight {factor_g.element_ids[0]!r}: the bitstream ends after G, before the NDU carrying H",
-            unit_index=len(units), byte_offset=len(data),
-        )
-    if split is not None:
-        raise BitstreamError(
-            f"{split.what()} is incomplete: the bitstream ends before the part with partial_data_counter {split.expected}",
-            unit_index=len(units),
-            byte_offset=len(data),
-        )
-    return out
+    steps = plan_bitstream(read_units(data), data_size=len(data), max_elements=max_elements)
+    return [t for group in decode_steps(steps, state, keep_stored=keep_stored, workers=workers) for t in group]
 
 
 def _factor(unit: object, factor_g: NduHeader | None, where: dict) -> str | None:
@@ -384,7 +516,7 @@ def _split_axis(t: DecodedTensor, header: NduHeader) -> int:
     return header.first_tensor_dimension_shift if t.values.ndim > 1 else 0
 
 
-def _add_part(split: _Split, results: list[DecodedTensor], where: dict) -> None:
+def _add_part(split: _Split, results: list[DecodedTensor], counter: int, where: dict) -> None:
     if split.parts:
         for first, t in zip(split.parts[0], results):
             a, b = first.values, t.values
@@ -392,7 +524,7 @@ def _add_part(split: _Split, results: list[DecodedTensor], where: dict) -> None:
             same = a.ndim == b.ndim and all(x == y for i, (x, y) in enumerate(zip(a.shape, b.shape)) if i != axis)
             if not same or a.dtype != b.dtype:
                 raise BitstreamError(
-                    f"part {split.expected} of {t.name!r} has shape {list(b.shape)} ({b.dtype}), which does not join "
+                    f"part {counter} of {t.name!r} has shape {list(b.shape)} ({b.dtype}), which does not join "
                     f"the first part's {list(a.shape)} ({a.dtype}) along dimension {axis}",
                     **where,
                 )
@@ -466,19 +598,8 @@ def _parent(
     return np.take(full, np.arange(start, start + shape[axis]), axis=axis)
 
 
-def _decode_ndu(
-    unit: CompressedDataUnit,
-    where: dict,
-    profile: int,
-    mps: ModelParameterSet | None,
-    lps: LayerParameterSet | None,
-    state: DecoderState | None,
-    budget: _Budget,
-    split: _Split | None,
-    factor: str | None = None,
-    factor_g: NduHeader | None = None,
-    keep_stored: bool = True,
-) -> list[DecodedTensor]:
+def _decode_ndu(step: _NduStep, state: DecoderState | None, keep_stored: bool) -> list[DecodedTensor]:
+    unit, where, profile, split, factor = step.unit, step.where, step.profile, step.split, step.factor
     h = unit.header
     at = dict(where, byte_offset=unit.payload_offset)
     location = (where["unit_index"], where["aggregated_index"])
@@ -487,71 +608,58 @@ def _decode_ndu(
     def tensor(name: str, values: np.ndarray, stored: np.ndarray | None, qp: int | None) -> DecodedTensor:
         return DecodedTensor(name, values, stored, qp, location[0], location[1], (location,))
 
-    if mps is None:
-        raise BitstreamError("compressed data unit before any model parameter set", **where)
-    # the declared shape is bounded before anything reads it (members are taken below)
-    budget.check(str(h.element_ids[0]) if h.element_ids else "?", tuple(h.tensor_dimensions), where)
     if h.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
         dims = tuple(h.tensor_dimensions) or (1,)
         count = int(np.prod(dims, dtype=object))
-        budget.take(str(h.element_ids[0]), dims, where)
         if len(unit.payload) != 4 * count:  # also bounds the allocation by the input
             raise BitstreamError(f"raw float payload has {len(unit.payload)} bytes, shape {dims} needs {4 * count}", **at)
         coded = np.frombuffer(unit.payload, "<f4").astype(np.float32).reshape(coded_shape(dims, shift))
         return _map_elements(h, [tensor(str(h.element_ids[0]), decoded_view(coded, shift), None, None)], where)
 
-    if h.payload_type == PayloadType.NNR_PT_BLOCK:
-        members = _block_members(h, where)
-    elif factor is not None:
-        members = [_factor_member(h, factor, where)]
-    else:
-        dims = tuple(h.tensor_dimensions) or (1,)
-        members = [("tensor", str(h.element_ids[0]), dims, 0 if h.codebooks else -1)]
-
-    qp_density, base_qp = quantization_base(mps, lps)
+    members = step.members
+    qp_density, base_qp = quantization_base(step.mps, step.lps)
     has_qp = h.payload_type != PayloadType.NNR_PT_INT
     results = []
     name = str(members[0][1])
     try:
-        dec = Decoder(unit.payload)
-        for role, name, shape, cb_index in members:
-            budget.take(name, shape, where)
-            member_shift = shift if role in ("tensor", "weight") else 0
-            qp = None
-            if has_qp:
-                qp = base_qp + dec.decode_bypass(6 + qp_density, signed=True)
-            codebook = h.codebooks[cb_index] if cb_index >= 0 else None
-            coding = TensorCoding(
-                dq_flag=h.dq_flag,
-                scan_order=h.scan_order if len(shape) > 1 else 0,
-                cabac_unary_length_minus1=h.cabac_unary_length_minus1,
-                general_profile_idc=profile,
-                parent_node_id_present_flag=h.parent_node_id_present_flag,
-                codebook_size=len(codebook.values) if codebook else 0,
-                codebook_zero_offset=codebook.zero_offset if codebook else 0,
-            )
-            base = history = None
-            if state is not None:
-                axis = member_shift if len(shape) > 1 else 0
-                if h.temporal_context_modeling_flag and profile == 1:
-                    base = _parent(state.base, h, name, shape, axis, split)
-                    if base is None:
-                        raise BitstreamError(
-                            f"tensor {name!r} uses temporal context adaptation but no parent of its size was decoded", **at
-                        )
-                    base = coded_view(base, member_shift)
-                history = _parent(state.history, h, name, shape, axis, split)
-                if history is not None:
-                    history = coded_view(history, member_shift)
-            decoded = dec.decode_tensor(coded_shape(shape, member_shift), coding, base=base, history=history)
-            stored = decoded_view(decoded.values, member_shift)
-            values = _reconstruct(stored, h.payload_type, qp, qp_density, codebook)
-            results.append(tensor(name, values, stored if keep_stored else None, qp))
-            if h.payload_type == PayloadType.NNR_PT_BLOCK:
-                results[-1].role, results[-1].block = role, h
-            elif factor is not None:  # the pair shares G's header as its block
-                results[-1].role, results[-1].block = factor, factor_g if factor == "H" else h
-        dec.finish()
+        with Decoder(unit.payload) as dec:
+            for role, name, shape, cb_index in members:
+                member_shift = shift if role in ("tensor", "weight") else 0
+                qp = None
+                if has_qp:
+                    qp = base_qp + dec.decode_bypass(6 + qp_density, signed=True)
+                codebook = h.codebooks[cb_index] if cb_index >= 0 else None
+                coding = TensorCoding(
+                    dq_flag=h.dq_flag,
+                    scan_order=h.scan_order if len(shape) > 1 else 0,
+                    cabac_unary_length_minus1=h.cabac_unary_length_minus1,
+                    general_profile_idc=profile,
+                    parent_node_id_present_flag=h.parent_node_id_present_flag,
+                    codebook_size=len(codebook.values) if codebook else 0,
+                    codebook_zero_offset=codebook.zero_offset if codebook else 0,
+                )
+                base = history = None
+                if state is not None:
+                    axis = member_shift if len(shape) > 1 else 0
+                    if h.temporal_context_modeling_flag and profile == 1:
+                        base = _parent(state.base, h, name, shape, axis, split)
+                        if base is None:
+                            raise BitstreamError(
+                                f"tensor {name!r} uses temporal context adaptation but no parent of its size was decoded", **at
+                            )
+                        base = coded_view(base, member_shift)
+                    history = _parent(state.history, h, name, shape, axis, split)
+                    if history is not None:
+                        history = coded_view(history, member_shift)
+                decoded = dec.decode_tensor(coded_shape(shape, member_shift), coding, base=base, history=history)
+                stored = decoded_view(decoded.values, member_shift)
+                values = _reconstruct(stored, h.payload_type, qp, qp_density, codebook)
+                results.append(tensor(name, values, stored if keep_stored else None, qp))
+                if h.payload_type == PayloadType.NNR_PT_BLOCK:
+                    results[-1].role, results[-1].block = role, h
+                elif factor is not None:  # the pair shares G's header as its block
+                    results[-1].role, results[-1].block = factor, step.factor_g if factor == "H" else h
+            dec.finish()
     except BitstreamError as e:
         if e.unit_index is None:  # from the entropy decoder: say where
             raise BitstreamError(f"tensor {name!r}: {e}", **at) from e
@@ -614,6 +722,7 @@ def decode(
     recompose: bool = True,
     apply_local_scaling: bool = False,
     unprune: bool = False,
+    workers: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Decode an NNR bitstream into ``{tensor name: array}`` in stream order.
 
@@ -633,7 +742,8 @@ def decode(
     topology, otherwise they keep the pruned shapes their NDUs signal.
 
     ``max_elements``: see :func:`decode_bitstream` (default: proportional to
-    the input size).
+    the input size).  ``workers``: threads decoding at once (default: the
+    CPUs available to the process; see :func:`iter_decode`).
     """
     if base is not None:
         if state is not None:
@@ -643,8 +753,40 @@ def decode(
         from nnc_core.incremental import decode_update
 
         return decode_update(data, base, max_elements=max_elements)
-    results = decode_bitstream(data, state, max_elements=max_elements, keep_stored=state is not None)
-    out = reduction.reconstruct(results, recompose=recompose, apply_local_scaling=apply_local_scaling)
-    if unprune:
-        out = reduction.unprune(out, reduction.read_pruning_topology(data))
-    return out
+    return dict(
+        iter_decode(
+            data, state=state, max_elements=max_elements, recompose=recompose,
+            apply_local_scaling=apply_local_scaling, unprune=unprune, workers=workers,
+        )
+    )
+
+
+def iter_decode(
+    data: bytes | bytearray | memoryview,
+    /,
+    *,
+    state: DecoderState | None = None,
+    max_elements: int | None = None,
+    recompose: bool = True,
+    apply_local_scaling: bool = False,
+    unprune: bool = False,
+    workers: int | None = None,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``(name, array)`` of every tensor of a bitstream in stream order, each
+    as soon as it is decoded: a consumer that writes them out holds only the
+    tensors in flight, never the model.
+
+    Options as in :func:`decode`.  NDUs decode on ``workers`` threads
+    (default: the CPUs available to the process), at most ``workers + 1`` at
+    once; the results do not depend on the number.  With a decoder ``state``
+    (incremental streams) NDUs decode one at a time, in order.
+    """
+    units = read_units(data)
+    workers = check_workers(workers)
+    pruning = reduction.read_pruning_topology(units) if unprune else {}
+    steps = plan_bitstream(units, data_size=len(data), max_elements=max_elements)
+    for group in decode_steps(steps, state, keep_stored=state is not None, workers=workers):
+        out = reduction.reconstruct(group, recompose=recompose, apply_local_scaling=apply_local_scaling)
+        if pruning:
+            out = reduction.unprune(out, pruning)
+        yield from out.items()

@@ -360,6 +360,19 @@ class Decoder(_Handle):
         self._buf = ffi.from_buffer("uint8_t[]", payload)
         self._call(lib.dcabac_dec_begin, self._buf, len(self._buf))
 
+    def close(self) -> None:
+        """Free the C handle and let go of the payload's buffer now.
+
+        A payload that is a view into a larger bitstream must be released
+        before the garbage collector meets it in a reference cycle (an
+        exception's traceback): CPython clears a memoryview's underlying
+        buffer in a cycle even while it is exported.
+        """
+        super().close()
+        if self._buf is not None:
+            ffi.release(self._buf)
+            self._buf = None
+
     def decode_bypass(self, nbits: int, *, signed: bool = False) -> int:
         """Read ``nbits`` bypass bins; ``signed`` reads two's complement."""
         out = ffi.new("uint32_t *")

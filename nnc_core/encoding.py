@@ -16,10 +16,12 @@ goes NDU by NDU, so memory stays near one model's size.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Collection, Mapping
+import os
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -45,9 +47,11 @@ from nnc_core.decoding import BLOCK_CODING_ORDER, BLOCK_ID_ORDER, _reconstruct, 
 from nnc_core import reduction
 from nnc_core.deepcabac import TensorCoding, dq_quantize, encode_tensor, urq_quantize
 from nnc_core.errors import ConfigError, EncodeError, QuantizationOverflowError
+from nnc_core.files import write_atomically
+from nnc_core.parallel import check_workers, ordered_map
 from nnc_core.model import Topology
 
-__all__ = ["encode", "uniform_quantize", "blocks_from_parameter_types", "BLOCK_ROLES"]
+__all__ = ["encode", "encode_to", "write_stream", "uniform_quantize", "blocks_from_parameter_types", "BLOCK_ROLES"]
 
 _INT_KINDS = "iu"
 
@@ -365,7 +369,48 @@ def _jointly_codable(members: list[_Member], coded: list[_Coded]) -> bool:
 # ---------------------------------------------------------------------------
 
 
-def encode(
+def encode(tensors: Mapping[str, np.ndarray], /, **options: Any) -> bytes:
+    """Encode named tensors into one NNR bitstream, returned whole.
+
+    For models that fit in memory twice over; :func:`encode_to` writes a
+    file as the units are ready.  ``options``: see :func:`write_stream`.
+    """
+    parts: list[bytes] = []
+    write_stream(parts.append, tensors, **options)
+    return b"".join(parts)
+
+
+def encode_to(destination: str | os.PathLike[str] | BinaryIO, tensors: Mapping[str, np.ndarray], /, **options: Any) -> int:
+    """Encode named tensors into a file, unit by unit; returns its size in bytes.
+
+    ``destination`` is a path, written atomically (the file appears whole
+    or not at all, see :func:`nnc_core.files.write_atomically`), or a
+    binary file object.  ``tensors`` may be a lazy mapping (an ``.npz``
+    archive, a safetensors file): each tensor is read when its turn comes
+    and dropped once coded, so memory holds the tensors in flight, not the
+    model.  ``options``: see :func:`write_stream`.
+    """
+    size = 0
+
+    def into(f: BinaryIO) -> None:
+        nonlocal size
+
+        def write(unit: bytes) -> None:
+            nonlocal size
+            f.write(unit)
+            size += len(unit)
+
+        write_stream(write, tensors, **options)
+
+    if isinstance(destination, (str, os.PathLike)):
+        write_atomically(destination, into)
+    else:
+        into(destination)
+    return size
+
+
+def write_stream(
+    write: Callable[[bytes], object],
     tensors: Mapping[str, np.ndarray],
     /,
     *,
@@ -402,12 +447,16 @@ def encode(
     _update: Any = None,
     performance_metric_type: str | None = None,
     validation_set_performance: float | None = None,
-) -> bytes:
-    """Encode named tensors into one NNR bitstream.
+    workers: int | None = None,
+) -> None:
+    """Encode named tensors into one NNR bitstream, calling ``write`` with
+    each unit in stream order as soon as it is ready.
 
     Args:
+        write: takes the bitstream's units (bytes), in order.
         tensors: name -> array; float arrays are quantized, integer arrays
-            (up to 32 bits) coded losslessly.
+            (up to 32 bits) coded losslessly.  Values are read when their
+            tensor's turn comes (a lazy mapping is never read whole).
         qp, qp_density: quantization parameter of weights (tensors with more
             than one dimension, and block weights); the step size is
             ``2**(qp / 2**qp_density)`` up to the density's resolution.
@@ -491,6 +540,10 @@ def encode(
             ``validation_set_performance`` flt(32) and
             ``performance_metric_type`` st(v), clause 7.3.3, named as Annex F
             describes; see :mod:`nnc_core.metrics`); both or neither.
+        workers: threads quantizing and coding tensors at once (default:
+            the CPUs available to the process; 1: no threads).  At most
+            ``workers + 1`` tensors (blocks, parts) are in flight; the
+            bitstream does not depend on the number.
 
     Raises:
         EncodeError: a tensor holds NaN or infinity (and is not raw), an
@@ -503,8 +556,11 @@ def encode(
         # the settings given, as given: an update session has its own defaults
         # (row skipping on), which only an explicit value overrides
         given = locals()
-        defaults = {k: p.default for k, p in inspect.signature(encode).parameters.items() if k not in ("tensors", "base", "_update")}
-        return encode_update(tensors, base, **{k: given[k] for k, d in defaults.items() if given[k] is not d})
+        skip = ("write", "tensors", "base", "_update", "workers")
+        defaults = {k: p.default for k, p in inspect.signature(write_stream).parameters.items() if k not in skip}
+        write(encode_update(tensors, base, **{k: given[k] for k, d in defaults.items() if given[k] is not d}))
+        return
+    workers = check_workers(workers)
     if not 0 <= qp_density <= 7:
         raise ConfigError(f"qp_density {qp_density} outside 0..7")
     if not 0 <= scan_order <= 4:
@@ -576,26 +632,31 @@ def encode(
         if topology is not None:
             raise ConfigError("pruning signals its own topology (NNR_TPL_PRUN); topology= cannot be given with it")
         topology = Topology(TopologyStorageFormat.NNR_TPL_PRUN, reduction.write_pruning_topology(reduced.topology))
-    parts = [
+    head = [
         write_unit(StartUnit(UnitType.NNR_STR, general_profile_idc=1), state),
         write_unit(mps, state),
         write_unit((topology or Topology()).to_unit(), state),
     ]
-    total, done = len(tensors), 0
-    for name, value in tensors.items():
-        name = str(name)
-        roles = block_of.get(name)
-        if roles is None:
-            member = _Member("tensor", name, value, index_of[name], np.ndim(value) > 1, qp_per_tensor.get(name), shifts.get(name, 0))
-            for part in _parts(member, max_part_elements):
-                parts.extend(_encode_members([part], settings, state))
-            done += 1
-            if progress is not None:
-                progress(done, total, name)
-            continue
-        elif roles["weight"] != name:
-            continue  # coded with its block's weight
-        else:
+    total = len(tensors)
+
+    def jobs() -> Iterator[Callable[[], tuple[list[bytes], int, str]]]:
+        """One job per NDU group, made as the tensors are read: at most the jobs
+        in flight hold tensors, whatever the model's size."""
+        done = 0
+        for name in tensors:
+            name = str(name)
+            roles = block_of.get(name)
+            if roles is None:
+                value = tensors[name]
+                member = _Member("tensor", name, value, index_of[name], np.ndim(value) > 1,
+                                 qp_per_tensor.get(name), shifts.get(name, 0))
+                pieces = _parts(member, max_part_elements)
+                for i, part in enumerate(pieces):
+                    done += i == len(pieces) - 1
+                    yield functools.partial(_encode_job, [part], settings, state, done, name)
+                continue
+            if roles["weight"] != name:
+                continue  # coded with its block's weight
             members = [
                 _Member(
                     role, roles[role], tensors[roles[role]], index_of[roles[role]], role == "weight",
@@ -609,13 +670,28 @@ def encode(
                 members.sort(key=lambda m: BLOCK_CODING_ORDER.index(m.role))
             if name in reduced.ranks:
                 members = _decompose(members, reduced.ranks[name])
-        parts.extend(_encode_members(members, settings, state))
-        done += len(roles)
+            done += len(roles)
+            yield functools.partial(_encode_job, members, settings, state, done, name)
+
+    if aggregate:
+        units = list(head)
+        for ndus, done, name in ordered_map(jobs(), workers):
+            units.extend(ndus)
+            if progress is not None:
+                progress(done, total, name)
+        write(head[0] + aggregate_unit(units[1:]))
+        return
+    for unit in head:
+        write(unit)
+    for ndus, done, name in ordered_map(jobs(), workers):
+        for unit in ndus:
+            write(unit)
         if progress is not None:
             progress(done, total, name)
-    if aggregate:
-        parts[1:] = [aggregate_unit(parts[1:])]
-    return b"".join(parts)
+
+
+def _encode_job(members: list[_Member], s: _Settings, state: ParseState, done: int, name: str) -> tuple[list[bytes], int, str]:
+    return _encode_members(members, s, state), done, name
 
 
 def _parts(m: _Member, max_elements: int | None) -> list[_Member]:

@@ -144,10 +144,12 @@ def decode_model(data: bytes | bytearray | memoryview, /, **options: Any) -> NNR
     return NNRModel(decode(data, **options), topology=topology_of(data))
 
 
-def topology_of(data: bytes | bytearray | memoryview, /) -> Topology | None:
-    """The topology a bitstream carries: its last NNR_TPL unit (headers only, no payload decoding)."""
+def topology_of(data: bytes | bytearray | memoryview | list, /) -> Topology | None:
+    """The topology a bitstream (or its parsed units) carries: its last NNR_TPL
+    unit (headers only, no payload decoding)."""
     topology = None
-    for index, inner, unit in flatten_units(read_units(data)):
+    units = data if isinstance(data, list) else read_units(data)
+    for index, inner, unit in flatten_units(units):
         if isinstance(unit, TopologyUnit):
             where = dict(unit_index=index, aggregated_index=inner, byte_offset=unit.offset)
             topology = Topology.from_unit(unit, where=where)

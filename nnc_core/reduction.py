@@ -287,11 +287,13 @@ def parse_pruning_topology(data: bytes) -> dict[str, PrunedElement]:
     return out
 
 
-def read_pruning_topology(data: bytes | bytearray | memoryview) -> dict[str, PrunedElement]:
-    """The pruning topology of a bitstream (from its NNR_TPL units of storage
-    format NNR_TPL_PRUN, uncompressed); empty if it has none."""
+def read_pruning_topology(data: bytes | bytearray | memoryview | list) -> dict[str, PrunedElement]:
+    """The pruning topology of a bitstream, or of its parsed units (from its
+    NNR_TPL units of storage format NNR_TPL_PRUN, uncompressed); empty if it
+    has none."""
     out: dict[str, PrunedElement] = {}
-    for index, _, unit in flatten_units(read_units(data)):
+    units = data if isinstance(data, list) else read_units(data)
+    for index, _, unit in flatten_units(units):
         if isinstance(unit, TopologyUnit) and unit.topology_storage_format == TopologyStorageFormat.NNR_TPL_PRUN:
             if unit.topology_compression_format != 0:
                 raise BitstreamError(
@@ -454,7 +456,7 @@ def reconstruct(results: list, *, recompose: bool = True, apply_local_scaling: b
 class Prepared:
     """The model after the tensor-level reduction tools, for the encoder."""
 
-    tensors: dict[str, np.ndarray]
+    tensors: Mapping[str, np.ndarray]
     blocks: dict[str, dict[str, str]]
     topology: dict[str, PrunedElement]  # empty: no NNR_TPL_PRUN
     ranks: dict[str, int]  # weight name -> decomposition rank
@@ -489,7 +491,11 @@ def prepare(
     and local scaling adaptation happen per block while encoding; here only
     their ranks are fixed and the LS tensors (ones) added.  ``step_of(name)``
     is the quantization step a tensor's QP gives."""
-    tensors = {str(k): v for k, v in tensors.items()}
+    changing = bool(prune_ratios or sparsity or structured_sparsity or unification is not None or local_scaling)
+    if changing or not all(isinstance(k, str) for k in tensors):
+        # the tools that change tensors see the whole model (a copy, not the caller's mapping)
+        tensors = {str(k): v for k, v in tensors.items()}
+    # otherwise the mapping stays as given: a lazy one is read tensor by tensor while encoding
     blocks = {str(k): dict(v) for k, v in blocks.items()}
     raw = set(raw_float)
     ls_names = {m["ls"] for m in blocks.values() if "ls" in m}

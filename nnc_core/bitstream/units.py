@@ -242,7 +242,7 @@ class NduHeader:
 class CompressedDataUnit(Unit):
     header: NduHeader = field(default_factory=NduHeader)
     payload_offset: int = 0  # byte offset of the payload in the bitstream
-    payload: bytes = b""
+    payload: bytes | memoryview = b""  # read: a view into the bitstream
 
 
 @dataclass
@@ -702,7 +702,7 @@ def _read_unit(
         ndu = CompressedDataUnit(**common)
         _read_ndu_header(r, ndu.header, state)
         ndu.payload_offset = r.byte_position
-        ndu.payload = bytes(buf[r.byte_position : offset + size])
+        ndu.payload = buf[r.byte_position : offset + size]  # a view: parsing copies no payload
         return ndu
     agg = AggregateUnit(**common)  # NNR_AGG, the last type
     _read_aggregate(r, buf, agg, index, state)

@@ -8,8 +8,9 @@ bitstream is stored as the uint8 array ``__nnr__``.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -47,15 +48,10 @@ class NpzAdapter:
     def read(self, source: Source, /) -> NNRModel:
         if isinstance(source, Mapping):
             return NNRModel(as_tensor_mapping(source))
-        try:
-            with open(str(source), "rb") as f, np.load(f, allow_pickle=False) as archive:
-                tensors = {name: archive[name] for name in archive.files if name != CARRIAGE_KEY}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise ModelError(f"{source}: not a readable .npz archive: {e}") from e
-        return NNRModel(tensors)
+        return NNRModel(NpzTensors(Path(str(source))))  # type: ignore[arg-type]  # a read-only mapping
 
     def write(self, model: NNRModel, destination: Path, /, *, template: Source | None = None) -> None:
-        write_atomically(destination, lambda f: np.savez(f, **model.tensors))
+        write_atomically(destination, lambda f: write_npz(f, model.tensors.items()))
 
     def embed(self, bitstream: bytes, destination: Path, /, *, template: Source | None = None) -> None:
         payload = np.frombuffer(bitstream, dtype=np.uint8)
@@ -66,3 +62,51 @@ class NpzAdapter:
             if CARRIAGE_KEY not in archive.files:
                 return None
             return archive[CARRIAGE_KEY].tobytes()
+
+
+class NpzTensors(Mapping[str, np.ndarray]):
+    """The arrays of an ``.npz`` archive, each read from the file when asked
+    for: the encoder reads a model larger than memory one tensor at a time.
+
+    The archive's directory is read (and checked) when this is made; an
+    array that cannot be read raises a :class:`ModelError` naming it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._archive = np.load(str(path), allow_pickle=False)
+            if not isinstance(self._archive, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an archive")
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ModelError(f"{path}: not a readable .npz archive: {e}") from e
+        self._names = [name for name in self._archive.files if name != CARRIAGE_KEY]
+        self._known = set(self._names)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._known:
+            raise KeyError(name)
+        try:
+            return self._archive[name]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ModelError(f"{self.path}: array {name!r} cannot be read: {e}") from e
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._known
+
+
+def write_npz(f: BinaryIO, arrays: Iterable[tuple[str, np.ndarray]]) -> None:
+    """An ``.npz`` archive (as :func:`numpy.savez` writes one) from
+    ``(name, array)`` pairs, each written as it comes: an iterator of decoded
+    tensors is never held whole."""
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays:
+            value = np.asanyarray(value)
+            with archive.open(str(name) + ".npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, value, allow_pickle=False)

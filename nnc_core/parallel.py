@@ -1,0 +1,91 @@
+"""Ordered parallel work with bounded memory: the one thread pool of the codec.
+
+Encoding and decoding are sequences of independent jobs (one NDU, or one
+block's NDUs) whose results must come out in stream order.  The C coder and
+the quantizers release the GIL, so threads give real parallelism without
+copying tensors between processes.  At most ``workers + lookahead`` jobs are
+in flight, which bounds memory by the tensors being worked on, not by the
+model: a job is taken from the input only when a slot frees.
+
+The output never depends on the worker count: every job gets all it needs
+when it is made, and results (and the first error) are delivered in the
+order the jobs were made.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+from nnc_core.errors import ConfigError
+
+__all__ = ["default_workers", "check_workers", "ordered_map"]
+
+T = TypeVar("T")
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_workers(workers: int | None) -> int:
+    """``workers`` validated; None means :func:`default_workers`."""
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers {workers!r} must be a positive integer (1: no threads)")
+    return workers
+
+
+def _raiser(error: BaseException) -> Callable[[], T]:
+    def job() -> T:
+        raise error
+
+    return job
+
+
+def ordered_map(jobs: Iterable[Callable[[], T]], workers: int, *, lookahead: int = 1) -> Iterator[T]:
+    """Run ``jobs`` (callables without arguments) on ``workers`` threads and
+    yield their results in the jobs' order.
+
+    Jobs are drawn from ``jobs`` lazily, at most ``workers + lookahead`` in
+    flight.  An exception raised by a job, or by the iterable while making the
+    next job, is raised here in its place in the order, after every earlier
+    result has been yielded; jobs still running then are waited for, and no
+    job is started after it.  With ``workers == 1`` the jobs run one after
+    another on the calling thread.
+    """
+    if workers <= 1:
+        for job in jobs:
+            yield job()
+        return
+    source = iter(jobs)
+    pending: deque[Future[T]] = deque()
+    limit = workers + max(0, lookahead)
+    exhausted = False
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnc") as pool:
+        try:
+            while True:
+                while not exhausted and len(pending) < limit:
+                    try:
+                        job = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    except Exception as e:  # noqa: BLE001 - delivered in order below
+                        job, exhausted = _raiser(e), True
+                    pending.append(pool.submit(job))
+                if not pending:
+                    return
+                yield pending.popleft().result()
+        finally:
+            # an error or a consumer that stopped early: nothing more starts
+            for future in pending:
+                future.cancel()

@@ -1,0 +1,238 @@
+"""An NNR bitstream as a read-only mapping: every header parsed once, each
+tensor decoded when asked for.
+
+:func:`open` memory-maps a file (or takes bytes), reads every unit header
+(no payload is decoded) and plans the NDUs as the full decoder does, so that
+``reader[name]`` decodes the NDUs carrying that tensor alone (a block's NDU,
+every part of a split tensor, both factors of a decomposition) and
+iteration decodes in stream order, on several threads, holding only the
+tensors in flight.
+"""
+
+from __future__ import annotations
+
+import builtins
+import mmap
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nnc_core import reduction
+from nnc_core.bitstream.units import PayloadType, Unit, flatten_units, read_units
+from nnc_core.decoding import DecoderState, _Failure, _NduStep, decode_steps, plan_bitstream
+from nnc_core.parallel import check_workers
+
+__all__ = ["open", "NNRReader", "TensorInfo"]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the headers say of a tensor, without decoding it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    payload_type: str  # NNR_PT_INT, NNR_PT_FLOAT, NNR_PT_RAW_FLOAT or NNR_PT_BLOCK (the NDU's)
+    units: tuple[tuple[int, int | None], ...]  # (unit index, index inside an aggregate unit) of the NDUs carrying it
+    bytes: int  # size of those NDUs (shared with the tensors they also carry)
+
+
+def open(  # noqa: A001 - nnc_core.open, as io.open and tarfile.open
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    /,
+    *,
+    max_elements: int | None = None,
+    recompose: bool = True,
+    apply_local_scaling: bool = False,
+    unprune: bool = False,
+    workers: int | None = None,
+    state: DecoderState | None = None,
+) -> NNRReader:
+    """Open an NNR bitstream (a path, memory-mapped, or bytes) as a read-only
+    mapping from tensor name to array.
+
+    Options as in :func:`nnc_core.decode`.  ``state``: the decoder state of
+    the incremental streams before this one; it is read, never changed.
+    Raises :class:`~nnc_core.errors.BitstreamError` for any problem the
+    headers show (the payloads are checked as each tensor is decoded).
+    """
+    return NNRReader(source, max_elements=max_elements, recompose=recompose, apply_local_scaling=apply_local_scaling,
+                     unprune=unprune, workers=workers, state=state)
+
+
+class NNRReader(Mapping[str, np.ndarray]):
+    """See :func:`open`.  Use as a context manager, or :meth:`close` it, to
+    unmap the file at once."""
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+        *,
+        max_elements: int | None,
+        recompose: bool,
+        apply_local_scaling: bool,
+        unprune: bool,
+        workers: int | None,
+        state: DecoderState | None,
+    ) -> None:
+        self._map: mmap.mmap | None = None
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data: Any = source
+        else:
+            with builtins.open(source, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            self._map = data if size else None
+        self._workers = check_workers(workers)
+        self._options = dict(recompose=recompose, apply_local_scaling=apply_local_scaling)
+        self._state = state
+        self.units: list[Unit] = read_units(data)
+        self.size = len(data)
+        self._pruning = reduction.read_pruning_topology(self.units) if unprune else {}
+        self._groups: list[list[_NduStep]] = []
+        for step in plan_bitstream(self.units, data_size=self.size, max_elements=max_elements):
+            if isinstance(step, _Failure):
+                raise step.error
+            if step.group == len(self._groups):
+                self._groups.append([])
+            self._groups[step.group].append(step)
+        sizes = {(i, j): u.size for i, j, u in flatten_units(self.units)}
+        self._info: dict[str, TensorInfo] = {}
+        self._group_of: dict[str, int] = {}
+        for g, steps in enumerate(self._groups):
+            for info in _group_info(steps, sizes, recompose, apply_local_scaling, self._pruning):
+                self._info[info.name] = info
+                self._group_of[info.name] = g
+
+    # -- the mapping --------------------------------------------------------
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        group = self._group_of[name]  # KeyError for an unknown name, as a dict
+        return self._decode_group(self._groups[group], workers=self._workers)[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._info)
+
+    def __len__(self) -> int:
+        return len(self._info)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._info
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:  # type: ignore[override]
+        """Every tensor in stream order, decoded on the reader's threads as the
+        iteration goes (only the tensors in flight are held)."""
+        steps = (step for group in self._groups for step in group)
+        state = None if self._state is None else _read_only(self._state)
+        for decoded in decode_steps(steps, state, keep_stored=state is not None, workers=self._workers):
+            yield from self._finish(decoded).items()
+
+    def values(self) -> Iterator[np.ndarray]:  # type: ignore[override]
+        return (value for _, value in self.items())
+
+    def info(self, name: str) -> TensorInfo:
+        """Shape, dtype, payload type and size of a tensor, from the headers alone."""
+        return self._info[name]
+
+    # -- resources ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Unmap the file; the reader cannot decode afterwards."""
+        self._groups = []
+        self._group_of = {}
+        self.units = []
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # an array still viewing it: unmapped when that goes
+                pass
+            self._map = None
+
+    def __enter__(self) -> NNRReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- decoding -----------------------------------------------------------
+
+    def _decode_group(self, steps: list[_NduStep], workers: int) -> dict[str, np.ndarray]:
+        state = None if self._state is None else _read_only(self._state)
+        out: dict[str, np.ndarray] = {}
+        for decoded in decode_steps(iter(steps), state, keep_stored=state is not None, workers=workers):
+            out.update(self._finish(decoded))
+        return out
+
+    def _finish(self, decoded: list) -> dict[str, np.ndarray]:
+        out = reduction.reconstruct(decoded, **self._options)
+        return reduction.unprune(out, self._pruning) if self._pruning else out
+
+
+def _read_only(state: DecoderState) -> DecoderState:
+    """A state the decoding can update without changing the caller's."""
+    return DecoderState(dict(state.base), dict(state.history), dict(state.put_node_depth))
+
+
+def _group_info(
+    steps: list[_NduStep], sizes: dict, recompose: bool, apply_local_scaling: bool, pruning: Mapping
+) -> list[TensorInfo]:
+    """The tensors a group of NDUs yields after reconstruction, in its order."""
+    units = tuple((s.where["unit_index"], s.where["aggregated_index"]) for s in steps)
+    nbytes = sum(sizes[u] for u in units)
+    first = steps[0].unit.header
+    payload = PayloadType(first.payload_type).name
+    shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, np.dtype] = {}
+    roles: dict[str, str] = {}
+    for step in steps:
+        h = step.unit.header
+        axis_of = h.first_tensor_dimension_shift
+        mapping = h.tensor_dimension_mapping if h.payload_type != PayloadType.NNR_PT_BLOCK else None
+        if h.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
+            members = [("tensor", str(h.element_ids[0]), tuple(h.tensor_dimensions) or (1,), -1)]
+        else:
+            members = step.members
+        for role, name, shape, cb in members:
+            if mapping is not None:
+                axis = mapping.concatenation_axis_index
+                bounds = [0, *mapping.split_index, shape[axis]]
+                for element, a, b in zip(h.element_ids, bounds, bounds[1:]):
+                    part = tuple(b - a if i == axis else d for i, d in enumerate(shape))
+                    shapes[str(element)] = part
+                    dtypes[str(element)] = _dtype(h.payload_type, cb)
+                    roles[str(element)] = role
+                continue
+            if name in shapes and step.split is not None:  # a further part: joined along the coded first dimension
+                axis = axis_of if len(shape) > 1 else 0
+                prev = shapes[name]
+                shape = tuple(prev[i] + shape[i] if i == axis else d for i, d in enumerate(shape))
+            shapes[name] = tuple(shape)
+            dtypes[name] = _dtype(h.payload_type, cb)
+            roles[name] = role
+    by_role = {role: name for name, role in roles.items()}
+    if apply_local_scaling and "ls" in by_role and first.payload_type != PayloadType.NNR_PT_INT:
+        shapes.pop(by_role["ls"])
+    if recompose and "G" in by_role and "H" in by_role:
+        g, h_name = by_role["G"], by_role["H"]
+        weight = reduction.recomposed_name(g)
+        shapes = {(weight if n == g else n): (tuple(first.tensor_dimensions) if n == g else s)
+                  for n, s in shapes.items() if n != h_name}
+        dtypes[weight] = np.dtype(np.float32)
+    out = []
+    for name, shape in shapes.items():
+        element = pruning.get(name)
+        if element is not None and tuple(shape) == element.shape:
+            shape = element.original_shape
+        out.append(TensorInfo(name, tuple(shape), dtypes[name], payload, units, nbytes))
+    return out
+
+
+def _dtype(payload_type: int, codebook_index: int) -> np.dtype:
+    if payload_type == PayloadType.NNR_PT_INT:
+        return np.dtype(np.int32)
+    if codebook_index >= 0:
+        return np.dtype(np.float64)  # codebook values times the step, as the reference decoder returns them
+    return np.dtype(np.float32)
