@@ -213,21 +213,23 @@ class _Budget:
 
 @dataclass
 class _Split:
-    """A tensor (or block) arriving in parts: ``partial_data_counter`` P, P-1, ..., 1.
-
-    The planner owns ``expected`` (the structure of the stream, checked from
-    headers before any payload is decoded); the assembly owns ``parts`` and
-    ``rows`` (filled as the parts' payloads are decoded, in stream order).
-    """
+    """A tensor (or block) arriving in parts: ``partial_data_counter`` P, P-1, ..., 1,
+    as the planner checks it from the headers."""
 
     header: NduHeader
     names: list[str]
     expected: int  # partial_data_counter of the next part
-    parts: list[list[DecodedTensor]] = field(default_factory=list)
-    rows: dict[str, int] = field(default_factory=dict)  # extent along the joining axis so far, per member
 
     def what(self) -> str:
         return "tensor " + ", ".join(repr(n) for n in self.names)
+
+
+@dataclass
+class _Assembly:
+    """The decoded parts of a split tensor so far (one per decode of the stream)."""
+
+    parts: list[list[DecodedTensor]] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)  # extent along the joining axis so far, per member
 
 
 @dataclass
@@ -381,11 +383,16 @@ def decode_steps(
     if state is not None:
         workers = 1
 
+    assembling: dict[int, _Assembly] = {}  # id of a split -> its parts so far
+
     def jobs() -> Iterator[Callable[[], tuple[_NduStep, list[DecodedTensor]]]]:
         for step in steps:
             if isinstance(step, _Failure):
                 raise step.error
-            yield functools.partial(_run_step, step, state, keep_stored)
+            rows = None
+            if state is not None and step.split is not None:  # sequential: the parts before it are in
+                rows = assembling.setdefault(id(step.split), _Assembly()).rows
+            yield functools.partial(_run_step, step, state, keep_stored, rows)
 
     group: list[DecodedTensor] = []
     current = None
@@ -398,19 +405,23 @@ def decode_steps(
             group.extend(results)
             _update_state(state, results, step.unit.header)
             continue
+        assembly = assembling.setdefault(id(step.split), _Assembly())
         with _naming(step.unit):
-            _add_part(step.split, results, step.counter, step.where)
+            _add_part(step.split, assembly, results, step.counter, step.where)
         if step.counter == 1:
-            assembled = _assemble(step.split)
+            assembled = _assemble(step.split, assembly)
+            del assembling[id(step.split)]
             group.extend(assembled)
             _update_state(state, assembled, step.unit.header)
     if current is not None:
         yield group
 
 
-def _run_step(step: _NduStep, state: DecoderState | None, keep_stored: bool) -> tuple[_NduStep, list[DecodedTensor]]:
+def _run_step(
+    step: _NduStep, state: DecoderState | None, keep_stored: bool, rows: dict[str, int] | None
+) -> tuple[_NduStep, list[DecodedTensor]]:
     with _naming(step.unit):
-        return step, _decode_ndu(step, state, keep_stored)
+        return step, _decode_ndu(step, state, keep_stored, rows)
 
 
 def decode_bitstream(
@@ -516,9 +527,9 @@ def _split_axis(t: DecodedTensor, header: NduHeader) -> int:
     return header.first_tensor_dimension_shift if t.values.ndim > 1 else 0
 
 
-def _add_part(split: _Split, results: list[DecodedTensor], counter: int, where: dict) -> None:
-    if split.parts:
-        for first, t in zip(split.parts[0], results):
+def _add_part(split: _Split, assembly: _Assembly, results: list[DecodedTensor], counter: int, where: dict) -> None:
+    if assembly.parts:
+        for first, t in zip(assembly.parts[0], results):
             a, b = first.values, t.values
             axis = _split_axis(t, split.header)
             same = a.ndim == b.ndim and all(x == y for i, (x, y) in enumerate(zip(a.shape, b.shape)) if i != axis)
@@ -529,14 +540,14 @@ def _add_part(split: _Split, results: list[DecodedTensor], counter: int, where: 
                     **where,
                 )
     for t in results:  # sizes need no check here: every part was taken from the element budget
-        split.rows[t.name] = split.rows.get(t.name, 0) + t.values.shape[_split_axis(t, split.header)]
-    split.parts.append(results)
+        assembly.rows[t.name] = assembly.rows.get(t.name, 0) + t.values.shape[_split_axis(t, split.header)]
+    assembly.parts.append(results)
 
 
-def _assemble(split: _Split) -> list[DecodedTensor]:
+def _assemble(split: _Split, assembly: _Assembly) -> list[DecodedTensor]:
     """The whole tensors (block members) of a complete split."""
     out = []
-    for member in zip(*split.parts):
+    for member in zip(*assembly.parts):
         first = member[0]
         axis = _split_axis(first, split.header)
         values = np.concatenate([t.values for t in member], axis=axis)
@@ -567,7 +578,7 @@ def _update_state(state: DecoderState | None, results: list[DecodedTensor], h: N
 
 
 def _parent(
-    known: dict[str, np.ndarray], h: NduHeader, name: str, shape: tuple[int, ...], axis: int, split: _Split | None
+    known: dict[str, np.ndarray], h: NduHeader, name: str, shape: tuple[int, ...], axis: int, rows: dict[str, int] | None
 ) -> np.ndarray | None:
     """What ``known`` holds for a tensor (or part) of ``shape``, co-located with it, or None.
 
@@ -588,9 +599,9 @@ def _parent(
     full = known.get(name)
     if full is None:
         return None
-    if split is None:
+    if rows is None:
         return full.reshape(shape) if full.size == int(np.prod(shape)) else None
-    start = split.rows.get(name, 0)
+    start = rows.get(name, 0)
     if full.ndim != len(shape) or full.shape[axis] < start + shape[axis]:
         return None
     if any(full.shape[i] != shape[i] for i in range(len(shape)) if i != axis):
@@ -598,8 +609,10 @@ def _parent(
     return np.take(full, np.arange(start, start + shape[axis]), axis=axis)
 
 
-def _decode_ndu(step: _NduStep, state: DecoderState | None, keep_stored: bool) -> list[DecodedTensor]:
-    unit, where, profile, split, factor = step.unit, step.where, step.profile, step.split, step.factor
+def _decode_ndu(step: _NduStep, state: DecoderState | None, keep_stored: bool, rows: dict[str, int] | None) -> list[DecodedTensor]:
+    """The tensors of one NDU; ``rows``: for a part of a split tensor decoded
+    with a state, the extent of the parts before it (for its parents' slices)."""
+    unit, where, profile, factor = step.unit, step.where, step.profile, step.factor
     h = unit.header
     at = dict(where, byte_offset=unit.payload_offset)
     location = (where["unit_index"], where["aggregated_index"])
@@ -642,13 +655,13 @@ def _decode_ndu(step: _NduStep, state: DecoderState | None, keep_stored: bool) -
                 if state is not None:
                     axis = member_shift if len(shape) > 1 else 0
                     if h.temporal_context_modeling_flag and profile == 1:
-                        base = _parent(state.base, h, name, shape, axis, split)
+                        base = _parent(state.base, h, name, shape, axis, rows)
                         if base is None:
                             raise BitstreamError(
                                 f"tensor {name!r} uses temporal context adaptation but no parent of its size was decoded", **at
                             )
                         base = coded_view(base, member_shift)
-                    history = _parent(state.history, h, name, shape, axis, split)
+                    history = _parent(state.history, h, name, shape, axis, rows)
                     if history is not None:
                         history = coded_view(history, member_shift)
                 decoded = dec.decode_tensor(coded_shape(shape, member_shift), coding, base=base, history=history)
