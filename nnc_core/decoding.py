@@ -392,7 +392,9 @@ def decode_steps(
             rows = None
             if state is not None and step.split is not None:  # sequential: the parts before it are in
                 rows = assembling.setdefault(id(step.split), _Assembly()).rows
-            yield functools.partial(_run_step, step, state, keep_stored, rows)
+            job = functools.partial(_run_step, step, state, keep_stored, rows)
+            job.cost = sum(int(np.prod(shape, dtype=np.int64)) for _, _, shape, _ in step.members)  # type: ignore[attr-defined]
+            yield job
 
     group: list[DecodedTensor] = []
     current = None

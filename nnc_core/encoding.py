@@ -653,7 +653,7 @@ def write_stream(
                 pieces = _parts(member, max_part_elements)
                 for i, part in enumerate(pieces):
                     done += i == len(pieces) - 1
-                    yield functools.partial(_encode_job, [part], settings, state, done, name)
+                    yield _job([part], settings, state, done, name)
                 continue
             if roles["weight"] != name:
                 continue  # coded with its block's weight
@@ -671,7 +671,7 @@ def write_stream(
             if name in reduced.ranks:
                 members = _decompose(members, reduced.ranks[name])
             done += len(roles)
-            yield functools.partial(_encode_job, members, settings, state, done, name)
+            yield _job(members, settings, state, done, name)
 
     if aggregate:
         units = list(head)
@@ -688,6 +688,13 @@ def write_stream(
             write(unit)
         if progress is not None:
             progress(done, total, name)
+
+
+def _job(members: list[_Member], s: _Settings, state: ParseState, done: int, name: str) -> Callable[[], tuple[list[bytes], int, str]]:
+    """Coding one tensor (block, part) on a worker thread; its cost is its element count."""
+    job = functools.partial(_encode_job, members, s, state, done, name)
+    job.cost = sum(int(np.size(m.value)) for m in members)  # type: ignore[attr-defined]
+    return job
 
 
 def _encode_job(members: list[_Member], s: _Settings, state: ParseState, done: int, name: str) -> tuple[list[bytes], int, str]:

@@ -51,12 +51,16 @@ def _raiser(error: BaseException) -> Callable[[], T]:
     return job
 
 
-def ordered_map(jobs: Iterable[Callable[[], T]], workers: int, *, lookahead: int = 1) -> Iterator[T]:
+def ordered_map(jobs: Iterable[Callable[[], T]], workers: int, *, lookahead: int = 1, max_jobs: int = 64) -> Iterator[T]:
     """Run ``jobs`` (callables without arguments) on ``workers`` threads and
     yield their results in the jobs' order.
 
-    Jobs are drawn from ``jobs`` lazily, at most ``workers + lookahead`` in
-    flight.  An exception raised by a job, or by the iterable while making the
+    Jobs are drawn from ``jobs`` lazily: ``workers + lookahead`` in flight,
+    and more while a long job holds the head of the queue, as long as the
+    jobs waiting behind it add up to at most twice its size (a job's
+    ``cost`` attribute, e.g. its elements; 1 if it has none) and number at
+    most ``max_jobs``.  One large tensor therefore does not leave the other
+    threads idle, and memory stays bounded by the largest jobs.  An exception raised by a job, or by the iterable while making the
     next job, is raised here in its place in the order, after every earlier
     result has been yielded; jobs still running then are waited for, and no
     job is started after it.  With ``workers == 1`` the jobs run one after
@@ -67,13 +71,20 @@ def ordered_map(jobs: Iterable[Callable[[], T]], workers: int, *, lookahead: int
             yield job()
         return
     source = iter(jobs)
-    pending: deque[Future[T]] = deque()
+    pending: deque[tuple[Future[T], int]] = deque()
     limit = workers + max(0, lookahead)
     exhausted = False
+
+    def room() -> bool:
+        if len(pending) < limit:
+            return True
+        costs = [c for _, c in pending]
+        return len(pending) < max_jobs and sum(costs) - max(costs) < 2 * max(costs)
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnc") as pool:
         try:
             while True:
-                while not exhausted and len(pending) < limit:
+                while not exhausted and room():
                     try:
                         job = next(source)
                     except StopIteration:
@@ -81,11 +92,11 @@ def ordered_map(jobs: Iterable[Callable[[], T]], workers: int, *, lookahead: int
                         break
                     except Exception as e:  # noqa: BLE001 - delivered in order below
                         job, exhausted = _raiser(e), True
-                    pending.append(pool.submit(job))
+                    pending.append((pool.submit(job), max(1, int(getattr(job, "cost", 1)))))
                 if not pending:
                     return
-                yield pending.popleft().result()
+                yield pending.popleft()[0].result()
         finally:
             # an error or a consumer that stopped early: nothing more starts
-            for future in pending:
+            for future, _ in pending:
                 future.cancel()
