@@ -14,10 +14,11 @@ from nnc_core.errors import (
     QuantizationOverflowError,
 )
 
-from nnc_core.decoding import DecoderState, decode, iter_decode
-from nnc_core.encoding import encode, encode_to
+from nnc_core.api import decode, encode, encode_to, iter_decode, open
+from nnc_core.config import EncoderConfig
+from nnc_core.decoding import DecoderState
 from nnc_core.incremental import UpdateDecoder, UpdateEncoder
-from nnc_core.reader import NNRReader, TensorInfo, open
+from nnc_core.reader import NNRReader, TensorInfo
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "__version__",
     "encode",
     "encode_to",
+    "EncoderConfig",
     "decode",
     "iter_decode",
     "open",

@@ -17,6 +17,7 @@ SIGHUP) or killed run leaves no partial file and an existing file untouched.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Iterator, Mapping
@@ -39,13 +40,15 @@ from nnc_core.bitstream.units import (
     flatten_units,
     read_units,
 )
-from nnc_core.decoding import decode_bitstream
-from nnc_core.encoding import encode_to
+from nnc_core.api import encode_to
+from nnc_core.decoding import decode_units
 from nnc_core.errors import ConfigError, NncError
 from nnc_core.files import write_atomically
+from nnc_core.incremental import encode_update
 from nnc_core.model import NNRModel, decode_model, topology_of
-from nnc_core.progress import Progress
+from nnc_core.parallel import default_workers
 from nnc_core.plugins import get_plugin_manager, read_model, write_model
+from nnc_core.progress import Progress
 
 
 def _unit_name(unit_type: int) -> str:
@@ -122,7 +125,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("\n(an incremental update with temporal context adaptation: its tensors decode only with its base, "
               "nnc decode --base)")
         return 0
-    tensors = decode_bitstream(data, None) if not args.no_decode else []
+    tensors = decode_units(units, len(data), workers=args.workers or default_workers()) if not args.no_decode else []
     if tensors:
         # bits per parameter: the units that carried a tensor, shared by all
         # tensors carried by exactly those units (block members, mapped elements)
@@ -271,8 +274,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
                              dimension_shift=model.dimension_shift or None, progress=progress,
                              workers=args.workers, **options)
         else:
-            from nnc_core.incremental import encode_update
-
             options["row_skipping"] = True
             data = encode_update(model.tensors, base, tca=not args.no_tca, hdsp=not args.no_hdsp,
                                  progress=progress, **options)
@@ -429,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="list the units of a bitstream and each tensor's bits per parameter")
     info.add_argument("input", help="NNR bitstream")
     info.add_argument("--no-decode", action="store_true", help="only parse unit headers")
+    info.add_argument("--workers", type=int, metavar="N", help="threads decoding tensors at once (default: the CPUs available)")
     info.set_defaults(run=cmd_info)
 
     decode = sub.add_parser("decode", help="decode a bitstream into a model of the output's format")
@@ -480,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
             break
     try:
         return int(args.run(args))
+    except BrokenPipeError:
+        # the reader went away (`nnc info x.nnr | head`): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (NncError, OSError) as e:
         print(f"nnc {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -55,9 +55,9 @@ from nnc_core.bitstream.units import (
 from nnc_core import reduction
 from nnc_core.deepcabac import Decoder, TensorCoding
 from nnc_core.errors import BitstreamError, ConfigError
-from nnc_core.parallel import check_workers, ordered_map
+from nnc_core.parallel import ordered_map
 
-__all__ = ["quantization_step", "DecodedTensor", "DecoderState", "decode_bitstream", "decode", "iter_decode", "plan_bitstream", "decode_steps"]
+__all__ = ["quantization_step", "DecodedTensor", "DecoderState", "decode_bitstream", "decode_units", "plan_bitstream", "decode_steps"]
 
 
 def quantization_step(qp: int, qp_density: int) -> np.float32:
@@ -451,9 +451,24 @@ def decode_bitstream(
     ``workers``: threads decoding NDUs at once (the result does not depend
     on it).
     """
+    return decode_units(read_units(data), len(data), state, max_elements=max_elements, keep_stored=keep_stored,
+                        workers=workers)
+
+
+def decode_units(
+    units: list,
+    data_size: int,
+    state: DecoderState | None = None,
+    *,
+    max_elements: int | None = None,
+    keep_stored: bool = True,
+    workers: int = 1,
+) -> list[DecodedTensor]:
+    """:func:`decode_bitstream` of units already parsed (from a bitstream of
+    ``data_size`` bytes): callers that read the headers first parse once."""
     if state is not None and not keep_stored:
         raise ConfigError("a decoder state needs the stored integers (keep_stored=True)")
-    steps = plan_bitstream(read_units(data), data_size=len(data), max_elements=max_elements)
+    steps = plan_bitstream(units, data_size=data_size, max_elements=max_elements)
     return [t for group in decode_steps(steps, state, keep_stored=keep_stored, workers=workers) for t in group]
 
 
@@ -725,83 +740,3 @@ def _reconstruct(stored: np.ndarray, payload_type: int, qp: int | None, qp_densi
     with np.errstate(over="ignore", invalid="ignore"):
         # one pass: float32(stored) * step in float32 (same values as converting first)
         return np.multiply(stored, step, dtype=np.float32)
-
-
-def decode(
-    data: bytes | bytearray | memoryview,
-    /,
-    *,
-    state: DecoderState | None = None,
-    max_elements: int | None = None,
-    base: object = None,
-    recompose: bool = True,
-    apply_local_scaling: bool = False,
-    unprune: bool = False,
-    workers: int | None = None,
-) -> dict[str, np.ndarray]:
-    """Decode an NNR bitstream into ``{tensor name: array}`` in stream order.
-
-    Pass the same ``state`` to decode the bitstreams of an incremental
-    sequence in order (the decoded arrays of an update are the update itself).
-    With ``base`` (arrays, or the bitstream(s) it was sent in) the bitstream
-    is an update of that model and the result is the updated model; an update
-    of another base is refused (:class:`~nnc_core.errors.BaseMismatchError`,
-    see :mod:`nnc_core.incremental`).
-
-    Parameter reduction (clause 8, :mod:`nnc_core.reduction`): a decomposed
-    weight (NNR_CPT_DC) comes back as ``G @ H`` in the weight's shape unless
-    ``recompose`` is False (then as its factors ``<weight>_G``, ``<weight>_H``);
-    ``apply_local_scaling`` multiplies each block weight's rows by its local
-    scaling factors and drops them; ``unprune`` returns pruned tensors in
-    their original shapes (zeros where pruned) from the stream's NNR_TPL_PRUN
-    topology, otherwise they keep the pruned shapes their NDUs signal.
-
-    ``max_elements``: see :func:`decode_bitstream` (default: proportional to
-    the input size).  ``workers``: threads decoding at once (default: the
-    CPUs available to the process; see :func:`iter_decode`).
-    """
-    if base is not None:
-        if state is not None:
-            raise ConfigError("give either a decoder state or a base")
-        if not recompose or apply_local_scaling or unprune:  # updates carry none of these tools
-            raise ConfigError("recompose, apply_local_scaling and unprune do not apply to an update (base=)")
-        from nnc_core.incremental import decode_update
-
-        return decode_update(data, base, max_elements=max_elements)
-    return dict(
-        iter_decode(
-            data, state=state, max_elements=max_elements, recompose=recompose,
-            apply_local_scaling=apply_local_scaling, unprune=unprune, workers=workers,
-        )
-    )
-
-
-def iter_decode(
-    data: bytes | bytearray | memoryview,
-    /,
-    *,
-    state: DecoderState | None = None,
-    max_elements: int | None = None,
-    recompose: bool = True,
-    apply_local_scaling: bool = False,
-    unprune: bool = False,
-    workers: int | None = None,
-) -> Iterator[tuple[str, np.ndarray]]:
-    """``(name, array)`` of every tensor of a bitstream in stream order, each
-    as soon as it is decoded: a consumer that writes them out holds only the
-    tensors in flight, never the model.
-
-    Options as in :func:`decode`.  NDUs decode on ``workers`` threads
-    (default: the CPUs available to the process), at most ``workers + 1`` at
-    once; the results do not depend on the number.  With a decoder ``state``
-    (incremental streams) NDUs decode one at a time, in order.
-    """
-    units = read_units(data)
-    workers = check_workers(workers)
-    pruning = reduction.read_pruning_topology(units) if unprune else {}
-    steps = plan_bitstream(units, data_size=len(data), max_elements=max_elements)
-    for group in decode_steps(steps, state, keep_stored=state is not None, workers=workers):
-        out = reduction.reconstruct(group, recompose=recompose, apply_local_scaling=apply_local_scaling)
-        if pruning:
-            out = reduction.unprune(out, pruning)
-        yield from out.items()

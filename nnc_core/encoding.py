@@ -17,7 +17,6 @@ goes NDU by NDU, so memory stays near one model's size.
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -46,12 +45,13 @@ from nnc_core.bitstream.layout import code_payload, coded_scan_order, coded_view
 from nnc_core.decoding import BLOCK_CODING_ORDER, BLOCK_ID_ORDER, _reconstruct, quantization_step
 from nnc_core import reduction
 from nnc_core.deepcabac import TensorCoding, dq_quantize, encode_tensor, urq_quantize
+from nnc_core.config import EncoderConfig
 from nnc_core.errors import ConfigError, EncodeError, QuantizationOverflowError
 from nnc_core.files import write_atomically
 from nnc_core.parallel import check_workers, ordered_map
-from nnc_core.model import Topology
+from nnc_core.topology import Topology
 
-__all__ = ["encode", "encode_to", "write_stream", "uniform_quantize", "blocks_from_parameter_types", "BLOCK_ROLES"]
+__all__ = ["write_stream", "uniform_quantize", "blocks_from_parameter_types", "BLOCK_ROLES"]
 
 _INT_KINDS = "iu"
 
@@ -86,7 +86,9 @@ class _Quantizer:
             try:
                 return self._run(w, qp, dq, scan_order), qp
             except QuantizationOverflowError:
-                qp = _overflow_qp(w, self.qp_density)
+                # the fallback is the encoder's own choice: never below what the
+                # density can signal (a coarser step, so levels fit all the more)
+                qp = max(_overflow_qp(w, self.qp_density), -(1 << (5 + self.qp_density)))
                 return self._run(w, qp, dq, scan_order), qp
         except EncodeError as e:
             raise EncodeError(f"tensor {name!r}: {e}") from e
@@ -369,219 +371,34 @@ def _jointly_codable(members: list[_Member], coded: list[_Coded]) -> bool:
 # ---------------------------------------------------------------------------
 
 
-def encode(tensors: Mapping[str, np.ndarray], /, **options: Any) -> bytes:
-    """Encode named tensors into one NNR bitstream, returned whole.
-
-    For models that fit in memory twice over; :func:`encode_to` writes a
-    file as the units are ready.  ``options``: see :func:`write_stream`.
-    """
-    parts: list[bytes] = []
-    write_stream(parts.append, tensors, **options)
-    return b"".join(parts)
-
-
-def encode_to(destination: str | os.PathLike[str] | BinaryIO, tensors: Mapping[str, np.ndarray], /, **options: Any) -> int:
-    """Encode named tensors into a file, unit by unit; returns its size in bytes.
-
-    ``destination`` is a path, written atomically (the file appears whole
-    or not at all, see :func:`nnc_core.files.write_atomically`), or a
-    binary file object.  ``tensors`` may be a lazy mapping (an ``.npz``
-    archive, a safetensors file): each tensor is read when its turn comes
-    and dropped once coded, so memory holds the tensors in flight, not the
-    model.  ``options``: see :func:`write_stream`.
-    """
-    size = 0
-
-    def into(f: BinaryIO) -> None:
-        nonlocal size
-
-        def write(unit: bytes) -> None:
-            nonlocal size
-            f.write(unit)
-            size += len(unit)
-
-        write_stream(write, tensors, **options)
-
-    if isinstance(destination, (str, os.PathLike)):
-        write_atomically(destination, into)
-    else:
-        into(destination)
-    return size
-
-
 def write_stream(
     write: Callable[[bytes], object],
     tensors: Mapping[str, np.ndarray],
+    config: EncoderConfig,
     /,
     *,
-    qp: int = -38,
-    qp_density: int = 2,
-    nonweight_qp: int = -75,
-    qp_per_tensor: Mapping[str, int] | None = None,
-    use_dq: bool = True,
-    lambda_scale: float = 0.0,
-    codebook_mode: int = 0,
-    int_quant_bw: int | None = None,
-    raw_float: Collection[str] = (),
-    blocks: Mapping[str, Mapping[str, str]] | None = None,
-    fold_batch_norm: bool = False,
-    batch_norm_epsilon: float = 1e-5,
-    sparsity: float = 0.0,
-    structured_sparsity: float = 0.0,
-    prune: Mapping[str, float] | None = None,
-    prune_consumers: Mapping[str, Collection[str]] | None = None,
-    unification: tuple[int, int] | None = None,
-    low_rank: int | Mapping[str, int] | None = None,
-    local_scaling: bool = False,
-    performance_maps: Mapping[str, list] | None = None,
-    scan_order: int = 0,
-    cabac_unary_length_minus1: int = 10,
-    param_opt: bool = True,
-    row_skipping: bool | None = None,
-    dimension_shift: Mapping[str, int] | None = None,
-    max_part_elements: int | None = None,
-    aggregate: bool = False,
     topology: Topology | None = None,
     progress: Callable[[int, int, str], None] | None = None,
-    base: Any = None,
-    _update: Any = None,
-    performance_metric_type: str | None = None,
-    validation_set_performance: float | None = None,
-    workers: int | None = None,
+    update: Any = None,
 ) -> None:
     """Encode named tensors into one NNR bitstream, calling ``write`` with
-    each unit in stream order as soon as it is ready.
-
-    Args:
-        write: takes the bitstream's units (bytes), in order.
-        tensors: name -> array; float arrays are quantized, integer arrays
-            (up to 32 bits) coded losslessly.  Values are read when their
-            tensor's turn comes (a lazy mapping is never read whole).
-        qp, qp_density: quantization parameter of weights (tensors with more
-            than one dimension, and block weights); the step size is
-            ``2**(qp / 2**qp_density)`` up to the density's resolution.
-        nonweight_qp: QP of the other float tensors (biases, norms).
-            A tensor whose levels would overflow int32 at its QP gets the
-            smallest larger QP that fits, as the reference encoder does.
-        qp_per_tensor: QP overrides by tensor name.
-        use_dq: dependent scalar quantization (trellis) instead of uniform.
-        lambda_scale: rate-distortion optimised quantization: > 0 weighs the
-            estimated DeepCABAC rate of each decision against its squared error
-            (the reference encoder's RDO; 0 picks the nearest points).
-        codebook_mode: 0 none; 1 every float tensor coded as indices into an
-            integer codebook; 2 a codebook where it codes smaller.
-        int_quant_bw: integer-aligned quantization: each float tensor gets
-            the QP that maps its 99.95th percentile magnitude to the largest
-            integer of this many bits (8 bits at least for non-weights), and
-            its stored integers are clipped to that bit depth.  With DQ a
-            clipped integer may be no reconstruction index of its state; it is
-            then coded as the reference encoder codes it and decodes to a
-            neighbouring value.
-        raw_float: names of float tensors sent uncompressed (NNR_PT_RAW_FLOAT,
-            float32, lossless); they may hold NaN and infinity.
-        blocks: block id -> {role: tensor name}, roles ``weight`` (required),
-            ``bias``, ``ls`` (local scaling) and ``bn.gamma``, ``bn.beta``,
-            ``bn.mean``, ``bn.var`` (all four or none).  A block's tensors
-            travel in one NNR_PT_BLOCK NDU at its weight's place in the model,
-            or in one NDU each, in block coding order, where they cannot share
-            one (different dq flags, codebook-coded non-weights, integer or raw
-            members).  :func:`blocks_from_parameter_types` converts the
-            reference software's ``block_id_and_param_type``.
-        fold_batch_norm: fold each block's batch norm into a local scaling
-            vector ``<weight>_scaling`` and the bias (``<weight>.bias`` if the
-            block had none), with ``batch_norm_epsilon`` (1e-5 as in PyTorch;
-            TensorFlow uses 1e-3).
-        sparsity, structured_sparsity, prune, prune_consumers, unification,
-            low_rank, local_scaling: parameter reduction (clause 8), see
-            :mod:`nnc_core.reduction` and the README section "Parameter
-            reduction".  ``sparsity``: target fraction of zeros reached by
-            statistics-adaptive sparsification of the weights;
-            ``structured_sparsity``: gain g > 0 zeroing the weight rows whose
-            mean magnitude is below g times the mean over rows; ``prune``:
-            weight name -> fraction of its output rows to remove (with the
-            per-row members of its block, and input channels (dimension 1)
-            of ``prune_consumers[weight]``), signalled in an NNR_TPL_PRUN
-            topology unit; ``unification``: (rows, columns) of the blocks
-            whose weights share one magnitude; ``low_rank``: rank (every
-            weight where it saves parameters) or weight name -> rank, sent as
-            G and H factors (NNR_CPT_DC); ``local_scaling``: per-row factors
-            (NNR_CPT_LS) fitted after quantization to each weight.
-        performance_maps: metadata written into the NNR_MPS (sets its
-            sparsification, pruning, unification and decomposition map
-            flags): kind -> entries, see
-            :func:`nnc_core.reduction.check_performance_maps`.
-        scan_order: 0 row-major, 1..4 block scans with entry points.
-        cabac_unary_length_minus1, param_opt, row_skipping: entropy coding
-            options (see :class:`nnc_core.deepcabac.TensorCoding`);
-            ``row_skipping`` is off unless given, and on in an update
-            (``base=``) unless given False.
-        dimension_shift: ``first_tensor_dimension_shift`` by tensor name:
-            the dimension coded as rows (scan, row skipping, entry points,
-            DQ), e.g. 3 for output channels of a ``[kh, kw, in, out]`` kernel;
-            a block's weight sets it for the block.
-        max_part_elements: split tensors (outside blocks) larger than this
-            into consecutive NDUs of at most this many elements, cut along
-            their coded first dimension (``partial_data_counter``; at most
-            255 parts), each with its own QP and entry points.
-        aggregate: carry every unit after the start unit in one NNR_AGG unit.
-        topology: the NNR_TPL unit's payload (:class:`~nnc_core.model.Topology`,
-            e.g. a framework's graph); by default an unrecognised, empty one
-            as the reference encoder writes.
-        progress: called as ``progress(done, total, name)`` after each NDU,
-            ``done`` counting input tensors.
-        base: code ``tensors`` as an incremental update of this base model:
-            a mapping of arrays, an NNR bitstream, or a sequence of
-            bitstreams (a base and its earlier updates), coded with the
-            defaults of :class:`nnc_core.incremental.UpdateEncoder` (TCA,
-            HDSP and row skipping on).  Decode with
-            ``decode(data, base=...)`` and the same base.
-        performance_metric_type, validation_set_performance: the model's
-            performance on its validation set and the metric's name (NNR_MPS
-            ``validation_set_performance`` flt(32) and
-            ``performance_metric_type`` st(v), clause 7.3.3, named as Annex F
-            describes; see :mod:`nnc_core.metrics`); both or neither.
-        workers: threads quantizing and coding tensors at once (default:
-            the CPUs available to the process; 1: no threads).  At most
-            ``workers + 1`` tensors (blocks, parts) are in flight; the
-            bitstream does not depend on the number.
-
-    Raises:
-        EncodeError: a tensor holds NaN or infinity (and is not raw), an
-            unsupported dtype, or values its step cannot represent in int32.
-        ConfigError: invalid settings.
+    each unit in stream order as soon as it is ready (arguments as for
+    :func:`encode`).  ``update``: the parent signalling of an incremental
+    update (:mod:`nnc_core.incremental` passes it; never a user's).
     """
-    if base is not None:
-        from nnc_core.incremental import encode_update
-
-        # the settings given, as given: an update session has its own defaults
-        # (row skipping on), which only an explicit value overrides
-        given = locals()
-        skip = ("write", "tensors", "base", "_update", "workers")
-        defaults = {k: p.default for k, p in inspect.signature(write_stream).parameters.items() if k not in skip}
-        write(encode_update(tensors, base, **{k: given[k] for k, d in defaults.items() if given[k] is not d}))
-        return
-    workers = check_workers(workers)
-    if not 0 <= qp_density <= 7:
-        raise ConfigError(f"qp_density {qp_density} outside 0..7")
-    if not 0 <= scan_order <= 4:
-        raise ConfigError(f"scan_order {scan_order} outside 0..4")
-    if codebook_mode not in (0, 1, 2):
-        raise ConfigError(f"codebook_mode {codebook_mode} is not 0, 1 or 2")
-    if not (lambda_scale >= 0 and np.isfinite(lambda_scale)):
-        raise ConfigError(f"lambda_scale {lambda_scale} must be a finite number >= 0")
-    if int_quant_bw is not None:
-        if not 1 <= int_quant_bw <= 31:
-            raise ConfigError(f"int_quant_bw {int_quant_bw} outside 1..31")
-        if codebook_mode or qp_per_tensor:
-            raise ConfigError("int_quant_bw chooses every tensor's QP: it excludes codebook_mode and qp_per_tensor")
-    qp_per_tensor = dict(qp_per_tensor or {})
+    c = config
+    workers = check_workers(c.workers)
+    qp, qp_density, nonweight_qp, use_dq, scan_order = c.qp, c.qp_density, c.nonweight_qp, c.use_dq, c.scan_order
+    lambda_scale, codebook_mode, int_quant_bw, raw_float = c.lambda_scale, c.codebook_mode, c.int_quant_bw, c.raw_float
+    blocks, fold_batch_norm, batch_norm_epsilon = c.blocks, c.fold_batch_norm, c.batch_norm_epsilon
+    max_part_elements, aggregate, cabac_unary_length_minus1 = c.max_part_elements, c.aggregate, c.cabac_unary_length_minus1
+    dimension_shift, row_skipping, local_scaling = c.dimension_shift, c.row_skipping, c.local_scaling
+    qp_per_tensor = dict(c.qp_per_tensor or {})
     shifts = {str(k): int(v) for k, v in (dimension_shift or {}).items()}
     for name, shift in shifts.items():
         ndim = np.ndim(tensors[name]) if name in tensors else 0
         if shift and not 0 <= shift < ndim:
             raise ConfigError(f"dimension_shift {shift} of tensor {name!r} names no dimension of its {ndim}-D shape")
-    if max_part_elements is not None and max_part_elements < 1:
-        raise ConfigError(f"max_part_elements {max_part_elements} must be at least 1")
     for what, names in (("qp_per_tensor", qp_per_tensor), ("raw_float", raw_float), ("dimension_shift", shifts)):
         unknown = set(names) - set(tensors)
         if unknown:
@@ -589,15 +406,15 @@ def write_stream(
     reduced = reduction.prepare(
         tensors, blocks or {}, shifts, raw_float,
         lambda name: float(quantization_step(qp_per_tensor.get(name, qp), qp_density)),
-        sparsity=sparsity, structured_sparsity=structured_sparsity, prune_ratios=prune, prune_consumers=prune_consumers,
-        unification=unification, low_rank=low_rank, local_scaling=local_scaling,
+        sparsity=c.sparsity, structured_sparsity=c.structured_sparsity, prune_ratios=c.prune, prune_consumers=c.prune_consumers,
+        unification=c.unification, low_rank=c.low_rank, local_scaling=local_scaling,
         use_dq=use_dq, lambda_scale=lambda_scale, codebook_mode=codebook_mode, int_quant_bw=int_quant_bw,
     )
     tensors, blocks = reduced.tensors, reduced.blocks
     settings = _Settings(
-        qp, qp_density, nonweight_qp, use_dq, codebook_mode, scan_order, cabac_unary_length_minus1, param_opt,
+        qp, qp_density, nonweight_qp, use_dq, codebook_mode, scan_order, cabac_unary_length_minus1, c.param_opt,
         bool(row_skipping), int_quant_bw, frozenset(raw_float), _Quantizer(qp_density, float(lambda_scale), cabac_unary_length_minus1),
-        update=_update,
+        update=update,
         local_scaling=bool(local_scaling),
     )
     checked = _check_blocks(tensors, blocks or {}, shifts)
@@ -607,10 +424,8 @@ def write_stream(
     block_of = {name: members for members in checked.values() for name in members.values()}
     index_of = {name: i for i, name in enumerate(tensors)}
 
-    maps = reduction.check_performance_maps(performance_maps)
+    maps = reduction.check_performance_maps(c.performance_maps)
     state = ParseState()
-    if (performance_metric_type is None) != (validation_set_performance is None):
-        raise ConfigError("performance_metric_type and validation_set_performance go together: give both or neither")
     mps = ModelParameterSet(
         UnitType.NNR_MPS,
         topology_carriage_flag=True,
@@ -622,12 +437,12 @@ def write_stream(
         mps_quantization_method_flags=1,
         mps_qp_density=qp_density,
         mps_quantization_parameter=0,
-        validation_set_performance_present_flag=validation_set_performance is not None,
-        performance_metric_type=performance_metric_type,
-        validation_set_performance=None if validation_set_performance is None else float(validation_set_performance),
+        validation_set_performance_present_flag=c.validation_set_performance is not None,
+        performance_metric_type=c.performance_metric_type,
+        validation_set_performance=None if c.validation_set_performance is None else float(c.validation_set_performance),
     )
-    if _update is not None:
-        mps = replace(mps, **_update.mps_fields())
+    if update is not None:
+        mps = replace(mps, **update.mps_fields())
     if reduced.topology:
         if topology is not None:
             raise ConfigError("pruning signals its own topology (NNR_TPL_PRUN); topology= cannot be given with it")
@@ -809,7 +624,10 @@ def _quantize_member(m: _Member, s: _Settings) -> _Coded:
         requested = m.qp
     else:
         requested = s.qp if m.weight else s.nonweight_qp
-    _check_qp(m.name, requested, 0, s.qp_density)
+    # Only the QP a tensor ends up with must be signalable: a requested one
+    # outside the range (NNCodec's default nonweight_qp -75 at qp_density 0
+    # or 1) is replaced by the overflow fallback for most tensors, as NNCodec
+    # does; a tensor that keeps it is refused below.
     scan = coded_scan_order(value.shape, s.scan_order)
     codebook = None
     if s.codebook_mode:

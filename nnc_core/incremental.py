@@ -59,7 +59,9 @@ import numpy as np
 
 from nnc_core.bitstream.layout import coded_view
 from nnc_core.bitstream.units import ICNN_NDU_ID, CompressedDataUnit, ModelParameterSet, flatten_units, read_units
-from nnc_core.decoding import DecoderState, decode_bitstream
+from nnc_core.config import EncoderConfig
+from nnc_core.decoding import DecoderState, decode_units
+from nnc_core.encoding import write_stream
 from nnc_core.errors import BaseMismatchError, ConfigError, EncodeError
 
 __all__ = [
@@ -156,11 +158,12 @@ class UpdateDecoder:
             BitstreamError: the bitstream is corrupt, or needs parent data (TCA)
                 the decoder does not have.
         """
-        nodes = self._check(read_units(data))
+        units = read_units(data)
+        nodes = self._check(units)
         s = self.state
         saved = dict(s.base), dict(s.history), dict(s.put_node_depth)
         try:
-            tensors = decode_bitstream(data, s, max_elements=self.max_elements)
+            tensors = decode_units(units, len(data), s, max_elements=self.max_elements)
             update = {t.name: t.values for t in tensors}
             reference = dict(self.reference)
             for name, values in update.items():
@@ -317,7 +320,8 @@ class UpdateEncoder:
             the next one (encoder side only), so that the receiver's model
             does not drift from the sender's over many updates.
         device_id: ``device_id`` of every NDU.
-        options: further :func:`nnc_core.encode` settings (qp, use_dq, ...).
+        config, options: the encoder's settings (:class:`~nnc_core.config.EncoderConfig`
+            and single fields of it: qp, use_dq, ...).
     """
 
     def __init__(
@@ -331,12 +335,13 @@ class UpdateEncoder:
         pre_flag: bool = False,
         error_feedback: bool = False,
         device_id: int = 0,
+        config: EncoderConfig | None = None,
         **options: Any,
     ) -> None:
         _check_session_options(options)
         self._mirror = UpdateDecoder(base)
         self._plan = dict(tca=tca, hdsp=hdsp, pre_flag=pre_flag, signal_base=signal_base, device_id=device_id)
-        self._options = dict(options, row_skipping=row_skipping)
+        self._config = EncoderConfig.of(config, **dict(options, row_skipping=row_skipping))
         self.error_feedback = error_feedback
         self._residual: dict[str, np.ndarray] = {}  # error feedback: what quantization left out
         self._previous: dict[str, np.ndarray] = dict(self._mirror.reference)  # the sender's last model
@@ -386,11 +391,12 @@ class UpdateEncoder:
         return data
 
     def _code(self, update: dict, options: dict) -> tuple[bytes, dict[str, np.ndarray]]:
-        from nnc_core.encoding import encode
-
         _check_session_options(options)
         plan = _StreamPlan(self._mirror, **self._plan)
-        data = encode(update, _update=plan, **dict(self._options, **options))
+        extra = {k: options.pop(k) for k in ("topology", "progress") if k in options}
+        parts: list[bytes] = []
+        write_stream(parts.append, update, self._config.replace(**options), update=plan, **extra)
+        data = b"".join(parts)
         # The receiver's state follows from the bitstream: decode it as the receiver will.
         return data, self._mirror.decode_update(data)
 
@@ -399,7 +405,7 @@ class UpdateEncoder:
 # split tensors), and an update names exactly the base's tensors in their
 # shapes, which decomposition, pruning, local scaling factors and batch-norm
 # folding (drops the batch norms, adds scaling factors) would change.
-_NOT_IN_SESSION = ("base", "_update", "max_part_elements", "low_rank", "prune", "local_scaling", "fold_batch_norm")
+_NOT_IN_SESSION = ("base", "max_part_elements", "low_rank", "prune", "local_scaling", "fold_batch_norm")
 
 
 def _check_session_options(options: Mapping[str, Any]) -> None:
@@ -412,7 +418,8 @@ def _check_session_options(options: Mapping[str, Any]) -> None:
 def encode_update(tensors: Mapping[str, np.ndarray], base: Any, **options: Any) -> bytes:
     """One bitstream coding ``tensors`` as an update of ``base`` (see
     :class:`UpdateEncoder`; ``options`` as there, and :func:`nnc_core.encode`'s)."""
-    return UpdateEncoder(base, **options).encode(tensors)
+    per_stream = {k: options.pop(k) for k in ("topology", "progress") if k in options}
+    return UpdateEncoder(base, **options).encode(tensors, **per_stream)
 
 
 def decode_update(data: bytes | bytearray | memoryview, base: Any, **options: Any) -> dict[str, np.ndarray]:

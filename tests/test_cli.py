@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+import nnc_core
 from nnc_core.cli import main
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -78,3 +79,18 @@ def test_info_shows_aggregated_units_nested(tmp_path, capsys):
     bpp = 8 * sum(u.size for u in parts) / expected["conv.weight"][0].size
     assert any(line.startswith("conv.weight ") and line.endswith(f"{bpp:>10.3f}") for line in out)
     assert f"{'fc.weight':<48} float32  5x6" in "\n".join(out)
+
+
+def test_info_piped_into_head_ends_quietly(tmp_path):
+    """`nnc info big.nnr | head -1`: the reader closes the pipe early; no traceback, no error."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "many.nnr"
+    path.write_bytes(nnc_core.encode({f"tensor.{i}": np.full(3, i, np.int32) for i in range(3000)}))
+    proc = subprocess.Popen([sys.executable, "-m", "nnc_core.cli", "info", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    assert proc.stdout.readline().startswith(str(path).encode())
+    proc.stdout.close()  # more than a pipe buffer of output is still to come
+    err = proc.stderr.read()
+    assert proc.wait() == 0 and err == b""

@@ -87,12 +87,34 @@ def test_unsupported_dtype_is_refused():
 
 
 def test_settings_are_checked():
+    # a tensor that keeps an unsignalable QP (no overflow makes the encoder raise it)
     with pytest.raises(ConfigError, match=r"tensor 'w': qp -200 is outside -128..127"):
-        nnc_core.encode({"w": np.ones((2, 2), np.float32)}, qp=-200)
+        nnc_core.encode({"w": np.zeros((2, 2), np.float32)}, qp=-200)
     with pytest.raises(ConfigError, match=r"qp_per_tensor names tensors that are not in the model: \['x'\]"):
         nnc_core.encode({"w": np.ones((2, 2), np.float32)}, qp_per_tensor={"x": -30})
     with pytest.raises(ConfigError, match="qp_density 8"):
         nnc_core.encode({"w": np.ones((2, 2), np.float32)}, qp_density=8)
+
+
+def test_an_unsignalable_requested_qp_is_replaced_where_levels_would_overflow(crepe_tiny):
+    """As NNCodec does: at qp_density 1 the default nonweight_qp -75 is outside
+    -64..63, but every CREPE tensor it would overflow takes the fallback QP,
+    which fits; only the QPs a stream carries must be signalable.  A fallback
+    below the range is raised to its lowest QP; a tensor that keeps an
+    unsignalable QP it was given is refused."""
+    floats = {n: v for n, v in crepe_tiny.items() if v.dtype.kind == "f"}
+    decoded = decode_bitstream(nnc_core.encode(floats, qp=-20, qp_density=1, use_dq=False))
+    for t in decoded:
+        assert -64 <= t.qp <= 63, t.name
+        step = float(quantization_step(t.qp, 1))
+        w = floats[t.name]  # half a step, up to float32 rounding of the product
+        assert np.all(np.abs(t.values - w) <= step / 2 * (1 + 1e-6) + 2 * np.spacing(np.abs(w))), t.name
+    assert {t.qp for t in decoded if t.values.ndim == 1} - {-75, -20}  # the non-weights took fallback QPs
+    tiny = np.array([1e-3, -1e-3, 5e-4], np.float32)  # its fallback at density 0 is below -32
+    (t,) = decode_bitstream(nnc_core.encode({"tiny": tiny}, qp_density=0, use_dq=False))
+    assert t.qp == -32 and np.max(np.abs(t.values - tiny)) <= float(quantization_step(-32, 0)) / 2
+    with pytest.raises(ConfigError, match=r"tensor 'zeros': qp -75 is outside -64..63"):
+        nnc_core.encode({"zeros": np.zeros(4, np.float32)}, qp_density=1)
 
 
 def test_progress_is_reported():

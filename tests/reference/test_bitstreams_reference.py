@@ -113,6 +113,19 @@ ENCODER_SETTINGS = [
 ]
 
 
+def test_density_1_with_the_default_nonweight_qp_equals_nncodec(crepe_tiny):
+    """nonweight_qp -75 is outside what qp_density 1 signals (-64..63); every
+    CREPE tensor coded at it would overflow int32 and takes the fallback QP,
+    which fits: NNCodec encodes the model, and so do we, byte for byte."""
+    import nnc_core
+
+    params = _crepe(crepe_tiny)
+    ours = nnc_core.encode(params, qp=-20, qp_density=1)
+    theirs, expected = _compress_and_decode(params, qp=-20, qp_density=1)
+    assert ours == theirs
+    _check(ours, expected)
+
+
 @pytest.mark.parametrize("args", ENCODER_SETTINGS, ids=lambda a: ",".join(f"{k}={v}" for k, v in a.items()) or "defaults")
 @pytest.mark.parametrize("model", ["minilm", "crepe"])
 def test_our_streams_equal_nncodec_and_decode_there(minilm, crepe_tiny, model, args):
