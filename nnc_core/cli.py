@@ -174,7 +174,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
                     raise ConfigError(f"{args.input} has no tensor {missing[0]!r} (nnc info lists them)")
             names = args.tensor or list(reader)
             total = sum(int(np.prod(reader.info(n).shape, dtype=np.int64)) for n in names)
-            with Progress("decode", total, len(names), quiet=args.quiet) as bar:
+            with Progress("decode", total, quiet=args.quiet) as bar:
                 tensors = _Selected(reader, names, bar)
                 model = NNRModel(tensors, topology=topology_of(reader.units))  # type: ignore[arg-type]
                 write_model(model, output, framework=args.framework, template=args.template)
@@ -214,12 +214,18 @@ class _Selected(Mapping[str, np.ndarray]):
             yield name, value
 
 
-class _Counted(Mapping[str, np.ndarray]):
-    """A model's tensors as the encoder reads them, counting parameters and
-    ticking the progress bar; reads nothing itself."""
+def _size_of(tensors: Mapping[str, np.ndarray], name: str) -> int:
+    shape_of = getattr(tensors, "shape_of", None)
+    shape = shape_of(name) if shape_of is not None else np.shape(tensors[name])
+    return int(np.prod(shape, dtype=np.int64))
 
-    def __init__(self, tensors: Mapping[str, np.ndarray], bar: Progress) -> None:
-        self.tensors, self.bar = tensors, bar
+
+class _Counted(Mapping[str, np.ndarray]):
+    """A model's tensors as the encoder reads them, counting their parameters;
+    reads nothing itself."""
+
+    def __init__(self, tensors: Mapping[str, np.ndarray]) -> None:
+        self.tensors = tensors
         self.counted: set[str] = set()
         self.parameters = 0
 
@@ -263,11 +269,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
     options = _encode_options(args)
     base = _load_base(args.base)
     output = Path(args.output)
-    with Progress("encode", None, len(model.tensors), quiet=args.quiet) as bar:
-        tensors = _Counted(model.tensors, bar)
+    # parameters done after the first n tensors (blocks count their members), from
+    # the shapes alone where the model's mapping tells them without reading (.npz)
+    sizes = [_size_of(model.tensors, name) for name in model.tensors]
+    done_after = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    with Progress("encode", int(done_after[-1]), quiet=args.quiet) as bar:
+        tensors = _Counted(model.tensors)
 
         def progress(done: int, total: int, name: str) -> None:
-            bar.advance(name, 0, done=done)
+            bar.update_to(int(done_after[min(done, len(sizes))]), name)
 
         if base is None:
             size = encode_to(output, tensors, blocks=model.blocks or None, topology=model.topology,
@@ -341,10 +351,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         dst = args.framework or pm.plugin_for_destination(Path(args.output), directory=True).name
         if src != "onnx" or dst not in ("nnef", "tensorflow"):
             raise ConfigError(f"--input-shape applies to conversions from ONNX to NNEF or TensorFlow, not {src} -> {dst}")
-    with Progress("encode", None, None, quiet=args.quiet) as bar:
+    with Progress("encode", None, unit="tensor", quiet=args.quiet) as bar:
         report = convert(args.input, args.output, target=args.framework, example_inputs=shape,
-                         progress=lambda done, total, name: bar.advance(name, 0, done=done, total=total),
-                         **_encode_options(args))
+                         progress=lambda done, total, name: bar.update_to(done, name, total=total), **_encode_options(args))
     if not args.quiet:
         via = "".join(f" via {f}" for f in report.route[1:-1])
         print(f"{args.input} ({report.source_framework}) -> {args.output} ({report.target_framework}{via}): "
