@@ -30,8 +30,8 @@ __all__ = ["encode", "encode_to", "decode", "iter_decode", "open", "NNRReader", 
 
 def encode(
     tensors: Mapping[str, np.ndarray],
-    config: EncoderConfig | None = None,
     /,
+    config: EncoderConfig | None = None,
     *,
     topology: Topology | None = None,
     progress: Callable[[int, int, str], None] | None = None,
@@ -81,8 +81,8 @@ def encode(
 def encode_to(
     destination: str | os.PathLike[str] | BinaryIO,
     tensors: Mapping[str, np.ndarray],
-    config: EncoderConfig | None = None,
     /,
+    config: EncoderConfig | None = None,
     *,
     topology: Topology | None = None,
     progress: Callable[[int, int, str], None] | None = None,

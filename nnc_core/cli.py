@@ -41,6 +41,7 @@ from nnc_core.bitstream.units import (
     read_units,
 )
 from nnc_core.api import encode_to
+from nnc_core.config import EncoderConfig
 from nnc_core.decoding import decode_units
 from nnc_core.errors import ConfigError, NncError
 from nnc_core.files import write_atomically
@@ -246,8 +247,10 @@ class _Counted(Mapping[str, np.ndarray]):
         return name in self.tensors
 
 
-def _encode_options(args: argparse.Namespace) -> dict:
-    return dict(
+def _encoder_config(args: argparse.Namespace) -> EncoderConfig:
+    """The encoder settings the command line gives (each invalid one named)."""
+    return EncoderConfig(
+        workers=getattr(args, "workers", None),
         qp=args.qp,
         qp_density=args.qp_density,
         nonweight_qp=args.nonweight_qp,
@@ -266,7 +269,7 @@ def _encode_options(args: argparse.Namespace) -> dict:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     model = read_model(args.input, framework=args.framework)
-    options = _encode_options(args)
+    config = _encoder_config(args)
     base = _load_base(args.base)
     output = Path(args.output)
     # parameters done after the first n tensors (blocks count their members), from
@@ -280,13 +283,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
             bar.update_to(int(done_after[min(done, len(sizes))]), name)
 
         if base is None:
-            size = encode_to(output, tensors, blocks=model.blocks or None, topology=model.topology,
-                             dimension_shift=model.dimension_shift or None, progress=progress,
-                             workers=args.workers, **options)
+            size = encode_to(output, tensors, config, blocks=model.blocks or None, topology=model.topology,
+                             dimension_shift=model.dimension_shift or None, progress=progress)
         else:
-            options["row_skipping"] = True
-            data = encode_update(model.tensors, base, tca=not args.no_tca, hdsp=not args.no_hdsp,
-                                 progress=progress, **options)
+            data = encode_update(model.tensors, base, config=config.replace(row_skipping=True), tca=not args.no_tca,
+                                 hdsp=not args.no_hdsp, progress=progress)
             write_atomically(output, lambda f: f.write(data))
             size = len(data)
     if not args.quiet:
@@ -353,7 +354,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
             raise ConfigError(f"--input-shape applies to conversions from ONNX to NNEF or TensorFlow, not {src} -> {dst}")
     with Progress("encode", None, unit="tensor", quiet=args.quiet) as bar:
         report = convert(args.input, args.output, target=args.framework, example_inputs=shape,
-                         progress=lambda done, total, name: bar.update_to(done, name, total=total), **_encode_options(args))
+                         progress=lambda done, total, name: bar.update_to(done, name, total=total),
+                         config=_encoder_config(args))
     if not args.quiet:
         via = "".join(f" via {f}" for f in report.route[1:-1])
         print(f"{args.input} ({report.source_framework}) -> {args.output} ({report.target_framework}{via}): "
