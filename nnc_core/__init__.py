@@ -19,8 +19,8 @@ from nnc_core.config import EncoderConfig
 from nnc_core.decoding import DecoderState
 from nnc_core.incremental import UpdateDecoder, UpdateEncoder
 from nnc_core.reader import NNRReader, TensorInfo
+from nnc_core.version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

@@ -12,6 +12,11 @@ incremental update of the base and ``decode`` applies an update to it.
 
 Outputs are written atomically: a failed, interrupted (Ctrl-C, SIGTERM,
 SIGHUP) or killed run leaves no partial file and an existing file untouched.
+
+Exit status: 0 done; 1 an error, reported as one line on stderr
+(``nnc COMMAND: error: ...``); 2 a usage error (argparse); 130 interrupted
+(Ctrl-C); 128 + N ended by signal N (SIGTERM: 143, SIGHUP: 129).  Output read
+by a program that stops early (``nnc info m.nnr | head``) ends quietly.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import nnc_core
+from nnc_core.version import __version__
 from nnc_core.bitstream.units import (
     AggregateUnit,
     AggregateUnitType,
@@ -422,10 +428,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnc", description="ISO/IEC 15938-17 Neural Network Coding")
-    parser.add_argument("--version", action="version", version=f"nnc {nnc_core.__version__}")
+    parser.add_argument("--version", action="version", version=f"nnc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    encode = sub.add_parser("encode", help="encode a model (.npz or a plugin's format) into an NNR bitstream")
+    encode = sub.add_parser("encode", help="encode a model (.npz or a plugin's format) into an NNR bitstream", epilog="examples:\n  nnc encode model.npz -o model.nnr                      # NNCodec's defaults (qp -38, dependent quantization)\n  nnc encode model.npz -o model.nnr --qp -32 --workers 4\n  nnc encode finetuned.npz -o update.nnr --base model.npz  # an incremental update",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     encode.add_argument("input", help="model file or folder (.npz archive of arrays, or any installed plugin's format)")
     encode.add_argument("-o", "--output", required=True, help="output NNR bitstream")
     encode.add_argument("--framework", help="plugin to read the model with (default: chosen from the file)")
@@ -438,13 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(encode)
     encode.set_defaults(run=cmd_encode)
 
-    info = sub.add_parser("info", help="list the units of a bitstream and each tensor's bits per parameter")
+    info = sub.add_parser("info", help="list the units of a bitstream and each tensor's bits per parameter", epilog="examples:\n  nnc info model.nnr               # every unit, then each tensor's bits per parameter\n  nnc info model.nnr --no-decode   # headers only",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
     info.add_argument("input", help="NNR bitstream")
     info.add_argument("--no-decode", action="store_true", help="only parse unit headers")
     info.add_argument("--workers", type=int, metavar="N", help="threads decoding tensors at once (default: the CPUs available)")
     info.set_defaults(run=cmd_info)
 
-    decode = sub.add_parser("decode", help="decode a bitstream into a model of the output's format")
+    decode = sub.add_parser("decode", help="decode a bitstream into a model of the output's format", epilog='examples:\n  nnc decode model.nnr -o model.npz\n  nnc decode model.nnr -o one.npz --tensor encoder.layer.0.attention.self.query.weight\n  nnc decode update.nnr -o finetuned.npz --base model.npz',
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     decode.add_argument("input", help="NNR bitstream")
     decode.add_argument("-o", "--output", required=True, help="output model (.npz, or any installed plugin's format)")
     decode.add_argument("--framework", help="plugin to write the model with (default: chosen from the output's suffix)")
@@ -459,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(decode)
     decode.set_defaults(run=cmd_decode)
 
-    convert = sub.add_parser("convert", help="convert a model to another framework, its weights carried as NNR")
+    convert = sub.add_parser("convert", help="convert a model to another framework, its weights carried as NNR", epilog='examples:\n  nnc convert model.onnx -o model.pt2                    # ONNX -> PyTorch, weights carried as NNR\n  nnc convert model.h5 -o model_nnef/ --qp -40',
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
     convert.add_argument("input", help="source model (file or folder)")
     convert.add_argument("-o", "--output", required=True, help="destination model; its suffix picks the framework")
     convert.add_argument("--framework", help="destination plugin (default: chosen from the output's suffix)")
@@ -469,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-q", "--quiet", action="store_true")
     convert.set_defaults(run=cmd_convert)
 
-    plugins = sub.add_parser("plugins", help="list the framework plugins, their versions and state")
+    plugins = sub.add_parser("plugins", help="list the framework plugins, their versions and state", epilog='examples:\n  nnc plugins           # what is installed\n  nnc plugins --check   # import each adapter and its framework',
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
     plugins.add_argument("--check", action="store_true", help="import each plugin's adapter (and framework) to prove it loads")
     plugins.set_defaults(run=cmd_plugins)
     return parser

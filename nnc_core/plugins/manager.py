@@ -78,7 +78,7 @@ class PluginManager(pluggy.PluginManager):
     def load_plugins(self) -> None:
         """Register the built-in plugins and every allowed entry point."""
         allowed = _allow_list()
-        from nnc_core import __version__
+        from nnc_core.version import __version__
 
         for name, module in BUILTIN_PLUGINS.items():
             self.register(importlib.import_module(module), name=name)
