@@ -94,3 +94,16 @@ def test_info_piped_into_head_ends_quietly(tmp_path):
     proc.stdout.close()  # more than a pipe buffer of output is still to come
     err = proc.stderr.read()
     assert proc.wait() == 0 and err == b""
+
+
+def test_ci_runs_the_readme_commands():
+    """.ci/run is the README's install command and its test command, and nothing else."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+
+    def block(heading: str) -> str:
+        section = readme.split(f"\n## {heading}\n", 1)[1]
+        return section.split("```sh\n", 1)[1].split("\n```", 1)[0].strip()
+
+    lines = [ln for ln in (root / ".ci" / "run").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert lines == ["set -euo pipefail", 'cd "$(dirname "$0")/.."', block("Install"), block("Test")]
