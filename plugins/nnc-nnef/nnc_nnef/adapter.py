@@ -164,6 +164,8 @@ class _Graph:
     def coded_shape(self, label: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         if label in self.vectors and len(shape) == 2 and shape[0] == 1:
             return (shape[1],)
+        if not shape:  # a scalar variable travels as one element (NNR tensors have a dimension)
+            return (1,)
         return shape
 
     def labels(self) -> list[tuple[str, tuple[int, ...], str]]:
@@ -268,7 +270,7 @@ class NnefAdapter:
                 path = _dat(staged, label)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with open(path, "wb") as f:
-                    nnef.write_tensor(f, np.ascontiguousarray(value))
+                    nnef.write_tensor(f, np.require(value, requirements="C"))  # (ascontiguousarray makes 0-d 1-d)
 
     # -- carriage of NNR data in NNEF tensor files (Annex A) ------------------
 

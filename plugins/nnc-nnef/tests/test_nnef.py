@@ -212,3 +212,37 @@ def test_batch_norm_blocks_from_the_graph(tmp_path):
             and hasattr(u.header, "element_ids")] == [6, 5, 1, 1, 1, 1]
     NnefAdapter().embed(data, tmp_path / "carried.nnef")
     assert NnefAdapter().extract(tmp_path / "carried.nnef") == data
+
+
+SCALAR_GRAPH = """version 1.0;
+
+graph net( input ) -> ( output )
+{
+    input = external<scalar>(shape = [1, 3]);
+    w = variable<scalar>(shape = [2, 3], label = 'w');
+    scale = variable<scalar>(shape = [], label = 'scale');
+    y = linear(input, w, 0.0);
+    output = mul(y, scale);
+}
+"""
+
+
+def test_scalar_variable_round_trips(tmp_path):
+    """A variable of shape [] (nnef-tools writes them for ONNX scalar initializers)
+    is coded as one element and written back with shape [], byte-identical."""
+    folder = tmp_path / "scalar.nnef"
+    folder.mkdir()
+    (folder / "graph.nnef").write_text(SCALAR_GRAPH)
+    with open(folder / "w.dat", "wb") as f:
+        nnef.write_tensor(f, np.arange(6, dtype=np.float32).reshape(2, 3) / 7)
+    with open(folder / "scale.dat", "wb") as f:
+        nnef.write_tensor(f, np.array(0.125, dtype=np.float32))
+    model = read_model(folder)
+    assert model.tensors["scale"].shape == (1,)  # in NNR's layout: one element
+    write_model(decode_model(_lossless(model)), tmp_path / "out.nnef")
+    for name in ("graph.nnef", "w.dat", "scale.dat"):
+        assert (tmp_path / "out.nnef" / name).read_bytes() == (folder / name).read_bytes(), name
+    assert main(["encode", str(folder), "-o", str(tmp_path / "s.nnr"), "-q"]) == 0
+    assert main(["decode", str(tmp_path / "s.nnr"), "-o", str(tmp_path / "lossy.nnef"), "-q"]) == 0
+    with open(tmp_path / "lossy.nnef" / "scale.dat", "rb") as f:
+        assert nnef.read_tensor(f).shape == ()
