@@ -23,7 +23,7 @@ import atheris
 
 with atheris.instrument_imports():
     import nnc_core
-    from nnc_core.bitstream import bits, layout, units  # noqa: F401  (instrumented)
+    from nnc_core.bitstream import bits, layout, reader, syntax  # noqa: F401  (instrumented)
     from nnc_core.decoding import DecoderState, decode_bitstream
 
 _V30 = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "v30_incr_tca_hdsp" / "step0.nnr"
