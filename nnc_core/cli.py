@@ -193,18 +193,29 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 class _Selected(Mapping[str, np.ndarray]):
     """The tensors of a reader a decode writes out (all, or those of --tensor),
-    ticking the progress bar as each is decoded."""
+    ticking the progress bar as each is decoded.
+
+    A writer that iterates (the .npz writer) gets each tensor once, decoded on
+    the reader's threads and never held; one that looks tensors up by name
+    gets each decoded alone and kept, as a dict would hold it.
+    """
 
     def __init__(self, reader: nnc_core.NNRReader, names: list[str], bar: Progress) -> None:
         self.reader, self.names, self.bar = reader, names, bar
         self.all = len(names) == len(reader)
+        self.known = set(names)
+        self.looked_up: dict[str, np.ndarray] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self.names:
+        if name not in self.known:
             raise KeyError(name)
-        value = self.reader[name]
-        self.bar.advance(name, int(value.size))
-        return value
+        if name not in self.looked_up:
+            self.looked_up[name] = self.reader[name]
+            self.bar.advance(name, int(self.looked_up[name].size))
+        return self.looked_up[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.known
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)
