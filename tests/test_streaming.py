@@ -307,8 +307,9 @@ _RUN = textwrap.dedent(
 )
 
 
-def _peak_rss(argv: list[str]) -> int:
-    out = subprocess.run([sys.executable, "-c", _RUN, *argv], capture_output=True, text=True, check=True)
+def _peak_rss(argv: list[str], cwd: Path) -> int:
+    # cwd: not the source tree, which would shadow the installed package
+    out = subprocess.run([sys.executable, "-c", _RUN, *argv], capture_output=True, text=True, check=True, cwd=cwd)
     return int(out.stdout.split()[-1])
 
 
@@ -318,17 +319,18 @@ def test_peak_memory_is_bounded_by_the_tensors_in_flight(tmp_path):
     far less memory than the model: 300 MB + (workers + 1) x 24 bytes x its
     largest tensor, the bound the streaming issue states."""
     model = tmp_path / "model.npz"
-    subprocess.run([sys.executable, "-c", _GENERATE, str(model), "32"], check=True)
+    subprocess.run([sys.executable, "-c", _GENERATE, str(model), "32"], check=True, cwd=tmp_path)
     size = model.stat().st_size
     assert size > 390e6
     largest = 2048 * 512
     nnc = [sys.executable, "-m", "nnc_core.cli"]
     for workers in (1, 2):
         bound = 300e6 + (workers + 1) * 24 * largest
-        peak = _peak_rss([*nnc, "encode", str(model), "-o", str(tmp_path / "m.nnr"), "-q", "--workers", str(workers)])
+        peak = _peak_rss([*nnc, "encode", str(model), "-o", str(tmp_path / "m.nnr"), "-q", "--workers", str(workers)],
+                         tmp_path)
         assert peak < bound, (workers, peak, bound)
         peak = _peak_rss([*nnc, "decode", str(tmp_path / "m.nnr"), "-o", str(tmp_path / "d.npz"), "-q",
-                          "--workers", str(workers)])
+                          "--workers", str(workers)], tmp_path)
         assert peak < bound, (workers, peak, bound)
     with nnc_core.open(tmp_path / "m.nnr") as reader, np.load(tmp_path / "d.npz") as out:
         name = "layers.31.down.weight"
