@@ -63,9 +63,14 @@ def encode_model(model: NNRModel, /, **options: Any) -> bytes:
 def decode_model(data: bytes | bytearray | memoryview, /, **options: Any) -> NNRModel:
     """Decode a bitstream into an :class:`NNRModel`: tensors and topology.
 
-    ``options`` are those of :func:`nnc_core.decode`.
+    ``options`` are those of :func:`nnc_core.decode`.  The headers are
+    parsed once, for the tensors and the topology alike (except for an
+    update, whose base is decoded first).
     """
-    return NNRModel(api.decode(data, **options), topology=topology_of(data))
+    if options.get("base") is not None or options.get("state") is not None:
+        return NNRModel(api.decode(data, **options), topology=topology_of(data))
+    with api.open(data, **{k: v for k, v in options.items() if k not in ("base", "state")}) as reader:
+        return NNRModel(dict(reader.items()), topology=topology_of(reader.units))
 
 
 def topology_of(data: bytes | bytearray | memoryview | list, /) -> Topology | None:
