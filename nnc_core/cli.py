@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import nnc_core
-from nnc_core.version import __version__
+from nnc_core.api import encode_to
 from nnc_core.bitstream.units import (
     AggregateUnit,
     AggregateUnitType,
@@ -46,7 +46,6 @@ from nnc_core.bitstream.units import (
     flatten_units,
     read_units,
 )
-from nnc_core.api import encode_to
 from nnc_core.config import EncoderConfig
 from nnc_core.decoding import decode_units
 from nnc_core.errors import ConfigError, NncError
@@ -56,6 +55,7 @@ from nnc_core.model import NNRModel, decode_model, topology_of
 from nnc_core.parallel import default_workers
 from nnc_core.plugins import get_plugin_manager, read_model, write_model
 from nnc_core.progress import Progress
+from nnc_core.version import __version__
 
 
 def _unit_name(unit_type: int) -> str:

@@ -52,7 +52,6 @@ from nnc_core.bitstream.units import (
     quantization_base,
     read_units,
 )
-from nnc_core import reduction
 from nnc_core.deepcabac import Decoder, TensorCoding
 from nnc_core.errors import BitstreamError, ConfigError
 from nnc_core.parallel import ordered_map

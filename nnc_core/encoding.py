@@ -17,10 +17,9 @@ goes NDU by NDU, so memory stays near one model's size.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +46,6 @@ from nnc_core import reduction
 from nnc_core.deepcabac import TensorCoding, dq_quantize, encode_tensor, urq_quantize
 from nnc_core.config import EncoderConfig
 from nnc_core.errors import ConfigError, EncodeError, QuantizationOverflowError
-from nnc_core.files import write_atomically
 from nnc_core.parallel import check_workers, ordered_map
 from nnc_core.topology import Topology
 

@@ -22,7 +22,13 @@ import numpy as np
 
 from nnc_core import reduction
 from nnc_core.bitstream.units import PayloadType, Unit, flatten_units, read_units
-from nnc_core.decoding import DecoderState, _Failure, _NduStep, decode_steps, plan_bitstream
+from nnc_core.decoding import (
+    DecoderState,
+    _Failure,
+    _NduStep,
+    decode_steps,
+    plan_bitstream,
+)
 from nnc_core.parallel import check_workers
 
 __all__ = ["open", "NNRReader", "TensorInfo"]

@@ -34,7 +34,12 @@ from nnc_core.bitstream.syntax import (
     dimension_mapping_problem,
     quantization_base,
 )
-from nnc_core.bitstream.writer import aggregate_unit, write_integer_codebook, write_unit, write_units
+from nnc_core.bitstream.writer import (
+    aggregate_unit,
+    write_integer_codebook,
+    write_unit,
+    write_units,
+)
 
 __all__ = [
     "UnitType", "AggregateUnitType", "PayloadType", "ParameterTypes", "TopologyStorageFormat", "ICNN_NDU_ID",
