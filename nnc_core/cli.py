@@ -413,7 +413,7 @@ def _add_encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-part-elements", type=int, metavar="N",
                    help="split tensors larger than N elements into several NDUs (partial_data_counter)")
     p.add_argument("--aggregate", action="store_true", help="carry all units after the start unit in one NNR_AGG unit")
-    reduce = p.add_argument_group("parameter reduction (clause 8; README \"Parameter reduction\")")
+    reduce = p.add_argument_group("parameter reduction (clause 8; docs/guide/reduction.md)")
     reduce.add_argument("--sparsity", type=float, default=0.0, metavar="S",
                         help="statistics-adaptive sparsification of the weights to a fraction S of zeros")
     reduce.add_argument("--structured-sparsity", type=float, default=0.0, metavar="GAIN",

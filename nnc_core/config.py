@@ -67,8 +67,8 @@ class EncoderConfig:
         TensorFlow uses 1e-3).
     sparsity, structured_sparsity, prune, prune_consumers, unification,
         low_rank, local_scaling: parameter reduction (clause 8), see
-        :mod:`nnc_core.reduction` and the README section "Parameter
-        reduction".  ``sparsity``: target fraction of zeros reached by
+        :mod:`nnc_core.reduction` and docs/guide/reduction.md.
+        ``sparsity``: target fraction of zeros reached by
         statistics-adaptive sparsification of the weights;
         ``structured_sparsity``: gain g > 0 zeroing the weight rows whose
         mean magnitude is below g times the mean over rows; ``prune``:

@@ -15,7 +15,7 @@ Incremental streams keep per-tensor state between calls in a
 :class:`DecoderState` (TCA base and HDSP history).
 
 Stream structure beyond the reference software (each decision is listed in
-the README under "Decisions where the reference is silent"):
+docs/decisions.md):
 
 * the units of an aggregate unit (NNR_AGG) are decoded as if they stood in
   the bitstream in its place;

@@ -320,8 +320,8 @@ class UpdateEncoder:
             the next one (encoder side only), so that the receiver's model
             does not drift from the sender's over many updates.
         device_id: ``device_id`` of every NDU.
-        config, options: the encoder's settings (:class:`~nnc_core.config.EncoderConfig`
-            and single fields of it: qp, use_dq, ...).
+        config: the encoder's settings (:class:`~nnc_core.config.EncoderConfig`).
+        **options: single fields of it changed (qp, use_dq, ...).
     """
 
     def __init__(

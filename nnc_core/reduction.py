@@ -1,7 +1,7 @@
 """Parameter reduction tools (ISO/IEC 15938-17 clause 8) and their signalling.
 
-Encoder side (each an option of :func:`nnc_core.encode`, see the README
-section "Parameter reduction"):
+Encoder side (each an option of :func:`nnc_core.encode`, see
+docs/guide/reduction.md):
 
 * statistics-adaptive unstructured sparsification and structured (filter)
   sparsification: values or whole output rows set to zero before coding;

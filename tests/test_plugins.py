@@ -450,14 +450,14 @@ def test_core_imports_no_framework():
 
 
 def test_every_hook_is_documented_with_its_signature():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "plugins.md").read_text()
     hooks = [name for name, _ in inspect.getmembers(NncSpecs, inspect.isfunction) if name.startswith("nnc_")]
     assert hooks == ["nnc_frameworks", "nnc_topology_converters"]
     for name in hooks:
         function = getattr(NncSpecs, name)
         assert ".. versionadded::" in (function.__doc__ or ""), name
         parameters = [p for p in inspect.signature(function).parameters if p != "self"]
-        assert f"`{name}({', '.join(parameters)})`" in readme, f"README documents {name}"
+        assert f"`{name}({', '.join(parameters)})`" in readme, f"docs/plugins.md documents {name}"
 
 
 def test_atomic_outputs_keep_the_destination_suffix_and_get_umask_permissions(tmp_path):

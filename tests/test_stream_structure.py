@@ -1,8 +1,8 @@
 """Stream structure the reference software cannot produce: aggregate units
 (NNR_AGG), layer parameter sets (NNR_LPS), tensors split over NDUs
 (partial_data_counter), multi-element NDUs (topology_tensor_dimension_mapping)
-and first_tensor_dimension_shift.  Syntax and semantics are the README's
-decisions; these tests pin the exact bytes, the decoded values and the errors."""
+and first_tensor_dimension_shift.  Syntax and semantics are the decisions of
+docs/decisions.md; these tests pin the exact bytes, the decoded values and the errors."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ tensors split over several NDUs (``partial_data_counter``), NDUs carrying the
 concatenation of several topology elements
 (``topology_tensor_dimension_mapping()``) and tensors coded with another
 dimension as rows (``first_tensor_dimension_shift``).  Where the reference
-software is silent, the syntax and semantics are the decisions listed in the
-README ("Decisions where the reference is silent"); the decoding side is in
+software is silent, the syntax and semantics are the decisions listed in
+docs/decisions.md; the decoding side is in
 :mod:`nnc_core.decoding`.
 
 These functions are for an encoder: they cut and reshape tensors and build
@@ -53,7 +53,7 @@ def coded_view(tensor: np.ndarray, first_tensor_dimension_shift: int) -> np.ndar
     """The tensor as coded: dimension ``first_tensor_dimension_shift`` moved to the front.
 
     Its first dimension gives the rows of the 2-D view that scans, row
-    skipping and entry points work on (semantics UNVERIFIED, see README).
+    skipping and entry points work on (semantics UNVERIFIED, see docs/decisions.md).
     """
     if first_tensor_dimension_shift == 0:
         return tensor

@@ -34,7 +34,7 @@ class UnitType(enum.IntEnum):
 
 
 class AggregateUnitType(enum.IntEnum):
-    """``nnr_aggregate_unit_type`` (clause 7.4.3; values UNVERIFIED, see README)."""
+    """``nnr_aggregate_unit_type`` (clause 7.4.3; values UNVERIFIED, see docs/decisions.md)."""
 
     NNR_AGG_GEN = 0  # a set of NNR units
     NNR_AGG_SLF = 1  # self-contained: decodable with only the NNR_STR and NNR_MPS before it
@@ -162,7 +162,7 @@ class EntryPoint:
 
 @dataclass
 class TensorDimensionMapping:
-    """``topology_tensor_dimension_mapping()`` (syntax UNVERIFIED, see README).
+    """``topology_tensor_dimension_mapping()`` (syntax UNVERIFIED, see docs/decisions.md).
 
     The tensor of a non-block NDU naming several topology elements is the
     concatenation of those elements along ``concatenation_axis_index``;
@@ -216,7 +216,7 @@ class CompressedDataUnit(Unit):
 
 @dataclass
 class AggregateUnit(Unit):
-    """NNR_AGG: several complete NNR units carried as one (syntax UNVERIFIED, see README).
+    """NNR_AGG: several complete NNR units carried as one (syntax UNVERIFIED, see docs/decisions.md).
 
     ``units`` are decoded as if they appeared in the bitstream in place of
     the aggregate unit.  ``quant_bitdepth`` and ``ctu_scan_order`` hold one

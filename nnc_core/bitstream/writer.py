@@ -334,7 +334,7 @@ def aggregate_unit(
     partial_data_counter: int | None = None,
     nnr_unit_size_flag: bool | None = None,
 ) -> bytes:
-    """Wrap serialised NNR units into one NNR_AGG unit (syntax UNVERIFIED, see README).
+    """Wrap serialised NNR units into one NNR_AGG unit (syntax UNVERIFIED, see docs/decisions.md).
 
     ``units`` are complete units as :func:`write_unit` returns them (at
     least 2, at most 65537; no NNR_STR and no other NNR_AGG).  They must have

@@ -2,7 +2,7 @@
 
 A plugin is a distribution with an entry point in the group ``nnc`` naming a
 module that implements the hooks of :class:`~nnc_core.plugins.hookspecs.NncSpecs`
-with :data:`hookimpl`.  See the README section "Writing a plugin".
+with :data:`hookimpl`.  See docs/plugins.md.
 """
 
 from pathlib import Path
