@@ -107,3 +107,19 @@ def test_ci_runs_the_readme_commands():
 
     lines = [ln for ln in (root / ".ci" / "run").read_text().splitlines() if ln and not ln.startswith("#")]
     assert lines == ["set -euo pipefail", 'cd "$(dirname "$0")/.."', block("Install"), block("Test")]
+
+
+def test_readme_quickstart_runs(tmp_path, monkeypatch):
+    """The README's Python quickstart, run as written on a small model."""
+    root = Path(__file__).resolve().parent.parent
+    section = (root / "README.md").read_text().split("\n## Quickstart\n", 1)[1]
+    code = section.split("```python\n", 1)[1].split("\n```", 1)[0]
+    rng = np.random.default_rng(3)
+    weights = {"encoder.layer.0.attention.self.query.weight": rng.normal(0, 0.05, (32, 32)).astype(np.float32),
+               "encoder.layer.0.attention.self.query.bias": rng.normal(0, 0.05, 32).astype(np.float32)}
+    np.savez(tmp_path / "weights.npz", **weights)
+    monkeypatch.chdir(tmp_path)
+    scope = {"finetuned": {k: v + np.float32(0.01) for k, v in weights.items()}}
+    exec(compile(code, "README.md quickstart", "exec"), scope)  # noqa: S102 - the documented code itself
+    assert scope["w"].shape == (32, 32) and sorted(scope["restored"]) == sorted(weights)
+    assert (tmp_path / "weights.nnr").stat().st_size > 0 and isinstance(scope["update"], bytes)
