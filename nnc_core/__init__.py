@@ -3,6 +3,9 @@
 Imports no machine-learning framework; framework support comes from plugins.
 """
 
+from nnc_core.api import decode, encode, encode_to, iter_decode, open
+from nnc_core.config import EncoderConfig
+from nnc_core.decoding import DecoderState
 from nnc_core.errors import (
     BaseMismatchError,
     BitstreamError,
@@ -13,14 +16,9 @@ from nnc_core.errors import (
     NncMemoryError,
     QuantizationOverflowError,
 )
-
-from nnc_core.api import decode, encode, encode_to, iter_decode, open
-from nnc_core.config import EncoderConfig
-from nnc_core.decoding import DecoderState
 from nnc_core.incremental import UpdateDecoder, UpdateEncoder
 from nnc_core.reader import NNRReader, TensorInfo
 from nnc_core.version import __version__
-
 
 __all__ = [
     "__version__",

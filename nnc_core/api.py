@@ -17,6 +17,7 @@ from nnc_core import reduction
 from nnc_core.bitstream.units import read_units
 from nnc_core.config import EncoderConfig
 from nnc_core.decoding import DecoderState, decode_steps, plan_bitstream
+from nnc_core.dtypes import float_dtype
 from nnc_core.encoding import write_stream
 from nnc_core.errors import ConfigError
 from nnc_core.files import write_atomically
@@ -128,6 +129,7 @@ def decode(
     apply_local_scaling: bool = False,
     unprune: bool = False,
     workers: int | None = None,
+    dtype: Any = None,
 ) -> dict[str, np.ndarray]:
     """Decode an NNR bitstream into ``{tensor name: array}`` in stream order.
 
@@ -146,6 +148,11 @@ def decode(
     their original shapes (zeros where pruned) from the stream's NNR_TPL_PRUN
     topology, otherwise they keep the pruned shapes their NDUs signal.
 
+    Every tensor comes back in its own shape and dtype as the stream signals
+    them (``nnr_decompressed_data_format``, see :mod:`nnc_core.dtypes`;
+    float32 and int32 where a stream signals none, as NNCodec's do); ``dtype``
+    returns the float tensors in that dtype instead.
+
     ``max_elements``: see :func:`decode_bitstream` (default: proportional to
     the input size).  ``workers``: threads decoding at once (default: the
     CPUs available to the process; see :func:`iter_decode`).
@@ -155,11 +162,12 @@ def decode(
             raise ConfigError("give either a decoder state or a base")
         if not recompose or apply_local_scaling or unprune:  # updates carry none of these tools
             raise ConfigError("recompose, apply_local_scaling and unprune do not apply to an update (base=)")
-        return decode_update(data, base, max_elements=max_elements)
+        out = decode_update(data, base, max_elements=max_elements)
+        return out if dtype is None else {n: _as_dtype(v, float_dtype(dtype)) for n, v in out.items()}
     return dict(
         iter_decode(
             data, state=state, max_elements=max_elements, recompose=recompose,
-            apply_local_scaling=apply_local_scaling, unprune=unprune, workers=workers,
+            apply_local_scaling=apply_local_scaling, unprune=unprune, workers=workers, dtype=dtype,
         )
     )
 
@@ -174,22 +182,29 @@ def iter_decode(
     apply_local_scaling: bool = False,
     unprune: bool = False,
     workers: int | None = None,
+    dtype: Any = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """``(name, array)`` of every tensor of a bitstream in stream order, each
     as soon as it is decoded: a consumer that writes them out holds only the
     tensors in flight, never the model.
 
     Options as in :func:`decode`.  NDUs decode on ``workers`` threads
-    (default: the CPUs available to the process), at most ``workers + 1`` at
-    once; the results do not depend on the number.  With a decoder ``state``
+    (default: the CPUs available to the process) in a bounded window (see
+    :func:`nnc_core.parallel.ordered_map`); the results do not depend on the
+    number.  With a decoder ``state``
     (incremental streams) NDUs decode one at a time, in order.
     """
     units = read_units(data)
     workers = check_workers(workers)
     pruning = reduction.read_pruning_topology(units) if unprune else {}
     steps = plan_bitstream(units, data_size=len(data), max_elements=max_elements)
-    for group in decode_steps(steps, state, keep_stored=state is not None, workers=workers):
+    for group in decode_steps(steps, state, keep_stored=state is not None, workers=workers,
+                              float_dtype=float_dtype(dtype)):
         out = reduction.reconstruct(group, recompose=recompose, apply_local_scaling=apply_local_scaling)
         if pruning:
             out = reduction.unprune(out, pruning)
         yield from out.items()
+
+
+def _as_dtype(value: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
+    return value.astype(dtype) if dtype is not None and value.dtype.kind != "i" else value

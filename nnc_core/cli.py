@@ -52,7 +52,7 @@ from nnc_core.errors import ConfigError, NncError
 from nnc_core.files import write_atomically
 from nnc_core.incremental import encode_update
 from nnc_core.model import NNRModel, decode_model, topology_of
-from nnc_core.parallel import default_workers
+from nnc_core.parallel import check_workers
 from nnc_core.plugins import get_plugin_manager, read_model, write_model
 from nnc_core.progress import Progress
 from nnc_core.version import __version__
@@ -132,7 +132,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("\n(an incremental update with temporal context adaptation: its tensors decode only with its base, "
               "nnc decode --base)")
         return 0
-    tensors = decode_units(units, len(data), workers=args.workers or default_workers()) if not args.no_decode else []
+    tensors = decode_units(units, len(data), workers=check_workers(args.workers)) if not args.no_decode else []
     if tensors:
         # bits per parameter: the units that carried a tensor, shared by all
         # tensors carried by exactly those units (block members, mapped elements)
@@ -168,18 +168,18 @@ def cmd_decode(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if args.base:
         data = Path(args.input).read_bytes()
-        model = decode_model(data, base=_load_base(args.base))
+        model = decode_model(data, base=_load_base(args.base), dtype=args.dtype)
         write_model(model, output, framework=args.framework, template=args.template)
         count = len(model.tensors)
     else:
         # tensors are decoded as the writer asks for them, on --workers threads
         with nnc_core.open(args.input, recompose=not args.no_recompose, apply_local_scaling=args.apply_local_scaling,
-                           unprune=args.unprune, workers=args.workers) as reader:
+                           unprune=args.unprune, workers=args.workers, dtype=args.dtype) as reader:
             if args.tensor:
                 missing = [name for name in args.tensor if name not in reader]
                 if missing:
                     raise ConfigError(f"{args.input} has no tensor {missing[0]!r} (nnc info lists them)")
-            names = args.tensor or list(reader)
+            names = list(dict.fromkeys(args.tensor)) if args.tensor else list(reader)
             total = sum(int(np.prod(reader.info(n).shape, dtype=np.int64)) for n in names)
             with Progress("decode", total, quiet=args.quiet) as bar:
                 tensors = _Selected(reader, names, bar)
@@ -303,7 +303,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
             size = encode_to(output, tensors, config, blocks=model.blocks or None, topology=model.topology,
                              dimension_shift=model.dimension_shift or None, progress=progress)
         else:
-            data = encode_update(model.tensors, base, config=config.replace(row_skipping=True), tca=not args.no_tca,
+            data = encode_update(tensors, base, config=config.replace(row_skipping=True), tca=not args.no_tca,
                                  hdsp=not args.no_hdsp, progress=progress)
             write_atomically(output, lambda f: f.write(data))
             size = len(data)
@@ -474,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--no-recompose", action="store_true", help="keep decomposed weights as their factors NAME_G, NAME_H")
     decode.add_argument("--apply-local-scaling", action="store_true", help="multiply weight rows by their local scaling factors")
     decode.add_argument("--unprune", action="store_true", help="pruned tensors in their original shapes, zeros where pruned")
+    decode.add_argument("--dtype", metavar="DTYPE",
+                        help="float tensors in this dtype (float16, bfloat16, float32, float64, ...) instead of their own")
     decode.add_argument("--tensor", action="append", metavar="NAME",
                         help="decode only this tensor (repeatable); the others are not decoded at all")
     _add_run_options(decode)

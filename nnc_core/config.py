@@ -104,9 +104,10 @@ class EncoderConfig:
         ``performance_metric_type`` st(v), clause 7.3.3, named as Annex F
         describes; see :mod:`nnc_core.metrics`); both or neither.
     workers: threads quantizing and coding tensors at once (default:
-        the CPUs available to the process; 1: no threads).  At most
-        ``workers + 1`` tensors (blocks, parts) are in flight; the
-        bitstream does not depend on the number.
+        the CPUs available to the process; 1: no threads).  Tensors
+        (blocks, parts) are read as a bounded window has room for them (see
+        :func:`nnc_core.parallel.ordered_map`); the bitstream does not
+        depend on the number.
 
     """
 

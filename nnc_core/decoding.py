@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnc_core import dtypes
 from nnc_core.bitstream.layout import coded_shape, coded_view, decoded_view
 from nnc_core.bitstream.units import (
     CompressedDataUnit,
@@ -54,7 +55,7 @@ from nnc_core.bitstream.units import (
 )
 from nnc_core.deepcabac import Decoder, TensorCoding
 from nnc_core.errors import BitstreamError, ConfigError
-from nnc_core.parallel import ordered_map
+from nnc_core.parallel import check_workers, ordered_map
 
 __all__ = ["quantization_step", "DecodedTensor", "DecoderState", "decode_bitstream", "decode_units", "plan_bitstream", "decode_steps"]
 
@@ -370,12 +371,16 @@ def decode_steps(
     *,
     keep_stored: bool = True,
     workers: int = 1,
+    float_dtype: np.dtype | None = None,
 ) -> Iterator[list[DecodedTensor]]:
     """Decode planned NDUs on ``workers`` threads; yield each group's tensors,
     complete and in stream order.
 
     With a decoder ``state`` the NDUs decode one after another: an NDU's
     temporal context comes from the state the NDUs before it left.
+    Each tensor comes back in the dtype its NDU signals (:mod:`nnc_core.dtypes`;
+    float32 or int32 where none is signalled, float64 for codebook tensors),
+    float tensors in ``float_dtype`` instead when it is given.
     """
     if state is not None and not keep_stored:
         raise ConfigError("a decoder state needs the stored integers (keep_stored=True)")
@@ -391,38 +396,65 @@ def decode_steps(
             rows = None
             if state is not None and step.split is not None:  # sequential: the parts before it are in
                 rows = assembling.setdefault(id(step.split), _Assembly()).rows
-            job = functools.partial(_run_step, step, state, keep_stored, rows)
+            job = functools.partial(_run_step, step, state, keep_stored, rows, float_dtype)
             job.cost = sum(int(np.prod(shape, dtype=np.int64)) for _, _, shape, _ in step.members)  # type: ignore[attr-defined]
             yield job
 
     group: list[DecodedTensor] = []
-    current = None
     for step, results in ordered_map(jobs(), workers):
-        if current is not None and step.group != current:
-            yield group
-            group = []
-        current = step.group
         if step.split is None:
             group.extend(results)
             _update_state(state, results, step.unit.header)
-            continue
-        assembly = assembling.setdefault(id(step.split), _Assembly())
-        with _naming(step.unit):
-            _add_part(step.split, assembly, results, step.counter, step.where)
-        if step.counter == 1:
+        else:
+            assembly = assembling.setdefault(id(step.split), _Assembly())
+            with _naming(step.unit):
+                _add_part(step.split, assembly, results, step.counter, step.where)
+            if step.counter != 1:
+                continue  # more parts to come
             assembled = _assemble(step.split, assembly)
             del assembling[id(step.split)]
             group.extend(assembled)
             _update_state(state, assembled, step.unit.header)
-    if current is not None:
-        yield group
+        if step.factor != "G":  # the group is complete (a G waits for its H): hand it on at once
+            yield group
+            group = []
 
 
 def _run_step(
-    step: _NduStep, state: DecoderState | None, keep_stored: bool, rows: dict[str, int] | None
+    step: _NduStep, state: DecoderState | None, keep_stored: bool, rows: dict[str, int] | None,
+    float_dtype: np.dtype | None,
 ) -> tuple[_NduStep, list[DecodedTensor]]:
+    target = _target_dtype(step.unit.header, float_dtype)  # (outside: a missing ml_dtypes is no stream error)
     with _naming(step.unit):
-        return step, _decode_ndu(step, state, keep_stored, rows)
+        results = _decode_ndu(step, state, keep_stored, rows)
+        return step, [_as_signalled(t, step.unit.header, target, step.where) for t in results]
+
+
+def _target_dtype(h: NduHeader, float_dtype: np.dtype | None) -> np.dtype | None:
+    """The dtype an NDU's tensors are returned in (None: as reconstructed)."""
+    if float_dtype is not None and h.payload_type != PayloadType.NNR_PT_INT:
+        return float_dtype
+    return dtypes.dtype_of(h.decompressed_data_format) if h.decompressed_data_format_present_flag else None
+
+
+def _as_signalled(t: DecodedTensor, h: NduHeader, target: np.dtype | None, where: dict) -> DecodedTensor:
+    """A decoded tensor in its own shape and dtype: a scalar (no tensor
+    dimensions) as 0-d, values in the dtype the header signals."""
+    if not h.tensor_dimensions and h.tensor_dimensions_flag and t.values.size == 1 and t.role is None:
+        t.values = t.values.reshape(())
+        t.stored = None if t.stored is None else t.stored.reshape(())
+    if target is None or t.values.dtype == target:
+        return t
+    if dtypes.is_integer(target):
+        info = np.iinfo(target) if target.kind != "b" else None
+        low, high = (0, 1) if info is None else (info.min, info.max)
+        if t.values.size and (int(t.values.min()) < low or int(t.values.max()) > high):
+            raise BitstreamError(
+                f"tensor {t.name!r}: decoded integers outside {target} ({low}..{high}), the dtype its NDU signals", **where
+            )
+    with np.errstate(over="ignore", invalid="ignore"):
+        t.values = t.values.astype(target)  # floats: rounded to nearest even
+    return t
 
 
 def decode_bitstream(
@@ -467,6 +499,7 @@ def decode_units(
     ``data_size`` bytes): callers that read the headers first parse once."""
     if state is not None and not keep_stored:
         raise ConfigError("a decoder state needs the stored integers (keep_stored=True)")
+    workers = check_workers(workers)
     steps = plan_bitstream(units, data_size=data_size, max_elements=max_elements)
     return [t for group in decode_steps(steps, state, keep_stored=keep_stored, workers=workers) for t in group]
 
@@ -573,7 +606,7 @@ def _assemble(split: _Split, assembly: _Assembly) -> list[DecodedTensor]:
         out.append(
             DecodedTensor(
                 first.name, values, stored, qps.pop() if len(qps) == 1 else None,
-                first.unit_index, first.aggregated_index, carried,
+                first.unit_index, first.aggregated_index, carried, role=first.role, block=first.block,
             )
         )
     return out

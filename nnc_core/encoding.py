@@ -23,11 +23,18 @@ from typing import Any
 
 import numpy as np
 
+from nnc_core import dtypes, reduction
 from nnc_core.bitstream.bits import BitWriter
+from nnc_core.bitstream.layout import (
+    code_payload,
+    coded_scan_order,
+    coded_view,
+    split_tensor,
+)
 from nnc_core.bitstream.units import (
     CompressedDataUnit,
-    IntegerCodebook,
     EntryPoint,
+    IntegerCodebook,
     ModelParameterSet,
     NduHeader,
     ParameterTypes,
@@ -36,23 +43,23 @@ from nnc_core.bitstream.units import (
     StartUnit,
     TopologyStorageFormat,
     UnitType,
-    write_integer_codebook,
     aggregate_unit,
+    write_integer_codebook,
     write_unit,
 )
-from nnc_core.bitstream.layout import code_payload, coded_scan_order, coded_view, split_tensor
-from nnc_core.decoding import BLOCK_CODING_ORDER, BLOCK_ID_ORDER, _reconstruct, quantization_step
-from nnc_core import reduction
-from nnc_core.deepcabac import TensorCoding, dq_quantize, encode_tensor, urq_quantize
 from nnc_core.config import EncoderConfig
+from nnc_core.decoding import (
+    BLOCK_CODING_ORDER,
+    BLOCK_ID_ORDER,
+    _reconstruct,
+    quantization_step,
+)
+from nnc_core.deepcabac import TensorCoding, dq_quantize, encode_tensor, urq_quantize
 from nnc_core.errors import ConfigError, EncodeError, QuantizationOverflowError
 from nnc_core.parallel import check_workers, ordered_map
 from nnc_core.topology import Topology
 
 __all__ = ["write_stream", "uniform_quantize", "blocks_from_parameter_types", "BLOCK_ROLES"]
-
-_INT_KINDS = "iu"
-
 
 def uniform_quantize(weights: np.ndarray, step: np.float32) -> np.ndarray:
     """Uniform reconstruction quantization: ``round(float32(1/step) * w)``,
@@ -247,6 +254,7 @@ class _Coded:
     dq: bool
     codebook: IntegerCodebook | None = None
     clipped: bool = False  # integer-aligned clipping: DQ integers may be no reconstruction indices
+    data_format: int | None = None  # nnr_decompressed_data_format of the tensor's own dtype (None: int32/float32)
 
 
 @dataclass(frozen=True)
@@ -594,19 +602,29 @@ def _encode_members(members: list[_Member], s: _Settings, state: ParseState) -> 
 
 
 def _quantize_member(m: _Member, s: _Settings) -> _Coded:
+    coded = _quantize_value(m, s)
+    coded.data_format = dtypes.format_of(np.asarray(m.value).dtype)
+    if np.ndim(m.value) == 0:
+        coded.shape = ()  # a scalar: no tensor dimensions (its payload codes one element)
+    return coded
+
+
+def _quantize_value(m: _Member, s: _Settings) -> _Coded:
     value = np.asarray(m.value)
     if value.ndim == 0:
         value = value.reshape(1)
     shape = tuple(int(d) for d in value.shape)
     value = coded_view(value, m.shift)  # rows of the 2-D view first (clause 7.3.8)
-    kind = value.dtype.kind
-    if kind in _INT_KINDS:
+    if dtypes.is_integer(value.dtype):
         if value.size and (value.min() < -(2**31) or value.max() > 2**31 - 1):
-            raise EncodeError(f"tensor {m.name!r}: integer values outside int32")
+            raise EncodeError(f"tensor {m.name!r}: {value.dtype} values outside int32, which NNR_PT_INT codes")
         return _Coded(m.name, shape, PayloadType.NNR_PT_INT, value.astype(np.int32), None, False)
-    if kind != "f":
-        raise EncodeError(f"tensor {m.name!r}: dtype {value.dtype} is not supported (integers up to 32 bits or floats)")
-    w = value.astype(np.float32)
+    if not dtypes.is_float(value.dtype):
+        raise EncodeError(
+            f"tensor {m.name!r}: dtype {value.dtype} is not supported "
+            "(integers up to 32 bits, bool, float16, bfloat16, float8, float32, float64)"
+        )
+    w = dtypes.as_float32(value)
     if m.name in s.raw_float:
         return _Coded(m.name, shape, PayloadType.NNR_PT_RAW_FLOAT, w, None, False)
     if not np.all(np.isfinite(w)):
@@ -669,7 +687,11 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
         parameter_id = members[at].parameter_id
     else:
         ids, parameter_id = [members[0].name], members[0].parameter_id
+    formats = {c.data_format for c in coded}  # a block's members share one: their weight's, if all have it
+    data_format = formats.pop() if len(formats) == 1 else None
     header = NduHeader(
+        decompressed_data_format_present_flag=data_format is not None,
+        decompressed_data_format=data_format,
         payload_type=PayloadType.NNR_PT_BLOCK if block else lead.payload_type,
         multiple_topology_elements_present_flag=block,
         element_ids=ids,

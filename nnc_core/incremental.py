@@ -58,7 +58,13 @@ from typing import Any
 import numpy as np
 
 from nnc_core.bitstream.layout import coded_view
-from nnc_core.bitstream.units import ICNN_NDU_ID, CompressedDataUnit, ModelParameterSet, flatten_units, read_units
+from nnc_core.bitstream.units import (
+    ICNN_NDU_ID,
+    CompressedDataUnit,
+    ModelParameterSet,
+    flatten_units,
+    read_units,
+)
 from nnc_core.config import EncoderConfig
 from nnc_core.decoding import DecoderState, decode_units
 from nnc_core.encoding import write_stream
@@ -241,7 +247,7 @@ class UpdateDecoder:
 
 class _StreamPlan:
     """What the encoder asks while writing one bitstream of a session
-    (:func:`nnc_core.encoding.encode` with ``_update``)."""
+    (:func:`nnc_core.encoding.write_stream` with ``update``)."""
 
     def __init__(self, mirror: UpdateDecoder, tca: bool, hdsp: bool, pre_flag: bool, signal_base: bool, device_id: int):
         self.mirror = mirror

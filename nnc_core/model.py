@@ -17,7 +17,12 @@ import numpy as np
 from nnc_core import api
 from nnc_core.bitstream.units import TopologyUnit, flatten_units, read_units
 from nnc_core.errors import ConfigError
-from nnc_core.topology import MAX_TOPOLOGY_BYTES, TOPOLOGY_DEFLATE, TOPOLOGY_RAW, Topology
+from nnc_core.topology import (
+    MAX_TOPOLOGY_BYTES,
+    TOPOLOGY_DEFLATE,
+    TOPOLOGY_RAW,
+    Topology,
+)
 
 __all__ = ["Topology", "NNRModel", "encode_model", "decode_model", "topology_of", "TOPOLOGY_RAW", "TOPOLOGY_DEFLATE", "MAX_TOPOLOGY_BYTES"]
 

@@ -3,9 +3,9 @@
 Encoding and decoding are sequences of independent jobs (one NDU, or one
 block's NDUs) whose results must come out in stream order.  The C coder and
 the quantizers release the GIL, so threads give real parallelism without
-copying tensors between processes.  At most ``workers + lookahead`` jobs are
-in flight, which bounds memory by the tensors being worked on, not by the
-model: a job is taken from the input only when a slot frees.
+copying tensors between processes.  A job is taken from the input only when
+the window has room (see :func:`ordered_map`), which bounds memory by the
+largest jobs in flight, not by the model.
 
 The output never depends on the worker count: every job gets all it needs
 when it is made, and results (and the first error) are delivered in the
@@ -14,6 +14,7 @@ order the jobs were made.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -39,9 +40,9 @@ def check_workers(workers: int | None) -> int:
     """``workers`` validated; None means :func:`default_workers`."""
     if workers is None:
         return default_workers()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
         raise ConfigError(f"workers {workers!r} must be a positive integer (1: no threads)")
-    return workers
+    return int(workers)
 
 
 def _raiser(error: BaseException) -> Callable[[], T]:
@@ -56,11 +57,11 @@ def ordered_map(jobs: Iterable[Callable[[], T]], workers: int, *, lookahead: int
     yield their results in the jobs' order.
 
     Jobs are drawn from ``jobs`` lazily: ``workers + lookahead`` in flight,
-    and more while a long job holds the head of the queue, as long as the
-    jobs waiting behind it add up to at most twice its size (a job's
-    ``cost`` attribute, e.g. its elements; 1 if it has none) and number at
-    most ``max_jobs``.  One large tensor therefore does not leave the other
-    threads idle, and memory stays bounded by the largest jobs.  An exception raised by a job, or by the iterable while making the
+    and more (``max_jobs`` at most) while the others in flight add up to
+    less than twice the largest one (a job's ``cost`` attribute, e.g. its
+    elements; 1 if it has none).  One large tensor therefore does not leave
+    the other threads idle, and what is in flight stays under about three
+    times the largest job plus one more.  An exception raised by a job, or by the iterable while making the
     next job, is raised here in its place in the order, after every earlier
     result has been yielded; jobs still running then are waited for, and no
     job is started after it.  With ``workers == 1`` the jobs run one after

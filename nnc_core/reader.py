@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from nnc_core import reduction
-from nnc_core.bitstream.units import PayloadType, Unit, flatten_units, read_units
+from nnc_core.bitstream.units import (
+    NduHeader,
+    PayloadType,
+    Unit,
+    flatten_units,
+    read_units,
+)
 from nnc_core.decoding import (
     DecoderState,
     _Failure,
@@ -29,6 +35,8 @@ from nnc_core.decoding import (
     decode_steps,
     plan_bitstream,
 )
+from nnc_core.dtypes import DATA_FORMATS, dtype_of, float_dtype
+from nnc_core.errors import ConfigError
 from nnc_core.parallel import check_workers
 
 __all__ = ["open", "NNRReader", "TensorInfo"]
@@ -40,7 +48,7 @@ class TensorInfo:
 
     name: str
     shape: tuple[int, ...]
-    dtype: np.dtype
+    dtype: np.dtype | str  # a name where the dtype needs ml_dtypes and it is not installed
     payload_type: str  # NNR_PT_INT, NNR_PT_FLOAT, NNR_PT_RAW_FLOAT or NNR_PT_BLOCK (the NDU's)
     units: tuple[tuple[int, int | None], ...]  # (unit index, index inside an aggregate unit) of the NDUs carrying it
     bytes: int  # size of those NDUs (shared with the tensors they also carry)
@@ -56,6 +64,7 @@ def open(  # noqa: A001 - nnc_core.open, as io.open and tarfile.open
     unprune: bool = False,
     workers: int | None = None,
     state: DecoderState | None = None,
+    dtype: Any = None,
 ) -> NNRReader:
     """Open an NNR bitstream (a path, memory-mapped, or bytes) as a read-only
     mapping from tensor name to array.
@@ -66,7 +75,7 @@ def open(  # noqa: A001 - nnc_core.open, as io.open and tarfile.open
     headers show (the payloads are checked as each tensor is decoded).
     """
     return NNRReader(source, max_elements=max_elements, recompose=recompose, apply_local_scaling=apply_local_scaling,
-                     unprune=unprune, workers=workers, state=state)
+                     unprune=unprune, workers=workers, state=state, dtype=dtype)
 
 
 class NNRReader(Mapping[str, np.ndarray]):
@@ -83,6 +92,7 @@ class NNRReader(Mapping[str, np.ndarray]):
         unprune: bool,
         workers: int | None,
         state: DecoderState | None,
+        dtype: Any = None,
     ) -> None:
         self._map: mmap.mmap | None = None
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -93,6 +103,7 @@ class NNRReader(Mapping[str, np.ndarray]):
                 data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
             self._map = data if size else None
         self._workers = check_workers(workers)
+        self._float_dtype = float_dtype(dtype)
         self._options = dict(recompose=recompose, apply_local_scaling=apply_local_scaling)
         self._state = state
         self.units: list[Unit] = read_units(data)
@@ -108,15 +119,31 @@ class NNRReader(Mapping[str, np.ndarray]):
         sizes = {(i, j): u.size for i, j, u in flatten_units(self.units)}
         self._info: dict[str, TensorInfo] = {}
         self._group_of: dict[str, int] = {}
+        self._repeated: dict[str, tuple[int, int]] = {}  # name -> units of its first and last NDU
         for g, steps in enumerate(self._groups):
-            for info in _group_info(steps, sizes, recompose, apply_local_scaling, self._pruning):
+            for info in _group_info(steps, sizes, recompose, apply_local_scaling, self._pruning, self._float_dtype):
+                if info.name in self._info:  # e.g. bitstreams concatenated: a later one updates an earlier one
+                    self._repeated[info.name] = (self._info[info.name].units[0][0], info.units[0][0])
                 self._info[info.name] = info
                 self._group_of[info.name] = g
+        self.closed = False
 
     # -- the mapping --------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("this NNRReader is closed")
+
     def __getitem__(self, name: str) -> np.ndarray:
+        self._check_open()
         group = self._group_of[name]  # KeyError for an unknown name, as a dict
+        if name in self._repeated:
+            first, last = self._repeated[name]
+            raise ConfigError(
+                f"tensor {name!r} is carried more than once (units {first} and {last}, e.g. bitstreams concatenated): "
+                "it has no value of its own; iterate over items() (every occurrence in stream order) or decode each "
+                "bitstream alone"
+            )
         return self._decode_group(self._groups[group], workers=self._workers)[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -130,10 +157,13 @@ class NNRReader(Mapping[str, np.ndarray]):
 
     def items(self) -> Iterator[tuple[str, np.ndarray]]:  # type: ignore[override]
         """Every tensor in stream order, decoded on the reader's threads as the
-        iteration goes (only the tensors in flight are held)."""
+        iteration goes (only the tensors in flight are held).  A tensor the
+        stream carries more than once comes once per occurrence."""
+        self._check_open()
         steps = (step for group in self._groups for step in group)
         state = None if self._state is None else _read_only(self._state)
-        for decoded in decode_steps(steps, state, keep_stored=state is not None, workers=self._workers):
+        for decoded in decode_steps(steps, state, keep_stored=state is not None, workers=self._workers,
+                                    float_dtype=self._float_dtype):
             yield from self._finish(decoded).items()
 
     def values(self) -> Iterator[np.ndarray]:  # type: ignore[override]
@@ -141,14 +171,17 @@ class NNRReader(Mapping[str, np.ndarray]):
 
     def info(self, name: str) -> TensorInfo:
         """Shape, dtype, payload type and size of a tensor, from the headers alone."""
+        self._check_open()
         return self._info[name]
 
     # -- resources ----------------------------------------------------------
 
     def close(self) -> None:
-        """Unmap the file; the reader cannot decode afterwards."""
+        """Unmap the file; the reader cannot decode afterwards.  (An array still
+        viewing the mapping, such as a raw-float payload a caller kept, keeps it
+        mapped until it goes.)"""
+        self.closed = True
         self._groups = []
-        self._group_of = {}
         self.units = []
         if self._map is not None:
             try:
@@ -168,7 +201,8 @@ class NNRReader(Mapping[str, np.ndarray]):
     def _decode_group(self, steps: list[_NduStep], workers: int) -> dict[str, np.ndarray]:
         state = None if self._state is None else _read_only(self._state)
         out: dict[str, np.ndarray] = {}
-        for decoded in decode_steps(iter(steps), state, keep_stored=state is not None, workers=workers):
+        for decoded in decode_steps(iter(steps), state, keep_stored=state is not None, workers=workers,
+                                    float_dtype=self._float_dtype):
             out.update(self._finish(decoded))
         return out
 
@@ -183,7 +217,8 @@ def _read_only(state: DecoderState) -> DecoderState:
 
 
 def _group_info(
-    steps: list[_NduStep], sizes: dict, recompose: bool, apply_local_scaling: bool, pruning: Mapping
+    steps: list[_NduStep], sizes: dict, recompose: bool, apply_local_scaling: bool, pruning: Mapping,
+    float_dtype: np.dtype | None,
 ) -> list[TensorInfo]:
     """The tensors a group of NDUs yields after reconstruction, in its order."""
     units = tuple((s.where["unit_index"], s.where["aggregated_index"]) for s in steps)
@@ -208,15 +243,17 @@ def _group_info(
                 for element, a, b in zip(h.element_ids, bounds, bounds[1:]):
                     part = tuple(b - a if i == axis else d for i, d in enumerate(shape))
                     shapes[str(element)] = part
-                    dtypes[str(element)] = _dtype(h.payload_type, cb)
+                    dtypes[str(element)] = _dtype(h, cb, float_dtype)
                     roles[str(element)] = role
                 continue
             if name in shapes and step.split is not None:  # a further part: joined along the coded first dimension
                 axis = axis_of if len(shape) > 1 else 0
                 prev = shapes[name]
                 shape = tuple(prev[i] + shape[i] if i == axis else d for i, d in enumerate(shape))
+            if not h.tensor_dimensions and h.tensor_dimensions_flag and role == "tensor":
+                shape = ()  # a scalar
             shapes[name] = tuple(shape)
-            dtypes[name] = _dtype(h.payload_type, cb)
+            dtypes[name] = _dtype(h, cb, float_dtype)
             roles[name] = role
     by_role = {role: name for name, role in roles.items()}
     if apply_local_scaling and "ls" in by_role and first.payload_type != PayloadType.NNR_PT_INT:
@@ -226,7 +263,7 @@ def _group_info(
         weight = reduction.recomposed_name(g)
         shapes = {(weight if n == g else n): (tuple(first.tensor_dimensions) if n == g else s)
                   for n, s in shapes.items() if n != h_name}
-        dtypes[weight] = np.dtype(np.float32)
+        dtypes[weight] = dtypes[g]  # G @ H in G's dtype
     out = []
     for name, shape in shapes.items():
         element = pruning.get(name)
@@ -236,8 +273,17 @@ def _group_info(
     return out
 
 
-def _dtype(payload_type: int, codebook_index: int) -> np.dtype:
-    if payload_type == PayloadType.NNR_PT_INT:
+def _dtype(h: NduHeader, codebook_index: int, float_dtype: np.dtype | None) -> np.dtype | str:
+    """What decoding returns; the dtype's name where ml_dtypes is missing (decoding then says so)."""
+    floats = h.payload_type != PayloadType.NNR_PT_INT
+    if floats and float_dtype is not None:
+        return float_dtype
+    if h.decompressed_data_format_present_flag and h.decompressed_data_format in DATA_FORMATS:
+        try:
+            return dtype_of(h.decompressed_data_format) or np.dtype(np.float32)
+        except ConfigError:
+            return DATA_FORMATS[h.decompressed_data_format]
+    if not floats:
         return np.dtype(np.int32)
     if codebook_index >= 0:
         return np.dtype(np.float64)  # codebook values times the step, as the reference decoder returns them

@@ -439,7 +439,8 @@ def reconstruct(results: list, *, recompose: bool = True, apply_local_scaling: b
             values[key] = (w * ls.reshape(shape)).astype(w.dtype)
         if recompose and dc:
             g, hh = values["G"], values.pop("H")
-            w = (np.asarray(g, dtype=np.float64) @ np.asarray(hh, dtype=np.float64)).astype(np.float32)
+            # in float64, returned in G's dtype (float32, or the dtype the stream signals)
+            w = (np.asarray(g, dtype=np.float64) @ np.asarray(hh, dtype=np.float64)).astype(g.dtype)
             # the weight takes G's place in stream order
             values = {("weight" if r == "G" else r): (w.reshape(tuple(h.tensor_dimensions)) if r == "G" else v) for r, v in values.items()}
             names["weight"] = recomposed_name(names["G"])

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streams import structured_stream, unit_bytes, vector
 
 import nnc_core
 from nnc_core import BitstreamError, ConfigError
 from nnc_core.bitstream.units import aggregate_unit, read_units
 from nnc_core.cli import main
 from nnc_core.decoding import DecoderState, decode_bitstream
-from nnc_core.plugins.npz import NpzTensors, write_npz
 from nnc_core.parallel import ordered_map
-from streams import structured_stream, unit_bytes, vector
+from nnc_core.plugins.npz import NpzTensors, write_npz
 
 ROOT = Path(__file__).parent / "vectors"
 MANIFEST = json.loads((ROOT / "manifest.json").read_text())
@@ -338,3 +338,39 @@ def test_peak_memory_is_bounded_by_the_tensors_in_flight(tmp_path):
     with nnc_core.open(tmp_path / "m.nnr") as reader, np.load(tmp_path / "d.npz") as out:
         name = "layers.31.down.weight"
         assert _same(out[name], reader[name])
+
+
+def test_review_findings_stay_fixed(tmp_path, rng):
+    """Earlier tensors are handed on before a later corrupt NDU fails; a block split
+    into parts keeps its block (local scaling applies); a closed reader refuses use;
+    a tensor carried twice has no single value."""
+    tensors = {"a": rng.normal(0, 0.1, (8, 8)).astype(np.float32), "b": rng.normal(0, 0.1, (8, 8)).astype(np.float32)}
+    data = bytearray(nnc_core.encode(tensors))
+    last = read_units(bytes(data))[-1]
+    data[last.payload_offset:last.offset + last.size] = bytes(last.offset + last.size - last.payload_offset)
+    got = []
+    with pytest.raises(BitstreamError):
+        for name, _ in nnc_core.iter_decode(bytes(data), workers=1):
+            got.append(name)
+    assert got == ["a"]
+
+    weight = rng.normal(0, 0.1, (64, 16)).astype(np.float32)
+    split = nnc_core.encode({"fc.weight": weight}, local_scaling=True, max_part_elements=256)
+    whole = nnc_core.encode({"fc.weight": weight}, local_scaling=True)
+    assert nnc_core.decode(split, apply_local_scaling=True).keys() == {"fc.weight"}
+    with nnc_core.open(split, apply_local_scaling=True) as reader:
+        assert list(reader) == ["fc.weight"] and [n for n, _ in reader.items()] == ["fc.weight"]
+    assert nnc_core.decode(whole, apply_local_scaling=True).keys() == {"fc.weight"}
+
+    reader = nnc_core.open(nnc_core.encode(tensors))
+    reader.close()
+    for use in (lambda: reader["a"], lambda: list(reader.items()), lambda: reader.info("a")):
+        with pytest.raises(ValueError, match="closed"):
+            use()
+
+    twice = nnc_core.encode(tensors) + nnc_core.encode({"a": tensors["b"]})
+    with nnc_core.open(twice) as reader:
+        with pytest.raises(ConfigError, match=r"tensor 'a' is carried more than once"):
+            reader["a"]
+        assert [n for n, _ in reader.items()] == ["a", "b", "a"]
+    assert nnc_core.decode(twice)["a"].tobytes() == nnc_core.decode(nnc_core.encode({"a": tensors["b"]}))["a"].tobytes()

@@ -18,7 +18,12 @@ from nnc_core.plugins.manager import (
     get_plugin_manager,
     load_object,
 )
-from nnc_core.plugins.types import FrameworkAdapter, FrameworkPlugin, Source, TopologyConverter
+from nnc_core.plugins.types import (
+    FrameworkAdapter,
+    FrameworkPlugin,
+    Source,
+    TopologyConverter,
+)
 
 __all__ = [
     "HOOK_API_VERSION",

@@ -28,7 +28,12 @@ import pluggy
 
 from nnc_core.errors import FrameworkUnavailableError, PluginError
 from nnc_core.plugins.hookspecs import HOOK_API_VERSION, PROJECT, NncSpecs
-from nnc_core.plugins.types import FrameworkAdapter, FrameworkPlugin, Source, TopologyConverter
+from nnc_core.plugins.types import (
+    FrameworkAdapter,
+    FrameworkPlugin,
+    Source,
+    TopologyConverter,
+)
 
 __all__ = ["PluginManager", "PluginStatus", "PluginWarning", "get_plugin_manager", "ENTRY_POINT_GROUP"]
 

@@ -226,3 +226,24 @@ def test_nncodec_decodes_our_raw_floats(minilm, rng):
         decoded_there = nnc.decompress(bytearray(ours))
     _check(ours, decoded_there)
     assert np.asarray(decoded_there["odd"]).tobytes() == odd.tobytes()
+
+
+def test_nncodec_decodes_streams_that_signal_dtypes_and_scalars(minilm):
+    """Our streams signal a tensor's own dtype (nnr_decompressed_data_format) and a
+    scalar as a tensor without dimensions; NNCodec reads both (it ignores the
+    dtype) and decodes every tensor to our values, in float32 and int32."""
+    import nnc_core
+
+    params = {n: v.astype(np.float16) if v.ndim > 1 else v for n, v in _minilm_subset(minilm).items()}
+    params.update({"counter": np.arange(-5, 5, dtype=np.int8), "scale": np.array(0.5, np.float32)})
+    ours = nnc_core.encode(params)
+    nnc = reference.nncodec_compression()
+    with contextlib.redirect_stdout(io.StringIO()):
+        theirs = nnc.decompress(bytearray(ours))
+    mine = nnc_core.decode(ours)
+    assert list(theirs) == list(mine)
+    for name, value in theirs.items():
+        value = np.asarray(value)
+        assert mine[name].dtype == params[name].dtype and mine[name].shape == params[name].shape, name
+        assert value.shape == mine[name].shape, name
+        assert np.array_equal(value.astype(mine[name].dtype), mine[name]), name

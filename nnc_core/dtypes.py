@@ -1,0 +1,97 @@
+"""Tensor dtypes as NNR carries them: ``nnr_decompressed_data_format``.
+
+NNR codes integers as NNR_PT_INT (int32 levels) and floats as quantized
+levels or raw float32, so a tensor's own dtype travels in the NDU header's
+``nnr_decompressed_data_format`` (u(7), present when its flag is set) and
+the decoder returns the tensor in it.  Values 0..9 are NNCodec 2.1.3's
+enumeration (``DecompressedDataFormat``; UNVERIFIED against the standard's
+text); NNCodec writes none and reads the field without using it, so a stream
+carrying it stays decodable by NNCodec, in float32 and int32.
+
+Decision (docs/decisions.md): dtypes the enumeration lacks take values from
+64 up, clear of those the standard may assign next: 64 bfloat16, 65 uint8,
+66 uint16, 67 uint32, 68 bool, 69 float8_e4m3fn, 70 float8_e5m2.  A decoder
+that does not know a value decodes in float32 or int32 (as NNCodec does); so
+does ours.  int32 and float32 are not signalled (the stream is then the one
+NNCodec writes).  bfloat16 and float8 need the ``ml_dtypes`` package, read
+only when such a tensor is met.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnc_core.errors import ConfigError
+
+__all__ = ["DATA_FORMATS", "format_of", "dtype_of", "float_dtype", "is_float", "is_integer", "as_float32"]
+
+#: nnr_decompressed_data_format value -> dtype name
+DATA_FORMATS: dict[int, str] = {
+    0: "int32",
+    1: "float32",
+    5: "int8",
+    6: "int16",
+    7: "int64",
+    8: "float16",
+    9: "float64",
+    64: "bfloat16",
+    65: "uint8",
+    66: "uint16",
+    67: "uint32",
+    68: "bool",
+    69: "float8_e4m3fn",
+    70: "float8_e5m2",
+}
+_BY_NAME = {name: value for value, name in DATA_FORMATS.items()}
+_ML_DTYPES = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
+
+
+def format_of(dtype: np.dtype) -> int | None:
+    """The value signalling ``dtype``; None for int32 and float32 (not signalled)."""
+    value = _BY_NAME.get(np.dtype(dtype).name)
+    return None if value in (0, 1) else value
+
+
+def dtype_of(value: int) -> np.dtype | None:
+    """The dtype a format value names, or None for one this decoder does not know."""
+    name = DATA_FORMATS.get(value)
+    if name is None:
+        return None
+    if name in _ML_DTYPES:
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise ConfigError(
+                f"the bitstream holds {name} tensors; decoding them in {name} needs the ml_dtypes package "
+                "(pip install ml_dtypes), or choose another output dtype"
+            ) from None
+        return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(name)
+
+
+def is_float(dtype: np.dtype) -> bool:
+    """IEEE floats of numpy and the ml_dtypes floats (bfloat16, float8)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype.name in _ML_DTYPES
+
+
+def is_integer(dtype: np.dtype) -> bool:
+    return np.dtype(dtype).kind in "iub"
+
+
+def as_float32(values: np.ndarray) -> np.ndarray:
+    """Float values as float32 for quantization (exact for float16, bfloat16 and float8)."""
+    return values.astype(np.float32)
+
+
+def float_dtype(dtype: object) -> np.dtype | None:
+    """A decoder's ``dtype`` option checked: None, or a float dtype (by name, e.g.
+    ``"float16"``, ``"bfloat16"``, or a numpy dtype)."""
+    if dtype is None:
+        return None
+    name = str(np.dtype(dtype).name) if not isinstance(dtype, str) else dtype
+    value = _BY_NAME.get(name)
+    if value is None or not is_float(dtype_of(value) or np.dtype("int32")):
+        floats = sorted(n for n in _BY_NAME if n.startswith(("float", "bfloat")))
+        raise ConfigError(f"dtype {dtype!r} is not a float dtype the decoder can return; one of {floats}")
+    return dtype_of(value)

@@ -1,0 +1,129 @@
+"""Tensors come back in their own dtype and shape: the dtype travels in
+nnr_decompressed_data_format (nnc_core.dtypes), a scalar as a tensor
+without dimensions; float32 and int32 tensors are not signalled, so those
+streams are the ones NNCodec writes."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import nnc_core
+from nnc_core import BitstreamError, ConfigError
+from nnc_core.bitstream.units import ParseState, read_units, write_unit
+from nnc_core.cli import main
+from nnc_core.decoding import quantization_step
+from nnc_core.dtypes import DATA_FORMATS, format_of
+
+INTEGERS = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "bool"]
+FLOATS = ["float16", "float32", "float64", ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2]
+
+
+def _headers(data: bytes) -> dict[str, object]:
+    return {str(u.header.element_ids[0]): u.header for u in read_units(data) if hasattr(u, "header")}
+
+
+@pytest.mark.parametrize("dtype", INTEGERS)
+def test_integers_round_trip_exactly_in_their_dtype(rng, dtype):
+    info = np.iinfo(dtype) if dtype != "bool" else None
+    low, high = (0, 2) if info is None else (max(info.min, -(2**31)), min(info.max, 2**31 - 1) + 1)
+    value = rng.integers(low, high, (7, 5), dtype=np.int64).astype(dtype)
+    data = nnc_core.encode({"t": value})
+    out = nnc_core.decode(data)["t"]
+    assert out.dtype == np.dtype(dtype) and out.shape == value.shape and np.array_equal(out, value)
+    header = _headers(data)["t"]
+    assert header.decompressed_data_format_present_flag == (dtype != "int32")
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
+def test_floats_come_back_in_their_dtype(rng, dtype):
+    value = rng.normal(0, 0.5, (16, 12)).astype(np.float32).astype(dtype)
+    exact = nnc_core.decode(nnc_core.encode({"w": value}, raw_float=["w"]))["w"]
+    assert exact.dtype == np.dtype(dtype) and np.array_equal(exact.view(np.uint8), value.view(np.uint8))
+    data = nnc_core.encode({"w": value}, qp=-40, use_dq=False)
+    out = nnc_core.decode(data)["w"]
+    assert out.dtype == np.dtype(dtype) and out.shape == value.shape
+    # the quantized values, rounded (to nearest even) into the dtype
+    (t,) = [t for t in nnc_core.decoding.decode_bitstream(data) if t.name == "w"]
+    expected = (t.stored.astype(np.float32) * quantization_step(t.qp, 2)).astype(dtype)
+    assert np.array_equal(out.view(np.uint8), expected.view(np.uint8))
+    assert np.array_equal(nnc_core.decode(data, dtype="float32")["w"], t.stored.astype(np.float32) * quantization_step(t.qp, 2))
+
+
+def test_scalars_and_their_dtypes_round_trip(rng):
+    model = {"step": np.array(7, np.int64), "scale": np.array(0.125, np.float16), "temperature": np.float64(0.5)}
+    data = nnc_core.encode(model, raw_float=["scale", "temperature"])
+    out = nnc_core.decode(data)
+    for name, value in model.items():
+        assert out[name].shape == () and out[name].dtype == np.asarray(value).dtype and out[name] == value, name
+    assert all(h.tensor_dimensions == [] for h in _headers(data).values())
+    with nnc_core.open(data) as reader:
+        assert {n: (reader.info(n).shape, reader.info(n).dtype) for n in reader} == {
+            n: ((), np.asarray(v).dtype) for n, v in model.items()}
+
+
+def test_blocks_carry_their_weight_dtype(rng):
+    tensors = {"fc.weight": rng.normal(0, 0.1, (8, 6)).astype(np.float16),
+               "fc.bias": rng.normal(0, 0.1, 8).astype(np.float16)}
+    data = nnc_core.encode(tensors, blocks={"fc": {"weight": "fc.weight", "bias": "fc.bias"}})
+    out = nnc_core.decode(data)
+    assert {n: v.dtype for n, v in out.items()} == {n: np.dtype("float16") for n in tensors}
+    low_rank = nnc_core.decode(nnc_core.encode({"w": rng.normal(0, 0.1, (32, 32)).astype(ml_dtypes.bfloat16)}, low_rank=4))
+    assert low_rank["w"].dtype == np.dtype(ml_dtypes.bfloat16) and low_rank["w"].shape == (32, 32)
+
+
+def test_unsigned_values_beyond_int32_and_unknown_dtypes_are_refused():
+    with pytest.raises(nnc_core.EncodeError, match=r"tensor 'u': uint32 values outside int32"):
+        nnc_core.encode({"u": np.array([2**32 - 1], np.uint32)})
+    with pytest.raises(nnc_core.EncodeError, match=r"tensor 's': dtype <U1 is not supported"):
+        nnc_core.encode({"s": np.array(["a"])})
+    with pytest.raises(ConfigError, match=r"dtype 'int8' is not a float dtype"):
+        nnc_core.decode(nnc_core.encode({"w": np.ones((2, 2), np.float32)}), dtype="int8")
+
+
+def _with_format(data: bytes, name: str, value: int) -> bytes:
+    """The stream with one NDU's nnr_decompressed_data_format set to ``value``."""
+    state, out = ParseState(), []
+    for unit in read_units(data):
+        if hasattr(unit, "header") and str(unit.header.element_ids[0]) == name:
+            unit.header.decompressed_data_format_present_flag, unit.header.decompressed_data_format = True, value
+            unit.nnr_unit_size_flag = None
+        out.append(write_unit(unit, state))
+    return b"".join(out)
+
+
+def test_a_stream_lying_about_an_integer_dtype_is_refused():
+    data = nnc_core.encode({"n": np.array([300, -5], np.int32)})
+    units = read_units(data)
+    lying = _with_format(data, "n", 65)  # uint8
+    with pytest.raises(BitstreamError, match=r"tensor 'n': decoded integers outside uint8 \(0..255\)") as e:
+        nnc_core.decode(lying)
+    assert e.value.unit_index == len(units) - 1
+
+
+def test_unknown_format_values_decode_in_float32_as_nncodec_does():
+    assert 100 not in DATA_FORMATS
+    data = _with_format(nnc_core.encode({"w": np.ones((4, 4), np.float32)}), "w", 100)
+    assert nnc_core.decode(data)["w"].dtype == np.float32
+
+
+def test_npz_round_trip_keeps_dtypes_and_shapes(tmp_path, rng):
+    model = {"u8": rng.integers(0, 256, (3, 4)).astype(np.uint8), "h": rng.normal(0, 1, (5, 5)).astype(np.float16),
+             "d": rng.normal(0, 1, (5, 5)), "b": np.array([True, False]), "s": np.array(3, np.int16)}
+    np.savez(tmp_path / "m.npz", **model)
+    assert main(["encode", str(tmp_path / "m.npz"), "-o", str(tmp_path / "m.nnr"), "-q"]) == 0
+    assert main(["decode", str(tmp_path / "m.nnr"), "-o", str(tmp_path / "out.npz"), "-q"]) == 0
+    with np.load(tmp_path / "out.npz") as out:
+        assert {n: (out[n].dtype, out[n].shape) for n in out.files} == {n: (v.dtype, v.shape) for n, v in model.items()}
+        for n in ("u8", "b", "s"):
+            assert np.array_equal(out[n], model[n])
+    assert main(["decode", str(tmp_path / "m.nnr"), "-o", str(tmp_path / "f32.npz"), "--dtype", "float32", "-q"]) == 0
+    with np.load(tmp_path / "f32.npz") as out:
+        assert out["h"].dtype == out["d"].dtype == np.float32 and out["u8"].dtype == np.uint8
+
+
+def test_every_signalled_format_names_a_dtype():
+    for value, name in DATA_FORMATS.items():
+        dtype = np.dtype(getattr(ml_dtypes, name)) if hasattr(ml_dtypes, name) and name not in ("float16",) else np.dtype(name)
+        assert format_of(dtype) == (None if name in ("int32", "float32") else value)
