@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streams import structured_stream, unit_bytes, vector
+from nnc_core.bitstream.units import CompressedDataUnit, NduHeader, ParameterTypes, PayloadType, UnitType, write_unit
+from nnc_core.deepcabac import Encoder, TensorCoding
+from streams import start, structured_stream, unit_bytes, vector
 
 import nnc_core
 from nnc_core import BitstreamError, ConfigError
@@ -354,13 +356,28 @@ def test_review_findings_stay_fixed(tmp_path, rng):
             got.append(name)
     assert got == ["a"]
 
-    weight = rng.normal(0, 0.1, (64, 16)).astype(np.float32)
-    split = nnc_core.encode({"fc.weight": weight}, local_scaling=True, max_part_elements=256)
-    whole = nnc_core.encode({"fc.weight": weight}, local_scaling=True)
-    assert nnc_core.decode(split, apply_local_scaling=True).keys() == {"fc.weight"}
+    # a block (weight + local scaling) split into two parts: our encoder splits no block,
+    # the stream syntax allows it
+    head, state = start()
+    parts, rows_of = list(head), (3, 2)
+    for counter, rows in zip((2, 1), rows_of):
+        w = rng.integers(-3, 4, (rows, 4)).astype(np.int32)
+        ls = rng.integers(1, 4, (rows,)).astype(np.int32)
+        enc = Encoder()
+        for values in (ls, w):  # block coding order: ls before the weight
+            enc.encode_bypass(-38 & 0xFF, 8)
+            enc.encode_tensor(values, TensorCoding())
+        header = NduHeader(payload_type=PayloadType.NNR_PT_BLOCK, multiple_topology_elements_present_flag=True,
+                           element_ids=["fc.weight", "fc.ls"], tensor_dimensions_flag=True, cabac_unary_length_flag=True,
+                           compressed_parameter_types=ParameterTypes.NNR_CPT_LS, tensor_dimensions=[rows, 4])
+        parts.append(write_unit(CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=enc.finish(),
+                                                   partial_data_counter=counter), state))
+    split = b"".join(parts)
+    assert list(nnc_core.decode(split, apply_local_scaling=True)) == ["fc.weight"]
+    assert sorted(nnc_core.decode(split)) == ["fc.ls", "fc.weight"]
     with nnc_core.open(split, apply_local_scaling=True) as reader:
         assert list(reader) == ["fc.weight"] and [n for n, _ in reader.items()] == ["fc.weight"]
-    assert nnc_core.decode(whole, apply_local_scaling=True).keys() == {"fc.weight"}
+        assert reader["fc.weight"].shape == (5, 4)
 
     reader = nnc_core.open(nnc_core.encode(tensors))
     reader.close()
