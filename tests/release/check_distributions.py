@@ -88,7 +88,7 @@ def main() -> None:
         # tests: they need NNCodec; the rootdir's conftest and helpers come along)
         run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", ROOT / "tests",
             "-c", ROOT / "pyproject.toml", ROOT / "tests", "--ignore", ROOT / "tests" / "reference",
-            "--ignore", ROOT / "tests" / "dist", "-m", "not slow", "-x", cwd=work)
+            "--ignore", ROOT / "tests" / "release", "-m", "not slow", "-x", cwd=work)
 
         python = fresh_venv(tmp_path / "from-wheel")
         run(python, "-m", "pip", "install", "-q", core_wheel)
