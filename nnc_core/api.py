@@ -17,7 +17,7 @@ from nnc_core import reduction
 from nnc_core.bitstream.units import read_units
 from nnc_core.config import EncoderConfig
 from nnc_core.decoding import DecoderState, decode_steps, plan_bitstream
-from nnc_core.dtypes import float_dtype
+from nnc_core.dtypes import float_dtype, is_integer
 from nnc_core.encoding import write_stream
 from nnc_core.errors import ConfigError
 from nnc_core.files import write_atomically
@@ -207,4 +207,5 @@ def iter_decode(
 
 
 def _as_dtype(value: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
-    return value.astype(dtype) if dtype is not None and value.dtype.kind != "i" else value
+    """Float tensors in ``dtype``; integer and bool ones as they are."""
+    return value.astype(dtype) if dtype is not None and not is_integer(value.dtype) else value

@@ -497,8 +497,6 @@ def decode_units(
 ) -> list[DecodedTensor]:
     """:func:`decode_bitstream` of units already parsed (from a bitstream of
     ``data_size`` bytes): callers that read the headers first parse once."""
-    if state is not None and not keep_stored:
-        raise ConfigError("a decoder state needs the stored integers (keep_stored=True)")
     workers = check_workers(workers)
     steps = plan_bitstream(units, data_size=data_size, max_elements=max_elements)
     return [t for group in decode_steps(steps, state, keep_stored=keep_stored, workers=workers) for t in group]

@@ -102,6 +102,18 @@ class NNRReader(Mapping[str, np.ndarray]):
                 size = os.fstat(f.fileno()).st_size
                 data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
             self._map = data if size else None
+        self.closed = False
+        try:
+            self._index(data, max_elements, recompose, apply_local_scaling, unprune, workers, dtype, state)
+        except BaseException:
+            self.close()  # a refused stream leaves no mapping behind
+            raise
+
+    def _index(
+        self, data: Any, max_elements: int | None, recompose: bool, apply_local_scaling: bool, unprune: bool,
+        workers: int | None, dtype: Any, state: DecoderState | None,
+    ) -> None:
+        """Parse every header once and plan every NDU; index the tensors by name."""
         self._workers = check_workers(workers)
         self._float_dtype = float_dtype(dtype)
         self._options = dict(recompose=recompose, apply_local_scaling=apply_local_scaling)
@@ -126,7 +138,6 @@ class NNRReader(Mapping[str, np.ndarray]):
                     self._repeated[info.name] = (self._info[info.name].units[0][0], info.units[0][0])
                 self._info[info.name] = info
                 self._group_of[info.name] = g
-        self.closed = False
 
     # -- the mapping --------------------------------------------------------
 
