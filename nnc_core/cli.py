@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import nnc_core
+from nnc_core import dtypes
 from nnc_core.api import encode_to
 from nnc_core.bitstream.units import (
     AggregateUnit,
@@ -217,6 +218,18 @@ class _Selected(Mapping[str, np.ndarray]):
     def __contains__(self, name: object) -> bool:
         return name in self.known
 
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape from the headers (writers that lay out a file before the data ask)."""
+        if name not in self.known:
+            raise KeyError(name)
+        return self.reader.info(name).shape
+
+    def dtype_of(self, name: str) -> np.dtype:
+        """The dtype the tensor is decoded in, from the headers."""
+        if name not in self.known:
+            raise KeyError(name)
+        return np.dtype(self.reader.info(name).dtype)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)
 
@@ -284,9 +297,17 @@ def _encoder_config(args: argparse.Namespace) -> EncoderConfig:
     )
 
 
+def _dtype_of(tensors: Mapping[str, np.ndarray], name: str) -> np.dtype:
+    dtype_of = getattr(tensors, "dtype_of", None)
+    return np.dtype(dtype_of(name)) if dtype_of is not None else np.asarray(tensors[name]).dtype
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     model = read_model(args.input, framework=args.framework)
     config = _encoder_config(args)
+    if args.lossless:  # from the headers where the model's mapping has them: nothing is read yet
+        floats = [name for name in model.tensors if dtypes.is_float(_dtype_of(model.tensors, name))]
+        config = config.replace(raw_float=sorted(set(config.raw_float) | set(floats)))
     base = _load_base(args.base)
     output = Path(args.output)
     # parameters done after the first n tensors (blocks count their members), from
@@ -410,6 +431,9 @@ def _add_encode_options(p: argparse.ArgumentParser) -> None:
                    help="integer-aligned quantization: per-tensor QPs so that stored integers fit BITS bits")
     p.add_argument("--raw-float", action="append", default=[], metavar="NAME",
                    help="send this float tensor uncompressed (lossless, NaN/Inf allowed); repeatable")
+    p.add_argument("--lossless", action="store_true",
+                   help="send every float tensor uncompressed and integers as they are: the decoded model equals the "
+                        "input (float64 values rounded to float32)")
     p.add_argument("--max-part-elements", type=int, metavar="N",
                    help="split tensors larger than N elements into several NDUs (partial_data_counter)")
     p.add_argument("--aggregate", action="store_true", help="carry all units after the start unit in one NNR_AGG unit")

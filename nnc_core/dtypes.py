@@ -10,7 +10,7 @@ carrying it stays decodable by NNCodec, in float32 and int32.
 
 Decision (docs/decisions.md): dtypes the enumeration lacks take values from
 64 up, clear of those the standard may assign next: 64 bfloat16, 65 uint8,
-66 uint16, 67 uint32, 68 bool, 69 float8_e4m3fn, 70 float8_e5m2.  A decoder
+66 uint16, 67 uint32, 68 bool, 69 float8_e4m3fn, 70 float8_e5m2, 71 uint64.  A decoder
 that does not know a value decodes in float32 or int32 (as NNCodec does); so
 does ours.  int32 and float32 are not signalled (the stream is then the one
 NNCodec writes).  bfloat16 and float8 need the ``ml_dtypes`` package, read
@@ -41,6 +41,7 @@ DATA_FORMATS: dict[int, str] = {
     68: "bool",
     69: "float8_e4m3fn",
     70: "float8_e5m2",
+    71: "uint64",
 }
 _BY_NAME = {name: value for value, name in DATA_FORMATS.items()}
 _ML_DTYPES = ("bfloat16", "float8_e4m3fn", "float8_e5m2")

@@ -66,9 +66,13 @@ def write_model(
     pm = get_plugin_manager()
     if framework is None:
         own = model.framework
-        # NNR_TPL_UNREC (0) names no format: it is every plugin's default
-        if model.topology is not None and model.topology.storage_format != TopologyStorageFormat.NNR_TPL_UNREC:
-            carried = (r.name for r in pm.frameworks().values() if r.topology_format == model.topology.storage_format)
+        topology = model.topology
+        if topology is not None and topology.storage_format != TopologyStorageFormat.NNR_TPL_UNREC:
+            carried = (r.name for r in pm.frameworks().values() if r.topology_format == topology.storage_format)
             own = next(carried, own)
+        elif topology is not None:  # NNR_TPL_UNREC names no format: a plugin may know its data by its start
+            data = bytes(topology.data[:64])
+            marked = (r.name for r in pm.frameworks().values() if r.topology_magic and data.startswith(r.topology_magic))
+            own = next(marked, own)
         framework = pm.plugin_for_destination(destination, directory=True, prefer=own).name
     pm.adapter(framework).write(model, Path(destination), template=template)

@@ -20,7 +20,7 @@ import pluggy
 from nnc_core.plugins.types import FrameworkPlugin, TopologyConverter
 
 PROJECT = "nnc"
-HOOK_API_VERSION = 1
+HOOK_API_VERSION = 2  # 2: FrameworkPlugin.topology_magic
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)

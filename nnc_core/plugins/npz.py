@@ -93,16 +93,23 @@ class NpzTensors(Mapping[str, np.ndarray]):
 
     def shape_of(self, name: str) -> tuple[int, ...]:
         """An array's shape from its ``.npy`` header, without reading the array."""
+        return self._header(name)[0]
+
+    def dtype_of(self, name: str) -> np.dtype:
+        """An array's dtype from its ``.npy`` header, without reading the array."""
+        return self._header(name)[1]
+
+    def _header(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
         if name not in self._known:
             raise KeyError(name)
         try:
             with self._archive.zip.open(name + ".npy") as f:
                 version = np.lib.format.read_magic(f)
                 header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, _, _ = header(f)
+                shape, _, dtype = header(f)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             raise ModelError(f"{self.path}: array {name!r} cannot be read: {e}") from e
-        return tuple(int(d) for d in shape)
+        return tuple(int(d) for d in shape), np.dtype(dtype)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

@@ -46,6 +46,10 @@ class FrameworkPlugin:
         description: one line for ``nnc plugins``.
         directories: whether it reads models stored as folders (SavedModel,
             NNEF graphs); such folders are offered to it by their contents.
+        topology_magic: the first bytes of the ``topology_data`` it writes
+            under a storage format it shares with others (NNR_TPL_UNREC):
+            a decoded model whose topology starts so is written by this
+            plugin when the output's suffix does not decide.
         hook_api: the :data:`~nnc_core.plugins.HOOK_API_VERSION` the plugin
             needs; on an older host it is disabled with a warning.
 
@@ -62,6 +66,7 @@ class FrameworkPlugin:
     annex: str = ""
     description: str = ""
     directories: bool = False
+    topology_magic: bytes = b""
     hook_api: int = 1
 
 

