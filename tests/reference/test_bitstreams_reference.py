@@ -247,3 +247,40 @@ def test_nncodec_decodes_streams_that_signal_dtypes_and_scalars(minilm):
         assert mine[name].dtype == params[name].dtype and mine[name].shape == params[name].shape, name
         assert value.shape == mine[name].shape, name
         assert np.array_equal(value.astype(mine[name].dtype), mine[name]), name
+
+
+def test_nncodec_decodes_a_hugging_face_folder_stream(tmp_path):
+    """The safetensors plugin carries a model folder's layout and other files in
+    an NNR_TPL unit (NNR_TPL_UNREC, a JSON text ending in NUL: docs/decisions.md).
+    NNCodec parses it as a string, ignores it, and decodes every tensor of
+    all-MiniLM-L6-v2's folder (bf16 and int64 among them here) to our values."""
+    import ml_dtypes
+
+    import nnc_core
+    from nnc_core.plugins import read_model
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    source = pretrained.folder("minilm")
+    for path in source.rglob("*"):
+        if path.is_file() and path.name != "model.safetensors":
+            (folder / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path.relative_to(source)).write_bytes(path.read_bytes())
+    params = {n: v.astype(ml_dtypes.bfloat16) if v.ndim > 1 else v for n, v in _minilm_subset(pretrained.load("minilm")).items()}
+    params["embeddings.position_ids"] = np.arange(512, dtype=np.int64).reshape(1, 512)
+    from safetensors import TensorSpec, serialize_file
+
+    specs = {n: TensorSpec(dtype=v.dtype.name, shape=list(v.shape), data_ptr=v.ctypes.data, data_len=v.nbytes)
+             for n, v in params.items()}
+    serialize_file(specs, str(folder / "model.safetensors"), {"format": "pt"})
+    model = read_model(folder)
+    assert model.framework == "safetensors" and model.topology.data.endswith(b"\x00")
+    ours = nnc_core.encode(model.tensors, topology=model.topology)
+    nnc = reference.nncodec_compression()
+    with contextlib.redirect_stdout(io.StringIO()):
+        theirs = nnc.decompress(bytearray(ours))
+    mine = nnc_core.decode(ours)
+    assert sorted(theirs) == sorted(mine) == sorted(params)
+    for name, value in theirs.items():
+        assert np.array_equal(np.asarray(value).astype(np.float32).reshape(mine[name].shape),
+                              mine[name].astype(np.float32)), name

@@ -5,8 +5,8 @@ names to tensors), a ``.pt``/``.pth`` file holding a state dict (loaded with
 ``torch.load(weights_only=True)``: no pickled code is run) or a TorchScript
 archive (``torch.jit.save``, loaded with ``torch.jit.load``: TorchScript, not
 Python), a ``.pt2`` file saved by ``torch.export.save`` (an
-``ExportedProgram``: graph and weights) and a ``.safetensors`` file.  Written
-back: a state dict (``.pt``/``.pth``/``.safetensors``), or, given the original
+``ExportedProgram``: graph and weights).  Written
+back: a state dict (``.pt``/``.pth``), or, given the original
 as template, the same TorchScript archive or ``.pt2`` program with the new
 weights.
 
@@ -118,26 +118,16 @@ class TorchAdapter:
             _write_exported(state, destination, template, what, owned=template_path is not None)
         elif suffix in (".pt", ".pth") and template_path is not None and isinstance(template, torch.jit.ScriptModule):
             _write_torchscript(state, destination, template)
-        elif suffix == ".safetensors":
-            from safetensors.torch import save
-
-            contiguous = {k: v.contiguous() for k, v in state.items()}
-            write_atomically(destination, lambda f: f.write(save(contiguous)))
         else:
             write_atomically(destination, lambda f: torch.save(state, f))
 
     def embed(self, bitstream: bytes, destination: Path, /, *, template: Any = None) -> None:
-        """Carry a bitstream as the uint8 tensor ``__nnr__`` of a state-dict file (.pt/.pth/.safetensors)."""
+        """Carry a bitstream as the uint8 tensor ``__nnr__`` of a state-dict file (.pt/.pth)."""
         suffix = Path(destination).suffix.lower()
-        if suffix not in (".pt", ".pth", ".safetensors"):
-            raise ModelError(f"{destination}: NNR carriage is in .pt, .pth or .safetensors state-dict files, not {suffix or 'suffix-less'} files")
+        if suffix not in (".pt", ".pth"):
+            raise ModelError(f"{destination}: NNR carriage is in .pt or .pth state-dict files, not {suffix or 'suffix-less'} files")
         payload = {CARRIAGE_KEY: torch.frombuffer(bytearray(bitstream), dtype=torch.uint8)}
-        if suffix == ".safetensors":
-            from safetensors.torch import save
-
-            write_atomically(destination, lambda f: f.write(save(payload)))
-        else:
-            write_atomically(destination, lambda f: torch.save(payload, f))
+        write_atomically(destination, lambda f: torch.save(payload, f))
 
     def extract(self, source: Path, /) -> bytes | None:
         state = load_state(source)
@@ -159,10 +149,6 @@ def _load_file(path: Path) -> Any:
         raise ModelError(f"{path}: no such file")
     suffix = path.suffix.lower()
     try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
         if suffix == ".pt2":
             return torch.export.load(str(path))
         if is_torchscript(path):

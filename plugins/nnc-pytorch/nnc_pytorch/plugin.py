@@ -3,7 +3,8 @@
 from nnc_core.bitstream.units import TopologyStorageFormat
 from nnc_core.plugins import FrameworkPlugin, TopologyConverter, hookimpl
 
-SUFFIXES = (".pt", ".pth", ".pt2", ".safetensors")
+# .safetensors files belong to the nnc-safetensors plugin (a dependency), which reads them without torch
+SUFFIXES = (".pt", ".pth", ".pt2")
 
 
 @hookimpl
@@ -17,7 +18,7 @@ def nnc_frameworks():  # type: ignore[no-untyped-def]
                       "torch.export.exported_program.ExportedProgram"),
         topology_format=TopologyStorageFormat.NNR_TPL_PYT,
         annex="C",
-        description="nn.Module, state dicts, .pt/.pth (weights_only), .pt2 (torch.export), safetensors",
+        description="nn.Module, state dicts, .pt/.pth (weights_only), .pt2 (torch.export)",
     )
 
 

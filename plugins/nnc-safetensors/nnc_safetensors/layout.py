@@ -1,0 +1,206 @@
+"""One ``.safetensors`` file: its header, where each tensor lies, and writing one.
+
+The format (https://github.com/huggingface/safetensors): an 8-byte
+little-endian header length N, N bytes of JSON (``{name: {"dtype", "shape",
+"data_offsets": [start, end]}, "__metadata__": {str: str}}``, padded with
+spaces), then the tensors' bytes, little-endian, each at its offsets.
+
+Reading validates the header with the ``safetensors`` library itself (its
+checks of offsets, sizes and dtypes are the format's authority), then maps
+the file: each tensor is a view of the mapping, in its own dtype, read from
+disk only when the encoder touches it.  Writing streams: the header is known
+before any tensor is decoded (dtypes and shapes come from the bitstream's
+headers), so each tensor is written at its place as soon as it is decoded,
+in whatever order, and none is held.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from nnc_core.errors import ModelError
+
+__all__ = ["DTYPES", "Entry", "SafetensorsFile", "read_file", "parse_header", "header_text", "packed", "code_of",
+           "MappedFile", "FileWriter"]
+
+#: safetensors dtype code -> numpy dtype (the codes NNR can carry; F8_E8M0, F4,
+#: F6 and complex tensors have no NNR coding and are refused by name)
+DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
+    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16),
+    "I8": np.dtype(np.int8),
+    "U64": np.dtype(np.uint64),
+    "U32": np.dtype(np.uint32),
+    "U16": np.dtype(np.uint16),
+    "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
+}
+_CODES = {dtype.name: code for code, dtype in DTYPES.items()}
+
+# The format caps the header at 100 MB; the library refuses larger ones too.
+MAX_HEADER_BYTES = 100_000_000
+
+
+def code_of(dtype: np.dtype, *, where: str) -> str:
+    """The safetensors code of a numpy dtype."""
+    code = _CODES.get(np.dtype(dtype).name)
+    if code is None:
+        raise ModelError(f"{where}: dtype {np.dtype(dtype).name} has no safetensors code")
+    return code
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A tensor of a file: its name, dtype code, shape and byte range in the data section."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class SafetensorsFile:
+    """A file's header: the exact JSON text (kept to write the same bytes
+    back), its ``__metadata__`` and its tensors in data order."""
+
+    header: str
+    metadata: dict[str, str] | None
+    entries: tuple[Entry, ...]
+
+    @property
+    def data_size(self) -> int:
+        return max((e.end for e in self.entries), default=0)
+
+
+def read_file(path: Path) -> SafetensorsFile:
+    """The header of ``path``, validated; a :class:`ModelError` names the file and what is wrong."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:  # the library's validation of the whole header
+            f.keys()
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"{path}: not a valid safetensors file ({e})") from e
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        text = f.read(size).decode("utf-8")
+    return parse_header(text, where=str(path))
+
+
+def parse_header(text: str, *, where: str) -> SafetensorsFile:
+    """A header's tensors and metadata, each tensor's dtype, shape and offsets checked."""
+    try:
+        document = json.loads(text)
+        metadata = document.pop("__metadata__", None)
+        if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise ValueError("__metadata__ is not a map of strings")
+        entries = []
+        for name, record in document.items():
+            code = record["dtype"]
+            if code not in DTYPES:
+                raise ModelError(f"{where}: tensor {name!r} has dtype {code}, which NNR cannot carry "
+                                 f"(supported: {', '.join(DTYPES)})")
+            start, end = (int(x) for x in record["data_offsets"])
+            shape = tuple(int(d) for d in record["shape"])
+            if min(shape, default=0) < 0 or not 0 <= start <= end \
+                    or end - start != int(np.prod(shape, dtype=np.int64)) * DTYPES[code].itemsize:
+                raise ValueError(f"tensor {name!r} has offsets {start}..{end} for shape {shape} of {code}")
+            entries.append(Entry(name, code, shape, start, end))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ModelError(f"{where}: bad safetensors header ({e})") from e
+    entries.sort(key=lambda e: (e.start, e.end))
+    return SafetensorsFile(text, metadata, tuple(entries))
+
+
+def header_text(entries: list[Entry], metadata: Mapping[str, str] | None) -> str:
+    """A header for ``entries`` (their offsets as given), padded with spaces to
+    a multiple of 8 bytes as the reference writer does (so the data is aligned)."""
+    document: dict[str, object] = {}
+    if metadata is not None:
+        document["__metadata__"] = dict(metadata)
+    for e in entries:
+        document[e.name] = {"dtype": e.dtype, "shape": list(e.shape), "data_offsets": [e.start, e.end]}
+    text = json.dumps(document, separators=(",", ":"))
+    size = len(text.encode("utf-8"))
+    return text + " " * (-(8 + size) % 8)
+
+
+def packed(entries: list[tuple[str, str, tuple[int, ...]]]) -> list[Entry]:
+    """Entries laid out one after another, in the order given."""
+    out, offset = [], 0
+    for name, code, shape in entries:
+        size = int(np.prod(shape, dtype=np.int64)) * DTYPES[code].itemsize
+        out.append(Entry(name, code, shape, offset, offset + size))
+        offset += size
+    return out
+
+
+class MappedFile:
+    """A safetensors file mapped read-only; ``tensor(entry)`` is a view, not a copy."""
+
+    def __init__(self, path: Path, layout: SafetensorsFile) -> None:
+        self.path, self.layout = path, layout
+        self.start = 8 + len(layout.header.encode("utf-8"))
+        self._map: np.memmap | None = None
+
+    def tensor(self, entry: Entry) -> np.ndarray:
+        if self._map is None:
+            if self.layout.data_size == 0:  # nothing to map (mmap refuses an empty range)
+                return np.zeros(entry.shape, DTYPES[entry.dtype])
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+        if self.start + entry.end > self._map.size:
+            raise ModelError(f"{self.path}: tensor {entry.name!r} ends at byte {self.start + entry.end}, "
+                             f"past the end of the file ({self._map.size} bytes): was it truncated?")
+        # a plain ndarray view (np.memmap's subclass turns 0-d results into 1-d ones)
+        raw = np.asarray(self._map[self.start + entry.start : self.start + entry.end])
+        return raw.view(DTYPES[entry.dtype].newbyteorder("<")).reshape(entry.shape)
+
+    def close(self) -> None:
+        self._map = None  # numpy unmaps when the last view is gone
+
+
+class FileWriter:
+    """A safetensors file written by position: header first, then each tensor
+    at its offsets as it comes."""
+
+    def __init__(self, path: Path, header: str, data_size: int) -> None:
+        encoded = header.encode("utf-8")
+        self.path, self.start = path, 8 + len(encoded)
+        self.file = open(path, "wb")  # noqa: SIM115 - closed by close(), after every tensor is in
+        try:
+            self.file.write(struct.pack("<Q", len(encoded)) + encoded)
+            self.file.truncate(self.start + data_size)
+        except BaseException:
+            self.file.close()
+            raise
+
+    def write(self, entry: Entry, value: np.ndarray) -> None:
+        data = np.ascontiguousarray(value, dtype=DTYPES[entry.dtype].newbyteorder("<"))
+        view = memoryview(data.reshape(-1).view(np.uint8))
+        if view.nbytes != entry.nbytes:
+            raise ModelError(f"{self.path}: tensor {entry.name!r} has {view.nbytes} bytes, its header says {entry.nbytes}")
+        self.file.seek(self.start + entry.start)
+        self.file.write(view)
+
+    def close(self) -> None:
+        self.file.close()
