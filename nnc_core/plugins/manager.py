@@ -281,7 +281,7 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_plugin_manager() -> PluginManager:
     """The process's plugin manager, loaded on first use (``cache_clear()`` resets it)."""
     pm = PluginManager()

@@ -16,7 +16,6 @@ import pytest
 
 import nnc_core
 from nnc_core import reduction
-from nnc_core.decoding import decode_bitstream
 from nnc_core.encoding import blocks_from_parameter_types
 from nnc_core.testing import pretrained, reference
 
