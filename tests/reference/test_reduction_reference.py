@@ -29,7 +29,7 @@ def _nncodec():
 def _ncore():
     """NNCodec's codec core package (after the framework stubs are in place)."""
     _nncodec()
-    from nncodec import nnc_core as ncore  # type: ignore[import-not-found]
+    from nncodec import nnc_core as ncore  # type: ignore[import-not-found]  # NNCodec is installed only in the nncodec and bench environments
 
     return ncore
 
