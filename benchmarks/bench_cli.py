@@ -212,10 +212,11 @@ def table(record: dict) -> str:
     ]
     mb = 1 / 1e6
     for r in record["rows"]:
-        def fmt(key: str) -> str:
+        # the row bound as a default: the helpers must not read the loop variable when called
+        def fmt(key: str, r: dict = r) -> str:
             return f"{r[key][0]:.2f}" if key in r else "–"
 
-        def ratio(a: str, b: str) -> str:
+        def ratio(a: str, b: str, r: dict = r) -> str:
             return f"{r[b][0] / r[a][0]:.2f}" if a in r and b in r else "–"
 
         rss_ref = (f"{r['encode_nncodec'][1] * mb:.0f} / {r['decode_nncodec'][1] * mb:.0f}" if "encode_nncodec" in r else "–")

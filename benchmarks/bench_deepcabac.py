@@ -60,13 +60,14 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import importlib.metadata
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -212,20 +213,23 @@ def bench_set(ls: LevelSet, coding: TensorCoding, rounds: int, warmup: int = 1) 
     """
     res = SetResult(ls.name, len(ls.tensors), ls.levels)
     times: dict[str, list[float]] = {"enc_ours": [], "enc_ref": [], "dec_ours": [], "dec_ref": []}
+    # the timed calls are partials, not lambdas: their arguments are bound when
+    # made, so they never see a payload list of another round or one deleted
+    # below (a lambda would read ``ours`` when called, after the ``del``)
     for _ in range(warmup + rounds):
-        t, ours = timed(lambda: ours_encode(ls.tensors, coding))
+        t, ours = timed(functools.partial(ours_encode, ls.tensors, coding))
         times["enc_ours"].append(t)
-        t, ref = timed(lambda: nncodec_encode(ls.tensors, coding))
+        t, ref = timed(functools.partial(nncodec_encode, ls.tensors, coding))
         times["enc_ref"].append(t)
         differing = sum(a != b for a, b in zip(ours, ref))
         if differing:
             res.problems.append(f"{ls.name}: {differing} of {len(ours)} payloads differ from NNCodec's")
         res.payload_bytes = sum(len(p) for p in ours)
-        t, dec = timed(lambda: ours_decode(ours, ls.tensors, coding))
+        t, dec = timed(functools.partial(ours_decode, ours, ls.tensors, coding))
         times["dec_ours"].append(t)
         if not same_values(dec, ls.tensors):
             res.problems.append(f"{ls.name}: our decoder does not return the input levels")
-        t, dec = timed(lambda: nncodec_decode(ours, ls.tensors, coding))
+        t, dec = timed(functools.partial(nncodec_decode, ours, ls.tensors, coding))
         times["dec_ref"].append(t)
         if not same_values(dec, ls.tensors):
             res.problems.append(f"{ls.name}: NNCodec's decoder does not return the input levels")
@@ -266,25 +270,29 @@ def bench_threads(
         for name, (encode, decode) in coders.items():
             tr = ThreadResult(name, levels)
 
-            def encode_threaded() -> list[bytes]:
+            # this coder's functions bound as defaults: the helpers must not
+            # read the loop variables when called (a closure would)
+            def encode_threaded(encode: Callable[..., list[bytes]] = encode) -> list[bytes]:
                 return [b for chunk in pool.map(lambda q: encode([q], coding), parts) for b in chunk]
 
-            def decode_threaded(payloads: list[bytes]) -> list[np.ndarray]:
+            def decode_threaded(
+                payloads: list[bytes], decode: Callable[..., list[np.ndarray]] = decode
+            ) -> list[np.ndarray]:
                 jobs = [([p], [q]) for p, q in zip(payloads, parts)]
                 return [v for chunk in pool.map(lambda job: decode(*job, coding), jobs) for v in chunk]
 
             for _ in range(rounds):
-                t, single = timed(lambda: encode(parts, coding))
+                t, single = timed(functools.partial(encode, parts, coding))
                 tr.enc_1 = min(tr.enc_1, t)
                 t, multi = timed(encode_threaded)
                 tr.enc_2 = min(tr.enc_2, t)
                 if single != multi:
                     problems.append(f"threads, {name}: payloads coded on 2 threads differ from 1 thread")
-                t, dec = timed(lambda: decode(single, parts, coding))
+                t, dec = timed(functools.partial(decode, single, parts, coding))
                 tr.dec_1 = min(tr.dec_1, t)
                 if not same_values(dec, parts):
                     problems.append(f"threads, {name}: 1-thread decode does not return the input levels")
-                t, dec = timed(lambda: decode_threaded(single))
+                t, dec = timed(functools.partial(decode_threaded, single))
                 tr.dec_2 = min(tr.dec_2, t)
                 if not same_values(dec, parts):
                     problems.append(f"threads, {name}: 2-thread decode does not return the input levels")

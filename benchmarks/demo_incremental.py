@@ -209,7 +209,7 @@ def main() -> None:
     options = dict(tca=True, hdsp=True, row_skipping=True, error_feedback=not args.no_error_feedback)
 
     nnc = reference.nncodec_compression()
-    from nncodec.nnc_core.hdsp.hdsp_tool import HdspTool  # type: ignore[import-not-found]
+    from nncodec.nnc_core.hdsp.hdsp_tool import HdspTool  # type: ignore[import-not-found]  # NNCodec is installed only in the nncodec and bench environments
 
     encoder, decoder = UpdateEncoder(**options), UpdateDecoder()
     state_e = {"parameters": {}, "put_node_depth": {}, "device_id": 0, "parameter_id": {}}

@@ -25,8 +25,9 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,7 @@ from nnc_core.bitstream.units import (
     StartUnit,
     TopologyStorageFormat,
     TopologyUnit,
+    Unit,
     UnitType,
     flatten_units,
     read_units,
@@ -66,7 +68,7 @@ def _unit_name(unit_type: int) -> str:
         return f"type {unit_type}"
 
 
-def _describe(unit) -> str:  # type: ignore[no-untyped-def]
+def _describe(unit: Unit) -> str:
     if isinstance(unit, StartUnit):
         return f"general_profile_idc={unit.general_profile_idc}"
     if isinstance(unit, ModelParameterSet):
@@ -138,7 +140,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         # bits per parameter: the units that carried a tensor, shared by all
         # tensors carried by exactly those units (block members, mapped elements)
         sizes = {(i, j): u.size for i, j, u in flatten_units(units)}
-        per_group: dict[tuple, int] = {}
+        per_group: dict[tuple[Any, ...], int] = {}
         for t in tensors:
             per_group[t.carried_by] = per_group.get(t.carried_by, 0) + t.values.size
         print()
@@ -153,7 +155,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_base(paths: list[str] | None):  # type: ignore[no-untyped-def]
+def _load_base(paths: list[str] | None) -> Mapping[str, np.ndarray] | list[bytes] | None:
     """The base of --base: one model (.npz or any installed plugin's format),
     or NNR bitstreams (.nnr: a base and its earlier updates, decoded in order)."""
     if not paths:
@@ -184,7 +186,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             total = sum(int(np.prod(reader.info(n).shape, dtype=np.int64)) for n in names)
             with Progress("decode", total, quiet=args.quiet) as bar:
                 tensors = _Selected(reader, names, bar)
-                model = NNRModel(tensors, topology=topology_of(reader.units))  # type: ignore[arg-type]
+                model = NNRModel(tensors, topology=topology_of(reader.units))  # type: ignore[arg-type]  # a read-only mapping, decoding as it is read
                 write_model(model, output, framework=args.framework, template=args.template)
             count = len(names)
     if not args.quiet:
@@ -236,7 +238,7 @@ class _Selected(Mapping[str, np.ndarray]):
     def __len__(self) -> int:
         return len(self.names)
 
-    def items(self) -> Iterator[tuple[str, np.ndarray]]:  # type: ignore[override]
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:  # type: ignore[override]  # a generator (decoding in order), not an ItemsView
         if not self.all:  # a few tensors: each decoded alone
             yield from super().items()
             return
@@ -335,7 +337,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _name_value(text: str, kind, option: str) -> tuple[str, object]:  # type: ignore[no-untyped-def]
+def _name_value(text: str, kind: Callable[[str], object], option: str) -> tuple[str, object]:
     name, sep, value = text.rpartition("=")
     if not sep or not name:
         raise ConfigError(f"{option} {text!r}: expected NAME=VALUE")
@@ -345,9 +347,9 @@ def _name_value(text: str, kind, option: str) -> tuple[str, object]:  # type: ig
         raise ConfigError(f"{option} {text!r}: {value!r} is not a valid value") from None
 
 
-def _reduction_options(args: argparse.Namespace) -> dict:
+def _reduction_options(args: argparse.Namespace) -> dict[str, Any]:
     """Encoder options of the parameter-reduction flags (clause 8)."""
-    options: dict = {"sparsity": args.sparsity, "structured_sparsity": args.structured_sparsity,
+    options: dict[str, Any] = {"sparsity": args.sparsity, "structured_sparsity": args.structured_sparsity,
                      "local_scaling": args.local_scaling}
     if args.prune:
         options["prune"] = dict(_name_value(p, float, "--prune") for p in args.prune)

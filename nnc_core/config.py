@@ -130,7 +130,7 @@ class EncoderConfig:
     unification: tuple[int, int] | None = None
     low_rank: int | Mapping[str, int] | None = None
     local_scaling: bool = False
-    performance_maps: Mapping[str, list] | None = None
+    performance_maps: Mapping[str, list[Any]] | None = None
     scan_order: int = 0
     cabac_unary_length_minus1: int = 10
     param_opt: bool = True
@@ -197,7 +197,7 @@ def _int_in(config: EncoderConfig, name: str, low: int, high: int) -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError(f"{name} {value!r} must be an integer")
-    if not low <= value <= high:
+    if not low <= value <= high:  # type: ignore[operator]  # typeshed's numbers.Integral declares no comparisons
         raise ConfigError(f"{name} {value} outside {low}..{high}")
 
 

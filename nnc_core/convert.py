@@ -87,7 +87,7 @@ def match_tensors(source: NNRModel, destination: NNRModel) -> dict[str, str]:
     Names that exist in both with equal content match first; the others by
     content alone (dtype, shape and bytes).
     """
-    by_content: dict[tuple, list[str]] = {}
+    by_content: dict[tuple[Any, ...], list[str]] = {}
     for name, value in source.tensors.items():
         by_content.setdefault(_key(value), []).append(name)
     matched: dict[str, str] = {}
@@ -205,8 +205,7 @@ def _shortest(converters: list[TopologyConverter], source: str, target: str) -> 
         here = queue.popleft()
         if here == target:
             chain: list[TopologyConverter] = []
-            while came[here] is not None:
-                step = came[here]
+            while (step := came[here]) is not None:
                 chain.append(step)
                 here = step.source_framework
             return chain[::-1]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
@@ -41,6 +42,7 @@ from nnc_core import dtypes
 from nnc_core.bitstream.layout import coded_shape, coded_view, decoded_view
 from nnc_core.bitstream.units import (
     CompressedDataUnit,
+    IntegerCodebook,
     LayerParameterSet,
     ModelParameterSet,
     NduHeader,
@@ -98,7 +100,7 @@ BLOCK_ID_ORDER = ("weight", "ls", "bn.beta", "bn.gamma", "bn.mean", "bn.var", "b
 BLOCK_CODING_ORDER = ("ls", "bias", "bn.beta", "bn.gamma", "bn.mean", "bn.var", "weight")
 
 
-def _block_members(h: NduHeader, where: dict) -> list[tuple[str, str, tuple[int, ...], int]]:
+def _block_members(h: NduHeader, where: dict[str, Any]) -> list[tuple[str, str, tuple[int, ...], int]]:
     """(role, name, shape, codebook index or -1) of each member, in coding order.
 
     Non-weight members have one entry per row of the weight's coded view:
@@ -125,7 +127,7 @@ def _block_members(h: NduHeader, where: dict) -> list[tuple[str, str, tuple[int,
             **where,
         )
     names = dict(zip(roles, h.element_ids))
-    members = []
+    members: list[tuple[str, str, tuple[int, ...], int]] = []
     for role in BLOCK_CODING_ORDER:
         if role == "weight" and cpt & ParameterTypes.NNR_CPT_DC:
             rank, rows = h.decomposition_rank or 0, h.g_number_of_rows or 0
@@ -140,7 +142,7 @@ def _block_members(h: NduHeader, where: dict) -> list[tuple[str, str, tuple[int,
     return members
 
 
-def _factor_member(h: NduHeader, factor: str, where: dict) -> tuple[str, str, tuple[int, ...], int]:
+def _factor_member(h: NduHeader, factor: str, where: dict[str, Any]) -> tuple[str, str, tuple[int, ...], int]:
     """(role, name, shape, codebook index) of a decomposition factor sent alone:
     G is ``g_number_of_rows x decomposition_rank``, H ``decomposition_rank x
     (prod(tensor_dimensions) / g_number_of_rows)``."""
@@ -184,7 +186,7 @@ class _Budget:
     limit: int
     used: int = 0
 
-    def check(self, name: str, shape: tuple[int, ...], where: dict) -> int:
+    def check(self, name: str, shape: tuple[int, ...], where: dict[str, Any]) -> int:
         """Refuse a shape larger than the whole budget; its element count."""
         count = int(np.prod(shape, dtype=object))
         if count > self.limit:
@@ -200,7 +202,7 @@ class _Budget:
             )
         return count
 
-    def take(self, name: str, shape: tuple[int, ...], where: dict) -> None:
+    def take(self, name: str, shape: tuple[int, ...], where: dict[str, Any]) -> None:
         count = self.check(name, shape, where)
         if self.used + count > self.limit:
             raise BitstreamError(
@@ -245,7 +247,7 @@ class _NduStep:
     """
 
     unit: CompressedDataUnit
-    where: dict
+    where: dict[str, Any]
     profile: int
     mps: ModelParameterSet
     lps: LayerParameterSet | None
@@ -264,7 +266,7 @@ class _Failure:
     error: BitstreamError
 
 
-def plan_bitstream(units: list, *, data_size: int, max_elements: int | None = None) -> Iterator[_NduStep | _Failure]:
+def plan_bitstream(units: list[Any], *, data_size: int, max_elements: int | None = None) -> Iterator[_NduStep | _Failure]:
     """The NDUs of parsed units (:func:`~nnc_core.bitstream.units.read_units`)
     as decoding steps, in stream order, from their headers alone.
 
@@ -282,7 +284,7 @@ def plan_bitstream(units: list, *, data_size: int, max_elements: int | None = No
     group = -1
     try:
         for index, inner, unit in flatten_units(units):
-            where = dict(unit_index=index, aggregated_index=inner, byte_offset=unit.offset)
+            where: dict[str, Any] = dict(unit_index=index, aggregated_index=inner, byte_offset=unit.offset)
             factor = _factor(unit, factor_g, where)
             if split is not None and isinstance(unit, (StartUnit, ModelParameterSet)):
                 raise BitstreamError(
@@ -349,7 +351,7 @@ class _naming:
             ) from e
 
 
-def _members(h: NduHeader, where: dict, budget: _Budget, factor: str | None) -> list[tuple[str, str, tuple[int, ...], int]]:
+def _members(h: NduHeader, where: dict[str, Any], budget: _Budget, factor: str | None) -> list[tuple[str, str, tuple[int, ...], int]]:
     """(role, name, shape, codebook index) of an NDU's tensors, taken from the element budget."""
     # the declared shape is bounded before anything reads it
     budget.check(str(h.element_ids[0]) if h.element_ids else "?", tuple(h.tensor_dimensions), where)
@@ -397,7 +399,7 @@ def decode_steps(
             if state is not None and step.split is not None:  # sequential: the parts before it are in
                 rows = assembling.setdefault(id(step.split), _Assembly()).rows
             job = functools.partial(_run_step, step, state, keep_stored, rows, float_dtype)
-            job.cost = sum(int(np.prod(shape, dtype=np.int64)) for _, _, shape, _ in step.members)  # type: ignore[attr-defined]
+            job.cost = sum(int(np.prod(shape, dtype=np.int64)) for _, _, shape, _ in step.members)  # type: ignore[attr-defined]  # a function attribute, read by ordered_map
             yield job
 
     group: list[DecodedTensor] = []
@@ -434,10 +436,10 @@ def _target_dtype(h: NduHeader, float_dtype: np.dtype | None) -> np.dtype | None
     """The dtype an NDU's tensors are returned in (None: as reconstructed)."""
     if float_dtype is not None and h.payload_type != PayloadType.NNR_PT_INT:
         return float_dtype
-    return dtypes.dtype_of(h.decompressed_data_format) if h.decompressed_data_format_present_flag else None
+    return dtypes.dtype_of(h.decompressed_data_format) if h.decompressed_data_format_present_flag else None  # type: ignore[arg-type]  # set whenever its flag is
 
 
-def _as_signalled(t: DecodedTensor, h: NduHeader, target: np.dtype | None, where: dict) -> DecodedTensor:
+def _as_signalled(t: DecodedTensor, h: NduHeader, target: np.dtype | None, where: dict[str, Any]) -> DecodedTensor:
     """A decoded tensor in its own shape and dtype: a scalar (no tensor
     dimensions) as 0-d, values in the dtype the header signals."""
     if not h.tensor_dimensions and h.tensor_dimensions_flag and t.values.size == 1 and t.role is None:
@@ -487,7 +489,7 @@ def decode_bitstream(
 
 
 def decode_units(
-    units: list,
+    units: list[Any],
     data_size: int,
     state: DecoderState | None = None,
     *,
@@ -502,18 +504,18 @@ def decode_units(
     return [t for group in decode_steps(steps, state, keep_stored=keep_stored, workers=workers) for t in group]
 
 
-def _factor(unit: object, factor_g: NduHeader | None, where: dict) -> str | None:
+def _factor(unit: object, factor_g: NduHeader | None, where: dict[str, Any]) -> str | None:
     """"G" or "H" for an NDU carrying one factor of a decomposed weight on its own
     (a non-block NDU with NNR_CPT_DC: G first, H in the very next unit), else None."""
-    h = getattr(unit, "header", None)
+    h = unit.header if isinstance(unit, CompressedDataUnit) else None
     alone = (
-        isinstance(unit, CompressedDataUnit)
+        h is not None
         and h.payload_type != PayloadType.NNR_PT_BLOCK
         and bool(h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC)
     )
     if factor_g is None:
         return "G" if alone else None
-    if not alone:
+    if h is None or not alone:  # h is None: not alone either (spelled out for the type checker)
         raise BitstreamError(
             f"decomposed weight {factor_g.element_ids[0]!r}: the unit after its G NDU must be the NDU carrying H", **where
         )
@@ -526,7 +528,7 @@ def _factor(unit: object, factor_g: NduHeader | None, where: dict) -> str | None
     return "H"
 
 
-def _start_split(unit: CompressedDataUnit, counter: int, where: dict) -> _Split:
+def _start_split(unit: CompressedDataUnit, counter: int, where: dict[str, Any]) -> _Split:
     h = unit.header
     if h.tensor_dimension_mapping is not None:
         raise BitstreamError("an NDU with a tensor dimension mapping cannot be split into parts", **where)
@@ -535,7 +537,7 @@ def _start_split(unit: CompressedDataUnit, counter: int, where: dict) -> _Split:
     return _Split(h, [str(i) for i in h.element_ids], counter)
 
 
-def _check_next_part(split: _Split, unit: CompressedDataUnit, counter: int, where: dict) -> None:
+def _check_next_part(split: _Split, unit: CompressedDataUnit, counter: int, where: dict[str, Any]) -> None:
     """The NDU must be the next part of the pending split tensor."""
     h = unit.header
     names = [str(i) for i in h.element_ids]
@@ -574,7 +576,7 @@ def _split_axis(t: DecodedTensor, header: NduHeader) -> int:
     return header.first_tensor_dimension_shift if t.values.ndim > 1 else 0
 
 
-def _add_part(split: _Split, assembly: _Assembly, results: list[DecodedTensor], counter: int, where: dict) -> None:
+def _add_part(split: _Split, assembly: _Assembly, results: list[DecodedTensor], counter: int, where: dict[str, Any]) -> None:
     if assembly.parts:
         for first, t in zip(assembly.parts[0], results):
             a, b = first.values, t.values
@@ -639,10 +641,11 @@ def _parent(
         if any(p is None or p.ndim != len(shape) for p in pieces) or m.concatenation_axis_index >= len(shape):
             return None
         try:
-            full = np.concatenate(pieces, axis=m.concatenation_axis_index)
+            # no piece is None (checked above)
+            joined = np.concatenate(cast("list[np.ndarray]", pieces), axis=m.concatenation_axis_index)
         except ValueError:
             return None
-        return full if full.shape == shape else None
+        return joined if joined.shape == shape else None
     full = known.get(name)
     if full is None:
         return None
@@ -733,7 +736,7 @@ def _decode_ndu(step: _NduStep, state: DecoderState | None, keep_stored: bool, r
     return results
 
 
-def _map_elements(h: NduHeader, results: list[DecodedTensor], where: dict) -> list[DecodedTensor]:
+def _map_elements(h: NduHeader, results: list[DecodedTensor], where: dict[str, Any]) -> list[DecodedTensor]:
     """Split the tensor of a multi-element NDU into its topology elements."""
     m = h.tensor_dimension_mapping
     if m is None:
@@ -753,7 +756,7 @@ def _map_elements(h: NduHeader, results: list[DecodedTensor], where: dict) -> li
     return out
 
 
-def _reconstruct(stored: np.ndarray, payload_type: int, qp: int | None, qp_density: int, codebook) -> np.ndarray:
+def _reconstruct(stored: np.ndarray, payload_type: int, qp: int | None, qp_density: int, codebook: IntegerCodebook | None) -> np.ndarray:
     if payload_type == PayloadType.NNR_PT_INT:
         return stored.astype(np.int32)
     step = quantization_step(qp or 0, qp_density)

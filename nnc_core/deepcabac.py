@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from nnc_core.errors import (
     NncMemoryError,
     QuantizationOverflowError,
 )
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+: for the type checker only (typeshed has typing_extensions)
+    from typing_extensions import Self
 
 __all__ = [
     "TensorCoding",
@@ -172,7 +175,7 @@ def _c_output(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _c_params(
-    shape: tuple[int, ...], coding: TensorCoding, base: np.ndarray | None, history: np.ndarray | None, keep: list
+    shape: tuple[int, ...], coding: TensorCoding, base: np.ndarray | None, history: np.ndarray | None, keep: list[object]
 ) -> Any:
     if not isinstance(coding, TensorCoding):
         raise ConfigError(f"coding must be a TensorCoding, not {type(coding).__name__}")
@@ -212,7 +215,7 @@ def _as_c_array(a: Any, dtype: type, size: int, what: str) -> np.ndarray:
     if arr.size != size:
         raise ConfigError(f"{what} has {arr.size} elements, the tensor has {size}")
     if arr.dtype != dtype:
-        converted = arr.astype(dtype)
+        converted: np.ndarray = arr.astype(dtype)
         if not np.array_equal(converted, arr):
             raise ConfigError(f"{what} values do not fit {np.dtype(dtype).name}")
         arr = converted
@@ -249,7 +252,7 @@ class _Handle:
             ffi.release(self._h)
             self._h = None
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -302,7 +305,7 @@ class Encoder(_Handle):
             history: HDSP: non-zero where an earlier version was non-zero.
         """
         arr = np.asarray(values)
-        keep: list = []
+        keep: list[object] = []
         params = _c_params(arr.shape, coding, base, history, keep)
         data = _as_c_array(arr, np.int32, arr.size, "values")
         self._call(lib.dcabac_enc_tensor, params, ffi.from_buffer("int32_t[]", data))
@@ -395,7 +398,7 @@ class Decoder(_Handle):
         shape = tuple(int(d) for d in shape)
         if any(d < 0 for d in shape):
             raise ConfigError(f"negative dimension in shape {shape}")
-        keep: list = []
+        keep: list[object] = []
         params = _c_params(shape, coding, base, history, keep)
         n_eps = lib.dcabac_num_entry_points(params)
         if n_eps < 0:
@@ -463,7 +466,7 @@ def _block_row_order(rows: int, width: int, block: int) -> np.ndarray:
 
 
 def _quantize(
-    fn: Any, weights: np.ndarray, step: float, scan_order: int, lambda_scale: float, cabac_unary_length_minus1: int
+    fn: Any, weights: np.ndarray, step: float | np.floating[Any], scan_order: int, lambda_scale: float, cabac_unary_length_minus1: int
 ) -> np.ndarray:
     """Validate the arguments, run a C quantizer, map its status to exceptions."""
     w = np.ascontiguousarray(weights, dtype=np.float32)
@@ -502,7 +505,7 @@ def _quantize(
 
 def dq_quantize(
     weights: np.ndarray,
-    step: float,
+    step: float | np.floating[Any],
     /,
     *,
     scan_order: int = 0,
@@ -546,7 +549,7 @@ def dq_quantize(
 
 def urq_quantize(
     weights: np.ndarray,
-    step: float,
+    step: float | np.floating[Any],
     /,
     *,
     scan_order: int = 0,

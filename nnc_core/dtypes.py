@@ -19,6 +19,8 @@ only when such a tensor is met.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from nnc_core.errors import ConfigError
@@ -85,7 +87,7 @@ def as_float32(values: np.ndarray) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def float_dtype(dtype: object) -> np.dtype | None:
+def float_dtype(dtype: Any) -> np.dtype | None:
     """A decoder's ``dtype`` option checked: None, or a float dtype (by name, e.g.
     ``"float16"``, ``"bfloat16"``, or a numpy dtype)."""
     if dtype is None:

@@ -269,7 +269,7 @@ class _Settings:
     param_opt: bool
     row_skipping: bool
     int_quant_bw: int | None
-    raw_float: frozenset
+    raw_float: frozenset[str]
     quantize: _Quantizer
     update: Any = None  # nnc_core.incremental: parent signalling of an incremental update
     local_scaling: bool = False
@@ -514,7 +514,7 @@ def write_stream(
 def _job(members: list[_Member], s: _Settings, state: ParseState, done: int, name: str) -> Callable[[], tuple[list[bytes], int, str]]:
     """Coding one tensor (block, part) on a worker thread; its cost is its element count."""
     job = functools.partial(_encode_job, members, s, state, done, name)
-    job.cost = sum(int(np.size(m.value)) for m in members)  # type: ignore[attr-defined]
+    job.cost = sum(int(np.size(m.value)) for m in members)  # type: ignore[attr-defined]  # a function attribute, read by ordered_map
     return job
 
 
@@ -665,11 +665,12 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
     at = next(i for i, m in enumerate(members) if m.role in ("weight", "G")) if block else 0
     lead = coded[at]
     scan = coded_scan_order(lead.stored.shape, s.scan_order)
-    node: dict = {}
+    node: dict[str, Any] = {}
     if s.update is not None:
         if s.update.omitted(coded):
             return b""  # an all-zero update is not sent (decoders keep the tensor as it was)
         node = s.update.node_fields(members, coded, at)
+    entry_points: list[EntryPoint]
     if lead.payload_type == PayloadType.NNR_PT_RAW_FLOAT:
         payload, entry_points = lead.stored.astype("<f4").tobytes(), []
     elif s.update is None:
@@ -720,7 +721,7 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
 
 
 def _payload(
-    coded: list[_Coded], scan_order: int, s: _Settings, parents: list | None = None, hdsp: bool = False
+    coded: list[_Coded], scan_order: int, s: _Settings, parents: list[Any] | None = None, hdsp: bool = False
 ) -> tuple[bytes, list[EntryPoint]]:
     """The DeepCABAC payload of an NDU's tensors and its entry points.
 

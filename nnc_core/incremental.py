@@ -184,12 +184,12 @@ class UpdateDecoder:
         self._node.update(nodes)
         return update
 
-    def _check(self, units: list) -> dict[str, tuple[int, int]]:
+    def _check(self, units: list[Any]) -> dict[str, tuple[int, int]]:
         """Refuse a bitstream that is not an update of what this decoder holds."""
         mps: ModelParameterSet | None = None
         nodes: dict[str, tuple[int, int]] = {}
         for index, inner, unit in flatten_units(units):
-            at = dict(unit_index=index, aggregated_index=inner, byte_offset=unit.offset)
+            at: dict[str, Any] = dict(unit_index=index, aggregated_index=inner, byte_offset=unit.offset)
             if isinstance(unit, ModelParameterSet):
                 mps = unit
                 if not self.reference:
@@ -215,7 +215,7 @@ class UpdateDecoder:
                     nodes[name] = (h.device_id or 0, h.parameter_id or 0)
         return nodes
 
-    def _check_parent(self, name: str, h: Any, depth: int, mps: ModelParameterSet | None, at: dict) -> None:
+    def _check_parent(self, name: str, h: Any, depth: int, mps: ModelParameterSet | None, at: dict[str, Any]) -> None:
         if h.parent_node_id_type != ICNN_NDU_ID:
             return  # payload-hash parents: what is hashed is not known (UNVERIFIED)
         known = self.state.put_node_depth.get(name)
@@ -257,20 +257,20 @@ class _StreamPlan:
         self.signal_base = signal_base
         self.device_id = device_id
 
-    def mps_fields(self) -> dict:
-        fields: dict = {"mps_parent_signalling_enabled_flag": True, "nnr_pre_flag": self.pre_flag}
+    def mps_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"mps_parent_signalling_enabled_flag": True, "nnr_pre_flag": self.pre_flag}
         if self.signal_base and self.mirror.reference:
             fields.update(base_model_id_present_flag=True, base_model_id=model_fingerprint(self.mirror.reference))
         return fields
 
-    def omitted(self, coded: list) -> bool:
+    def omitted(self, coded: list[Any]) -> bool:
         """An NDU whose stored integers are all zero is not sent, as NNCodec does,
         unless the receiver does not have a tensor of it yet: NNCodec omits those
         too (from the first stream of a session), which leaves the receiver
         without the tensor and its shape."""
         return all(c.name in self.mirror.reference for c in coded) and not any(np.any(c.stored) for c in coded)
 
-    def node_fields(self, members: list, coded: list, at: int) -> dict:
+    def node_fields(self, members: list[Any], coded: list[Any], at: int) -> dict[str, Any]:
         """NDU header fields: node id and parent reference of a tensor (block)."""
         lead = members[at].name
         state = self.mirror.state
@@ -304,7 +304,7 @@ class _StreamPlan:
             raise ConfigError(f"tensor {member.name!r} has no parent NDU for temporal context adaptation")
         return base, view(state.history.get(member.name), "history") if self.hdsp else None
 
-    def try_hdsp(self, parents: list) -> bool:
+    def try_hdsp(self, parents: list[Any]) -> bool:
         """The reference encoder tries HDSP on an NDU when all its tensors have a history."""
         return self.hdsp and all(h is not None for _, h in parents)
 
@@ -346,7 +346,7 @@ class UpdateEncoder:
     ) -> None:
         _check_session_options(options)
         self._mirror = UpdateDecoder(base)
-        self._plan = dict(tca=tca, hdsp=hdsp, pre_flag=pre_flag, signal_base=signal_base, device_id=device_id)
+        self._plan: dict[str, Any] = dict(tca=tca, hdsp=hdsp, pre_flag=pre_flag, signal_base=signal_base, device_id=device_id)
         self._config = EncoderConfig.of(config, **dict(options, row_skipping=row_skipping))
         self.error_feedback = error_feedback
         self._residual: dict[str, np.ndarray] = {}  # error feedback: what quantization left out
@@ -396,7 +396,7 @@ class UpdateEncoder:
                     self._residual[name] = d.astype(np.float32) if got is None else (d - got.astype(np.float32)).astype(np.float32)
         return data
 
-    def _code(self, update: dict, options: dict) -> tuple[bytes, dict[str, np.ndarray]]:
+    def _code(self, update: dict[str, Any], options: dict[str, Any]) -> tuple[bytes, dict[str, np.ndarray]]:
         _check_session_options(options)
         plan = _StreamPlan(self._mirror, **self._plan)
         extra = {k: options.pop(k) for k in ("topology", "progress") if k in options}

@@ -78,7 +78,7 @@ def decode_model(data: bytes | bytearray | memoryview, /, **options: Any) -> NNR
         return NNRModel(dict(reader.items()), topology=topology_of(reader.units))
 
 
-def topology_of(data: bytes | bytearray | memoryview | list, /) -> Topology | None:
+def topology_of(data: bytes | bytearray | memoryview | list[Any], /) -> Topology | None:
     """The topology a bitstream (or its parsed units) carries: its last NNR_TPL
     unit (headers only, no payload decoding)."""
     topology = None

@@ -19,7 +19,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from nnc_core.errors import ConfigError
 
@@ -45,8 +45,8 @@ def check_workers(workers: int | None) -> int:
     return int(workers)
 
 
-def _raiser(error: BaseException) -> Callable[[], T]:
-    def job() -> T:
+def _raiser(error: BaseException) -> Callable[[], NoReturn]:
+    def job() -> NoReturn:
         raise error
 
     return job

@@ -29,6 +29,7 @@ from nnc_core.bitstream.units import (
     read_units,
 )
 from nnc_core.decoding import (
+    DecodedTensor,
     DecoderState,
     _Failure,
     _NduStep,
@@ -166,7 +167,7 @@ class NNRReader(Mapping[str, np.ndarray]):
     def __contains__(self, name: object) -> bool:
         return name in self._info
 
-    def items(self) -> Iterator[tuple[str, np.ndarray]]:  # type: ignore[override]
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:  # type: ignore[override]  # a generator (decoding in order), not an ItemsView
         """Every tensor in stream order, decoded on the reader's threads as the
         iteration goes (only the tensors in flight are held).  A tensor the
         stream carries more than once comes once per occurrence."""
@@ -177,7 +178,7 @@ class NNRReader(Mapping[str, np.ndarray]):
                                     float_dtype=self._float_dtype):
             yield from self._finish(decoded).items()
 
-    def values(self) -> Iterator[np.ndarray]:  # type: ignore[override]
+    def values(self) -> Iterator[np.ndarray]:  # type: ignore[override]  # a generator (decoding in order), not a ValuesView
         return (value for _, value in self.items())
 
     def info(self, name: str) -> TensorInfo:
@@ -217,7 +218,7 @@ class NNRReader(Mapping[str, np.ndarray]):
             out.update(self._finish(decoded))
         return out
 
-    def _finish(self, decoded: list) -> dict[str, np.ndarray]:
+    def _finish(self, decoded: list[DecodedTensor]) -> dict[str, np.ndarray]:
         out = reduction.reconstruct(decoded, **self._options)
         return reduction.unprune(out, self._pruning) if self._pruning else out
 
@@ -228,7 +229,8 @@ def _read_only(state: DecoderState) -> DecoderState:
 
 
 def _group_info(
-    steps: list[_NduStep], sizes: dict, recompose: bool, apply_local_scaling: bool, pruning: Mapping,
+    steps: list[_NduStep], sizes: dict[tuple[int, int | None], int], recompose: bool, apply_local_scaling: bool,
+    pruning: Mapping[str, reduction.PrunedElement],
     float_dtype: np.dtype | None,
 ) -> list[TensorInfo]:
     """The tensors a group of NDUs yields after reconstruction, in its order."""
@@ -237,7 +239,7 @@ def _group_info(
     first = steps[0].unit.header
     payload = PayloadType(first.payload_type).name
     shapes: dict[str, tuple[int, ...]] = {}
-    dtypes: dict[str, np.dtype] = {}
+    dtypes: dict[str, np.dtype | str] = {}
     roles: dict[str, str] = {}
     for step in steps:
         h = step.unit.header

@@ -29,8 +29,9 @@ the unpruned layout.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -287,7 +288,7 @@ def parse_pruning_topology(data: bytes) -> dict[str, PrunedElement]:
     return out
 
 
-def read_pruning_topology(data: bytes | bytearray | memoryview | list) -> dict[str, PrunedElement]:
+def read_pruning_topology(data: bytes | bytearray | memoryview | list[Any]) -> dict[str, PrunedElement]:
     """The pruning topology of a bitstream, or of its parsed units (from its
     NNR_TPL units of storage format NNR_TPL_PRUN, uncompressed); empty if it
     has none."""
@@ -334,7 +335,7 @@ def unprune(decoded: Mapping[str, np.ndarray], topology: Mapping[str, PrunedElem
 # Weight unification
 
 
-def unify(w: np.ndarray, block: tuple[int, int], step: np.float32) -> np.ndarray:
+def unify(w: np.ndarray, block: tuple[int, int], step: float | np.floating[Any]) -> np.ndarray:
     """Weight unification of a coded 2-D view ``w`` (rows x columns): in each
     ``block[0] x block[1]`` tile (smaller at the edges) every value becomes
     ``sign(w) * m`` with ``m`` the tile's mean magnitude rounded to the
@@ -395,7 +396,7 @@ def local_scaling_factors(target: np.ndarray, reconstructed: np.ndarray, current
 # Decoder side
 
 
-def reconstruct(results: list, *, recompose: bool = True, apply_local_scaling: bool = False) -> dict[str, np.ndarray]:
+def reconstruct(results: list[Any], *, recompose: bool = True, apply_local_scaling: bool = False) -> dict[str, np.ndarray]:
     """``{name: values}`` of decoded tensors (:class:`nnc_core.decoding.DecodedTensor`)
     with the block tools applied, per NNR_PT_BLOCK:
 
@@ -408,8 +409,8 @@ def reconstruct(results: list, *, recompose: bool = True, apply_local_scaling: b
       (G and H are dropped).
     """
     out: dict[str, np.ndarray] = {}
-    blocks: dict[int, dict[str, object]] = {}
-    order: list[object] = []
+    blocks: dict[int, dict[str, Any]] = {}
+    order: list[Any] = []
     for t in results:
         header = getattr(t, "block", None)
         if header is None or not (recompose or apply_local_scaling):
@@ -431,12 +432,12 @@ def reconstruct(results: list, *, recompose: bool = True, apply_local_scaling: b
         names = {role: t.name for role, t in item.items() if role != "header"}
         if apply_local_scaling and "ls" in values:
             ls = values.pop("ls")
-            key = "G" if dc else "weight"
-            w = values[key]
+            scaled = "G" if dc else "weight"
+            w = values[scaled]
             axis = 0 if dc else h.first_tensor_dimension_shift
             shape = [1] * w.ndim
             shape[axis] = -1
-            values[key] = (w * ls.reshape(shape)).astype(w.dtype)
+            values[scaled] = (w * ls.reshape(shape)).astype(w.dtype)
         if recompose and dc:
             g, hh = values["G"], values.pop("H")
             # in float64, returned in G's dtype (float32, or the dtype the stream signals)
@@ -463,7 +464,7 @@ class Prepared:
     ranks: dict[str, int]  # weight name -> decomposition rank
 
 
-def _is_weight(value: object) -> bool:
+def _is_weight(value: Any) -> bool:
     return np.asarray(value).dtype.kind == "f" and np.ndim(value) > 1
 
 
@@ -472,7 +473,7 @@ def prepare(
     blocks: Mapping[str, Mapping[str, str]],
     shifts: Mapping[str, int],
     raw_float: Collection[str],
-    step_of,
+    step_of: Callable[[str], float],
     *,
     sparsity: float,
     structured_sparsity: float,
@@ -560,7 +561,7 @@ def prepare(
             shift = shifts.get(name, 0)
             view = np.moveaxis(w, shift, 0)
             unified = unify(view.reshape(view.shape[0], -1), block, step_of(name)).reshape(view.shape)
-            tensors[name] = np.ascontiguousarray(np.moveaxis(unified, 0, shift))
+            tensors[name] = np.ascontiguousarray(np.moveaxis(unified, 0, shift))  # type: ignore[index]  # the dict copied above
     ranks: dict[str, int] = {}
     if low_rank is not None:
         if codebook_mode:
@@ -601,15 +602,15 @@ def prepare(
                 continue
             if ls in tensors:
                 raise ConfigError(f"local_scaling would create tensor {ls!r}, but the model already has one of that name")
-            tensors[ls] = np.ones(np.shape(tensors[name])[shifts.get(name, 0)], dtype=np.float32)
+            tensors[ls] = np.ones(np.shape(tensors[name])[shifts.get(name, 0)], dtype=np.float32)  # type: ignore[index]  # the dict copied above
             if bid is None:
                 bid = name
                 while bid in blocks:
                     bid += "+"
                 blocks[bid] = {"weight": name, "ls": ls}
             else:
-                blocks[bid]["ls"] = ls
-    return Prepared(tensors, blocks, topology, ranks)
+                blocks[bid]["ls"] = ls  # type: ignore[index]  # blocks: the dicts copied at the top
+    return Prepared(tensors, blocks, topology, ranks)  # type: ignore[arg-type]  # blocks: the dicts copied at the top
 
 
 # ---------------------------------------------------------------------------
@@ -623,14 +624,14 @@ _MAP_FIELDS = {
 }
 
 
-def check_performance_maps(maps: Mapping[str, Iterable[Mapping[str, object]]] | None) -> dict[str, list[dict]]:
+def check_performance_maps(maps: Mapping[str, Iterable[Mapping[str, Any]]] | None) -> dict[str, list[dict[str, Any]]]:
     """Validated performance maps for the MPS: kind -> entries, each with the
     numbers of its kind (floats), optional ``class_accuracy`` (list of floats)
     and ``class_bitmask`` (int), and for unification ``reshaped_tensor_dimensions``,
     ``super_block_dimensions`` and ``block_dimensions`` (lists of ints).  They
     are metadata for the receiver (accuracies the encoder cannot measure);
     no decoding step depends on them."""
-    out: dict[str, list[dict]] = {}
+    out: dict[str, list[dict[str, Any]]] = {}
     for kind, entries in (maps or {}).items():
         if kind not in _MAP_FIELDS:
             raise ConfigError(f"performance_maps: unknown kind {kind!r}; kinds are {list(_MAP_FIELDS)}")
@@ -642,7 +643,7 @@ def check_performance_maps(maps: Mapping[str, Iterable[Mapping[str, object]]] | 
             }
             if unknown:
                 raise ConfigError(f"performance_maps[{kind!r}]: unknown fields {sorted(unknown)}")
-            e: dict = {}
+            e: dict[str, Any] = {}
             try:
                 for key in _MAP_FIELDS[kind]:
                     e[key] = float(entry[key])

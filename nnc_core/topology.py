@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from nnc_core.bitstream.units import TopologyStorageFormat, TopologyUnit, UnitType
 from nnc_core.errors import BitstreamError, ConfigError
@@ -55,7 +56,7 @@ class Topology:
         )
 
     @classmethod
-    def from_unit(cls, unit: TopologyUnit, *, max_bytes: int = MAX_TOPOLOGY_BYTES, where: dict | None = None) -> Topology:
+    def from_unit(cls, unit: TopologyUnit, *, max_bytes: int = MAX_TOPOLOGY_BYTES, where: dict[str, Any] | None = None) -> Topology:
         where = where or {}
         data = bytes(unit.topology_data)
         if unit.topology_compression_format == TOPOLOGY_DEFLATE:
@@ -68,7 +69,7 @@ class Topology:
         return cls(unit.topology_storage_format, data)
 
 
-def _inflate(data: bytes, max_bytes: int, where: dict) -> bytes:
+def _inflate(data: bytes, max_bytes: int, where: dict[str, Any]) -> bytes:
     # Raw deflate first; a zlib-wrapped stream (header 0x78) is accepted too.
     for wbits in (-15, 15):
         unpacker = zlib.decompressobj(wbits)

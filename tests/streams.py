@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from levels import dq_stored_integers, laplace_levels
 from nnc_core.bitstream.layout import build_ndu, coded_view, concatenate_elements, decoded_view, split_tensor
 from nnc_core.bitstream.units import (
     LayerParameterSet,
@@ -24,7 +25,6 @@ from nnc_core.bitstream.units import (
     read_units,
     write_unit,
 )
-from levels import dq_stored_integers, laplace_levels
 
 VECTORS = Path(__file__).parent / "vectors"
 

@@ -27,7 +27,7 @@ def test_annex_e_carriage(tmp_path, capsys):
 
 def test_annex_f_performance_metrics(capsys):
     result = _load("performance_metrics").main()
-    for qp, r in result.items():
+    for r in result.values():
         name, value = r["stated"]
         assert name == "psnr@weights" and value == np.float32(r["measured"]).item()
     assert 10 < result[-38]["measured"] - result[-30]["measured"] < 14  # step x4: ~12 dB

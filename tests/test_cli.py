@@ -57,9 +57,8 @@ def test_failed_decode_leaves_previous_output_intact(tmp_path, capsys):
 def test_info_shows_aggregated_units_nested(tmp_path, capsys):
     import numpy as np
 
-    from streams import structured_stream
-
     from nnc_core.bitstream.units import AggregateUnit, read_units
+    from streams import structured_stream
 
     stream, expected = structured_stream(np.random.default_rng(3))
     path = tmp_path / "structured.nnr"

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from nnc_core import BitstreamError, EncodeError
 from nnc_core.bitstream.units import read_units
-from nnc_core.deepcabac import Decoder, TensorCoding, encode_tensor
 from nnc_core.decoding import decode_bitstream
+from nnc_core.deepcabac import Decoder, TensorCoding, encode_tensor
 
 REGRESSIONS = Path(__file__).resolve().parent.parent / "fuzz" / "regressions"
 PYTHON_INPUTS = sorted((REGRESSIONS / "python").iterdir())
@@ -61,9 +61,9 @@ def test_empty_tensor_with_huge_dimensions():
         "elements (unit 3, byte offset 18)"
     )
     # the same with only a few, small dimensions: an empty tensor decodes
-    from streams import start
     from nnc_core.bitstream.layout import build_ndu
     from nnc_core.bitstream.units import write_unit
+    from streams import start
 
     head, state = start()
     ndu = build_ndu(np.zeros((0, 3), np.int32), ["e"])

@@ -12,6 +12,7 @@ from nnc_core.bitstream.units import CompressedDataUnit, ModelParameterSet, read
 from nnc_core.cli import main
 from nnc_core.incremental import model_fingerprint
 
+
 def _model(rng, scale=1.0):
     return {
         "fc1.weight": (0.1 * scale * rng.standard_normal((24, 16))).astype(np.float32),
@@ -186,7 +187,7 @@ def test_error_feedback_carries_the_quantization_residual(rng):
         encoder.encode_update(step)
     sent = fed.reference["fc1.weight"] - model["fc1.weight"]
     np.testing.assert_allclose(fed._residual["fc1.weight"], step["fc1.weight"] - sent, atol=1e-6)
-    for k in range(3):
+    for _ in range(3):
         data = fed.encode_update(step)
         plain.encode_update(step)
     mps, _ = _units(data)

@@ -16,8 +16,17 @@ import pytest
 
 from levels import DQ_NEXT, scan_segments
 from nnc_core._deepcabac import lib
-from nnc_core.deepcabac import Encoder, TensorCoding, _quantize, decode_tensor, dq_quantize, encode_tensor, scan_positions, urq_quantize
 from nnc_core.decoding import decode_bitstream, quantization_step
+from nnc_core.deepcabac import (
+    Encoder,
+    TensorCoding,
+    _quantize,
+    decode_tensor,
+    dq_quantize,
+    encode_tensor,
+    scan_positions,
+    urq_quantize,
+)
 from nnc_core.encoding import uniform_quantize
 from nnc_core.errors import ConfigError, EncodeError, QuantizationOverflowError
 

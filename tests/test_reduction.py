@@ -10,7 +10,7 @@ import nnc_core
 from nnc_core import reduction
 from nnc_core.bitstream.units import CompressedDataUnit, ParameterTypes, TopologyStorageFormat, TopologyUnit, read_units
 from nnc_core.cli import main
-from nnc_core.decoding import decode_bitstream, quantization_step
+from nnc_core.decoding import quantization_step
 from nnc_core.encoding import uniform_quantize
 from nnc_core.errors import BitstreamError, ConfigError
 

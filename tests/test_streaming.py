@@ -15,17 +15,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nnc_core.bitstream.units import CompressedDataUnit, NduHeader, ParameterTypes, PayloadType, UnitType, write_unit
-from nnc_core.deepcabac import Encoder, TensorCoding
-from streams import start, structured_stream, unit_bytes, vector
 
 import nnc_core
 from nnc_core import BitstreamError, ConfigError
-from nnc_core.bitstream.units import aggregate_unit, read_units
+from nnc_core.bitstream.units import (
+    CompressedDataUnit,
+    NduHeader,
+    ParameterTypes,
+    PayloadType,
+    UnitType,
+    aggregate_unit,
+    read_units,
+    write_unit,
+)
 from nnc_core.cli import main
 from nnc_core.decoding import DecoderState, decode_bitstream
+from nnc_core.deepcabac import Encoder, TensorCoding
 from nnc_core.parallel import ordered_map
 from nnc_core.plugins.npz import NpzTensors, write_npz
+from streams import start, structured_stream, unit_bytes, vector
 
 ROOT = Path(__file__).parent / "vectors"
 MANIFEST = json.loads((ROOT / "manifest.json").read_text())

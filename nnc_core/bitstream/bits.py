@@ -15,6 +15,7 @@ The reader never reads past the end of its buffer: it raises
 
 from __future__ import annotations
 
+import builtins
 import struct
 
 from nnc_core.errors import BitstreamError
@@ -112,7 +113,8 @@ class BitReader:
 
     def flt(self, what: str = "field") -> float:
         raw = bytes(self.u(8, what) for _ in range(4))
-        return struct.unpack("<f", raw)[0]
+        value: float = struct.unpack("<f", raw)[0]
+        return value
 
     def st(self, what: str = "string") -> str:
         if not self.byte_aligned:
@@ -213,12 +215,13 @@ class BitWriter:
         if self._nbits:
             self.u(8 - self._nbits, 0)
 
-    def bytes(self, data: bytes) -> None:
+    def bytes(self, data: builtins.bytes | memoryview) -> None:
         if not self.byte_aligned:
             raise ValueError("raw bytes must start byte-aligned")
         self._out += data
 
-    def getvalue(self) -> bytes:
+    # builtins.bytes: below its definition in the class body, `bytes` names the method above
+    def getvalue(self) -> builtins.bytes:
         if not self.byte_aligned:
             raise ValueError("bit writer is not byte-aligned")
         return bytes(self._out)

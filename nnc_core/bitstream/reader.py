@@ -9,6 +9,7 @@ its units; :func:`flatten_units` walks them in decoding order.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from nnc_core.bitstream.bits import BitReader
 from nnc_core.bitstream.syntax import (
@@ -47,14 +48,14 @@ __all__ = ["read_units", "flatten_units"]
 # clause 7.3.x syntax
 
 
-def _performance_maps(r: BitReader, flags: dict[str, bool]) -> dict:
+def _performance_maps(r: BitReader, flags: dict[str, bool]) -> dict[str, Any]:
     """Performance maps of an MPS/LPS (metadata only; layout as NNCodec reads them)."""
-    maps: dict = {}
+    maps: dict[str, Any] = {}
     if flags.get("sparsification"):
         count = r.u(8, "spm_count_thresholds")
-        entries = []
+        entries: list[dict[str, Any]] = []
         for _ in range(max(count - 1, 0)):
-            e = {"threshold": r.flt(), "non_zero_ratio": r.flt(), "accuracy": r.flt()}
+            e: dict[str, Any] = {"threshold": r.flt(), "non_zero_ratio": r.flt(), "accuracy": r.flt()}
             classes = r.u(8, "spm_count_classes")
             e["class_bitmask"] = r.ue(7)
             e["class_accuracy"] = [r.flt() for _ in range(classes)]
@@ -75,7 +76,7 @@ def _performance_maps(r: BitReader, flags: dict[str, bool]) -> dict:
         entries = []
         for _ in range(max(count - 1, 0)):
             dims = r.ue(1)
-            e: dict = {"reshaped_tensor_dimensions": [r.ue(7) for _ in range(max(dims - 1, 0))]}
+            e = {"reshaped_tensor_dimensions": [r.ue(7) for _ in range(max(dims - 1, 0))]}
             r.byte_alignment()
             n = r.u(8)
             e["super_block_dimensions"] = [r.u(8) for _ in range(max(n - 1, 0))]
@@ -164,7 +165,7 @@ def _read_lps(r: BitReader, unit: LayerParameterSet) -> None:
     r.byte_alignment()
 
 
-def _read_element_ids(r: BitReader, indexed: bool) -> list:
+def _read_element_ids(r: BitReader, indexed: bool) -> list[Any]:
     count = r.ue(7, "count_topology_elements_minus2") + 2
     if count > r.bits_left():
         raise r.error(f"topology element list of {count} entries cannot fit the unit")
@@ -336,7 +337,7 @@ def flatten_units(units: list[Unit]) -> Iterator[tuple[int, int | None, Unit]]:
 def _read_unit(
     buf: memoryview, offset: int, index: int, state: ParseState, end: int, aggregated_index: int | None = None
 ) -> Unit:
-    where = dict(unit_index=index, aggregated_index=aggregated_index)
+    where: dict[str, Any] = dict(unit_index=index, aggregated_index=aggregated_index)
     container = "bitstream" if aggregated_index is None else "aggregate unit"
     r = BitReader(buf, offset, end, **where)
     long_size = r.u(1, "nnr_unit_size_flag")
@@ -356,7 +357,7 @@ def _read_unit(
     independent = r.flag()
     partial_present = r.flag()
     partial = r.u(8, "partial_data_counter") if partial_present else None
-    common = dict(
+    common: dict[str, Any] = dict(
         unit_type=unit_type,
         offset=offset,
         size=size,
@@ -380,7 +381,7 @@ def _read_unit(
         )
 
     if unit_type == UnitType.NNR_STR:
-        unit: Unit = StartUnit(**common, general_profile_idc=r.u(8, "general_profile_idc"))
+        unit = StartUnit(**common, general_profile_idc=r.u(8, "general_profile_idc"))
         if unit.general_profile_idc not in (0, 1):
             raise r.error(f"general_profile_idc {unit.general_profile_idc} is not supported")
         state.general_profile_idc = unit.general_profile_idc

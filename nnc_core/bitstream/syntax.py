@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "UnitType", "AggregateUnitType", "PayloadType", "ParameterTypes", "TopologyStorageFormat", "ICNN_NDU_ID",
@@ -111,7 +112,7 @@ class ModelParameterSet(Unit):
     performance_metric_type: str | None = None
     mps_qp_density: int | None = None
     mps_quantization_parameter: int | None = None
-    performance_maps: dict = field(default_factory=dict)
+    performance_maps: dict[str, Any] = field(default_factory=dict)
     validation_set_performance: float | None = None
 
 
@@ -124,7 +125,7 @@ class LayerParameterSet(Unit):
     lps_quantization_method_flags: int = 0
     lps_qp_density: int | None = None
     lps_quantization_parameter: int | None = None
-    performance_maps: dict = field(default_factory=dict)
+    performance_maps: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -132,7 +133,7 @@ class TopologyUnit(Unit):
     topology_storage_format: int = 0
     topology_compression_format: int = 0
     topology_data: bytes = b""
-    element_ids: list = field(default_factory=list)  # NNR_TPL_REFLIST
+    element_ids: list[Any] = field(default_factory=list)  # NNR_TPL_REFLIST
 
 
 @dataclass
@@ -180,7 +181,7 @@ class NduHeader:
     multiple_topology_elements_present_flag: bool = False
     decompressed_data_format_present_flag: bool = False
     input_parameters_present_flag: bool = True
-    element_ids: list = field(default_factory=list)  # names (str) or indices (int)
+    element_ids: list[Any] = field(default_factory=list)  # names (str) or indices (int)
     node_id_present_flag: bool = False
     device_id: int = 0
     parameter_id: int | None = None

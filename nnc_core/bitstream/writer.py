@@ -6,6 +6,7 @@ serialised units in an NNR_AGG unit, :func:`write_units` joins a stream.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from nnc_core.bitstream.bits import BitWriter
 from nnc_core.bitstream.syntax import (
@@ -35,7 +36,7 @@ __all__ = ["write_unit", "write_units", "aggregate_unit", "write_integer_codeboo
 
 
 
-def _write_performance_maps(w: BitWriter, maps: dict, kinds: tuple[str, ...]) -> None:
+def _write_performance_maps(w: BitWriter, maps: dict[str, Any], kinds: tuple[str, ...]) -> None:
     for kind in kinds:
         if kind not in maps:
             continue
@@ -123,7 +124,7 @@ def _write_lps(w: BitWriter, u: LayerParameterSet) -> None:
     w.byte_alignment()
 
 
-def _write_element_ids(w: BitWriter, ids: list, indexed: bool) -> None:
+def _write_element_ids(w: BitWriter, ids: list[Any], indexed: bool) -> None:
     w.ue(7, len(ids) - 2)
     if not indexed:
         w.byte_alignment()

@@ -20,9 +20,10 @@ import importlib.util
 import os
 import sys
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 
@@ -125,7 +126,8 @@ class PluginManager(pluggy.PluginManager):
         for impl in self.hook.nnc_frameworks.get_hookimpls():  # registration order: built-ins first
             dist, version = self._distributions.get(impl.plugin_name, ("?", "?"))
             try:
-                records = list(impl.function())
+                # pluggy types a hook implementation's result as object; the hookspec says an iterable
+                records = list(cast("Iterable[object]", impl.function()))
             except Exception as e:
                 self._fail(impl.plugin_name, dist, version, f"nnc_frameworks failed: {type(e).__name__}: {e}")
                 continue
@@ -152,7 +154,7 @@ class PluginManager(pluggy.PluginManager):
         out: list[TopologyConverter] = []
         for impl in self.hook.nnc_topology_converters.get_hookimpls():
             try:
-                out.extend(r for r in impl.function() if isinstance(r, TopologyConverter))
+                out.extend(r for r in cast("Iterable[object]", impl.function()) if isinstance(r, TopologyConverter))
             except Exception as e:
                 dist, version = self._distributions.get(impl.plugin_name, ("?", "?"))
                 self._fail(impl.plugin_name, dist, version, f"nnc_topology_converters failed: {type(e).__name__}: {e}")
@@ -281,7 +283,7 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_plugin_manager() -> PluginManager:
     """The process's plugin manager, loaded on first use (``cache_clear()`` resets it)."""
     pm = PluginManager()

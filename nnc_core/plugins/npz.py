@@ -25,7 +25,7 @@ CARRIAGE_KEY = "__nnr__"
 
 
 @hookimpl
-def nnc_frameworks():  # type: ignore[no-untyped-def]
+def nnc_frameworks() -> Iterator[FrameworkPlugin]:
     yield FrameworkPlugin(
         name="numpy",
         adapter="nnc_core.plugins.npz:NpzAdapter",
@@ -55,7 +55,7 @@ class NpzAdapter:
 
     def embed(self, bitstream: bytes, destination: Path, /, *, template: Source | None = None) -> None:
         payload = np.frombuffer(bitstream, dtype=np.uint8)
-        write_atomically(destination, lambda f: np.savez(f, **{CARRIAGE_KEY: payload}))
+        write_atomically(destination, lambda f: np.savez(f, **{CARRIAGE_KEY: payload}))  # type: ignore[arg-type]  # numpy's stub: **kwds might hold allow_pickle
 
     def extract(self, source: Path, /) -> bytes | None:
         with np.load(str(source), allow_pickle=False) as archive:

@@ -11,6 +11,8 @@ once, checked, cached).  Importing this module imports pytest and numpy only.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -20,19 +22,19 @@ __all__ = ["faces", "fer_h5", "image", "nude_nnef", "nude_onnx"]
 
 
 @pytest.fixture(scope="session")
-def fer_h5():
+def fer_h5() -> Path:
     """A Keras facial-expression classifier (.h5), 48x48 grey faces in."""
     return pretrained.path("fer-emotion")
 
 
 @pytest.fixture(scope="session")
-def nude_onnx():
+def nude_onnx() -> Path:
     """nudenet's YOLOv8n detector (.onnx, 3.0 M parameters), 1x3x320x320 in."""
     return pretrained.path("nudenet-320n")
 
 
 @pytest.fixture(scope="session")
-def nude_nnef(nude_onnx, tmp_path_factory):
+def nude_nnef(nude_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """nudenet's YOLOv8n as an NNEF folder (nnef-tools, as a user with the ONNX file would)."""
     from nnc_nnef.convert import from_onnx
 
@@ -42,7 +44,7 @@ def nude_nnef(nude_onnx, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def faces():
+def faces() -> np.ndarray:
     """A 1x64x64x1 input for ``fer_h5``: random 8x8 blocks."""
     rng = np.random.default_rng(2024)
     x = rng.random((1, 8, 8, 1), dtype=np.float32)
@@ -50,6 +52,6 @@ def faces():
 
 
 @pytest.fixture(scope="session")
-def image():
+def image() -> np.ndarray:
     """A random 1x3x320x320 input for ``nude_onnx``."""
     return np.random.default_rng(7).random((1, 3, 320, 320), dtype=np.float32)

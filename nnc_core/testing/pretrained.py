@@ -44,7 +44,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -295,13 +295,13 @@ def read_torch_zip(file: Path) -> dict[str, np.ndarray]:
 
     storages: dict[str, np.ndarray] = {}
 
-    def rebuild(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *_: object) -> np.ndarray:
+    def rebuild(storage: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *_: object) -> np.ndarray:
         item = storage.itemsize
         view = np.lib.stride_tricks.as_strided(storage[offset:], tuple(size), tuple(s * item for s in stride))
         return view.copy()
 
     class _Unpickler(pickle.Unpickler):
-        def find_class(self, module: str, name: str):  # type: ignore[no-untyped-def]
+        def find_class(self, module: str, name: str) -> Any:
             if (module, name) == ("collections", "OrderedDict"):
                 return collections.OrderedDict
             if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
@@ -310,7 +310,7 @@ def read_torch_zip(file: Path) -> dict[str, np.ndarray]:
                 return _Storage(_TORCH_STORAGES[name])
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
-        def persistent_load(self, pid):  # type: ignore[no-untyped-def]
+        def persistent_load(self, pid: Any) -> np.ndarray:
             _, storage_type, key, _location, _numel = pid
             if key not in storages:
                 storages[key] = np.frombuffer(zf.read(f"{prefix}data/{key}"), storage_type.dtype)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from nncodec.extensions import deepCABAC  # type: ignore[import-not-found]
-from nncodec.extensions.deepCABAC import HdspMode  # type: ignore[import-not-found]
+from nncodec.extensions import deepCABAC  # type: ignore[import-not-found]  # NNCodec is installed only in the nncodec and bench environments
+from nncodec.extensions.deepCABAC import HdspMode  # type: ignore[import-not-found]  # NNCodec is installed only in the nncodec and bench environments
 
 from nnc_core.deepcabac import ENTRY_POINT_DTYPE, TensorCoding
 
@@ -34,7 +34,7 @@ def _codebook_args(coding: TensorCoding) -> tuple[int, int]:
     return coding.codebook_size, coding.codebook_zero_offset
 
 
-def _hdsp_args(coding: TensorCoding, history: np.ndarray | None, *, encoding: bool) -> tuple:
+def _hdsp_args(coding: TensorCoding, history: np.ndarray | None, *, encoding: bool) -> tuple[Any, np.ndarray]:
     """NNCodec's (HdspMode, history) pair: AlwaysOff means no HDSP flag at all."""
     hist = _NO_HISTORY if history is None else np.ascontiguousarray(history, dtype=np.int8).reshape(-1)
     if not coding.parent_node_id_present_flag:
@@ -89,7 +89,7 @@ def entry_point_ints(eps: np.ndarray) -> np.ndarray:
     return np.array(packed, dtype=np.uint64)
 
 
-def _decoder(payload: bytes, coding: TensorCoding):  # type: ignore[no-untyped-def]
+def _decoder(payload: bytes, coding: TensorCoding) -> Any:  # NNCodec's deepCABAC.Decoder
     dec = deepCABAC.Decoder()
     buf = np.frombuffer(payload, dtype=np.uint8).copy()
     dec.setStream(buf)  # keeps buf alive (pybind11 keep_alive)
@@ -198,7 +198,7 @@ def quantize(
     return q, int(used)
 
 
-def nncodec_compression():  # type: ignore[no-untyped-def]
+def nncodec_compression() -> Any:  # the module nncodec.nnc.compression
     """NNCodec's ``nnc.compression`` module (``compress``/``decompress``).
 
     NNCodec imports its optional ``framework`` package (PyTorch, TensorFlow and
@@ -211,14 +211,14 @@ def nncodec_compression():  # type: ignore[no-untyped-def]
 
     if "nncodec.framework" not in sys.modules:
         fw = types.ModuleType("nncodec.framework")
-        fw.__path__ = []  # type: ignore[attr-defined]
+        fw.__path__ = []
         tfm = types.ModuleType("nncodec.framework.tensorflow_model")
-        tfm.is_tef_model = lambda model: False  # type: ignore[attr-defined]
+        tfm.is_tef_model = lambda model: False  # type: ignore[attr-defined]  # stand-in, filled by hand
         ptm = types.ModuleType("nncodec.framework.pytorch_model")
-        ptm.is_pyt_model = lambda model: False  # type: ignore[attr-defined]
+        ptm.is_pyt_model = lambda model: False  # type: ignore[attr-defined]  # stand-in, filled by hand
         uci = types.ModuleType("nncodec.framework.use_case_init")
-        uci.use_cases = {}  # type: ignore[attr-defined]
-        fw.tensorflow_model, fw.pytorch_model, fw.use_case_init = tfm, ptm, uci  # type: ignore[attr-defined]
+        uci.use_cases = {}  # type: ignore[attr-defined]  # stand-in, filled by hand
+        fw.tensorflow_model, fw.pytorch_model, fw.use_case_init = tfm, ptm, uci  # type: ignore[attr-defined]  # stand-in, filled by hand
         sys.modules.update(
             {
                 "nncodec.framework": fw,
@@ -227,6 +227,6 @@ def nncodec_compression():  # type: ignore[no-untyped-def]
                 "nncodec.framework.use_case_init": uci,
             }
         )
-    from nncodec.nnc import compression  # type: ignore[import-not-found]
+    from nncodec.nnc import compression  # type: ignore[import-not-found]  # NNCodec is installed only in the nncodec and bench environments
 
     return compression

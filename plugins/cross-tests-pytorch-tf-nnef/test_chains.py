@@ -12,7 +12,6 @@ import keras
 import numpy as np
 import pytest
 import torch
-from nnc_core.testing.frameworks import float_names, run_nnef, run_saved_model
 
 import crepe
 from crepe import model, program, tones  # noqa: F401 (fixtures)
@@ -20,6 +19,7 @@ from nnc_core.cli import main
 from nnc_core.convert import convert
 from nnc_core.model import decode_model, encode_model
 from nnc_core.plugins import read_model
+from nnc_core.testing.frameworks import float_names, run_nnef, run_saved_model
 
 CREPE_TENSORS = 38  # 6 x (conv weight, bias, 4 batch norm) + classifier weight, bias
 FLOAT_TOLERANCE = 1e-5  # onnxruntime / TorchScript kernels against torch's, sigmoid and softmax outputs

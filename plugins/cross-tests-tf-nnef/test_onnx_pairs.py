@@ -15,11 +15,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from nnc_core.testing.frameworks import float_names, run_nnef, run_onnx
 
 from nnc_core.convert import convert
 from nnc_core.model import decode_model, encode_model
 from nnc_core.plugins import get_plugin_manager, read_model, write_model
+from nnc_core.testing.frameworks import float_names, run_nnef, run_onnx
 
 LOSSY_TOLERANCE = 0.03  # softmax outputs
 

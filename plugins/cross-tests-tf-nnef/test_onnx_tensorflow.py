@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from nnc_core.testing.frameworks import float_names, run_onnx, run_saved_model
 
 from nnc_core.cli import main
 from nnc_core.convert import convert, match_tensors
 from nnc_core.errors import PluginError
 from nnc_core.model import decode_model, encode_model
 from nnc_core.plugins import read_model
+from nnc_core.testing.frameworks import float_names, run_onnx, run_saved_model
 
 SHAPE = (1, 3, 320, 320)
 VARIABLES = 127  # the SavedModel's: 64 conv kernels, 63 biases (the DFL conv has none)

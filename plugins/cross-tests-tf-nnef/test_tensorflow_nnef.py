@@ -13,12 +13,12 @@ from __future__ import annotations
 import keras
 import nnef
 import numpy as np
-from nnc_core.testing.frameworks import float_names, run_nnef
 
 from nnc_core.cli import main
 from nnc_core.convert import convert
 from nnc_core.model import decode_model, encode_model
 from nnc_core.plugins import read_model
+from nnc_core.testing.frameworks import float_names, run_nnef
 
 LOSSY_TOLERANCE = 0.03  # softmax outputs, as in the TensorFlow plugin's tests
 

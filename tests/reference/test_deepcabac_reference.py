@@ -125,7 +125,7 @@ def test_codebook_indices_match_reference(rng, profile, size, zero):
 def test_real_weights_match_reference(minilm, crepe_tiny, dq):
     """Weights of all-MiniLM-L6-v2 and CREPE quantized by NNCodec's own quantizer."""
     tensors = {k: v for k, v in list(minilm.items())[:24] + list(crepe_tiny.items()) if v.dtype == np.float32}
-    for name, w in tensors.items():
+    for w in tensors.values():
         block_scan = 2 if w.ndim >= 2 and w.shape[0] > 1 and w.size // w.shape[0] > 1 else 0
         # the trellis quantizer walks the coding order, so quantize per scan order
         for coding in (TensorCoding(dq_flag=dq, scan_order=block_scan), TensorCoding(dq_flag=dq, row_skip_flag=True)):

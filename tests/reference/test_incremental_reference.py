@@ -48,7 +48,7 @@ def _steps(minilm, rows=None, scale=0.05) -> list[dict[str, np.ndarray]]:
 
 def _nncodec():
     nnc = reference.nncodec_compression()
-    from nncodec.nnc_core.hdsp.hdsp_tool import HdspTool  # type: ignore[import-not-found]
+    from nncodec.nnc_core.hdsp.hdsp_tool import HdspTool  # type: ignore[import-not-found]  # NNCodec is installed only in the nncodec and bench environments
 
     return nnc, HdspTool
 

@@ -16,7 +16,6 @@ import pytest
 
 import nnc_core
 from nnc_core import reduction
-from nnc_core.decoding import decode_bitstream
 from nnc_core.encoding import blocks_from_parameter_types
 from nnc_core.testing import pretrained, reference
 
@@ -30,7 +29,7 @@ def _nncodec():
 def _ncore():
     """NNCodec's codec core package (after the framework stubs are in place)."""
     _nncodec()
-    from nncodec import nnc_core as ncore  # type: ignore[import-not-found]
+    from nncodec import nnc_core as ncore  # type: ignore[import-not-found]  # NNCodec is installed only in the nncodec and bench environments
 
     return ncore
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import nnef
 import numpy as np
@@ -123,7 +124,7 @@ class _Graph:
 
     def _batch_norms(self) -> None:
         """Join each ``batch_normalization`` to the block of the ``conv``/``linear`` feeding it."""
-        producer: dict[str, object] = {}
+        producer: dict[str, Any] = {}  # nnef operations (nnef is untyped)
         uses: dict[str, int] = {}
         for op in self.graph.operations:
             for name in op.outputs.values():
@@ -283,7 +284,8 @@ class NnefAdapter:
             units = read_units(data)
         except BitstreamError as e:
             raise ModelError(f"not an NNR bitstream: {e}") from e
-        header, by_label = b"", {}
+        header = b""
+        by_label: dict[str, bytes] = {}
         labels = {label for label, _, _ in graph.labels()}
         for unit in units:
             piece = data[unit.offset:unit.offset + unit.size]

@@ -1,11 +1,13 @@
 """Entry point of the NNEF plugin: declarations only."""
 
+from collections.abc import Iterator
+
 from nnc_core.bitstream.units import TopologyStorageFormat
 from nnc_core.plugins import FrameworkPlugin, TopologyConverter, hookimpl
 
 
 @hookimpl
-def nnc_frameworks():  # type: ignore[no-untyped-def]
+def nnc_frameworks() -> Iterator[FrameworkPlugin]:
     yield FrameworkPlugin(
         name="nnef",
         adapter="nnc_nnef.adapter:NnefAdapter",
@@ -19,7 +21,7 @@ def nnc_frameworks():  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def nnc_topology_converters():  # type: ignore[no-untyped-def]
+def nnc_topology_converters() -> Iterator[TopologyConverter]:
     yield TopologyConverter("onnx", "nnef", "nnc_nnef.convert:from_onnx", requires=("onnx", "nnef_tools"),
                             description="nnef-tools ONNX -> NNEF")
     yield TopologyConverter("nnef", "onnx", "nnc_nnef.convert:to_onnx", requires=("onnx", "nnef_tools"),

@@ -9,13 +9,13 @@ import struct
 import nnef
 import numpy as np
 import pytest
-from nnc_core.testing.frameworks import float_names, run_nnef
 
 from nnc_core.bitstream.units import TopologyStorageFormat, TopologyUnit, read_units
 from nnc_core.cli import main
 from nnc_core.errors import ModelError
 from nnc_core.model import decode_model, encode_model
 from nnc_core.plugins import get_plugin_manager, read_model, write_model
+from nnc_core.testing.frameworks import float_names, run_nnef
 from nnc_nnef.adapter import NNR_ITEM_TYPE, NnefAdapter
 
 # Lossy tolerance at the default QP (-38): outputs within 1e-3 of their

@@ -43,8 +43,8 @@ def _onnx2torch() -> Any:
         raise PluginError("this model uses NonMaxSuppression or RoiAlign, whose onnx2torch converters need torchvision")
 
     vision, ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
-    ops.nms = ops.roi_align = ops.box_convert = unavailable  # type: ignore[attr-defined]
-    vision.ops = ops  # type: ignore[attr-defined]
+    ops.nms = ops.roi_align = ops.box_convert = unavailable  # type: ignore[attr-defined]  # a stand-in module, filled by hand
+    vision.ops = ops  # type: ignore[attr-defined]  # a stand-in module, filled by hand
     sys.modules["torchvision"], sys.modules["torchvision.ops"] = vision, ops
     try:
         return importlib.import_module("onnx2torch")
@@ -52,7 +52,7 @@ def _onnx2torch() -> Any:
         del sys.modules["torchvision"], sys.modules["torchvision.ops"]
 
 
-def example_inputs_for(model: onnx.ModelProto) -> tuple:
+def example_inputs_for(model: onnx.ModelProto) -> tuple[Any, ...]:
     """Zeros shaped like the graph's inputs (unknown dimensions: 1)."""
     import torch
 

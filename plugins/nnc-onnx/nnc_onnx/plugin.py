@@ -1,11 +1,13 @@
 """Hook implementations of the ONNX plugin.  Imports no onnx."""
 
+from collections.abc import Iterator
+
 from nnc_core.bitstream.units import TopologyStorageFormat
 from nnc_core.plugins import FrameworkPlugin, TopologyConverter, hookimpl
 
 
 @hookimpl
-def nnc_frameworks():  # type: ignore[no-untyped-def]
+def nnc_frameworks() -> Iterator[FrameworkPlugin]:
     yield FrameworkPlugin(
         name="onnx",
         adapter="nnc_onnx.adapter:OnnxAdapter",
@@ -19,6 +21,6 @@ def nnc_frameworks():  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def nnc_topology_converters():  # type: ignore[no-untyped-def]
+def nnc_topology_converters() -> Iterator[TopologyConverter]:
     yield TopologyConverter("onnx", "pytorch", "nnc_onnx.convert:to_torch", requires=("onnx", "torch", "onnx2torch"),
                             description="onnx2torch, saved as TorchScript or torch.export")

@@ -50,9 +50,8 @@ import torch
 from nnc_core.bitstream.units import TopologyStorageFormat
 from nnc_core.errors import ModelError
 from nnc_core.files import write_atomically
-from nnc_core.plugins.npz import CARRIAGE_KEY
 from nnc_core.model import NNRModel, Topology
-
+from nnc_core.plugins.npz import CARRIAGE_KEY
 from nnc_pytorch.plugin import SUFFIXES
 
 __all__ = ["TorchAdapter", "load_state", "is_torchscript", "module_blocks", "CARRIAGE_KEY", "TOPOLOGY_FORMAT"]
@@ -108,7 +107,9 @@ class TorchAdapter:
             if template_path is not None:  # loaded once: its state gives the reference and, for .pt2/TorchScript, the graph
                 template = _load_file(template_path)
             template_state = _load_with_structure(template, structure=False, where=where)[0]
-            reference = {k: (str(v.dtype).removeprefix("torch."), list(v.shape)) for k, v in template_state.items()}
+            reference: dict[str, tuple[str, list[int]]] | None = {
+                k: (str(v.dtype).removeprefix("torch."), list(v.shape)) for k, v in template_state.items()
+            }
             what = f"template {where}"
         else:
             reference = _reference_from_topology(model)
@@ -191,7 +192,7 @@ def load_state(source: Any) -> dict[str, torch.Tensor]:
 
 
 def _load_with_structure(source: Any, structure: bool = True, where: str | None = None
-                         ) -> tuple[dict[str, torch.Tensor], dict, str | None]:
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, str]], str | None]:
     """State dict, blocks and module class of a source; ``where`` names it in
     errors (default: the path, or the object's type)."""
     where = where or _where(source)
@@ -321,7 +322,7 @@ def _exported_blocks(program: torch.export.ExportedProgram, state: Mapping[str, 
     for node in graph.nodes:
         if node.op != "call_function" or node.target not in bn_targets:
             continue
-        keys = [names.get(getattr(a, "name", None)) for a in node.args[1:5]]
+        keys: list[Any] = [names.get(getattr(a, "name", None)) for a in node.args[1:5]]  # None: not a state tensor (checked below)
         current = node.args[0]
         while current is not None and current not in by_node and len(current.users) == 1 \
                 and current.op == "call_function" and current.target in elementwise:
@@ -349,7 +350,7 @@ def _reference_from_topology(model: NNRModel) -> dict[str, tuple[str, list[int]]
         raise ModelError(f"the bitstream's PyTorch topology is not valid: {e}") from e
 
 
-def _state_from_model(model: NNRModel, reference: dict | None, what: str, destination: Path) -> dict[str, torch.Tensor]:
+def _state_from_model(model: NNRModel, reference: dict[str, tuple[str, list[int]]] | None, what: str, destination: Path) -> dict[str, torch.Tensor]:
     if reference is None:  # no template, no PyTorch topology: the decoded arrays as they are
         return {name: torch.from_numpy(np.array(v, order="C")) for name, v in model.tensors.items()}
     missing = [name for name in reference if name not in model.tensors]

@@ -20,7 +20,7 @@ __all__ = ["to_onnx", "OPSET"]
 OPSET = 17
 
 
-def _module_and_inputs(source: Any, example_inputs: Any) -> tuple[torch.nn.Module, tuple]:
+def _module_and_inputs(source: Any, example_inputs: Any) -> tuple[torch.nn.Module, tuple[Any, ...]]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.suffix.lower() != ".pt2":

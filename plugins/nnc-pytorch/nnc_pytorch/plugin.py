@@ -1,5 +1,7 @@
 """Hook implementations of the PyTorch plugin.  Imports no torch."""
 
+from collections.abc import Iterator
+
 from nnc_core.bitstream.units import TopologyStorageFormat
 from nnc_core.plugins import FrameworkPlugin, TopologyConverter, hookimpl
 
@@ -8,7 +10,7 @@ SUFFIXES = (".pt", ".pth", ".pt2")
 
 
 @hookimpl
-def nnc_frameworks():  # type: ignore[no-untyped-def]
+def nnc_frameworks() -> Iterator[FrameworkPlugin]:
     yield FrameworkPlugin(
         name="pytorch",
         adapter="nnc_pytorch.adapter:TorchAdapter",
@@ -23,6 +25,6 @@ def nnc_frameworks():  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def nnc_topology_converters():  # type: ignore[no-untyped-def]
+def nnc_topology_converters() -> Iterator[TopologyConverter]:
     yield TopologyConverter("pytorch", "onnx", "nnc_pytorch.convert:to_onnx", requires=("torch", "onnx"),
                             description="torch.onnx.export")

@@ -32,7 +32,7 @@ def crepe_class() -> type:
     assert spec is not None and spec.submodule_search_locations, "pip install --no-deps torchcrepe==0.0.24"
     file = Path(next(iter(spec.submodule_search_locations))) / "model.py"
     saved = sys.modules.get("torchcrepe")
-    sys.modules["torchcrepe"] = types.SimpleNamespace(PITCH_BINS=360)  # type: ignore[assignment]
+    sys.modules["torchcrepe"] = types.SimpleNamespace(PITCH_BINS=360)  # type: ignore[assignment]  # a stand-in for the module
     try:
         module_spec = importlib.util.spec_from_file_location("nnc_test_crepe_model", file)
         module = importlib.util.module_from_spec(module_spec)

@@ -13,7 +13,6 @@ import torch
 
 import crepe
 from crepe import model, tones  # noqa: F401 (fixtures)
-from nnc_core.cli import main
 from nnc_core.errors import ModelError, PluginError
 from nnc_core.model import decode_model, encode_model
 from nnc_core.plugins import get_plugin_manager, read_model, write_model

@@ -26,7 +26,6 @@ from nnc_core.errors import ModelError
 from nnc_core.files import write_atomically
 from nnc_core.model import NNRModel
 from nnc_core.plugins import Source
-
 from nnc_safetensors import folder
 from nnc_safetensors.folder import Checkpoint
 from nnc_safetensors.layout import DTYPES, Entry, MappedFile
@@ -95,7 +94,7 @@ class SafetensorsAdapter:
         return NNRModel(tensors, topology=folder.to_topology(checkpoint), framework="safetensors")  # type: ignore[arg-type]  # a read-only mapping
 
     def write(self, model: NNRModel, destination: Path, /, *, template: Source | None = None) -> None:
-        checkpoint = folder.from_topology(model.topology) if folder.is_ours(model.topology) else None
+        checkpoint = folder.from_topology(model.topology) if model.topology is not None and folder.is_ours(model.topology) else None
         if template is not None and checkpoint is None:
             checkpoint = folder.scan(Path(str(template)))
         destination = Path(destination)

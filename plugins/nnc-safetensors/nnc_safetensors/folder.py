@@ -38,7 +38,6 @@ from pathlib import Path, PurePosixPath
 
 from nnc_core.errors import BitstreamError, ModelError
 from nnc_core.topology import Topology
-
 from nnc_safetensors.layout import SafetensorsFile, parse_header, read_file
 from nnc_safetensors.plugin import TOPOLOGY_MAGIC
 

@@ -196,7 +196,7 @@ class FileWriter:
 
     def write(self, entry: Entry, value: np.ndarray) -> None:
         data = np.ascontiguousarray(value, dtype=DTYPES[entry.dtype].newbyteorder("<"))
-        view = memoryview(data.reshape(-1).view(np.uint8))
+        view = data.reshape(-1).view(np.uint8).data
         if view.nbytes != entry.nbytes:
             raise ModelError(f"{self.path}: tensor {entry.name!r} has {view.nbytes} bytes, its header says {entry.nbytes}")
         self.file.seek(self.start + entry.start)

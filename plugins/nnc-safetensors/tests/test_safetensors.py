@@ -23,9 +23,7 @@ from nnc_core.model import decode_model, encode_model
 from nnc_core.plugins import get_plugin_manager, read_model, write_model
 from nnc_core.testing import pretrained
 from nnc_core.topology import Topology
-
 from nnc_safetensors import folder as folder_document
-from nnc_safetensors.layout import DTYPES
 
 ROOT = Path(__file__).resolve().parents[3]
 

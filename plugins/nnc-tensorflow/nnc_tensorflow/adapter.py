@@ -46,7 +46,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -55,7 +55,7 @@ from nnc_core.errors import ModelError
 from nnc_core.model import NNRModel, Topology, topology_of
 
 
-def _tf():  # type: ignore[no-untyped-def]
+def _tf() -> tuple[Any, Any]:
     """keras and tensorflow, imported on first use (detecting a format imports neither)."""
     import keras
     import tensorflow as tf
@@ -63,7 +63,7 @@ def _tf():  # type: ignore[no-untyped-def]
     return keras, tf
 
 
-def _is_keras_model(obj: object) -> bool:
+def _is_keras_model(obj: object) -> TypeGuard[Any]:  # a keras.Model (keras is untyped)
     keras = sys.modules.get("keras")
     return keras is not None and isinstance(obj, keras.Model)
 
@@ -166,10 +166,14 @@ class KerasAdapter:
                     continue  # shared weights appear under every layer that uses them
                 tensors[w.path] = _nnr_value(w.path, w.numpy(), f"{where}, layer {layer.name!r} ({type(layer).__name__})")
             kernel, bias = _output_kernel(layer), getattr(layer, "bias", None)
-            if kernel is None or np.ndim(tensors.get(kernel.path)) < 2:
+            if kernel is None or np.ndim(tensors.get(kernel.path)) < 2:  # type: ignore[arg-type]  # np.ndim(None) is 0
                 continue
-            if bias is not None and hasattr(bias, "path") and np.ndim(tensors.get(bias.path)) == 1 \
-                    and tensors[kernel.path].shape[0] == tensors[bias.path].shape[0]:
+            if (
+                bias is not None
+                and hasattr(bias, "path")
+                and np.ndim(tensors.get(bias.path)) == 1  # type: ignore[arg-type]  # np.ndim(None) is 0
+                and tensors[kernel.path].shape[0] == tensors[bias.path].shape[0]
+            ):
                 blocks[layer.name] = {"weight": kernel.path, "bias": bias.path}
         _add_batch_norms(model, tensors, blocks)
         try:
@@ -370,7 +374,7 @@ def _add_batch_norms(model: Any, tensors: dict[str, np.ndarray], blocks: dict[st
     for layer in _layers(model):
         if type(layer).__name__ != "BatchNormalization" or len(getattr(layer, "_inbound_nodes", ())) != 1:
             continue
-        variables = {key: getattr(layer, attr, None) for key, attr in _BN_MEMBERS}
+        variables: dict[str, Any] = {key: getattr(layer, attr, None) for key, attr in _BN_MEMBERS}
         if any(not hasattr(v, "path") or v.path not in tensors for v in variables.values()):
             continue
         axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
@@ -394,7 +398,7 @@ def _add_batch_norms(model: Any, tensors: dict[str, np.ndarray], blocks: dict[st
 
 def _producer(layer: Any) -> Any:
     """The single layer whose output ``layer`` takes, or None."""
-    nodes = getattr(layer, "_inbound_nodes", ())
+    nodes: Any = getattr(layer, "_inbound_nodes", ())
     if len(nodes) != 1 or len(nodes[0].parent_nodes) != 1:
         return None
     return nodes[0].parent_nodes[0].operation

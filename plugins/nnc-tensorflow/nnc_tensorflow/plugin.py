@@ -1,11 +1,13 @@
 """Entry point of the TensorFlow/Keras plugin: declarations only, no TensorFlow import."""
 
+from collections.abc import Iterator
+
 from nnc_core.bitstream.units import TopologyStorageFormat
 from nnc_core.plugins import FrameworkPlugin, TopologyConverter, hookimpl
 
 
 @hookimpl
-def nnc_frameworks():  # type: ignore[no-untyped-def]
+def nnc_frameworks() -> Iterator[FrameworkPlugin]:
     yield FrameworkPlugin(
         name="tensorflow",
         adapter="nnc_tensorflow.adapter:KerasAdapter",
@@ -21,7 +23,7 @@ def nnc_frameworks():  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def nnc_topology_converters():  # type: ignore[no-untyped-def]
+def nnc_topology_converters() -> Iterator[TopologyConverter]:
     yield TopologyConverter("tensorflow", "onnx", "nnc_tensorflow.convert:to_onnx", requires=("tensorflow", "tf2onnx"),
                             description="tf2onnx on a SavedModel export")
     yield TopologyConverter("tensorflow", "nnef", "nnc_tensorflow.convert:to_nnef",
