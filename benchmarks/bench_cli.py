@@ -133,8 +133,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["minilm", "crepe-full"], choices=sorted(pretrained.MODELS))
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best time, largest RSS)")
-    parser.add_argument("--large", type=float, metavar="MILLIONS",
-                        help="also a generated Llama-shaped float32 model of this many million parameters (ours only)")
+    parser.add_argument(
+        "--large",
+        type=float,
+        metavar="MILLIONS",
+        help="also a generated Llama-shaped float32 model of this many million parameters (ours only)",
+    )
     parser.add_argument("--no-nncodec", action="store_true", help="skip NNCodec (an environment without it)")
     args = parser.parse_args()
     workers = default_workers()
@@ -143,18 +147,27 @@ def main() -> None:
         folder = Path(tmp)
         for model in args.models:
             src, params, largest = _model_file(model, folder)
-            row: dict = {"model": model, "parameters": params, "largest_tensor": largest, "npz_bytes": src.stat().st_size}
+            row: dict = {
+                "model": model,
+                "parameters": params,
+                "largest_tensor": largest,
+                "npz_bytes": src.stat().st_size,
+            }
             ours = folder / f"{model}.nnr"
             for label, extra in (("default", []), ("1", ["--workers", "1"])):
                 row[f"encode_{label}"] = _best(_nnc("encode", str(src), "-o", str(ours), "-q", *extra), args.repeat)
-                row[f"decode_{label}"] = _best(_nnc("decode", str(ours), "-o", str(folder / "out.npz"), "-q", *extra),
-                                                args.repeat)
+                row[f"decode_{label}"] = _best(
+                    _nnc("decode", str(ours), "-o", str(folder / "out.npz"), "-q", *extra), args.repeat
+                )
             row["bytes"] = ours.stat().st_size
             if not args.no_nncodec:
                 theirs = folder / f"{model}.nncodec.nnr"
-                row["encode_nncodec"] = _best([sys.executable, "-c", _NNCODEC_ENCODE, str(src), str(theirs)], args.repeat)
-                row["decode_nncodec"] = _best([sys.executable, "-c", _NNCODEC_DECODE, str(theirs), str(folder / "ref.npz")],
-                                               args.repeat)
+                row["encode_nncodec"] = _best(
+                    [sys.executable, "-c", _NNCODEC_ENCODE, str(src), str(theirs)], args.repeat
+                )
+                row["decode_nncodec"] = _best(
+                    [sys.executable, "-c", _NNCODEC_DECODE, str(theirs), str(folder / "ref.npz")], args.repeat
+                )
                 row["identical"] = theirs.read_bytes() == ours.read_bytes()
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
@@ -164,8 +177,12 @@ def main() -> None:
             shapes = _npz_shapes(src)
             params = sum(int(np.prod(s)) for s in shapes.values())
             largest = max(int(np.prod(s)) for s in shapes.values())
-            row = {"model": f"generated {params / 1e6:.0f}M", "parameters": params, "largest_tensor": largest,
-                   "npz_bytes": src.stat().st_size}
+            row = {
+                "model": f"generated {params / 1e6:.0f}M",
+                "parameters": params,
+                "largest_tensor": largest,
+                "npz_bytes": src.stat().st_size,
+            }
             ours = folder / "large.nnr"
             for label, extra in (("default", []), ("1", ["--workers", "1"])):
                 row[f"encode_{label}"] = _run(_nnc("encode", str(src), "-o", str(ours), "-q", *extra))
@@ -175,8 +192,14 @@ def main() -> None:
             print(json.dumps(row), file=sys.stderr, flush=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     record = {
-        "benchmark": "bench_cli", "utc": stamp, "machine": platform.machine(), "cpus_available": workers,
-        "python": platform.python_version(), "numpy": np.__version__, "repeat": args.repeat, "rows": rows,
+        "benchmark": "bench_cli",
+        "utc": stamp,
+        "machine": platform.machine(),
+        "cpus_available": workers,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "repeat": args.repeat,
+        "rows": rows,
     }
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"cli-{stamp}.json"
@@ -219,7 +242,9 @@ def table(record: dict) -> str:
         def ratio(a: str, b: str, r: dict = r) -> str:
             return f"{r[b][0] / r[a][0]:.2f}" if a in r and b in r else "–"
 
-        rss_ref = (f"{r['encode_nncodec'][1] * mb:.0f} / {r['decode_nncodec'][1] * mb:.0f}" if "encode_nncodec" in r else "–")
+        rss_ref = (
+            f"{r['encode_nncodec'][1] * mb:.0f} / {r['decode_nncodec'][1] * mb:.0f}" if "encode_nncodec" in r else "–"
+        )
         lines.append(
             f"| {r['model']} | {r['parameters'] / 1e6:.1f} M | {fmt('encode_default')} | {fmt('encode_1')} | {fmt('encode_nncodec')} "
             f"| {ratio('encode_default', 'encode_nncodec')} | {ratio('encode_1', 'encode_nncodec')} "

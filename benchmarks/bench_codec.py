@@ -93,17 +93,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["minilm", "crepe-full"], choices=sorted(pretrained.MODELS))
     parser.add_argument("--repeat", type=int, default=1, help="timed rounds per measurement (best reported)")
-    parser.add_argument("--encode-repeat", type=int, default=None, help="timed rounds of the encoders (default: --repeat)")
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), metavar="SETTING",
-                        help="settings to run, by label (default: all), e.g. --settings 'DQ, RDO lambda 1'")
+    parser.add_argument(
+        "--encode-repeat", type=int, default=None, help="timed rounds of the encoders (default: --repeat)"
+    )
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=list(SETTINGS),
+        choices=list(SETTINGS),
+        metavar="SETTING",
+        help="settings to run, by label (default: all), e.g. --settings 'DQ, RDO lambda 1'",
+    )
     args = parser.parse_args()
     enc_repeat = args.repeat if args.encode_repeat is None else args.encode_repeat
 
     nnc = reference.nncodec_compression()
     print("## Whole-model coding: nnc_core vs NNCodec 2.1.3\n")
     print(f"- {platform.processor() or platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}")
-    print(f"- best of {enc_repeat} encoding and {args.repeat} decoding round(s); times in seconds; × = NNCodec time / ours\n")
-    print("| model | setting | params | bytes | bits/param | SNR dB | identical | enc ours | enc NNCodec | enc × | dec ours | dec NNCodec | dec × |")
+    print(
+        f"- best of {enc_repeat} encoding and {args.repeat} decoding round(s); times in seconds; × = NNCodec time / ours\n"
+    )
+    print(
+        "| model | setting | params | bytes | bits/param | SNR dB | identical | enc ours | enc NNCodec | enc × | dec ours | dec NNCodec | dec × |"
+    )
     print("|---|---|--:|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|")
     for model in args.models:
         tensors = _model(model)

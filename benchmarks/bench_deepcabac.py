@@ -354,16 +354,35 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def set_table(results: Sequence[SetResult]) -> str:
     """Markdown table of the per-set results."""
     header = [
-        "set", "tensors", "levels", "bytes", "bits/level",
-        "enc ours", "enc NNCodec", "enc ×", "dec ours", "dec NNCodec", "dec ×",
+        "set",
+        "tensors",
+        "levels",
+        "bytes",
+        "bits/level",
+        "enc ours",
+        "enc NNCodec",
+        "enc ×",
+        "dec ours",
+        "dec NNCodec",
+        "dec ×",
     ]
     rows = []
     for r in results:
-        rows.append([
-            r.name, f"{r.tensors}", f"{r.levels:,}", f"{r.payload_bytes:,}", f"{8 * r.payload_bytes / r.levels:.3f}",
-            f"{mlps(r.levels, r.enc_ours):.2f}", f"{mlps(r.levels, r.enc_ref):.2f}", f"{r.enc_ref / r.enc_ours:.2f}",
-            f"{mlps(r.levels, r.dec_ours):.2f}", f"{mlps(r.levels, r.dec_ref):.2f}", f"{r.dec_ref / r.dec_ours:.2f}",
-        ])
+        rows.append(
+            [
+                r.name,
+                f"{r.tensors}",
+                f"{r.levels:,}",
+                f"{r.payload_bytes:,}",
+                f"{8 * r.payload_bytes / r.levels:.3f}",
+                f"{mlps(r.levels, r.enc_ours):.2f}",
+                f"{mlps(r.levels, r.enc_ref):.2f}",
+                f"{r.enc_ref / r.enc_ours:.2f}",
+                f"{mlps(r.levels, r.dec_ours):.2f}",
+                f"{mlps(r.levels, r.dec_ref):.2f}",
+                f"{r.dec_ref / r.dec_ours:.2f}",
+            ]
+        )
     return markdown_table(header, rows)
 
 
@@ -372,11 +391,17 @@ def thread_table(results: Sequence[ThreadResult]) -> str:
     header = ["coder", "enc 1 thread", "enc 2 threads", "enc ×", "dec 1 thread", "dec 2 threads", "dec ×"]
     rows = []
     for r in results:
-        rows.append([
-            r.coder,
-            f"{mlps(r.levels, r.enc_1):.2f}", f"{mlps(r.levels, r.enc_2):.2f}", f"{r.enc_1 / r.enc_2:.2f}",
-            f"{mlps(r.levels, r.dec_1):.2f}", f"{mlps(r.levels, r.dec_2):.2f}", f"{r.dec_1 / r.dec_2:.2f}",
-        ])
+        rows.append(
+            [
+                r.coder,
+                f"{mlps(r.levels, r.enc_1):.2f}",
+                f"{mlps(r.levels, r.enc_2):.2f}",
+                f"{r.enc_1 / r.enc_2:.2f}",
+                f"{mlps(r.levels, r.dec_1):.2f}",
+                f"{mlps(r.levels, r.dec_2):.2f}",
+                f"{r.dec_1 / r.dec_2:.2f}",
+            ]
+        )
     return markdown_table(header, rows)
 
 
@@ -387,22 +412,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--models", nargs="+", choices=[*MODEL_SETS, SYNTHETIC], default=[*MODEL_SETS, SYNTHETIC], metavar="SET",
+        "--models",
+        nargs="+",
+        choices=[*MODEL_SETS, SYNTHETIC],
+        default=[*MODEL_SETS, SYNTHETIC],
+        metavar="SET",
         help=f"level sets to code, from {', '.join([*MODEL_SETS, SYNTHETIC])} (default: all)",
     )
     p.add_argument("--repeat", type=int, default=2, help="timed rounds per model set; best is reported (default 2)")
     p.add_argument(
-        "--big-repeat", type=int, default=None,
+        "--big-repeat",
+        type=int,
+        default=None,
         help="timed rounds for the synthetic tensor and the thread test (default: --repeat minus 1, at least 1)",
     )
     p.add_argument(
-        "--thread-rows", type=int, default=1024,
+        "--thread-rows",
+        type=int,
+        default=1024,
         help="rows of each of the two 4096-wide tensors of the thread test (default 1024, at most 2048)",
     )
     p.add_argument("--no-dq", action="store_true", help="plain quantization instead of dependent quantization")
     p.add_argument("--no-threads", action="store_true", help="skip the 1- vs 2-thread test")
     p.add_argument(
-        "--warmup", type=int, default=1,
+        "--warmup",
+        type=int,
+        default=1,
         help="untimed rounds on each level set before the timed ones (default 1)",
     )
     p.add_argument("--quick", action="store_true", help="one round everywhere, no warm-up and no thread test")
@@ -445,8 +480,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in dict.fromkeys(args.models):
         ls = synthetic_levels(dq) if name == SYNTHETIC else model_levels(name, dq)
         rounds = args.big_repeat if name == SYNTHETIC else args.repeat
-        print(f"{ls.name}: {len(ls.tensors)} tensors, {ls.levels:,} levels (load+quantize {ls.prep_seconds:.1f} s); "
-              f"timing {rounds} round(s) after {args.warmup} warm-up ...", flush=True)
+        print(
+            f"{ls.name}: {len(ls.tensors)} tensors, {ls.levels:,} levels (load+quantize {ls.prep_seconds:.1f} s); "
+            f"timing {rounds} round(s) after {args.warmup} warm-up ...",
+            flush=True,
+        )
         res = bench_set(ls, coding, rounds, args.warmup)
         results.append(res)
         problems += res.problems
@@ -455,22 +493,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     thread_results: list[ThreadResult] = []
     if not args.no_threads:
         parts = thread_levels(args.thread_rows, dq)
-        print(f"threads: 2 tensors of {parts[0].shape[0]}x{parts[0].shape[1]}; timing {args.big_repeat} round(s) ...",
-              flush=True)
+        print(
+            f"threads: 2 tensors of {parts[0].shape[0]}x{parts[0].shape[1]}; timing {args.big_repeat} round(s) ...",
+            flush=True,
+        )
         thread_results = bench_threads(parts, coding, args.big_repeat, problems)
 
     print("\n### Single thread, whole sets (M levels/s; × = NNCodec time / our time)\n")
     print(set_table(results))
     ok = "identical" if not any("differ" in p for p in problems) else "NOT IDENTICAL"
-    print(f"\nEncoded bytes: {ok} to NNCodec's for every tensor. "
-          f"Decoded levels: {'equal' if not problems else 'see problems'} to the input.")
+    print(
+        f"\nEncoded bytes: {ok} to NNCodec's for every tensor. "
+        f"Decoded levels: {'equal' if not problems else 'see problems'} to the input."
+    )
     if thread_results:
         print("\n### Two tensors on 2 threads vs 1 thread (M levels/s; × = 1-thread time / 2-thread time)\n")
         print(thread_table(thread_results))
         ours = next(r for r in thread_results if r.coder == "nnc_core")
-        print(f"\nThe two tensors are rows 0-{args.thread_rows - 1} and {args.thread_rows}-{2 * args.thread_rows - 1} "
-              f"of the synthetic weights, each quantized on its own ({ours.levels:,} levels in all); "
-              "each thread has its own coder object.")
+        print(
+            f"\nThe two tensors are rows 0-{args.thread_rows - 1} and {args.thread_rows}-{2 * args.thread_rows - 1} "
+            f"of the synthetic weights, each quantized on its own ({ours.levels:,} levels in all); "
+            "each thread has its own coder object."
+        )
     print(f"\nTotal run time {time.perf_counter() - wall:.0f} s.")
 
     if problems:

@@ -47,11 +47,20 @@ from nnc_core.testing import pretrained, reference
 
 HEADS, EPS = 12, 1e-12
 LAST = "encoder.layer.5."
-TRAINED = [LAST + "output.dense.weight", LAST + "output.dense.bias", LAST + "output.LayerNorm.weight",
-           LAST + "output.LayerNorm.bias", "pooler.dense.weight", "pooler.dense.bias", "classifier.weight", "classifier.bias"]
+TRAINED = [
+    LAST + "output.dense.weight",
+    LAST + "output.dense.bias",
+    LAST + "output.LayerNorm.weight",
+    LAST + "output.LayerNorm.bias",
+    "pooler.dense.weight",
+    "pooler.dense.bias",
+    "classifier.weight",
+    "classifier.bias",
+]
 
 
 # --- the model (numpy) -------------------------------------------------------
+
 
 def _ln(x, g, b):
     mu = x.mean(-1, keepdims=True)
@@ -74,20 +83,28 @@ def _tokens(m, images):
 
 def _attention(m, p, x):
     n, t, d = x.shape
-    q, k, v = (x @ m[p + f"attention.self.{w}.weight"].T + m[p + f"attention.self.{w}.bias"] for w in ("query", "key", "value"))
+    q, k, v = (
+        x @ m[p + f"attention.self.{w}.weight"].T + m[p + f"attention.self.{w}.bias"] for w in ("query", "key", "value")
+    )
     q, k, v = (a.reshape(n, t, HEADS, d // HEADS).transpose(0, 2, 1, 3) for a in (q, k, v))
     s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d // HEADS)
     s = np.exp(s - s.max(-1, keepdims=True))
     a = (s / s.sum(-1, keepdims=True)) @ v
-    a = a.transpose(0, 2, 1, 3).reshape(n, t, d) @ m[p + "attention.output.dense.weight"].T + m[p + "attention.output.dense.bias"]
+    a = (
+        a.transpose(0, 2, 1, 3).reshape(n, t, d) @ m[p + "attention.output.dense.weight"].T
+        + m[p + "attention.output.dense.bias"]
+    )
     return _ln(x + a, m[p + "attention.output.LayerNorm.weight"], m[p + "attention.output.LayerNorm.bias"])
 
 
 def _layer(m, p, x):
     x = _attention(m, p, x)
     h = _gelu(x @ m[p + "intermediate.dense.weight"].T + m[p + "intermediate.dense.bias"])
-    return _ln(x + h @ m[p + "output.dense.weight"].T + m[p + "output.dense.bias"],
-               m[p + "output.LayerNorm.weight"], m[p + "output.LayerNorm.bias"])
+    return _ln(
+        x + h @ m[p + "output.dense.weight"].T + m[p + "output.dense.bias"],
+        m[p + "output.LayerNorm.weight"],
+        m[p + "output.LayerNorm.bias"],
+    )
 
 
 def _frozen_features(m, images):
@@ -168,7 +185,9 @@ def fine_tuning_steps(updates, steps_per_update, lr=1e-4, seed=0):
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(digits.target))
     test, train = order[:540], order[540:]
-    model = {k: v for k, v in pretrained.load("minilm").items() if v.dtype.kind == "f"}  # (drops the int64 position ids)
+    model = {
+        k: v for k, v in pretrained.load("minilm").items() if v.dtype.kind == "f"
+    }  # (drops the int64 position ids)
     model["digits.row_projection"] = (rng.standard_normal((8, 384)) * 0.5).astype(np.float32)
     model["classifier.weight"] = np.zeros((10, 384), np.float32)
     model["classifier.bias"] = np.zeros(10, np.float32)
@@ -190,6 +209,7 @@ def fine_tuning_steps(updates, steps_per_update, lr=1e-4, seed=0):
 
 # --- coding -------------------------------------------------------------------
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--updates", type=int, default=3)
@@ -197,8 +217,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of fine-tuning")
     parser.add_argument("--qp", type=int, default=-38, help="QP of the base model's weights")
     parser.add_argument("--update-qp", type=int, default=-46, help="QP of the updates' weights")
-    parser.add_argument("--no-error-feedback", action="store_true",
-                        help="do not carry what quantization left out of an update into the next")
+    parser.add_argument(
+        "--no-error-feedback",
+        action="store_true",
+        help="do not carry what quantization left out of an update into the next",
+    )
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -227,39 +250,71 @@ def main() -> None:
         ours_model = decoder.decode(ours)
         t = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            theirs = bytes(nnc.compress(
-                update, bitstream_path=None, return_bitstream=True, verbose=False, approx_param_base=state_e,
-                update_base_param=True, compress_differences=True, hdsp_tool=hdsp_e, qp=qp, tca=True,
-                row_skipping=True,
-            ))
+            theirs = bytes(
+                nnc.compress(
+                    update,
+                    bitstream_path=None,
+                    return_bitstream=True,
+                    verbose=False,
+                    approx_param_base=state_e,
+                    update_base_param=True,
+                    compress_differences=True,
+                    hdsp_tool=hdsp_e,
+                    qp=qp,
+                    tca=True,
+                    row_skipping=True,
+                )
+            )
             t_theirs = time.perf_counter() - t
-            delta = nnc.decompress(bytearray(theirs), approx_param_base=state_d, update_base_param=True,
-                                   hdsp_tool=hdsp_d, return_hls=True)[0]
+            delta = nnc.decompress(
+                bytearray(theirs), approx_param_base=state_d, update_base_param=True, hdsp_tool=hdsp_d, return_hls=True
+            )[0]
         for n, d in delta.items():
-            theirs_model[n] = (theirs_model[n] + d).astype(np.float32) if n in theirs_model else np.asarray(d, np.float32)
+            theirs_model[n] = (
+                (theirs_model[n] + d).astype(np.float32) if n in theirs_model else np.asarray(d, np.float32)
+            )
         for n in model:  # NNCodec omits all-zero tensors from the base stream too: its receiver must know their shapes
             theirs_model.setdefault(n, np.zeros_like(model[n]))
         changed = sum(isinstance(u, CompressedDataUnit) for u in read_units(ours))
-        rows.append((k, changed, len(ours), len(theirs), sender(model), receiver_ours(ours_model),
-                     receiver_theirs(theirs_model), t_ours, t_theirs))
+        rows.append(
+            (
+                k,
+                changed,
+                len(ours),
+                len(theirs),
+                sender(model),
+                receiver_ours(ours_model),
+                receiver_theirs(theirs_model),
+                t_ours,
+                t_theirs,
+            )
+        )
         same = all(ours_model[n].tobytes() == theirs_model[n].tobytes() for n in ours_model)
-        print(f"step {k}: ours {len(ours):,} B in {t_ours:.1f} s, NNCodec {len(theirs):,} B in {t_theirs:.1f} s, "
-              f"receivers' models identical: {same}")
+        print(
+            f"step {k}: ours {len(ours):,} B in {t_ours:.1f} s, NNCodec {len(theirs):,} B in {t_theirs:.1f} s, "
+            f"receivers' models identical: {same}"
+        )
 
     full = rows[0][2]
     print()
-    print(f"all-MiniLM-L6-v2 + digits head: {params:,} parameters, {len(models[0])} tensors, "
-          f"float32 {float32_bytes:,} bytes; qp {args.qp} (base), {args.update_qp} (updates), DQ, TCA, HDSP, row skipping, "
-          f"error feedback {'off' if args.no_error_feedback else 'on'}; "
-          f"{args.steps} Adam steps (lr {args.lr:g}) per update; digits test split: {len(y_test)} images")
+    print(
+        f"all-MiniLM-L6-v2 + digits head: {params:,} parameters, {len(models[0])} tensors, "
+        f"float32 {float32_bytes:,} bytes; qp {args.qp} (base), {args.update_qp} (updates), DQ, TCA, HDSP, row skipping, "
+        f"error feedback {'off' if args.no_error_feedback else 'on'}; "
+        f"{args.steps} Adam steps (lr {args.lr:g}) per update; digits test split: {len(y_test)} images"
+    )
     print()
-    print("| step | tensors sent | ours (bytes) | NNCodec (bytes) | % of base bitstream | % of float32 "
-          "| test accuracy: sender | receiver, ours | receiver, NNCodec |")
+    print(
+        "| step | tensors sent | ours (bytes) | NNCodec (bytes) | % of base bitstream | % of float32 "
+        "| test accuracy: sender | receiver, ours | receiver, NNCodec |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for k, changed, b_ours, b_theirs, acc, acc_ours, acc_theirs, _, _ in rows:
         label = "0 (base)" if k == 0 else str(k)
-        print(f"| {label} | {changed} | {b_ours:,} | {b_theirs:,} | {100 * b_ours / full:.2f} | "
-              f"{100 * b_ours / float32_bytes:.3f} | {100 * acc:.2f} % | {100 * acc_ours:.2f} % | {100 * acc_theirs:.2f} % |")
+        print(
+            f"| {label} | {changed} | {b_ours:,} | {b_theirs:,} | {100 * b_ours / full:.2f} | "
+            f"{100 * b_ours / float32_bytes:.3f} | {100 * acc:.2f} % | {100 * acc_ours:.2f} % | {100 * acc_theirs:.2f} % |"
+        )
 
 
 if __name__ == "__main__":

@@ -119,8 +119,10 @@ def main() -> int:
     gc.collect()
     after = measure()
     growth = after - before
-    print(f"leak check: {cycles} encode/decode cycles; {what} after {WARMUP}: {before}, at the end: {after}, "
-          f"growth {growth} bytes (limit {limit})")
+    print(
+        f"leak check: {cycles} encode/decode cycles; {what} after {WARMUP}: {before}, at the end: {after}, "
+        f"growth {growth} bytes (limit {limit})"
+    )
     if growth > limit:
         print("leak check: FAILED", file=sys.stderr)
         return 1

@@ -59,8 +59,16 @@ def encoded_streams() -> list[bytes]:
         "bn.running_mean": (rng.standard_normal(6) * 0.1).astype(np.float32),
         "bn.running_var": (1 + rng.random(6)).astype(np.float32),
     }
-    blocks = {"conv": {"weight": "conv.weight", "bias": "conv.bias", "bn.gamma": "bn.weight", "bn.beta": "bn.bias",
-                       "bn.mean": "bn.running_mean", "bn.var": "bn.running_var"}}
+    blocks = {
+        "conv": {
+            "weight": "conv.weight",
+            "bias": "conv.bias",
+            "bn.gamma": "bn.weight",
+            "bn.beta": "bn.bias",
+            "bn.mean": "bn.running_mean",
+            "bn.var": "bn.running_var",
+        }
+    }
     ints = {"counts": rng.integers(-1000, 1000, size=(5, 7)).astype(np.int32)}
     out = [
         nnc_core.encode(small),
@@ -105,8 +113,10 @@ def c_seeds() -> dict[str, bytes]:
         for dq in (0, 1):
             for gt in (1, 4, 11):
                 cases.append(dict(scan=scan, dq=dq, gt=gt, profile=scan % 2, row_skip=gt == 4, cb=0, qp=dq))
-    cases += [dict(scan=0, dq=0, gt=11, profile=1, row_skip=False, cb=1, qp=1),
-              dict(scan=1, dq=0, gt=2, profile=0, row_skip=True, cb=1, qp=0)]
+    cases += [
+        dict(scan=0, dq=0, gt=11, profile=1, row_skip=False, cb=1, qp=1),
+        dict(scan=1, dq=0, gt=2, profile=0, row_skip=True, cb=1, qp=0),
+    ]
     for i, c in enumerate(cases):
         height, width = (int(x) for x in rng.integers(1, 40, size=2))
         levels = rng.laplace(0, 2.0, size=(height, width)).round().astype(np.int32)
@@ -122,9 +132,14 @@ def c_seeds() -> dict[str, bytes]:
             flags |= 1 << 7
             extra = (extra & ~7) | 2  # 8 bypass bins
         coding = TensorCoding(
-            dq_flag=bool(c["dq"]), scan_order=c["scan"], cabac_unary_length_minus1=c["gt"] - 1,
-            general_profile_idc=c["profile"], row_skip_flag=c["row_skip"], codebook_size=cb_size,
-            codebook_zero_offset=cb_zero, dq_any_index=bool(c["dq"]),
+            dq_flag=bool(c["dq"]),
+            scan_order=c["scan"],
+            cabac_unary_length_minus1=c["gt"] - 1,
+            general_profile_idc=c["profile"],
+            row_skip_flag=c["row_skip"],
+            codebook_size=cb_size,
+            codebook_zero_offset=cb_zero,
+            dq_any_index=bool(c["dq"]),
         )
         with Encoder() as enc:
             if c["qp"]:

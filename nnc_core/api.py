@@ -166,8 +166,14 @@ def decode(
         return out if dtype is None else {n: _as_dtype(v, float_dtype(dtype)) for n, v in out.items()}
     return dict(
         iter_decode(
-            data, state=state, max_elements=max_elements, recompose=recompose,
-            apply_local_scaling=apply_local_scaling, unprune=unprune, workers=workers, dtype=dtype,
+            data,
+            state=state,
+            max_elements=max_elements,
+            recompose=recompose,
+            apply_local_scaling=apply_local_scaling,
+            unprune=unprune,
+            workers=workers,
+            dtype=dtype,
         )
     )
 
@@ -198,8 +204,9 @@ def iter_decode(
     workers = check_workers(workers)
     pruning = reduction.read_pruning_topology(units) if unprune else {}
     steps = plan_bitstream(units, data_size=len(data), max_elements=max_elements)
-    for group in decode_steps(steps, state, keep_stored=state is not None, workers=workers,
-                              float_dtype=float_dtype(dtype)):
+    for group in decode_steps(
+        steps, state, keep_stored=state is not None, workers=workers, float_dtype=float_dtype(dtype)
+    ):
         out = reduction.reconstruct(group, recompose=recompose, apply_local_scaling=apply_local_scaling)
         if pruning:
             out = reduction.unprune(out, pruning)

@@ -128,12 +128,21 @@ def cmd_info(args: argparse.Namespace) -> int:
         for j, inner in enumerate(unit.units if isinstance(unit, AggregateUnit) else []):
             label = f"{i}.{j}"
             print(f"{label:>6}  {_unit_name(inner.unit_type):<8} {inner.offset:>7} {inner.size:>9}  {_describe(inner)}")
-    update = any(isinstance(u, ModelParameterSet) and u.mps_parent_signalling_enabled_flag for _, _, u in flatten_units(units))
-    if update and not args.no_decode and any(
-        isinstance(u, CompressedDataUnit) and u.header.temporal_context_modeling_flag for _, _, u in flatten_units(units)
+    update = any(
+        isinstance(u, ModelParameterSet) and u.mps_parent_signalling_enabled_flag for _, _, u in flatten_units(units)
+    )
+    if (
+        update
+        and not args.no_decode
+        and any(
+            isinstance(u, CompressedDataUnit) and u.header.temporal_context_modeling_flag
+            for _, _, u in flatten_units(units)
+        )
     ):
-        print("\n(an incremental update with temporal context adaptation: its tensors decode only with its base, "
-              "nnc decode --base)")
+        print(
+            "\n(an incremental update with temporal context adaptation: its tensors decode only with its base, "
+            "nnc decode --base)"
+        )
         return 0
     tensors = decode_units(units, len(data), workers=check_workers(args.workers)) if not args.no_decode else []
     if tensors:
@@ -176,8 +185,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
         count = len(model.tensors)
     else:
         # tensors are decoded as the writer asks for them, on --workers threads
-        with nnc_core.open(args.input, recompose=not args.no_recompose, apply_local_scaling=args.apply_local_scaling,
-                           unprune=args.unprune, workers=args.workers, dtype=args.dtype) as reader:
+        with nnc_core.open(
+            args.input,
+            recompose=not args.no_recompose,
+            apply_local_scaling=args.apply_local_scaling,
+            unprune=args.unprune,
+            workers=args.workers,
+            dtype=args.dtype,
+        ) as reader:
             if args.tensor:
                 missing = [name for name in args.tensor if name not in reader]
                 if missing:
@@ -323,17 +338,33 @@ def cmd_encode(args: argparse.Namespace) -> int:
             bar.update_to(int(done_after[min(done, len(sizes))]), name)
 
         if base is None:
-            size = encode_to(output, tensors, config, blocks=model.blocks or None, topology=model.topology,
-                             dimension_shift=model.dimension_shift or None, progress=progress)
+            size = encode_to(
+                output,
+                tensors,
+                config,
+                blocks=model.blocks or None,
+                topology=model.topology,
+                dimension_shift=model.dimension_shift or None,
+                progress=progress,
+            )
         else:
-            data = encode_update(tensors, base, config=config.replace(row_skipping=True), tca=not args.no_tca,
-                                 hdsp=not args.no_hdsp, progress=progress)
+            data = encode_update(
+                tensors,
+                base,
+                config=config.replace(row_skipping=True),
+                tca=not args.no_tca,
+                hdsp=not args.no_hdsp,
+                progress=progress,
+            )
             write_atomically(output, lambda f: f.write(data))
             size = len(data)
     if not args.quiet:
         params = tensors.parameters
-        print(f"{args.input} ({model.framework}): {len(model.tensors)} tensors, {params} parameters -> {output}: "
-              f"{size} bytes, {8 * size / max(params, 1):.3f} bits per parameter", file=sys.stderr)
+        print(
+            f"{args.input} ({model.framework}): {len(model.tensors)} tensors, {params} parameters -> {output}: "
+            f"{size} bytes, {8 * size / max(params, 1):.3f} bits per parameter",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -349,8 +380,11 @@ def _name_value(text: str, kind: Callable[[str], object], option: str) -> tuple[
 
 def _reduction_options(args: argparse.Namespace) -> dict[str, Any]:
     """Encoder options of the parameter-reduction flags (clause 8)."""
-    options: dict[str, Any] = {"sparsity": args.sparsity, "structured_sparsity": args.structured_sparsity,
-                     "local_scaling": args.local_scaling}
+    options: dict[str, Any] = {
+        "sparsity": args.sparsity,
+        "structured_sparsity": args.structured_sparsity,
+        "local_scaling": args.local_scaling,
+    }
     if args.prune:
         options["prune"] = dict(_name_value(p, float, "--prune") for p in args.prune)
     if args.prune_consumer:
@@ -384,25 +418,36 @@ def cmd_convert(args: argparse.Namespace) -> int:
         try:
             shape = tuple(int(d) for d in args.input_shape.split(","))
         except ValueError:
-            raise ConfigError(f"--input-shape {args.input_shape!r}: give comma-separated integers, e.g. 1,3,320,320") from None
+            raise ConfigError(
+                f"--input-shape {args.input_shape!r}: give comma-separated integers, e.g. 1,3,320,320"
+            ) from None
         # the shape goes to the first converter; only ONNX's converters to NNEF
         # and TensorFlow take one (the others take input tensors)
         pm = get_plugin_manager()
         src = pm.plugin_for_source(args.input).name
         dst = args.framework or pm.plugin_for_destination(Path(args.output), directory=True).name
         if src != "onnx" or dst not in ("nnef", "tensorflow"):
-            raise ConfigError(f"--input-shape applies to conversions from ONNX to NNEF or TensorFlow, not {src} -> {dst}")
+            raise ConfigError(
+                f"--input-shape applies to conversions from ONNX to NNEF or TensorFlow, not {src} -> {dst}"
+            )
     with Progress("encode", None, unit="tensor", quiet=args.quiet) as bar:
-        report = convert(args.input, args.output, target=args.framework, example_inputs=shape,
-                         progress=lambda done, total, name: bar.update_to(done, name, total=total),
-                         config=_encoder_config(args))
+        report = convert(
+            args.input,
+            args.output,
+            target=args.framework,
+            example_inputs=shape,
+            progress=lambda done, total, name: bar.update_to(done, name, total=total),
+            config=_encoder_config(args),
+        )
     if not args.quiet:
         via = "".join(f" via {f}" for f in report.route[1:-1])
-        print(f"{args.input} ({report.source_framework}) -> {args.output} ({report.target_framework}{via}): "
-              f"{report.parameters} parameters as {report.bitstream_bytes} NNR bytes ({report.bits_per_parameter:.3f} bits "
-              f"per parameter); {len(report.matched)} tensors carried, {len(report.unmatched)} "
-              f"{'derived by the converter' if report.from_decoded else 'left as converted'}",
-              file=sys.stderr)
+        print(
+            f"{args.input} ({report.source_framework}) -> {args.output} ({report.target_framework}{via}): "
+            f"{report.parameters} parameters as {report.bitstream_bytes} NNR bytes ({report.bits_per_parameter:.3f} bits "
+            f"per parameter); {len(report.matched)} tensors carried, {len(report.unmatched)} "
+            f"{'derived by the converter' if report.from_decoded else 'left as converted'}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -411,55 +456,125 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     print(f"{'plugin':<12} {'distribution':<18} {'version':<9} {'annex':<5} {'framework':<24} {'formats':<28} state")
     for st in statuses:
         fw = f"{st.framework} {st.framework_version or '-'}"
-        print(f"{st.name:<12} {st.distribution:<18} {st.version:<9} {st.annex or '-':<5} {fw:<24} "
-              f"{' '.join(st.suffixes) or '-':<28} {st.state}")
+        print(
+            f"{st.name:<12} {st.distribution:<18} {st.version:<9} {st.annex or '-':<5} {fw:<24} "
+            f"{' '.join(st.suffixes) or '-':<28} {st.state}"
+        )
     return 0
 
 
 def _add_encode_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--qp", type=int, default=-38, help="QP of weights (tensors with more than one dimension); default -38")
+    p.add_argument(
+        "--qp", type=int, default=-38, help="QP of weights (tensors with more than one dimension); default -38"
+    )
     p.add_argument("--qp-density", type=int, default=2, help="QP resolution, 0..7; default 2")
     p.add_argument("--nonweight-qp", type=int, default=-75, help="QP of biases and other 1-D tensors; default -75")
     p.add_argument("--no-dq", action="store_true", help="uniform instead of dependent quantization")
-    p.add_argument("--codebook", dest="codebook_mode", action="store_const", const=1, default=0,
-                   help="code float tensors as indices into integer codebooks")
-    p.add_argument("--codebook-mode", type=int, choices=(0, 1, 2), dest="codebook_mode",
-                   help="0 no codebooks, 1 always (= --codebook), 2 where smaller than uniform")
+    p.add_argument(
+        "--codebook",
+        dest="codebook_mode",
+        action="store_const",
+        const=1,
+        default=0,
+        help="code float tensors as indices into integer codebooks",
+    )
+    p.add_argument(
+        "--codebook-mode",
+        type=int,
+        choices=(0, 1, 2),
+        dest="codebook_mode",
+        help="0 no codebooks, 1 always (= --codebook), 2 where smaller than uniform",
+    )
     p.add_argument("--scan-order", type=int, default=0, choices=range(5), help="0 row-major, 1..4 block scans")
     p.add_argument("--row-skipping", action="store_true", help="signal and skip all-zero rows")
-    p.add_argument("--lambda", dest="lambda_scale", type=float, default=0.0, metavar="L",
-                   help="rate-distortion optimised quantization with rate weight L (0: nearest points); e.g. 1")
-    p.add_argument("--int-quant-bw", type=int, metavar="BITS",
-                   help="integer-aligned quantization: per-tensor QPs so that stored integers fit BITS bits")
-    p.add_argument("--raw-float", action="append", default=[], metavar="NAME",
-                   help="send this float tensor uncompressed (lossless, NaN/Inf allowed); repeatable")
-    p.add_argument("--lossless", action="store_true",
-                   help="send every float tensor uncompressed and integers as they are: the decoded model equals the "
-                        "input (float64 values rounded to float32)")
-    p.add_argument("--max-part-elements", type=int, metavar="N",
-                   help="split tensors larger than N elements into several NDUs (partial_data_counter)")
+    p.add_argument(
+        "--lambda",
+        dest="lambda_scale",
+        type=float,
+        default=0.0,
+        metavar="L",
+        help="rate-distortion optimised quantization with rate weight L (0: nearest points); e.g. 1",
+    )
+    p.add_argument(
+        "--int-quant-bw",
+        type=int,
+        metavar="BITS",
+        help="integer-aligned quantization: per-tensor QPs so that stored integers fit BITS bits",
+    )
+    p.add_argument(
+        "--raw-float",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="send this float tensor uncompressed (lossless, NaN/Inf allowed); repeatable",
+    )
+    p.add_argument(
+        "--lossless",
+        action="store_true",
+        help="send every float tensor uncompressed and integers as they are: the decoded model equals the "
+        "input (float64 values rounded to float32)",
+    )
+    p.add_argument(
+        "--max-part-elements",
+        type=int,
+        metavar="N",
+        help="split tensors larger than N elements into several NDUs (partial_data_counter)",
+    )
     p.add_argument("--aggregate", action="store_true", help="carry all units after the start unit in one NNR_AGG unit")
     reduce = p.add_argument_group("parameter reduction (clause 8; docs/guide/reduction.md)")
-    reduce.add_argument("--sparsity", type=float, default=0.0, metavar="S",
-                        help="statistics-adaptive sparsification of the weights to a fraction S of zeros")
-    reduce.add_argument("--structured-sparsity", type=float, default=0.0, metavar="GAIN",
-                        help="zero weight rows whose mean magnitude is below GAIN times the mean over rows (e.g. 0.9)")
-    reduce.add_argument("--prune", action="append", default=[], metavar="NAME=RATIO",
-                        help="remove this fraction of the weight's output rows (smallest L1 norm); repeatable")
-    reduce.add_argument("--prune-consumer", action="append", default=[], metavar="WEIGHT=NAME",
-                        help="also remove the pruned rows of WEIGHT from dimension 1 of NAME; repeatable")
-    reduce.add_argument("--unification", metavar="ROWS,COLUMNS",
-                        help="weights share one magnitude per ROWS x COLUMNS block (needs --no-dq)")
-    reduce.add_argument("--low-rank", action="append", default=[], metavar="RANK|NAME=RANK",
-                        help="send weights as rank-RANK factors G, H (all weights where it saves parameters, or NAME)")
-    reduce.add_argument("--local-scaling", action="store_true",
-                        help="per-row local scaling factors fitted to each quantized weight")
+    reduce.add_argument(
+        "--sparsity",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="statistics-adaptive sparsification of the weights to a fraction S of zeros",
+    )
+    reduce.add_argument(
+        "--structured-sparsity",
+        type=float,
+        default=0.0,
+        metavar="GAIN",
+        help="zero weight rows whose mean magnitude is below GAIN times the mean over rows (e.g. 0.9)",
+    )
+    reduce.add_argument(
+        "--prune",
+        action="append",
+        default=[],
+        metavar="NAME=RATIO",
+        help="remove this fraction of the weight's output rows (smallest L1 norm); repeatable",
+    )
+    reduce.add_argument(
+        "--prune-consumer",
+        action="append",
+        default=[],
+        metavar="WEIGHT=NAME",
+        help="also remove the pruned rows of WEIGHT from dimension 1 of NAME; repeatable",
+    )
+    reduce.add_argument(
+        "--unification",
+        metavar="ROWS,COLUMNS",
+        help="weights share one magnitude per ROWS x COLUMNS block (needs --no-dq)",
+    )
+    reduce.add_argument(
+        "--low-rank",
+        action="append",
+        default=[],
+        metavar="RANK|NAME=RANK",
+        help="send weights as rank-RANK factors G, H (all weights where it saves parameters, or NAME)",
+    )
+    reduce.add_argument(
+        "--local-scaling", action="store_true", help="per-row local scaling factors fitted to each quantized weight"
+    )
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, metavar="N",
-                   help="threads coding tensors at once (default: the CPUs available; 1: no threads); "
-                        "the output does not depend on it")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="threads coding tensors at once (default: the CPUs available; 1: no threads); "
+        "the output does not depend on it",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -468,59 +583,111 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nnc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    encode = sub.add_parser("encode", help="encode a model (.npz or a plugin's format) into an NNR bitstream", epilog="examples:\n  nnc encode model.npz -o model.nnr                      # NNCodec's defaults (qp -38, dependent quantization)\n  nnc encode model.npz -o model.nnr --qp -32 --workers 4\n  nnc encode finetuned.npz -o update.nnr --base model.npz  # an incremental update",
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    encode = sub.add_parser(
+        "encode",
+        help="encode a model (.npz or a plugin's format) into an NNR bitstream",
+        epilog="examples:\n  nnc encode model.npz -o model.nnr                      # NNCodec's defaults (qp -38, dependent quantization)\n  nnc encode model.npz -o model.nnr --qp -32 --workers 4\n  nnc encode finetuned.npz -o update.nnr --base model.npz  # an incremental update",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     encode.add_argument("input", help="model file or folder (.npz archive of arrays, or any installed plugin's format)")
     encode.add_argument("-o", "--output", required=True, help="output NNR bitstream")
     encode.add_argument("--framework", help="plugin to read the model with (default: chosen from the file)")
     _add_encode_options(encode)
-    encode.add_argument("--base", action="append", metavar="BASE",
-                        help="code an incremental update of this base model: a model file (.npz or a plugin's format), or BASE.nnr followed by "
-                             "its earlier updates (repeat --base); row skipping is on")
+    encode.add_argument(
+        "--base",
+        action="append",
+        metavar="BASE",
+        help="code an incremental update of this base model: a model file (.npz or a plugin's format), or BASE.nnr followed by "
+        "its earlier updates (repeat --base); row skipping is on",
+    )
     encode.add_argument("--no-tca", action="store_true", help="with --base: no temporal context adaptation")
-    encode.add_argument("--no-hdsp", action="store_true", help="with --base: no history-dependent significance probability")
+    encode.add_argument(
+        "--no-hdsp", action="store_true", help="with --base: no history-dependent significance probability"
+    )
     _add_run_options(encode)
     encode.set_defaults(run=cmd_encode)
 
-    info = sub.add_parser("info", help="list the units of a bitstream and each tensor's bits per parameter", epilog="examples:\n  nnc info model.nnr               # every unit, then each tensor's bits per parameter\n  nnc info model.nnr --no-decode   # headers only",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    info = sub.add_parser(
+        "info",
+        help="list the units of a bitstream and each tensor's bits per parameter",
+        epilog="examples:\n  nnc info model.nnr               # every unit, then each tensor's bits per parameter\n  nnc info model.nnr --no-decode   # headers only",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     info.add_argument("input", help="NNR bitstream")
     info.add_argument("--no-decode", action="store_true", help="only parse unit headers")
-    info.add_argument("--workers", type=int, metavar="N", help="threads decoding tensors at once (default: the CPUs available)")
+    info.add_argument(
+        "--workers", type=int, metavar="N", help="threads decoding tensors at once (default: the CPUs available)"
+    )
     info.set_defaults(run=cmd_info)
 
-    decode = sub.add_parser("decode", help="decode a bitstream into a model of the output's format", epilog='examples:\n  nnc decode model.nnr -o model.npz\n  nnc decode model.nnr -o one.npz --tensor encoder.layer.0.attention.self.query.weight\n  nnc decode update.nnr -o finetuned.npz --base model.npz',
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    decode = sub.add_parser(
+        "decode",
+        help="decode a bitstream into a model of the output's format",
+        epilog='examples:\n  nnc decode model.nnr -o model.npz\n  nnc decode model.nnr -o one.npz --tensor encoder.layer.0.attention.self.query.weight\n  nnc decode update.nnr -o finetuned.npz --base model.npz',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     decode.add_argument("input", help="NNR bitstream")
     decode.add_argument("-o", "--output", required=True, help="output model (.npz, or any installed plugin's format)")
     decode.add_argument("--framework", help="plugin to write the model with (default: chosen from the output's suffix)")
-    decode.add_argument("--template", help="original model, for formats that need one to rebuild what NNR does not carry")
-    decode.add_argument("--base", action="append", metavar="BASE",
-                        help="the input is an update of this base (as for encode --base); writes the updated model")
-    decode.add_argument("--no-recompose", action="store_true", help="keep decomposed weights as their factors NAME_G, NAME_H")
-    decode.add_argument("--apply-local-scaling", action="store_true", help="multiply weight rows by their local scaling factors")
-    decode.add_argument("--unprune", action="store_true", help="pruned tensors in their original shapes, zeros where pruned")
-    decode.add_argument("--dtype", metavar="DTYPE",
-                        help="float tensors in this dtype (float16, bfloat16, float32, float64, ...) instead of their own")
-    decode.add_argument("--tensor", action="append", metavar="NAME",
-                        help="decode only this tensor (repeatable); the others are not decoded at all")
+    decode.add_argument(
+        "--template", help="original model, for formats that need one to rebuild what NNR does not carry"
+    )
+    decode.add_argument(
+        "--base",
+        action="append",
+        metavar="BASE",
+        help="the input is an update of this base (as for encode --base); writes the updated model",
+    )
+    decode.add_argument(
+        "--no-recompose", action="store_true", help="keep decomposed weights as their factors NAME_G, NAME_H"
+    )
+    decode.add_argument(
+        "--apply-local-scaling", action="store_true", help="multiply weight rows by their local scaling factors"
+    )
+    decode.add_argument(
+        "--unprune", action="store_true", help="pruned tensors in their original shapes, zeros where pruned"
+    )
+    decode.add_argument(
+        "--dtype",
+        metavar="DTYPE",
+        help="float tensors in this dtype (float16, bfloat16, float32, float64, ...) instead of their own",
+    )
+    decode.add_argument(
+        "--tensor",
+        action="append",
+        metavar="NAME",
+        help="decode only this tensor (repeatable); the others are not decoded at all",
+    )
     _add_run_options(decode)
     decode.set_defaults(run=cmd_decode)
 
-    convert = sub.add_parser("convert", help="convert a model to another framework, its weights carried as NNR", epilog='examples:\n  nnc convert model.onnx -o model.pt2                    # ONNX -> PyTorch, weights carried as NNR\n  nnc convert model.h5 -o model_nnef/ --qp -40',
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    convert = sub.add_parser(
+        "convert",
+        help="convert a model to another framework, its weights carried as NNR",
+        epilog='examples:\n  nnc convert model.onnx -o model.pt2                    # ONNX -> PyTorch, weights carried as NNR\n  nnc convert model.h5 -o model_nnef/ --qp -40',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     convert.add_argument("input", help="source model (file or folder)")
     convert.add_argument("-o", "--output", required=True, help="destination model; its suffix picks the framework")
     convert.add_argument("--framework", help="destination plugin (default: chosen from the output's suffix)")
-    convert.add_argument("--input-shape", help="static shape of the model's input, e.g. 1,3,320,320, for converters "
-                         "that need one where the graph's is dynamic (ONNX -> NNEF, ONNX -> TensorFlow)")
+    convert.add_argument(
+        "--input-shape",
+        help="static shape of the model's input, e.g. 1,3,320,320, for converters "
+        "that need one where the graph's is dynamic (ONNX -> NNEF, ONNX -> TensorFlow)",
+    )
     _add_encode_options(convert)
     convert.add_argument("-q", "--quiet", action="store_true")
     convert.set_defaults(run=cmd_convert)
 
-    plugins = sub.add_parser("plugins", help="list the framework plugins, their versions and state", epilog='examples:\n  nnc plugins           # what is installed\n  nnc plugins --check   # import each adapter and its framework',
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    plugins.add_argument("--check", action="store_true", help="import each plugin's adapter (and framework) to prove it loads")
+    plugins = sub.add_parser(
+        "plugins",
+        help="list the framework plugins, their versions and state",
+        epilog='examples:\n  nnc plugins           # what is installed\n  nnc plugins --check   # import each adapter and its framework',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plugins.add_argument(
+        "--check", action="store_true", help="import each plugin's adapter (and framework) to prove it loads"
+    )
     plugins.set_defaults(run=cmd_plugins)
     return parser
 

@@ -168,9 +168,12 @@ class EncoderConfig:
         if isinstance(self.raw_float, str):
             raise ConfigError(f"raw_float {self.raw_float!r} must be a collection of tensor names, not one string")
         if (self.performance_metric_type is None) != (self.validation_set_performance is None):
-            raise ConfigError("performance_metric_type and validation_set_performance go together: give both or neither")
-        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, numbers.Integral)
-                                         or self.workers < 1):
+            raise ConfigError(
+                "performance_metric_type and validation_set_performance go together: give both or neither"
+            )
+        if self.workers is not None and (
+            isinstance(self.workers, bool) or not isinstance(self.workers, numbers.Integral) or self.workers < 1
+        ):
             raise ConfigError(f"workers {self.workers!r} must be a positive integer (1: no threads)")
 
     def replace(self, **changes: Any) -> EncoderConfig:
@@ -182,8 +185,11 @@ class EncoderConfig:
 
     def changed(self) -> dict[str, Any]:
         """The fields that differ from the defaults, by name."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if getattr(self, f.name) is not f.default and getattr(self, f.name) != f.default}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not f.default and getattr(self, f.name) != f.default
+        }
 
     @classmethod
     def of(cls, config: EncoderConfig | None = None, /, **changes: Any) -> EncoderConfig:

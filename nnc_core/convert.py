@@ -139,15 +139,23 @@ def convert(
         names = {n: n for n in decoded.tensors}
         return ConversionReport(src_name, dst_name, len(bitstream), parameters, names, [], route)
 
-    with atomic_path(destination, directory=dst_record.directories and not destination.suffix) as staged, \
-            tempfile.TemporaryDirectory(prefix="nnc-convert-") as work:
+    with (
+        atomic_path(destination, directory=dst_record.directories and not destination.suffix) as staged,
+        tempfile.TemporaryDirectory(prefix="nnc-convert-") as work,
+    ):
         # the decoded weights in the source's dtypes: what the rewritten source
         # holds, and what the converters' output is matched against
-        reference = NNRModel({n: v.astype(original.tensors[n].dtype, copy=False) if n in original.tensors else v
-                              for n, v in decoded.tensors.items()},
-                             blocks=original.blocks, topology=original.topology,
-                             dimension_shift=original.dimension_shift, framework=original.framework,
-                             metadata=original.metadata)
+        reference = NNRModel(
+            {
+                n: v.astype(original.tensors[n].dtype, copy=False) if n in original.tensors else v
+                for n, v in decoded.tensors.items()
+            },
+            blocks=original.blocks,
+            topology=original.topology,
+            dimension_shift=original.dimension_shift,
+            framework=original.framework,
+            metadata=original.metadata,
+        )
         rewritten = Path(work) / f"source{Path(source).suffix}" if isinstance(source, (str, os.PathLike)) else None
         try:
             current = _decoded_source(src_adapter, source, reference, rewritten)
@@ -170,8 +178,9 @@ def convert(
         if not from_decoded:  # the converters saw the original weights: put the decoded ones in
             converted.tensors = dict(converted.tensors)  # a plugin may read tensors lazily (read-only)
             for dst_tensor, src_tensor in matched.items():
-                converted.tensors[dst_tensor] = decoded.tensors[src_tensor].astype(converted.tensors[dst_tensor].dtype,
-                                                                                   copy=False)
+                converted.tensors[dst_tensor] = decoded.tensors[src_tensor].astype(
+                    converted.tensors[dst_tensor].dtype, copy=False
+                )
             dst_adapter.write(converted, staged, template=staged)
     unmatched = [n for n in converted.tensors if n not in matched]
     return ConversionReport(src_name, dst_name, len(bitstream), parameters, matched, unmatched, route, from_decoded)
@@ -230,7 +239,8 @@ def _route(pm: PluginManager, source: str, target: str) -> list[TopologyConverte
         raise PluginError(f"no topology converter from {source} to {target} is installed (available: {pairs})")
     step = next(c for c in chain if _missing(c))
     raise FrameworkUnavailableError(
-        f"the {step.source_framework} -> {step.target_framework} converter needs {', '.join(_missing(step))}, not installed")
+        f"the {step.source_framework} -> {step.target_framework} converter needs {', '.join(_missing(step))}, not installed"
+    )
 
 
 def _intermediate_suffix(pm: PluginManager, framework: str) -> str:

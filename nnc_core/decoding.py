@@ -59,7 +59,15 @@ from nnc_core.deepcabac import Decoder, TensorCoding
 from nnc_core.errors import BitstreamError, ConfigError
 from nnc_core.parallel import check_workers, ordered_map
 
-__all__ = ["quantization_step", "DecodedTensor", "DecoderState", "decode_bitstream", "decode_units", "plan_bitstream", "decode_steps"]
+__all__ = [
+    "quantization_step",
+    "DecodedTensor",
+    "DecoderState",
+    "decode_bitstream",
+    "decode_units",
+    "plan_bitstream",
+    "decode_steps",
+]
 
 
 def quantization_step(qp: int, qp_density: int) -> np.float32:
@@ -266,7 +274,9 @@ class _Failure:
     error: BitstreamError
 
 
-def plan_bitstream(units: list[Any], *, data_size: int, max_elements: int | None = None) -> Iterator[_NduStep | _Failure]:
+def plan_bitstream(
+    units: list[Any], *, data_size: int, max_elements: int | None = None
+) -> Iterator[_NduStep | _Failure]:
     """The NDUs of parsed units (:func:`~nnc_core.bitstream.units.read_units`)
     as decoding steps, in stream order, from their headers alone.
 
@@ -288,7 +298,8 @@ def plan_bitstream(units: list[Any], *, data_size: int, max_elements: int | None
             factor = _factor(unit, factor_g, where)
             if split is not None and isinstance(unit, (StartUnit, ModelParameterSet)):
                 raise BitstreamError(
-                    f"{split.what()} is incomplete: the part with partial_data_counter {split.expected} is missing", **where
+                    f"{split.what()} is incomplete: the part with partial_data_counter {split.expected} is missing",
+                    **where,
                 )
             if isinstance(unit, StartUnit):
                 profile = unit.general_profile_idc
@@ -322,7 +333,8 @@ def plan_bitstream(units: list[Any], *, data_size: int, max_elements: int | None
         if factor_g is not None:
             raise BitstreamError(
                 f"decomposed weight {factor_g.element_ids[0]!r}: the bitstream ends after G, before the NDU carrying H",
-                unit_index=len(units), byte_offset=data_size,
+                unit_index=len(units),
+                byte_offset=data_size,
             )
         if split is not None:
             raise BitstreamError(
@@ -346,12 +358,17 @@ class _naming:
     def __exit__(self, kind: type | None, e: BaseException | None, tb: object) -> None:
         if isinstance(e, BitstreamError) and e.tensor is None and self.unit.header.element_ids:
             raise BitstreamError(
-                e.detail, unit_index=e.unit_index, aggregated_index=e.aggregated_index,
-                byte_offset=e.byte_offset, tensor=str(self.unit.header.element_ids[0]),
+                e.detail,
+                unit_index=e.unit_index,
+                aggregated_index=e.aggregated_index,
+                byte_offset=e.byte_offset,
+                tensor=str(self.unit.header.element_ids[0]),
             ) from e
 
 
-def _members(h: NduHeader, where: dict[str, Any], budget: _Budget, factor: str | None) -> list[tuple[str, str, tuple[int, ...], int]]:
+def _members(
+    h: NduHeader, where: dict[str, Any], budget: _Budget, factor: str | None
+) -> list[tuple[str, str, tuple[int, ...], int]]:
     """(role, name, shape, codebook index) of an NDU's tensors, taken from the element budget."""
     # the declared shape is bounded before anything reads it
     budget.check(str(h.element_ids[0]) if h.element_ids else "?", tuple(h.tensor_dimensions), where)
@@ -423,7 +440,10 @@ def decode_steps(
 
 
 def _run_step(
-    step: _NduStep, state: DecoderState | None, keep_stored: bool, rows: dict[str, int] | None,
+    step: _NduStep,
+    state: DecoderState | None,
+    keep_stored: bool,
+    rows: dict[str, int] | None,
     float_dtype: np.dtype | None,
 ) -> tuple[_NduStep, list[DecodedTensor]]:
     target = _target_dtype(step.unit.header, float_dtype)  # (outside: a missing ml_dtypes is no stream error)
@@ -452,7 +472,8 @@ def _as_signalled(t: DecodedTensor, h: NduHeader, target: np.dtype | None, where
         low, high = (0, 1) if info is None else (info.min, info.max)
         if t.values.size and (int(t.values.min()) < low or int(t.values.max()) > high):
             raise BitstreamError(
-                f"tensor {t.name!r}: decoded integers outside {target} ({low}..{high}), the dtype its NDU signals", **where
+                f"tensor {t.name!r}: decoded integers outside {target} ({low}..{high}), the dtype its NDU signals",
+                **where,
             )
     with np.errstate(over="ignore", invalid="ignore"):
         t.values = t.values.astype(target)  # floats: rounded to nearest even
@@ -484,8 +505,9 @@ def decode_bitstream(
     ``workers``: threads decoding NDUs at once (the result does not depend
     on it).
     """
-    return decode_units(read_units(data), len(data), state, max_elements=max_elements, keep_stored=keep_stored,
-                        workers=workers)
+    return decode_units(
+        read_units(data), len(data), state, max_elements=max_elements, keep_stored=keep_stored, workers=workers
+    )
 
 
 def decode_units(
@@ -505,7 +527,7 @@ def decode_units(
 
 
 def _factor(unit: object, factor_g: NduHeader | None, where: dict[str, Any]) -> str | None:
-    """"G" or "H" for an NDU carrying one factor of a decomposed weight on its own
+    """ "G" or "H" for an NDU carrying one factor of a decomposed weight on its own
     (a non-block NDU with NNR_CPT_DC: G first, H in the very next unit), else None."""
     h = unit.header if isinstance(unit, CompressedDataUnit) else None
     alone = (
@@ -517,13 +539,17 @@ def _factor(unit: object, factor_g: NduHeader | None, where: dict[str, Any]) -> 
         return "G" if alone else None
     if h is None or not alone:  # h is None: not alone either (spelled out for the type checker)
         raise BitstreamError(
-            f"decomposed weight {factor_g.element_ids[0]!r}: the unit after its G NDU must be the NDU carrying H", **where
+            f"decomposed weight {factor_g.element_ids[0]!r}: the unit after its G NDU must be the NDU carrying H",
+            **where,
         )
     if (h.decomposition_rank, h.g_number_of_rows, h.tensor_dimensions) != (
-        factor_g.decomposition_rank, factor_g.g_number_of_rows, factor_g.tensor_dimensions
+        factor_g.decomposition_rank,
+        factor_g.g_number_of_rows,
+        factor_g.tensor_dimensions,
     ):
         raise BitstreamError(
-            f"decomposed weight {factor_g.element_ids[0]!r}: its H NDU signals another rank, row count or shape than G", **where
+            f"decomposed weight {factor_g.element_ids[0]!r}: its H NDU signals another rank, row count or shape than G",
+            **where,
         )
     return "H"
 
@@ -559,15 +585,21 @@ def _check_next_part(split: _Split, unit: CompressedDataUnit, counter: int, wher
             **where,
         )
     if counter < split.expected:
-        missing = f"part {split.expected} is" if counter + 1 == split.expected else f"parts {split.expected}..{counter + 1} are"
+        missing = (
+            f"part {split.expected} is"
+            if counter + 1 == split.expected
+            else f"parts {split.expected}..{counter + 1} are"
+        )
         raise BitstreamError(
-            f"{split.what()}: {missing} missing (partial_data_counter {counter} where {split.expected} was due)", **where
+            f"{split.what()}: {missing} missing (partial_data_counter {counter} where {split.expected} was due)",
+            **where,
         )
     first = split.header
     for attr in ("payload_type", "compressed_parameter_types", "first_tensor_dimension_shift"):
         if getattr(h, attr) != getattr(first, attr):
             raise BitstreamError(
-                f"{split.what()}: part {counter} has {attr} {getattr(h, attr)}, the first part {getattr(first, attr)}", **where
+                f"{split.what()}: part {counter} has {attr} {getattr(h, attr)}, the first part {getattr(first, attr)}",
+                **where,
             )
 
 
@@ -576,7 +608,9 @@ def _split_axis(t: DecodedTensor, header: NduHeader) -> int:
     return header.first_tensor_dimension_shift if t.values.ndim > 1 else 0
 
 
-def _add_part(split: _Split, assembly: _Assembly, results: list[DecodedTensor], counter: int, where: dict[str, Any]) -> None:
+def _add_part(
+    split: _Split, assembly: _Assembly, results: list[DecodedTensor], counter: int, where: dict[str, Any]
+) -> None:
     if assembly.parts:
         for first, t in zip(assembly.parts[0], results):
             a, b = first.values, t.values
@@ -605,8 +639,15 @@ def _assemble(split: _Split, assembly: _Assembly) -> list[DecodedTensor]:
         carried = tuple(c for t in member for c in t.carried_by)
         out.append(
             DecodedTensor(
-                first.name, values, stored, qps.pop() if len(qps) == 1 else None,
-                first.unit_index, first.aggregated_index, carried, role=first.role, block=first.block,
+                first.name,
+                values,
+                stored,
+                qps.pop() if len(qps) == 1 else None,
+                first.unit_index,
+                first.aggregated_index,
+                carried,
+                role=first.role,
+                block=first.block,
             )
         )
     return out
@@ -627,7 +668,12 @@ def _update_state(state: DecoderState | None, results: list[DecodedTensor], h: N
 
 
 def _parent(
-    known: dict[str, np.ndarray], h: NduHeader, name: str, shape: tuple[int, ...], axis: int, rows: dict[str, int] | None
+    known: dict[str, np.ndarray],
+    h: NduHeader,
+    name: str,
+    shape: tuple[int, ...],
+    axis: int,
+    rows: dict[str, int] | None,
 ) -> np.ndarray | None:
     """What ``known`` holds for a tensor (or part) of ``shape``, co-located with it, or None.
 
@@ -659,7 +705,9 @@ def _parent(
     return np.take(full, np.arange(start, start + shape[axis]), axis=axis)
 
 
-def _decode_ndu(step: _NduStep, state: DecoderState | None, keep_stored: bool, rows: dict[str, int] | None) -> list[DecodedTensor]:
+def _decode_ndu(
+    step: _NduStep, state: DecoderState | None, keep_stored: bool, rows: dict[str, int] | None
+) -> list[DecodedTensor]:
     """The tensors of one NDU; ``rows``: for a part of a split tensor decoded
     with a state, the extent of the parts before it (for its parents' slices)."""
     unit, where, profile, factor = step.unit, step.where, step.profile, step.factor
@@ -675,7 +723,9 @@ def _decode_ndu(step: _NduStep, state: DecoderState | None, keep_stored: bool, r
         dims = tuple(h.tensor_dimensions) or (1,)
         count = int(np.prod(dims, dtype=object))
         if len(unit.payload) != 4 * count:  # also bounds the allocation by the input
-            raise BitstreamError(f"raw float payload has {len(unit.payload)} bytes, shape {dims} needs {4 * count}", **at)
+            raise BitstreamError(
+                f"raw float payload has {len(unit.payload)} bytes, shape {dims} needs {4 * count}", **at
+            )
         coded = np.frombuffer(unit.payload, "<f4").astype(np.float32).reshape(coded_shape(dims, shift))
         return _map_elements(h, [tensor(str(h.element_ids[0]), decoded_view(coded, shift), None, None)], where)
 
@@ -708,7 +758,8 @@ def _decode_ndu(step: _NduStep, state: DecoderState | None, keep_stored: bool, r
                         base = _parent(state.base, h, name, shape, axis, rows)
                         if base is None:
                             raise BitstreamError(
-                                f"tensor {name!r} uses temporal context adaptation but no parent of its size was decoded", **at
+                                f"tensor {name!r} uses temporal context adaptation but no parent of its size was decoded",
+                                **at,
                             )
                         base = coded_view(base, member_shift)
                     history = _parent(state.history, h, name, shape, axis, rows)
@@ -756,7 +807,9 @@ def _map_elements(h: NduHeader, results: list[DecodedTensor], where: dict[str, A
     return out
 
 
-def _reconstruct(stored: np.ndarray, payload_type: int, qp: int | None, qp_density: int, codebook: IntegerCodebook | None) -> np.ndarray:
+def _reconstruct(
+    stored: np.ndarray, payload_type: int, qp: int | None, qp_density: int, codebook: IntegerCodebook | None
+) -> np.ndarray:
     if payload_type == PayloadType.NNR_PT_INT:
         return stored.astype(np.int32)
     step = quantization_step(qp or 0, qp_density)

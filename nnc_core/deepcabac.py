@@ -175,7 +175,11 @@ def _c_output(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _c_params(
-    shape: tuple[int, ...], coding: TensorCoding, base: np.ndarray | None, history: np.ndarray | None, keep: list[object]
+    shape: tuple[int, ...],
+    coding: TensorCoding,
+    base: np.ndarray | None,
+    history: np.ndarray | None,
+    keep: list[object],
 ) -> Any:
     if not isinstance(coding, TensorCoding):
         raise ConfigError(f"coding must be a TensorCoding, not {type(coding).__name__}")
@@ -319,7 +323,9 @@ class Encoder(_Handle):
         self._call(lib.dcabac_enc_entry_points, ffi.NULL, 0, count)
         eps = np.zeros(count[0], dtype=ENTRY_POINT_DTYPE)
         if count[0]:
-            self._call(lib.dcabac_enc_entry_points, ffi.cast("dcabac_entry_point *", ffi.from_buffer(eps)), count[0], count)
+            self._call(
+                lib.dcabac_enc_entry_points, ffi.cast("dcabac_entry_point *", ffi.from_buffer(eps)), count[0], count
+            )
         return eps
 
     def finish(self) -> bytes:
@@ -427,7 +433,11 @@ def encode_tensor(values: np.ndarray, coding: TensorCoding = TensorCoding(), /, 
 
 
 def decode_tensor(
-    payload: bytes | bytearray | memoryview, shape: tuple[int, ...], coding: TensorCoding = TensorCoding(), /, **kwargs: Any
+    payload: bytes | bytearray | memoryview,
+    shape: tuple[int, ...],
+    coding: TensorCoding = TensorCoding(),
+    /,
+    **kwargs: Any,
 ) -> np.ndarray:
     """Stored integers of a payload holding a single tensor."""
     with Decoder(payload) as dec:
@@ -466,7 +476,12 @@ def _block_row_order(rows: int, width: int, block: int) -> np.ndarray:
 
 
 def _quantize(
-    fn: Any, weights: np.ndarray, step: float | np.floating[Any], scan_order: int, lambda_scale: float, cabac_unary_length_minus1: int
+    fn: Any,
+    weights: np.ndarray,
+    step: float | np.floating[Any],
+    scan_order: int,
+    lambda_scale: float,
+    cabac_unary_length_minus1: int,
 ) -> np.ndarray:
     """Validate the arguments, run a C quantizer, map its status to exceptions."""
     w = np.ascontiguousarray(weights, dtype=np.float32)

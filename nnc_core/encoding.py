@@ -61,6 +61,7 @@ from nnc_core.topology import Topology
 
 __all__ = ["write_stream", "uniform_quantize", "blocks_from_parameter_types", "BLOCK_ROLES"]
 
+
 def uniform_quantize(weights: np.ndarray, step: np.float32) -> np.ndarray:
     """Uniform reconstruction quantization: ``round(float32(1/step) * w)``,
     rounding halves away from zero (the reference encoder's arithmetic)."""
@@ -101,7 +102,9 @@ class _Quantizer:
     def _run(self, w: np.ndarray, qp: int, dq: bool, scan_order: int) -> np.ndarray:
         step = quantization_step(qp, self.qp_density)
         quantize = dq_quantize if dq else urq_quantize
-        return quantize(w, step, scan_order=scan_order, lambda_scale=self.lambda_scale, cabac_unary_length_minus1=self.unary)
+        return quantize(
+            w, step, scan_order=scan_order, lambda_scale=self.lambda_scale, cabac_unary_length_minus1=self.unary
+        )
 
 
 def _codebook_bits(values: list[int], zero_offset: int, egk: int) -> int:
@@ -219,10 +222,14 @@ def blocks_from_parameter_types(
             continue
         kind = parameter_type.get(name)
         if kind not in by_name:
-            raise ConfigError(f"tensor {name!r} of block {block_id!r} has parameter type {kind!r}, not one of {sorted(by_name)}")
+            raise ConfigError(
+                f"tensor {name!r} of block {block_id!r} has parameter type {kind!r}, not one of {sorted(by_name)}"
+            )
         members = blocks.setdefault(str(block_id), {})
         if by_name[kind] in members:
-            raise ConfigError(f"block {block_id!r} has two tensors of type {kind!r}: {members[by_name[kind]]!r} and {name!r}")
+            raise ConfigError(
+                f"block {block_id!r} has two tensors of type {kind!r}: {members[by_name[kind]]!r} and {name!r}"
+            )
         members[by_name[kind]] = name
     return blocks
 
@@ -316,7 +323,9 @@ def _check_blocks(
     return checked
 
 
-def _fold_batch_norm(members: list[_Member], tensors: Mapping[str, np.ndarray], epsilon: float, nonweight_qp: int) -> list[_Member]:
+def _fold_batch_norm(
+    members: list[_Member], tensors: Mapping[str, np.ndarray], epsilon: float, nonweight_qp: int
+) -> list[_Member]:
     """Batch-norm folding (clause 8): ``g = gamma / sqrt(var + eps)``; the local
     scaling vector becomes ``ls * g`` and the bias ``(bias - mean) * g + beta``;
     the batch-norm tensors are dropped.  New tensors are named as the reference
@@ -329,16 +338,32 @@ def _fold_batch_norm(members: list[_Member], tensors: Mapping[str, np.ndarray], 
     for role in _BN_ROLES:
         value = by_role[role].value
         if np.asarray(value).dtype.kind != "f":
-            raise EncodeError(f"tensor {by_role[role].name!r}: batch-norm folding needs float tensors, not {np.asarray(value).dtype}")
+            raise EncodeError(
+                f"tensor {by_role[role].name!r}: batch-norm folding needs float tensors, not {np.asarray(value).dtype}"
+            )
         bn[role] = np.asarray(value, dtype=np.float32).reshape(-1)
     g = bn["bn.gamma"] / np.sqrt(bn["bn.var"] + np.float32(epsilon))
     out = [m for m in members if m.role not in _BN_ROLES and m.role not in ("ls", "bias")]
     ls = by_role.get("ls")
     if ls is None:
-        ls = _Member("ls", _new_name(weight + "_scaling", tensors), np.ones_like(g), by_role["bn.gamma"].parameter_id, False, nonweight_qp)
+        ls = _Member(
+            "ls",
+            _new_name(weight + "_scaling", tensors),
+            np.ones_like(g),
+            by_role["bn.gamma"].parameter_id,
+            False,
+            nonweight_qp,
+        )
     bias = by_role.get("bias")
     if bias is None:
-        bias = _Member("bias", _new_name(weight + ".bias", tensors), np.zeros_like(g), by_role["bn.beta"].parameter_id, False, nonweight_qp)
+        bias = _Member(
+            "bias",
+            _new_name(weight + ".bias", tensors),
+            np.zeros_like(g),
+            by_role["bn.beta"].parameter_id,
+            False,
+            nonweight_qp,
+        )
     ls.value = np.asarray(ls.value, dtype=np.float32).reshape(-1) * g
     bias.value = (np.asarray(bias.value, dtype=np.float32).reshape(-1) - bn["bn.mean"]) * g + bn["bn.beta"]
     return out + [ls, bias]
@@ -346,7 +371,9 @@ def _fold_batch_norm(members: list[_Member], tensors: Mapping[str, np.ndarray], 
 
 def _new_name(name: str, tensors: Mapping[str, np.ndarray]) -> str:
     if name in tensors:
-        raise ConfigError(f"batch-norm folding would create tensor {name!r}, but the model already has one of that name")
+        raise ConfigError(
+            f"batch-norm folding would create tensor {name!r}, but the model already has one of that name"
+        )
     return name
 
 
@@ -397,7 +424,11 @@ def write_stream(
     qp, qp_density, nonweight_qp, use_dq, scan_order = c.qp, c.qp_density, c.nonweight_qp, c.use_dq, c.scan_order
     lambda_scale, codebook_mode, int_quant_bw, raw_float = c.lambda_scale, c.codebook_mode, c.int_quant_bw, c.raw_float
     blocks, fold_batch_norm, batch_norm_epsilon = c.blocks, c.fold_batch_norm, c.batch_norm_epsilon
-    max_part_elements, aggregate, cabac_unary_length_minus1 = c.max_part_elements, c.aggregate, c.cabac_unary_length_minus1
+    max_part_elements, aggregate, cabac_unary_length_minus1 = (
+        c.max_part_elements,
+        c.aggregate,
+        c.cabac_unary_length_minus1,
+    )
     dimension_shift, row_skipping, local_scaling = c.dimension_shift, c.row_skipping, c.local_scaling
     qp_per_tensor = dict(c.qp_per_tensor or {})
     shifts = {str(k): int(v) for k, v in (dimension_shift or {}).items()}
@@ -410,16 +441,37 @@ def write_stream(
         if unknown:
             raise ConfigError(f"{what} names tensors that are not in the model: {sorted(unknown)}")
     reduced = reduction.prepare(
-        tensors, blocks or {}, shifts, raw_float,
+        tensors,
+        blocks or {},
+        shifts,
+        raw_float,
         lambda name: float(quantization_step(qp_per_tensor.get(name, qp), qp_density)),
-        sparsity=c.sparsity, structured_sparsity=c.structured_sparsity, prune_ratios=c.prune, prune_consumers=c.prune_consumers,
-        unification=c.unification, low_rank=c.low_rank, local_scaling=local_scaling,
-        use_dq=use_dq, lambda_scale=lambda_scale, codebook_mode=codebook_mode, int_quant_bw=int_quant_bw,
+        sparsity=c.sparsity,
+        structured_sparsity=c.structured_sparsity,
+        prune_ratios=c.prune,
+        prune_consumers=c.prune_consumers,
+        unification=c.unification,
+        low_rank=c.low_rank,
+        local_scaling=local_scaling,
+        use_dq=use_dq,
+        lambda_scale=lambda_scale,
+        codebook_mode=codebook_mode,
+        int_quant_bw=int_quant_bw,
     )
     tensors, blocks = reduced.tensors, reduced.blocks
     settings = _Settings(
-        qp, qp_density, nonweight_qp, use_dq, codebook_mode, scan_order, cabac_unary_length_minus1, c.param_opt,
-        bool(row_skipping), int_quant_bw, frozenset(raw_float), _Quantizer(qp_density, float(lambda_scale), cabac_unary_length_minus1),
+        qp,
+        qp_density,
+        nonweight_qp,
+        use_dq,
+        codebook_mode,
+        scan_order,
+        cabac_unary_length_minus1,
+        c.param_opt,
+        bool(row_skipping),
+        int_quant_bw,
+        frozenset(raw_float),
+        _Quantizer(qp_density, float(lambda_scale), cabac_unary_length_minus1),
         update=update,
         local_scaling=bool(local_scaling),
     )
@@ -445,7 +497,9 @@ def write_stream(
         mps_quantization_parameter=0,
         validation_set_performance_present_flag=c.validation_set_performance is not None,
         performance_metric_type=c.performance_metric_type,
-        validation_set_performance=None if c.validation_set_performance is None else float(c.validation_set_performance),
+        validation_set_performance=None
+        if c.validation_set_performance is None
+        else float(c.validation_set_performance),
     )
     if update is not None:
         mps = replace(mps, **update.mps_fields())
@@ -469,8 +523,15 @@ def write_stream(
             roles = block_of.get(name)
             if roles is None:
                 value = tensors[name]
-                member = _Member("tensor", name, value, index_of[name], np.ndim(value) > 1,
-                                 qp_per_tensor.get(name), shifts.get(name, 0))
+                member = _Member(
+                    "tensor",
+                    name,
+                    value,
+                    index_of[name],
+                    np.ndim(value) > 1,
+                    qp_per_tensor.get(name),
+                    shifts.get(name, 0),
+                )
                 pieces = _parts(member, max_part_elements)
                 for i, part in enumerate(pieces):
                     done += i == len(pieces) - 1
@@ -480,8 +541,13 @@ def write_stream(
                 continue  # coded with its block's weight
             members = [
                 _Member(
-                    role, roles[role], tensors[roles[role]], index_of[roles[role]], role == "weight",
-                    qp_per_tensor.get(roles[role]), shifts.get(roles[role], 0),
+                    role,
+                    roles[role],
+                    tensors[roles[role]],
+                    index_of[roles[role]],
+                    role == "weight",
+                    qp_per_tensor.get(roles[role]),
+                    shifts.get(roles[role], 0),
                 )
                 for role in BLOCK_CODING_ORDER
                 if role in roles
@@ -511,14 +577,18 @@ def write_stream(
             progress(done, total, name)
 
 
-def _job(members: list[_Member], s: _Settings, state: ParseState, done: int, name: str) -> Callable[[], tuple[list[bytes], int, str]]:
+def _job(
+    members: list[_Member], s: _Settings, state: ParseState, done: int, name: str
+) -> Callable[[], tuple[list[bytes], int, str]]:
     """Coding one tensor (block, part) on a worker thread; its cost is its element count."""
     job = functools.partial(_encode_job, members, s, state, done, name)
     job.cost = sum(int(np.size(m.value)) for m in members)  # type: ignore[attr-defined]  # a function attribute, read by ordered_map
     return job
 
 
-def _encode_job(members: list[_Member], s: _Settings, state: ParseState, done: int, name: str) -> tuple[list[bytes], int, str]:
+def _encode_job(
+    members: list[_Member], s: _Settings, state: ParseState, done: int, name: str
+) -> tuple[list[bytes], int, str]:
     return _encode_members(members, s, state), done, name
 
 
@@ -538,8 +608,11 @@ def _parts(m: _Member, max_elements: int | None) -> list[_Member]:
         )
     return [
         _Member(m.role, m.name, p.values, m.parameter_id, m.weight, m.qp, m.shift, p.partial_data_counter)
-        for p in split_tensor(value, [min(rows_per_part, rows - start) for start in range(0, rows, rows_per_part)],
-                              first_tensor_dimension_shift=m.shift)
+        for p in split_tensor(
+            value,
+            [min(rows_per_part, rows - start) for start in range(0, rows, rows_per_part)],
+            first_tensor_dimension_shift=m.shift,
+        )
     ]
 
 
@@ -594,7 +667,9 @@ def _encode_members(members: list[_Member], s: _Settings, state: ParseState) -> 
     joint = len(members) > 1 and _jointly_codable(members, coded)
     factor = next((m for m in members if m.role == "G"), None)
     if factor is not None and not joint:
-        raise EncodeError(f"decomposed weight {factor.name!r}: its block's members cannot share one NDU (integer or raw members)")
+        raise EncodeError(
+            f"decomposed weight {factor.name!r}: its block's members cannot share one NDU (integer or raw members)"
+        )
     if not joint:
         cpt = _block_types([m.role for m in members]) if len(members) > 1 else 0
         return [_write_ndu([m], [c], s, state, cpt) for m, c in zip(members, coded)]
@@ -647,7 +722,9 @@ def _quantize_value(m: _Member, s: _Settings) -> _Coded:
     scan = coded_scan_order(value.shape, s.scan_order)
     codebook = None
     if s.codebook_mode:
-        stored, qp, codebook = _codebook_quantize(m.name, w, requested, s.quantize, s.use_dq, s.codebook_mode, scan, s.param_opt)
+        stored, qp, codebook = _codebook_quantize(
+            m.name, w, requested, s.quantize, s.use_dq, s.codebook_mode, scan, s.param_opt
+        )
         dq = s.use_dq and codebook is None
     else:
         dq = s.use_dq
@@ -679,12 +756,19 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
         # HDSP (temporal tools): the shorter payload with the flag off or on, off on ties
         tca = node["temporal_context_modeling_flag"]
         parents = [s.update.parent(m, c, tca) for m, c in zip(members, coded)]
-        tries = [_payload(coded, scan, s, parents, hdsp)
-                 for hdsp in ((False, True) if s.update.try_hdsp(parents) else (False,))]
+        tries = [
+            _payload(coded, scan, s, parents, hdsp)
+            for hdsp in ((False, True) if s.update.try_hdsp(parents) else (False,))
+        ]
         payload, entry_points = min(tries, key=lambda p: len(p[0]))
     if block:
         by_role = {m.role: m.name for m in members}
-        ids = [by_role[r] for role in BLOCK_ID_ORDER for r in (("weight", "G", "H") if role == "weight" else (role,)) if r in by_role]
+        ids = [
+            by_role[r]
+            for role in BLOCK_ID_ORDER
+            for r in (("weight", "G", "H") if role == "weight" else (role,))
+            if r in by_role
+        ]
         parameter_id = members[at].parameter_id
     else:
         ids, parameter_id = [members[0].name], members[0].parameter_id
@@ -716,7 +800,9 @@ def _write_ndu(members: list[_Member], coded: list[_Coded], s: _Settings, state:
     )
     if node:
         header = replace(header, **node)
-    unit = CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=payload, partial_data_counter=members[0].partial_data_counter)
+    unit = CompressedDataUnit(
+        UnitType.NNR_NDU, header=header, payload=payload, partial_data_counter=members[0].partial_data_counter
+    )
     return write_unit(unit, state)
 
 

@@ -101,7 +101,9 @@ def _applied(reference: np.ndarray | None, update: np.ndarray) -> np.ndarray:
     if reference is None:
         return update.astype(np.float32) if update.dtype.kind == "f" else update.copy()
     if reference.shape != update.shape:
-        raise ConfigError(f"an update of shape {list(update.shape)} cannot apply to a tensor of shape {list(reference.shape)}")
+        raise ConfigError(
+            f"an update of shape {list(update.shape)} cannot apply to a tensor of shape {list(reference.shape)}"
+        )
     if reference.dtype.kind in "iu":
         return (reference.astype(np.int64) + update.astype(np.int64)).astype(reference.dtype)
     return (reference + update).astype(reference.dtype)
@@ -197,14 +199,16 @@ class UpdateDecoder:
                 if not unit.mps_parent_signalling_enabled_flag:
                     raise BaseMismatchError(
                         "NNR_MPS: the bitstream is a complete model (mps_parent_signalling_enabled_flag 0), "
-                        "not an update of the base", **at,
+                        "not an update of the base",
+                        **at,
                     )
                 given = unit.base_model_id if unit.base_model_id_present_flag else None
                 if given is not None and given.startswith(BASE_ID_PREFIX):
                     have = model_fingerprint(self.reference)
                     if given != have:
                         raise BaseMismatchError(
-                            f"NNR_MPS: base_model_id {given!r} names another base model than the one given ({have!r})", **at
+                            f"NNR_MPS: base_model_id {given!r} names another base model than the one given ({have!r})",
+                            **at,
                         )
             elif isinstance(unit, CompressedDataUnit) and unit.header.parent_node_id_present_flag:
                 h = unit.header
@@ -223,25 +227,29 @@ class UpdateDecoder:
             if depth > 1 and not self.reference and not (mps and mps.base_model_id_present_flag):
                 raise BaseMismatchError(
                     f"NNR_NDU of tensor {name!r}: node depth {depth} updates an earlier version of the tensor, "
-                    "but no base was given", **at,
+                    "but no base was given",
+                    **at,
                 )
             if h.temporal_context_modeling_flag:
                 raise BaseMismatchError(
                     f"NNR_NDU of tensor {name!r}: codes with temporal context adaptation against its parent NDU "
                     f"(depth {depth - 1}), which the decoder does not have: give the base as the bitstream(s) it was "
-                    "sent in", **at,
+                    "sent in",
+                    **at,
                 )
             return
         if depth != known + 1:
             raise BaseMismatchError(
                 f"NNR_NDU of tensor {name!r}: put_node_depth {depth} has its parent at depth {depth - 1}, "
-                f"but the base holds the tensor's NDU of depth {known}", **at,
+                f"but the base holds the tensor's NDU of depth {known}",
+                **at,
             )
         device, parameter = self._node.get(name, (h.parent_device_id or 0, h.parameter_id or 0))
         if (h.parent_device_id or 0) != device or (h.parameter_id or 0) != parameter:
             raise BaseMismatchError(
                 f"NNR_NDU of tensor {name!r}: parent (device {h.parent_device_id or 0}, parameter {h.parameter_id}) "
-                f"is not the tensor's last NDU (device {device}, parameter {parameter})", **at,
+                f"is not the tensor's last NDU (device {device}, parameter {parameter})",
+                **at,
             )
 
 
@@ -346,7 +354,9 @@ class UpdateEncoder:
     ) -> None:
         _check_session_options(options)
         self._mirror = UpdateDecoder(base)
-        self._plan: dict[str, Any] = dict(tca=tca, hdsp=hdsp, pre_flag=pre_flag, signal_base=signal_base, device_id=device_id)
+        self._plan: dict[str, Any] = dict(
+            tca=tca, hdsp=hdsp, pre_flag=pre_flag, signal_base=signal_base, device_id=device_id
+        )
         self._config = EncoderConfig.of(config, **dict(options, row_skipping=row_skipping))
         self.error_feedback = error_feedback
         self._residual: dict[str, np.ndarray] = {}  # error feedback: what quantization left out
@@ -393,7 +403,9 @@ class UpdateEncoder:
             for name, d in update.items():
                 if d.dtype.kind == "f":
                     got = decoded.get(name)
-                    self._residual[name] = d.astype(np.float32) if got is None else (d - got.astype(np.float32)).astype(np.float32)
+                    self._residual[name] = (
+                        d.astype(np.float32) if got is None else (d - got.astype(np.float32)).astype(np.float32)
+                    )
         return data
 
     def _code(self, update: dict[str, Any], options: dict[str, Any]) -> tuple[bytes, dict[str, np.ndarray]]:
@@ -417,8 +429,10 @@ _NOT_IN_SESSION = ("base", "max_part_elements", "low_rank", "prune", "local_scal
 def _check_session_options(options: Mapping[str, Any]) -> None:
     for name in _NOT_IN_SESSION:
         if options.get(name) not in (None, False):
-            raise ConfigError(f"{name} is not an option of an incremental update (an update codes the base's "
-                              "tensors in their shapes, as one stream)")
+            raise ConfigError(
+                f"{name} is not an option of an incremental update (an update codes the base's "
+                "tensors in their shapes, as one stream)"
+            )
 
 
 def encode_update(tensors: Mapping[str, np.ndarray], base: Any, **options: Any) -> bytes:

@@ -24,8 +24,18 @@ __all__ = ["METRICS", "metric_name", "performance_metric"]
 
 # Metric names (the first component of performance_metric_type).
 METRICS = (
-    "top-1-accuracy", "top-5-accuracy", "accuracy", "map", "map50", "psnr", "ssim", "f1", "wer", "bleu",
-    "mean-absolute-error", "mean-squared-error",
+    "top-1-accuracy",
+    "top-5-accuracy",
+    "accuracy",
+    "map",
+    "map50",
+    "psnr",
+    "ssim",
+    "f1",
+    "wer",
+    "bleu",
+    "mean-absolute-error",
+    "mean-squared-error",
 )
 
 _QUALIFIER = re.compile(r"^[a-z0-9][a-z0-9._-]*$")

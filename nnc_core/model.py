@@ -24,7 +24,17 @@ from nnc_core.topology import (
     Topology,
 )
 
-__all__ = ["Topology", "NNRModel", "encode_model", "decode_model", "topology_of", "TOPOLOGY_RAW", "TOPOLOGY_DEFLATE", "MAX_TOPOLOGY_BYTES"]
+__all__ = [
+    "Topology",
+    "NNRModel",
+    "encode_model",
+    "decode_model",
+    "topology_of",
+    "TOPOLOGY_RAW",
+    "TOPOLOGY_DEFLATE",
+    "MAX_TOPOLOGY_BYTES",
+]
+
 
 @dataclass
 class NNRModel:

@@ -52,7 +52,9 @@ def _raiser(error: BaseException) -> Callable[[], NoReturn]:
     return job
 
 
-def ordered_map(jobs: Iterable[Callable[[], T]], workers: int, *, lookahead: int = 1, max_jobs: int = 64) -> Iterator[T]:
+def ordered_map(
+    jobs: Iterable[Callable[[], T]], workers: int, *, lookahead: int = 1, max_jobs: int = 64
+) -> Iterator[T]:
     """Run ``jobs`` (callables without arguments) on ``workers`` threads and
     yield their results in the jobs' order.
 

@@ -20,8 +20,16 @@ class Progress:
             return
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, desc=what, unit=unit, unit_scale=unit == "param", file=sys.stderr,
-                        dynamic_ncols=True, leave=True, smoothing=0.1)
+        self.bar = tqdm(
+            total=total,
+            desc=what,
+            unit=unit,
+            unit_scale=unit == "param",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=True,
+            smoothing=0.1,
+        )
 
     def advance(self, name: str, parameters: int) -> None:
         """``parameters`` more are done, the last of them in tensor ``name``."""

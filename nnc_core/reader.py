@@ -75,8 +75,16 @@ def open(  # noqa: A001 - nnc_core.open, as io.open and tarfile.open
     Raises :class:`~nnc_core.errors.BitstreamError` for any problem the
     headers show (the payloads are checked as each tensor is decoded).
     """
-    return NNRReader(source, max_elements=max_elements, recompose=recompose, apply_local_scaling=apply_local_scaling,
-                     unprune=unprune, workers=workers, state=state, dtype=dtype)
+    return NNRReader(
+        source,
+        max_elements=max_elements,
+        recompose=recompose,
+        apply_local_scaling=apply_local_scaling,
+        unprune=unprune,
+        workers=workers,
+        state=state,
+        dtype=dtype,
+    )
 
 
 class NNRReader(Mapping[str, np.ndarray]):
@@ -111,8 +119,15 @@ class NNRReader(Mapping[str, np.ndarray]):
             raise
 
     def _index(
-        self, data: Any, max_elements: int | None, recompose: bool, apply_local_scaling: bool, unprune: bool,
-        workers: int | None, dtype: Any, state: DecoderState | None,
+        self,
+        data: Any,
+        max_elements: int | None,
+        recompose: bool,
+        apply_local_scaling: bool,
+        unprune: bool,
+        workers: int | None,
+        dtype: Any,
+        state: DecoderState | None,
     ) -> None:
         """Parse every header once and plan every NDU; index the tensors by name."""
         self._workers = check_workers(workers)
@@ -174,8 +189,9 @@ class NNRReader(Mapping[str, np.ndarray]):
         self._check_open()
         steps = (step for group in self._groups for step in group)
         state = None if self._state is None else _read_only(self._state)
-        for decoded in decode_steps(steps, state, keep_stored=state is not None, workers=self._workers,
-                                    float_dtype=self._float_dtype):
+        for decoded in decode_steps(
+            steps, state, keep_stored=state is not None, workers=self._workers, float_dtype=self._float_dtype
+        ):
             yield from self._finish(decoded).items()
 
     def values(self) -> Iterator[np.ndarray]:  # type: ignore[override]  # a generator (decoding in order), not a ValuesView
@@ -213,8 +229,9 @@ class NNRReader(Mapping[str, np.ndarray]):
     def _decode_group(self, steps: list[_NduStep], workers: int) -> dict[str, np.ndarray]:
         state = None if self._state is None else _read_only(self._state)
         out: dict[str, np.ndarray] = {}
-        for decoded in decode_steps(iter(steps), state, keep_stored=state is not None, workers=workers,
-                                    float_dtype=self._float_dtype):
+        for decoded in decode_steps(
+            iter(steps), state, keep_stored=state is not None, workers=workers, float_dtype=self._float_dtype
+        ):
             out.update(self._finish(decoded))
         return out
 
@@ -229,7 +246,10 @@ def _read_only(state: DecoderState) -> DecoderState:
 
 
 def _group_info(
-    steps: list[_NduStep], sizes: dict[tuple[int, int | None], int], recompose: bool, apply_local_scaling: bool,
+    steps: list[_NduStep],
+    sizes: dict[tuple[int, int | None], int],
+    recompose: bool,
+    apply_local_scaling: bool,
     pruning: Mapping[str, reduction.PrunedElement],
     float_dtype: np.dtype | None,
 ) -> list[TensorInfo]:
@@ -274,8 +294,11 @@ def _group_info(
     if recompose and "G" in by_role and "H" in by_role:
         g, h_name = by_role["G"], by_role["H"]
         weight = reduction.recomposed_name(g)
-        shapes = {(weight if n == g else n): (tuple(first.tensor_dimensions) if n == g else s)
-                  for n, s in shapes.items() if n != h_name}
+        shapes = {
+            (weight if n == g else n): (tuple(first.tensor_dimensions) if n == g else s)
+            for n, s in shapes.items()
+            if n != h_name
+        }
         dtypes[weight] = dtypes[g]  # G @ H in G's dtype
     out = []
     for name, shape in shapes.items():

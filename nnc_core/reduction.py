@@ -396,7 +396,9 @@ def local_scaling_factors(target: np.ndarray, reconstructed: np.ndarray, current
 # Decoder side
 
 
-def reconstruct(results: list[Any], *, recompose: bool = True, apply_local_scaling: bool = False) -> dict[str, np.ndarray]:
+def reconstruct(
+    results: list[Any], *, recompose: bool = True, apply_local_scaling: bool = False
+) -> dict[str, np.ndarray]:
     """``{name: values}`` of decoded tensors (:class:`nnc_core.decoding.DecodedTensor`)
     with the block tools applied, per NNR_PT_BLOCK:
 
@@ -443,7 +445,10 @@ def reconstruct(results: list[Any], *, recompose: bool = True, apply_local_scali
             # in float64, returned in G's dtype (float32, or the dtype the stream signals)
             w = (np.asarray(g, dtype=np.float64) @ np.asarray(hh, dtype=np.float64)).astype(g.dtype)
             # the weight takes G's place in stream order
-            values = {("weight" if r == "G" else r): (w.reshape(tuple(h.tensor_dimensions)) if r == "G" else v) for r, v in values.items()}
+            values = {
+                ("weight" if r == "G" else r): (w.reshape(tuple(h.tensor_dimensions)) if r == "G" else v)
+                for r, v in values.items()
+            }
             names["weight"] = recomposed_name(names["G"])
         for role, value in values.items():
             out[names[role]] = value
@@ -530,7 +535,9 @@ def prepare(
                 raise ConfigError(f"prune_consumers names {name!r}, which prune does not name")
             for c in names:
                 if c not in tensors or c in raw or not _is_weight(tensors[c]):
-                    raise ConfigError(f"prune_consumers: {c!r} is not a float tensor of two or more dimensions of the model")
+                    raise ConfigError(
+                        f"prune_consumers: {c!r} is not a float tensor of two or more dimensions of the model"
+                    )
         tensors, topology = prune(tensors, prune_ratios, members, consumers, shifts)
     elif prune_consumers:
         raise ConfigError("prune_consumers needs prune")
@@ -565,7 +572,9 @@ def prepare(
     ranks: dict[str, int] = {}
     if low_rank is not None:
         if codebook_mode:
-            raise ConfigError("low_rank cannot be combined with codebook_mode (G and H would need codebooks of their own)")
+            raise ConfigError(
+                "low_rank cannot be combined with codebook_mode (G and H would need codebooks of their own)"
+            )
         if isinstance(low_rank, Mapping):
             for name, rank in low_rank.items():
                 if name not in tensors:
@@ -574,7 +583,11 @@ def prepare(
                     raise ConfigError(f"low_rank: {name!r} is not a float weight of two or more dimensions")
                 rows = np.shape(tensors[name])[0]
                 cols = int(np.prod(np.shape(tensors[name])[1:]))
-                if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= min(rows, cols):
+                if (
+                    isinstance(rank, bool)
+                    or not isinstance(rank, (int, np.integer))
+                    or not 1 <= rank <= min(rows, cols)
+                ):
                     raise ConfigError(f"low_rank {rank!r} of {name!r} outside 1..{min(rows, cols)}")
                 ranks[str(name)] = int(rank)
         else:
@@ -587,10 +600,14 @@ def prepare(
                     ranks[name] = int(low_rank)
         for name in ranks:
             if shifts.get(name, 0):
-                raise ConfigError(f"low_rank: {name!r} has a dimension_shift; decomposition splits dimension 0 from the rest")
+                raise ConfigError(
+                    f"low_rank: {name!r} has a dimension_shift; decomposition splits dimension 0 from the rest"
+                )
             for suffix in ("_G", "_H"):
                 if name + suffix in tensors:
-                    raise ConfigError(f"low_rank: decomposing {name!r} creates {name + suffix!r}, already a tensor of the model")
+                    raise ConfigError(
+                        f"low_rank: decomposing {name!r} creates {name + suffix!r}, already a tensor of the model"
+                    )
     if local_scaling:
         if not isinstance(local_scaling, bool):
             raise ConfigError(f"local_scaling {local_scaling!r} must be True or False")
@@ -601,7 +618,9 @@ def prepare(
             if bid is not None and "ls" in blocks[bid]:
                 continue
             if ls in tensors:
-                raise ConfigError(f"local_scaling would create tensor {ls!r}, but the model already has one of that name")
+                raise ConfigError(
+                    f"local_scaling would create tensor {ls!r}, but the model already has one of that name"
+                )
             tensors[ls] = np.ones(np.shape(tensors[name])[shifts.get(name, 0)], dtype=np.float32)  # type: ignore[index]  # the dict copied above
             if bid is None:
                 bid = name
@@ -638,9 +657,17 @@ def check_performance_maps(maps: Mapping[str, Iterable[Mapping[str, Any]]] | Non
         checked = []
         for entry in entries:
             entry = dict(entry)
-            unknown = set(entry) - set(_MAP_FIELDS[kind]) - {
-                "class_accuracy", "class_bitmask", "reshaped_tensor_dimensions", "super_block_dimensions", "block_dimensions"
-            }
+            unknown = (
+                set(entry)
+                - set(_MAP_FIELDS[kind])
+                - {
+                    "class_accuracy",
+                    "class_bitmask",
+                    "reshaped_tensor_dimensions",
+                    "super_block_dimensions",
+                    "block_dimensions",
+                }
+            )
             if unknown:
                 raise ConfigError(f"performance_maps[{kind!r}]: unknown fields {sorted(unknown)}")
             e: dict[str, Any] = {}

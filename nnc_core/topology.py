@@ -56,7 +56,9 @@ class Topology:
         )
 
     @classmethod
-    def from_unit(cls, unit: TopologyUnit, *, max_bytes: int = MAX_TOPOLOGY_BYTES, where: dict[str, Any] | None = None) -> Topology:
+    def from_unit(
+        cls, unit: TopologyUnit, *, max_bytes: int = MAX_TOPOLOGY_BYTES, where: dict[str, Any] | None = None
+    ) -> Topology:
         where = where or {}
         data = bytes(unit.topology_data)
         if unit.topology_compression_format == TOPOLOGY_DEFLATE:

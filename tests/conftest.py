@@ -32,4 +32,3 @@ def crepe_tiny() -> dict[str, np.ndarray]:
     from nnc_core.testing import pretrained
 
     return pretrained.load("crepe-tiny")
-

@@ -59,7 +59,9 @@ def dq_stored_integers(levels: np.ndarray, scan_order: int = 0, row_skip: bool =
     return out.reshape(k.shape).astype(np.int32)
 
 
-def laplace_levels(rng: np.random.Generator, shape: tuple[int, ...], scale: float, zero_rows: float = 0.0) -> np.ndarray:
+def laplace_levels(
+    rng: np.random.Generator, shape: tuple[int, ...], scale: float, zero_rows: float = 0.0
+) -> np.ndarray:
     """Integer levels with a Laplacian distribution, some whole rows zero."""
     levels = np.round(rng.laplace(size=shape) * scale).astype(np.int64)
     if zero_rows and levels.ndim >= 2 and levels.size:

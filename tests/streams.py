@@ -73,7 +73,14 @@ def lps(qp_density: int, qp: int) -> LayerParameterSet:
 
 
 def stored_for(
-    rng: np.random.Generator, shape: tuple[int, ...], *, dq: bool, scan_order: int, shift: int, row_skip: bool = False, scale: float = 3.0
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    *,
+    dq: bool,
+    scan_order: int,
+    shift: int,
+    row_skip: bool = False,
+    scale: float = 3.0,
 ) -> np.ndarray:
     """Stored integers of a tensor of ``shape`` that are valid when coded in its
     coded view (dimension ``shift`` first) with the given DQ, scan and row skipping."""
@@ -97,8 +104,14 @@ def structured_stream(rng: np.random.Generator) -> tuple[bytes, dict[str, tuple[
         stored = stored_for(rng, part.values.shape, dq=True, scan_order=1, shift=2)
         w[..., part.start : part.stop] = stored
         ndu = build_ndu(
-            stored, ["conv.weight"], qp=-30, quantization_base=state.quantization_base(), dq_flag=True,
-            scan_order=1, first_tensor_dimension_shift=2, partial_data_counter=part.partial_data_counter,
+            stored,
+            ["conv.weight"],
+            qp=-30,
+            quantization_base=state.quantization_base(),
+            dq_flag=True,
+            scan_order=1,
+            first_tensor_dimension_shift=2,
+            partial_data_counter=part.partial_data_counter,
         )
         parts.append(write_unit(ndu, state))
     expected["conv.weight"] = (w, -30, 2)
@@ -108,7 +121,14 @@ def structured_stream(rng: np.random.Generator) -> tuple[bytes, dict[str, tuple[
     a = stored_for(rng, (5, 6), dq=False, scan_order=0, shift=0)
     b = stored_for(rng, (5, 3), dq=False, scan_order=0, shift=0)
     tensor, ids, mapping = concatenate_elements({"fc.weight": a, "fc.extra": b}, axis=1)
-    inner.append(write_unit(build_ndu(tensor, ids, qp=-90, quantization_base=state.quantization_base(), tensor_dimension_mapping=mapping), state))
+    inner.append(
+        write_unit(
+            build_ndu(
+                tensor, ids, qp=-90, quantization_base=state.quantization_base(), tensor_dimension_mapping=mapping
+            ),
+            state,
+        )
+    )
     expected["fc.weight"] = (a, -90, 4)
     expected["fc.extra"] = (b, -90, 4)
     ints = rng.integers(-40, 40, size=(7,)).astype(np.int32)
@@ -119,7 +139,13 @@ def structured_stream(rng: np.random.Generator) -> tuple[bytes, dict[str, tuple[
     # after the aggregate unit the LPS is still in force
     bias = stored_for(rng, (9,), dq=False, scan_order=0, shift=0)
     for part in split_tensor(bias, [4, 5]):
-        ndu = build_ndu(part.values, ["fc.bias"], qp=-95, quantization_base=state.quantization_base(), partial_data_counter=part.partial_data_counter)
+        ndu = build_ndu(
+            part.values,
+            ["fc.bias"],
+            qp=-95,
+            quantization_base=state.quantization_base(),
+            partial_data_counter=part.partial_data_counter,
+        )
         parts.append(write_unit(ndu, state))
     expected["fc.bias"] = (bias, -95, 4)
     return b"".join(parts), expected

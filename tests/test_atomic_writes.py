@@ -107,7 +107,10 @@ _CHILD = textwrap.dedent(
 
 def _interrupt(tmp_path: Path, where: str, argv: list[str], sig: int) -> int:
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, where, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", _CHILD, where, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         cwd=tmp_path,  # not the source tree, which would shadow the installed package
     )
     try:
@@ -123,7 +126,12 @@ def _interrupt(tmp_path: Path, where: str, argv: list[str], sig: int) -> int:
 
 @pytest.mark.parametrize(
     "sig, code",
-    [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 130), (signal.SIGHUP, 128 + signal.SIGHUP), (signal.SIGKILL, -signal.SIGKILL)],
+    [
+        (signal.SIGTERM, 128 + signal.SIGTERM),
+        (signal.SIGINT, 130),
+        (signal.SIGHUP, 128 + signal.SIGHUP),
+        (signal.SIGKILL, -signal.SIGKILL),
+    ],
     ids=["SIGTERM", "SIGINT", "SIGHUP", "SIGKILL"],
 )
 @pytest.mark.parametrize("where", ["savez", "fsync"])
@@ -136,7 +144,9 @@ def test_interrupted_decode_leaves_previous_output_intact(tmp_path, sig, code, w
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGKILL, -signal.SIGKILL)], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(
+    "sig, code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGKILL, -signal.SIGKILL)], ids=["SIGTERM", "SIGKILL"]
+)
 def test_interrupted_encode_leaves_previous_output_intact(tmp_path, sig, code):
     src = _tensors(tmp_path)
     out = tmp_path / "m.nnr"

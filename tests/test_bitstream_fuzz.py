@@ -126,9 +126,16 @@ def test_randomly_structured_streams_decode_exactly(seed, density, plans, groupi
         shape, shift = plan["shape"], plan["shift"]
         if plan["elements"] >= 2:
             axis = len(shape) - 1
-            elements = {f"{plan['name']}.{j}": stored_for(rng, shape, dq=False, scan_order=0, shift=0) for j in range(plan["elements"])}
+            elements = {
+                f"{plan['name']}.{j}": stored_for(rng, shape, dq=False, scan_order=0, shift=0)
+                for j in range(plan["elements"])
+            }
             tensor, ids, mapping = concatenate_elements(elements, axis)
-            units.append(write_unit(build_ndu(tensor, ids, qp=qp, quantization_base=(d, base), tensor_dimension_mapping=mapping), state))
+            units.append(
+                write_unit(
+                    build_ndu(tensor, ids, qp=qp, quantization_base=(d, base), tensor_dimension_mapping=mapping), state
+                )
+            )
             expected += [(n, e, qp, d) for n, e in elements.items()]
             continue
         axis = shift if len(shape) > 1 else 0
@@ -139,8 +146,16 @@ def test_randomly_structured_streams_decode_exactly(seed, density, plans, groupi
             stored = stored_for(rng, part.values.shape, dq=dq, scan_order=plan["scan"], shift=shift)
             whole.append(stored)
             counter = part.partial_data_counter if count > 1 or plan["counter_for_one"] else None
-            ndu = build_ndu(stored, [plan["name"]], qp=qp, quantization_base=(d, base), dq_flag=dq, scan_order=plan["scan"],
-                            first_tensor_dimension_shift=shift, partial_data_counter=counter)
+            ndu = build_ndu(
+                stored,
+                [plan["name"]],
+                qp=qp,
+                quantization_base=(d, base),
+                dq_flag=dq,
+                scan_order=plan["scan"],
+                first_tensor_dimension_shift=shift,
+                partial_data_counter=counter,
+            )
             units.append(write_unit(ndu, state))
         expected.append((plan["name"], np.concatenate(whole, axis=axis), qp, d))
     # wrap runs of units into aggregate units (runs of one stay as they are)
@@ -184,7 +199,10 @@ def test_hdsp_without_history_is_a_bitstream_error():
     no earlier version of the tensor was decoded."""
     stream = bytearray(STREAMS[23])
     stream[9] ^= 32
-    with pytest.raises(BitstreamError, match=r"history-dependent significance \(HDSP\) but no history was given \(unit \d+, byte offset \d+\)"):
+    with pytest.raises(
+        BitstreamError,
+        match=r"history-dependent significance \(HDSP\) but no history was given \(unit \d+, byte offset \d+\)",
+    ):
         decode_bitstream(bytes(stream))
 
 
@@ -202,7 +220,10 @@ def test_corrupted_streams_fail_cleanly(index, flips):
 
 
 def test_declared_size_is_bounded():
-    with pytest.raises(BitstreamError, match=r"tensor 'layer.weight' of shape \[16, 12\] is larger than the limit of 100 elements \(unit 3"):
+    with pytest.raises(
+        BitstreamError,
+        match=r"tensor 'layer.weight' of shape \[16, 12\] is larger than the limit of 100 elements \(unit 3",
+    ):
         decode_bitstream(STREAMS[0], max_elements=100)
 
 
@@ -228,7 +249,9 @@ def test_parameter_sets_with_metadata_round_trip():
         write_units,
     )
 
-    spm = [{"threshold": 0.5, "non_zero_ratio": 0.25, "accuracy": 0.75, "class_bitmask": 5, "class_accuracy": [0.5, 1.0]}]
+    spm = [
+        {"threshold": 0.5, "non_zero_ratio": 0.25, "accuracy": 0.75, "class_bitmask": 5, "class_accuracy": [0.5, 1.0]}
+    ]
     dpm = [{"mse_threshold": 0.125, "accuracy": 0.5, "reduction_ratio": 2.0, "class_accuracy": [0.25]}]
     units = [
         StartUnit(UnitType.NNR_STR, general_profile_idc=1),
@@ -250,7 +273,9 @@ def test_parameter_sets_with_metadata_round_trip():
             validation_set_performance=0.75,
         ),
         TopologyUnit(UnitType.NNR_TPL, topology_storage_format=3, topology_data=b"\x00"),
-        LayerParameterSet(UnitType.NNR_LPS, lps_quantization_method_flags=1, lps_qp_density=4, lps_quantization_parameter=-77),
+        LayerParameterSet(
+            UnitType.NNR_LPS, lps_quantization_method_flags=1, lps_qp_density=4, lps_quantization_parameter=-77
+        ),
     ]
     stream = write_units(units)
     parsed = read_units(stream)

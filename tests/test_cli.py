@@ -36,7 +36,14 @@ def test_decode_writes_the_reference_tensors(tmp_path):
     out = tmp_path / "model.npz"
     assert main(["decode", str(BLOCK), "-o", str(out), "-q"]) == 0
     with np.load(out) as archive:
-        assert list(archive) == ["conv.bias", "bn.bias", "bn.weight", "bn.running_mean", "bn.running_var", "conv.weight"]
+        assert list(archive) == [
+            "conv.bias",
+            "bn.bias",
+            "bn.weight",
+            "bn.running_mean",
+            "bn.running_var",
+            "conv.weight",
+        ]
         for name in archive:
             reference = np.load(VECTORS / "v11_block_conv_bn" / f"dec_{name}.npy")
             assert archive[name].tobytes() == reference.tobytes()
@@ -49,7 +56,10 @@ def test_failed_decode_leaves_previous_output_intact(tmp_path, capsys):
     out = tmp_path / "model.npz"
     out.write_bytes(b"previous")
     assert main(["decode", str(truncated), "-o", str(out)]) == 1
-    assert "nnc decode: error: nnr_unit_size 555 runs past the end of the bitstream (82 bytes left) (unit 3, byte offset 18)" in capsys.readouterr().err
+    assert (
+        "nnc decode: error: nnr_unit_size 555 runs past the end of the bitstream (82 bytes left) (unit 3, byte offset 18)"
+        in capsys.readouterr().err
+    )
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "truncated.nnr"]
 
@@ -71,7 +81,10 @@ def test_info_shows_aggregated_units_nested(tmp_path, capsys):
     assert f"{index:>4}  NNR_AGG  {agg.offset:>9} {agg.size:>9}  NNR_AGG_GEN units=3 entry_points" in out
     lps, ndu, ints = agg.units
     assert f"{index:>4}.0  NNR_LPS  {lps.offset:>7} {lps.size:>9}  qp_density=4 qp=-100" in out
-    assert f"{index:>4}.1  NNR_NDU  {ndu.offset:>7} {ndu.size:>9}  NNR_PT_FLOAT ids=fc.weight,fc.extra dims=5x9 concat_axis=1 split=6" in out
+    assert (
+        f"{index:>4}.1  NNR_NDU  {ndu.offset:>7} {ndu.size:>9}  NNR_PT_FLOAT ids=fc.weight,fc.extra dims=5x9 concat_axis=1 split=6"
+        in out
+    )
     assert any(line.startswith("   3  NNR_NDU ") and "first_dim_shift=2 part=3 dq scan_order=1" in line for line in out)
     # a split tensor's bits per parameter count all its parts
     parts = [u for u in units if getattr(u, "partial_data_counter", None) and u.header.element_ids == ["conv.weight"]]
@@ -87,8 +100,12 @@ def test_info_piped_into_head_ends_quietly(tmp_path):
 
     path = tmp_path / "many.nnr"
     path.write_bytes(nnc_core.encode({f"tensor.{i}": np.full(3, i, np.int32) for i in range(3000)}))
-    proc = subprocess.Popen([sys.executable, "-m", "nnc_core.cli", "info", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnc_core.cli", "info", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
     assert proc.stdout.readline().startswith(str(path).encode())
     proc.stdout.close()  # more than a pipe buffer of output is still to come
     err = proc.stderr.read()
@@ -114,8 +131,10 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch):
     section = (root / "README.md").read_text().split("\n## Quickstart\n", 1)[1]
     code = section.split("```python\n", 1)[1].split("\n```", 1)[0]
     rng = np.random.default_rng(3)
-    weights = {"encoder.layer.0.attention.self.query.weight": rng.normal(0, 0.05, (32, 32)).astype(np.float32),
-               "encoder.layer.0.attention.self.query.bias": rng.normal(0, 0.05, 32).astype(np.float32)}
+    weights = {
+        "encoder.layer.0.attention.self.query.weight": rng.normal(0, 0.05, (32, 32)).astype(np.float32),
+        "encoder.layer.0.attention.self.query.bias": rng.normal(0, 0.05, 32).astype(np.float32),
+    }
     np.savez(tmp_path / "weights.npz", **weights)
     monkeypatch.chdir(tmp_path)
     scope = {"finetuned": {k: v + np.float32(0.01) for k, v in weights.items()}}

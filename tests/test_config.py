@@ -28,7 +28,10 @@ from nnc_core import ConfigError, EncoderConfig
         (dict(use_dq=1), "use_dq 1 must be True or False"),
         (dict(row_skipping="yes"), "row_skipping 'yes' must be True, False or None"),
         (dict(raw_float="w"), "raw_float 'w' must be a collection of tensor names, not one string"),
-        (dict(performance_metric_type="accuracy"), "performance_metric_type and validation_set_performance go together"),
+        (
+            dict(performance_metric_type="accuracy"),
+            "performance_metric_type and validation_set_performance go together",
+        ),
         (dict(workers=0), "workers 0 must be a positive integer"),
         (dict(cabac_unary_length_minus1=40), "cabac_unary_length_minus1 40 outside 0..31"),
     ],

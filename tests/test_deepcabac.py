@@ -80,8 +80,12 @@ def _round_trip(values, coding, **extra):
 @pytest.mark.parametrize("dq,so,unary,profile,row_skip,param_opt", SETTINGS)
 def test_round_trip_every_setting(rng, dq, so, unary, profile, row_skip, param_opt):
     coding = TensorCoding(
-        dq_flag=dq, scan_order=so, cabac_unary_length_minus1=unary, general_profile_idc=profile,
-        row_skip_flag=row_skip, param_opt=param_opt,
+        dq_flag=dq,
+        scan_order=so,
+        cabac_unary_length_minus1=unary,
+        general_profile_idc=profile,
+        row_skip_flag=row_skip,
+        param_opt=param_opt,
     )
     for shape in SHAPES:
         values = _levels_for(rng, shape, coding)
@@ -136,7 +140,12 @@ def test_encoder_entry_points_are_the_decoders(rng, dq):
     payload) equal those the decoder meets, in a payload of several tensors
     with bypass bins between them, long remainders and all-zero block rows."""
     items = []
-    for so, shape, scale, gt in [(1, (40, 37), 3.0, 10), (2, (70, 40), 5000.0, 3), (4, (80, 20), 0.3, 0), (3, (33, 90), 40.0, 10)]:
+    for so, shape, scale, gt in [
+        (1, (40, 37), 3.0, 10),
+        (2, (70, 40), 5000.0, 3),
+        (4, (80, 20), 0.3, 0),
+        (3, (33, 90), 40.0, 10),
+    ]:
         k = laplace_levels(rng, shape, scale, zero_rows=0.3)
         values = dq_stored_integers(k, so) if dq else k.astype(np.int32)
         items.append((values, TensorCoding(dq_flag=dq, scan_order=so, cabac_unary_length_minus1=gt)))
@@ -200,7 +209,11 @@ def test_round_trip_real_weights(minilm, crepe_tiny, dq, so):
         "encoder.layer.5.output.dense.bias",
         "pooler.dense.weight" if "pooler.dense.weight" in minilm else "encoder.layer.5.output.LayerNorm.weight",
     ]
-    tensors = [minilm[n] for n in names] + [crepe_tiny["conv1.weight"], crepe_tiny["conv3.weight"], crepe_tiny["classifier.weight"]]
+    tensors = [minilm[n] for n in names] + [
+        crepe_tiny["conv1.weight"],
+        crepe_tiny["conv3.weight"],
+        crepe_tiny["classifier.weight"],
+    ]
     for w in tensors:
         k = quantize_uniform(w, 2 * STEP if dq else STEP)
         values = dq_stored_integers(k, so) if dq else k.astype(np.int32)
@@ -308,7 +321,9 @@ def test_truncated_payload(rng):
 def test_trailing_bytes(rng):
     values = laplace_levels(rng, (8, 8), 3.0).astype(np.int32)
     payload = encode_tensor(values, TensorCoding())
-    with pytest.raises(BitstreamError, match=f"payload has {len(payload) + 3} bytes, the codeword ends after {len(payload)}"):
+    with pytest.raises(
+        BitstreamError, match=f"payload has {len(payload) + 3} bytes, the codeword ends after {len(payload)}"
+    ):
         decode_tensor(payload + b"\x00\x00\x00", values.shape, TensorCoding())
 
 
@@ -467,13 +482,23 @@ def test_c_calls_release_the_gil(rng):
     codebook=st.sampled_from([(0, 0), (1, 0), (3, 0), (3, 2), (7, 3)]),
 )
 @example(  # found by hypothesis: with DQ the codebook bounds the level, not the stored index
-    data=b"\xbc/\x00\x00\x01\xb7" + bytes(9) + b"\x01" + bytes(3), height=33, width=2, dq=True, so=3, unary=0,
-    parent=False, codebook=(3, 0),
+    data=b"\xbc/\x00\x00\x01\xb7" + bytes(9) + b"\x01" + bytes(3),
+    height=33,
+    width=2,
+    dq=True,
+    so=3,
+    unary=0,
+    parent=False,
+    codebook=(3, 0),
 )
 def test_fuzz_decoder_never_crashes(data, height, width, dq, so, unary, parent, codebook):
     coding = TensorCoding(
-        dq_flag=dq, scan_order=so, cabac_unary_length_minus1=unary, parent_node_id_present_flag=parent,
-        codebook_size=codebook[0], codebook_zero_offset=codebook[1],
+        dq_flag=dq,
+        scan_order=so,
+        cabac_unary_length_minus1=unary,
+        parent_node_id_present_flag=parent,
+        codebook_size=codebook[0],
+        codebook_zero_offset=codebook[1],
     )
     history = np.ones((height, width), np.uint8)
     try:

@@ -48,7 +48,9 @@ def test_floats_come_back_in_their_dtype(rng, dtype):
     (t,) = [t for t in nnc_core.decoding.decode_bitstream(data) if t.name == "w"]
     expected = (t.stored.astype(np.float32) * quantization_step(t.qp, 2)).astype(dtype)
     assert np.array_equal(out.view(np.uint8), expected.view(np.uint8))
-    assert np.array_equal(nnc_core.decode(data, dtype="float32")["w"], t.stored.astype(np.float32) * quantization_step(t.qp, 2))
+    assert np.array_equal(
+        nnc_core.decode(data, dtype="float32")["w"], t.stored.astype(np.float32) * quantization_step(t.qp, 2)
+    )
 
 
 def test_scalars_and_their_dtypes_round_trip(rng):
@@ -60,16 +62,21 @@ def test_scalars_and_their_dtypes_round_trip(rng):
     assert all(h.tensor_dimensions == [] for h in _headers(data).values())
     with nnc_core.open(data) as reader:
         assert {n: (reader.info(n).shape, reader.info(n).dtype) for n in reader} == {
-            n: ((), np.asarray(v).dtype) for n, v in model.items()}
+            n: ((), np.asarray(v).dtype) for n, v in model.items()
+        }
 
 
 def test_blocks_carry_their_weight_dtype(rng):
-    tensors = {"fc.weight": rng.normal(0, 0.1, (8, 6)).astype(np.float16),
-               "fc.bias": rng.normal(0, 0.1, 8).astype(np.float16)}
+    tensors = {
+        "fc.weight": rng.normal(0, 0.1, (8, 6)).astype(np.float16),
+        "fc.bias": rng.normal(0, 0.1, 8).astype(np.float16),
+    }
     data = nnc_core.encode(tensors, blocks={"fc": {"weight": "fc.weight", "bias": "fc.bias"}})
     out = nnc_core.decode(data)
     assert {n: v.dtype for n, v in out.items()} == {n: np.dtype("float16") for n in tensors}
-    low_rank = nnc_core.decode(nnc_core.encode({"w": rng.normal(0, 0.1, (32, 32)).astype(ml_dtypes.bfloat16)}, low_rank=4))
+    low_rank = nnc_core.decode(
+        nnc_core.encode({"w": rng.normal(0, 0.1, (32, 32)).astype(ml_dtypes.bfloat16)}, low_rank=4)
+    )
     assert low_rank["w"].dtype == np.dtype(ml_dtypes.bfloat16) and low_rank["w"].shape == (32, 32)
 
 
@@ -109,8 +116,13 @@ def test_unknown_format_values_decode_in_float32_as_nncodec_does():
 
 
 def test_npz_round_trip_keeps_dtypes_and_shapes(tmp_path, rng):
-    model = {"u8": rng.integers(0, 256, (3, 4)).astype(np.uint8), "h": rng.normal(0, 1, (5, 5)).astype(np.float16),
-             "d": rng.normal(0, 1, (5, 5)), "b": np.array([True, False]), "s": np.array(3, np.int16)}
+    model = {
+        "u8": rng.integers(0, 256, (3, 4)).astype(np.uint8),
+        "h": rng.normal(0, 1, (5, 5)).astype(np.float16),
+        "d": rng.normal(0, 1, (5, 5)),
+        "b": np.array([True, False]),
+        "s": np.array(3, np.int16),
+    }
     np.savez(tmp_path / "m.npz", **model)
     assert main(["encode", str(tmp_path / "m.npz"), "-o", str(tmp_path / "m.nnr"), "-q"]) == 0
     assert main(["decode", str(tmp_path / "m.nnr"), "-o", str(tmp_path / "out.npz"), "-q"]) == 0
@@ -125,5 +137,9 @@ def test_npz_round_trip_keeps_dtypes_and_shapes(tmp_path, rng):
 
 def test_every_signalled_format_names_a_dtype():
     for value, name in DATA_FORMATS.items():
-        dtype = np.dtype(getattr(ml_dtypes, name)) if hasattr(ml_dtypes, name) and name not in ("float16",) else np.dtype(name)
+        dtype = (
+            np.dtype(getattr(ml_dtypes, name))
+            if hasattr(ml_dtypes, name) and name not in ("float16",)
+            else np.dtype(name)
+        )
         assert format_of(dtype) == (None if name in ("int32", "float32") else value)

@@ -19,8 +19,19 @@ from nnc_core.encoding import blocks_from_parameter_types, uniform_quantize
 ROOT = Path(__file__).parent / "vectors"
 MANIFEST = json.loads((ROOT / "manifest.json").read_text())
 SUPPORTED = {
-    "qp", "qp_density", "nonweight_qp", "use_dq", "codebook_mode", "scan_order", "cabac_unary_length_minus1", "param_opt",
-    "row_skipping", "int_quant_bw", "block_id_and_param_type", "bnf", "lambda_scale",
+    "qp",
+    "qp_density",
+    "nonweight_qp",
+    "use_dq",
+    "codebook_mode",
+    "scan_order",
+    "cabac_unary_length_minus1",
+    "param_opt",
+    "row_skipping",
+    "int_quant_bw",
+    "block_id_and_param_type",
+    "bnf",
+    "lambda_scale",
 }
 ENCODABLE = [v for v in MANIFEST["vectors"] if "stream" in v and set(v["compress_args"]) <= SUPPORTED]
 
@@ -42,7 +53,10 @@ def _inputs(vector):
 
 @pytest.mark.parametrize("vector", ENCODABLE, ids=[v["id"] for v in ENCODABLE])
 def test_stream_equals_reference(vector):
-    assert nnc_core.encode(_inputs(vector), **_encode_args(vector["compress_args"])) == (ROOT / vector["stream"]).read_bytes()
+    assert (
+        nnc_core.encode(_inputs(vector), **_encode_args(vector["compress_args"]))
+        == (ROOT / vector["stream"]).read_bytes()
+    )
 
 
 def test_encodable_vectors_cover_the_settings():
@@ -71,7 +85,13 @@ def test_round_trip_real_weights(minilm, use_dq, scan_order):
 
 def test_uniform_quantizer_rounds_half_away_from_zero():
     step = np.float32(0.5)
-    assert uniform_quantize(np.array([0.25, -0.25, 0.75, -0.75, 0.2499], np.float32), step).tolist() == [1, -1, 2, -2, 0]
+    assert uniform_quantize(np.array([0.25, -0.25, 0.75, -0.75, 0.2499], np.float32), step).tolist() == [
+        1,
+        -1,
+        2,
+        -2,
+        0,
+    ]
 
 
 def test_non_finite_weights_are_refused():
@@ -148,8 +168,16 @@ def _conv_bn(rng, channels=6):
     }
 
 
-CONV_BN_BLOCK = {"c": {"weight": "conv.weight", "bias": "conv.bias", "bn.gamma": "bn.weight", "bn.beta": "bn.bias",
-                       "bn.mean": "bn.running_mean", "bn.var": "bn.running_var"}}
+CONV_BN_BLOCK = {
+    "c": {
+        "weight": "conv.weight",
+        "bias": "conv.bias",
+        "bn.gamma": "bn.weight",
+        "bn.beta": "bn.bias",
+        "bn.mean": "bn.running_mean",
+        "bn.var": "bn.running_var",
+    }
+}
 
 
 @pytest.mark.parametrize("use_dq", [True, False])
@@ -158,7 +186,15 @@ def test_block_round_trip(rng, use_dq):
     tensors = _conv_bn(rng)
     data = nnc_core.encode(tensors, blocks=CONV_BN_BLOCK, use_dq=use_dq, scan_order=1)
     decoded = decode_bitstream(data)
-    assert [t.name for t in decoded] == ["conv.bias", "bn.bias", "bn.weight", "bn.running_mean", "bn.running_var", "conv.weight", "head.weight"]
+    assert [t.name for t in decoded] == [
+        "conv.bias",
+        "bn.bias",
+        "bn.weight",
+        "bn.running_mean",
+        "bn.running_var",
+        "conv.weight",
+        "head.weight",
+    ]
     assert len({t.unit_index for t in decoded}) == 2  # one block NDU, one plain NDU
     for t in decoded:
         step = quantization_step(-38 if t.name.endswith("conv.weight") or t.name == "head.weight" else -75, 2)
@@ -193,7 +229,8 @@ def test_block_with_integer_member_is_split(rng):
     data = nnc_core.encode(tensors, blocks={"fc": {"weight": "fc.weight", "bias": "fc.bias"}})
     ndus = [u for u in read_units(data) if isinstance(u, CompressedDataUnit)]
     assert [(u.header.element_ids, u.header.payload_type, u.header.compressed_parameter_types) for u in ndus] == [
-        (["fc.bias"], 0, 8), (["fc.weight"], 1, 8)
+        (["fc.bias"], 0, 8),
+        (["fc.weight"], 1, 8),
     ]
     assert np.array_equal(nnc_core.decode(data)["fc.bias"], tensors["fc.bias"])
 
@@ -206,11 +243,18 @@ def test_block_with_integer_member_is_split(rng):
         ({"b": {"weight": "fc.weight", "bias": "nope"}}, "bias 'nope' is not a tensor of the model"),
         ({"b": {"weight": "fc.weight", "bias": "other"}}, "bias 'other' has shape [3], a block member needs shape [5]"),
         ({"b": {"weight": "fc.weight", "bn.gamma": "fc.bias"}}, "batch norm needs all of"),
-        ({"a": {"weight": "fc.weight", "bias": "fc.bias"}, "b": {"weight": "fc.bias"}}, "tensor 'fc.bias' is in blocks 'a' and 'b'"),
+        (
+            {"a": {"weight": "fc.weight", "bias": "fc.bias"}, "b": {"weight": "fc.bias"}},
+            "tensor 'fc.bias' is in blocks 'a' and 'b'",
+        ),
     ],
 )
 def test_block_errors(rng, blocks, message):
-    tensors = {"fc.weight": np.ones((5, 4), np.float32), "fc.bias": np.ones(5, np.float32), "other": np.ones(3, np.float32)}
+    tensors = {
+        "fc.weight": np.ones((5, 4), np.float32),
+        "fc.bias": np.ones(5, np.float32),
+        "other": np.ones(3, np.float32),
+    }
     with pytest.raises(ConfigError, match=re.escape(message)):
         nnc_core.encode(tensors, blocks=blocks)
 
@@ -275,7 +319,9 @@ def test_split_tensors_decode_like_whole_ones(minilm):
         assert split[name].tobytes() == whole[name].tobytes(), name
     dq = nnc_core.decode(nnc_core.encode(tensors, max_part_elements=40_000))
     for name in tensors:
-        assert np.max(np.abs(dq[name] - tensors[name])) <= 2 * quantization_step(-38 if tensors[name].ndim > 1 else -75, 2)
+        assert np.max(np.abs(dq[name] - tensors[name])) <= 2 * quantization_step(
+            -38 if tensors[name].ndim > 1 else -75, 2
+        )
 
 
 def test_dimension_shift_codes_output_channels_as_rows(rng):
@@ -284,13 +330,21 @@ def test_dimension_shift_codes_output_channels_as_rows(rng):
     kernel = rng.standard_normal((3, 3, 4, 8)).astype(np.float32)
     kernel[..., [1, 5]] = 0
     tensors = {"k": kernel, "b": rng.standard_normal(8).astype(np.float32)}
-    data = nnc_core.encode(tensors, blocks={"l": {"weight": "k", "bias": "b"}}, dimension_shift={"k": 3},
-                           row_skipping=True, scan_order=1, use_dq=False)
+    data = nnc_core.encode(
+        tensors,
+        blocks={"l": {"weight": "k", "bias": "b"}},
+        dimension_shift={"k": 3},
+        row_skipping=True,
+        scan_order=1,
+        use_dq=False,
+    )
     out = nnc_core.decode(data)
     reference = nnc_core.decode(nnc_core.encode(tensors, use_dq=False))  # the same values without shift
     assert out["k"].shape == kernel.shape and out["k"].tobytes() == reference["k"].tobytes()
     assert out["b"].tobytes() == reference["b"].tobytes()
-    with pytest.raises(ConfigError, match=re.escape("a block member needs shape [3] (the weight's coded first dimension)")):
+    with pytest.raises(
+        ConfigError, match=re.escape("a block member needs shape [3] (the weight's coded first dimension)")
+    ):
         nnc_core.encode(tensors, blocks={"l": {"weight": "k", "bias": "b"}})
 
 
@@ -303,15 +357,20 @@ def test_aggregate_unit_carries_the_stream(rng):
     units = read_units(data)
     assert [type(u).__name__ for u in units] == ["StartUnit", "AggregateUnit"]
     assert isinstance(units[1], AggregateUnit)
-    assert {k: v.tobytes() for k, v in nnc_core.decode(data).items()} == {k: v.tobytes() for k, v in nnc_core.decode(plain).items()}
+    assert {k: v.tobytes() for k, v in nnc_core.decode(data).items()} == {
+        k: v.tobytes() for k, v in nnc_core.decode(plain).items()
+    }
 
 
-@pytest.mark.parametrize("args", [
-    {"use_dq": True, "row_skipping": True},
-    {"use_dq": False, "scan_order": 2},
-    {"codebook_mode": 1, "use_dq": False},
-    {"blocks": {"l": {"weight": "k", "bias": "b"}}, "dimension_shift": {"k": 3}, "use_dq": False, "scan_order": 1},
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"use_dq": True, "row_skipping": True},
+        {"use_dq": False, "scan_order": 2},
+        {"codebook_mode": 1, "use_dq": False},
+        {"blocks": {"l": {"weight": "k", "bias": "b"}}, "dimension_shift": {"k": 3}, "use_dq": False, "scan_order": 1},
+    ],
+)
 def test_decoding_without_the_stored_integers_gives_the_same_values(rng, args):
     """decode() drops the stored integers (keep_stored=False): the same
     values, bytes and dtypes, for every payload type and layout."""

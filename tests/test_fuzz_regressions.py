@@ -84,7 +84,13 @@ def test_dq_any_index_int32_min_in_an_odd_state_is_refused():
     assert Decoder(payload).decode_tensor((2,), coding).values.tolist() == [-(2**31), 4]
 
 
-@given(st.lists(st.sampled_from([0, 1, -1, 2, -2, 3, 2**31 - 1, 2**31 - 2, 2**31 - 3, -(2**31), -(2**31) + 1, -(2**31) + 2]), min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.sampled_from([0, 1, -1, 2, -2, 3, 2**31 - 1, 2**31 - 2, 2**31 - 3, -(2**31), -(2**31) + 1, -(2**31) + 2]),
+        min_size=1,
+        max_size=12,
+    )
+)
 @example([2, 2, 2**31 - 1])
 @example([2, 2, -(2**31) + 1])
 def test_dq_any_index_output_always_decodes(values):

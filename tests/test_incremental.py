@@ -145,7 +145,10 @@ def test_update_of_another_base_is_refused(rng):
     model = _model(rng)
     other = dict(model, **{"fc1.bias": model["fc1.bias"] + np.float32(1e-3)})
     data = nnc_core.encode(_fine_tuned(rng, model), base=model)
-    with pytest.raises(BaseMismatchError, match=r"NNR_MPS: base_model_id 'nnc-sha256:[0-9a-f]{64}' names another base model .*\(unit 1, byte offset 4\)"):
+    with pytest.raises(
+        BaseMismatchError,
+        match=r"NNR_MPS: base_model_id 'nnc-sha256:[0-9a-f]{64}' names another base model .*\(unit 1, byte offset 4\)",
+    ):
         nnc_core.decode(data, base=other)
 
 
@@ -158,10 +161,15 @@ def test_skipped_update_is_refused_by_node_depth(rng):
     encoder = UpdateEncoder(signal_base=False, tca=False, hdsp=False)
     s0, _, s2 = [encoder.encode(m) for m in models]
     decoder = UpdateDecoder(s0)
-    with pytest.raises(BaseMismatchError, match=r"NNR_NDU of tensor 'fc1.weight': put_node_depth 3 has its parent at "
-                                                r"depth 2, but the base holds the tensor's NDU of depth 1 \(unit 3,"):
+    with pytest.raises(
+        BaseMismatchError,
+        match=r"NNR_NDU of tensor 'fc1.weight': put_node_depth 3 has its parent at "
+        r"depth 2, but the base holds the tensor's NDU of depth 1 \(unit 3,",
+    ):
         decoder.decode(s2)
-    with pytest.raises(BaseMismatchError, match="node depth 3 updates an earlier version of the tensor, but no base was given"):
+    with pytest.raises(
+        BaseMismatchError, match="node depth 3 updates an earlier version of the tensor, but no base was given"
+    ):
         UpdateDecoder().decode(s2)
 
 
@@ -169,7 +177,9 @@ def test_tca_update_needs_its_parent_bitstream(rng):
     model = _model(rng)
     base_stream = nnc_core.encode(model)
     data = nnc_core.encode(_fine_tuned(rng, model), base=base_stream)
-    with pytest.raises(BaseMismatchError, match="temporal context adaptation against its parent NDU .* give the base as the bitstream"):
+    with pytest.raises(
+        BaseMismatchError, match="temporal context adaptation against its parent NDU .* give the base as the bitstream"
+    ):
         nnc_core.decode(data, base=nnc_core.decode(base_stream))
 
 
@@ -203,8 +213,15 @@ def test_encoder_refuses_bad_sessions(rng):
     with pytest.raises(nnc_core.ConfigError, match="max_part_elements"):
         UpdateEncoder(max_part_elements=10)
     # tools that change the tensor set or shapes cannot code an update of the base's tensors
-    for option in ({"low_rank": 4}, {"prune": {"fc1.weight": 0.25}}, {"local_scaling": True}, {"fold_batch_norm": True}):
-        with pytest.raises(nnc_core.ConfigError, match=f"{next(iter(option))} is not an option of an incremental update"):
+    for option in (
+        {"low_rank": 4},
+        {"prune": {"fc1.weight": 0.25}},
+        {"local_scaling": True},
+        {"fold_batch_norm": True},
+    ):
+        with pytest.raises(
+            nnc_core.ConfigError, match=f"{next(iter(option))} is not an option of an incremental update"
+        ):
             nnc_core.encode(model, base=model, **option)
     data = nnc_core.encode(model, base=model)
     for option in ({"recompose": False}, {"apply_local_scaling": True}, {"unprune": True}):
@@ -252,7 +269,9 @@ def test_refused_update_leaves_the_session_usable(rng):
     decoder.decode(s1)
     got = decoder.decode(s2)
     assert all(got[k].tobytes() == encoder.reference[k].tobytes() for k in got)
-    with pytest.raises(nnc_core.ConfigError, match=r"tensor 'fc1.weight' has shape \[16, 24\], its parent NDU \[24, 16\]"):
+    with pytest.raises(
+        nnc_core.ConfigError, match=r"tensor 'fc1.weight' has shape \[16, 24\], its parent NDU \[24, 16\]"
+    ):
         encoder.encode_update({"fc1.weight": np.ones((16, 24), np.float32)})
 
 

@@ -41,7 +41,9 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             # `from package import module` imports the module, not the package's __init__
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
         else:
@@ -65,7 +67,7 @@ def test_no_import_cycles():
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt]
+                cycle = stack[stack.index(nxt) :] + [nxt]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt)
@@ -79,8 +81,17 @@ def test_no_import_cycles():
 
 def test_the_layers_below_the_facade_do_not_import_it():
     graph = _graph()
-    below = ["nnc_core.encoding", "nnc_core.decoding", "nnc_core.incremental", "nnc_core.reader", "nnc_core.reduction",
-             "nnc_core.bitstream.units", "nnc_core.deepcabac", "nnc_core.config", "nnc_core.parallel"]
+    below = [
+        "nnc_core.encoding",
+        "nnc_core.decoding",
+        "nnc_core.incremental",
+        "nnc_core.reader",
+        "nnc_core.reduction",
+        "nnc_core.bitstream.units",
+        "nnc_core.deepcabac",
+        "nnc_core.config",
+        "nnc_core.parallel",
+    ]
     for name in below:
         assert "nnc_core.api" not in graph[name], name
         assert "nnc_core.cli" not in graph[name] and "nnc_core.plugins" not in graph[name], name

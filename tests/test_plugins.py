@@ -110,7 +110,9 @@ def fakefw(plugin_path):
 def test_builtin_numpy_plugin_is_listed(capsys):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^numpy\s+nnc-core\s+" + re.escape(nnc_core.__version__) + r"\s+-\s+numpy \S+\s+\.npz\s+ok$", out, re.M)
+    assert re.search(
+        r"^numpy\s+nnc-core\s+" + re.escape(nnc_core.__version__) + r"\s+-\s+numpy \S+\s+\.npz\s+ok$", out, re.M
+    )
 
 
 def test_entry_point_plugin_is_loaded_listed_and_used(fakefw, tmp_path, capsys):
@@ -133,8 +135,12 @@ def test_entry_point_plugin_is_loaded_listed_and_used(fakefw, tmp_path, capsys):
 
 
 def test_broken_plugin_warns_and_the_host_goes_on(plugin_path, tmp_path, capsys):
-    _distribution(plugin_path, "nnc-broken", {"broken": "broken_plugin"}, {"broken_plugin": "import not_a_module_xyz\n"})
-    with pytest.warns(PluginWarning, match=r"nnc plugin 'broken' from nnc-broken 0\.3: failed to load: ModuleNotFoundError"):
+    _distribution(
+        plugin_path, "nnc-broken", {"broken": "broken_plugin"}, {"broken_plugin": "import not_a_module_xyz\n"}
+    )
+    with pytest.warns(
+        PluginWarning, match=r"nnc plugin 'broken' from nnc-broken 0\.3: failed to load: ModuleNotFoundError"
+    ):
         statuses = get_plugin_manager().status()
     states = {s.name: s.state for s in statuses}
     assert states["numpy"] == "ok"
@@ -249,7 +255,12 @@ def test_folder_destination_goes_to_the_models_own_framework_or_is_refused(plugi
 
     monkeypatch.setenv("NNC_LOAD_PLUGINS", "folda,foldb")
     get_plugin_manager.cache_clear()
-    _distribution(plugin_path, "nnc-foldb", {"foldb": "foldb_plugin"}, {"foldb_plugin": FOLDERFW.replace("NAME", "foldb").replace("TOPOLOGY", "201")})
+    _distribution(
+        plugin_path,
+        "nnc-foldb",
+        {"foldb": "foldb_plugin"},
+        {"foldb_plugin": FOLDERFW.replace("NAME", "foldb").replace("TOPOLOGY", "201")},
+    )
     write_model(NNRModel(weights, framework="foldb"), tmp_path / "own")
     assert (tmp_path / "own" / "written-by").read_text() == "foldb"
     # a topology of format NNR_TPL_UNREC (0, every plugin's default) names no plugin
@@ -285,7 +296,9 @@ def test_convert_carries_the_nnr_decoded_weights(fakefw, tmp_path, capsys, monke
     report = convert(source, tmp_path / "again.fake", qp=-30)
     assert report.matched == {"CONV": "conv", "BIAS": "bias"} and report.unmatched == ["DERIVED"]
     assert report.from_decoded
-    with pytest.raises(PluginError, match=r"no topology converter from fakefw to numpy is installed \(available: [^)]*numpy->fakefw"):
+    with pytest.raises(
+        PluginError, match=r"no topology converter from fakefw to numpy is installed \(available: [^)]*numpy->fakefw"
+    ):
         convert(destination, tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()
 
@@ -297,8 +310,10 @@ def test_convert_input_shape_only_for_onnx_to_nnef_or_tensorflow(fakefw, tmp_pat
     source = tmp_path / "model.npz"
     np.savez(source, w=np.ones((2, 2), np.float32))
     assert main(["convert", str(source), "-o", str(tmp_path / "m.fake"), "--input-shape", "1,2"]) == 1
-    assert capsys.readouterr().err == ("nnc convert: error: --input-shape applies to conversions from ONNX to NNEF or "
-                                       "TensorFlow, not numpy -> fakefw\n")
+    assert capsys.readouterr().err == (
+        "nnc convert: error: --input-shape applies to conversions from ONNX to NNEF or "
+        "TensorFlow, not numpy -> fakefw\n"
+    )
     assert not (tmp_path / "m.fake").exists()
 
 
@@ -360,7 +375,9 @@ def test_convert_refuses_missing_converter_modules_and_unknown_targets(plugin_pa
     )
     source = tmp_path / "m.npz"
     np.savez(source, w=np.ones((2, 3), np.float32))
-    with pytest.raises(FrameworkUnavailableError, match=r"the numpy -> needy converter needs not_installed_conv_xyz, not installed"):
+    with pytest.raises(
+        FrameworkUnavailableError, match=r"the numpy -> needy converter needs not_installed_conv_xyz, not installed"
+    ):
         convert(source, tmp_path / "m.needy")
     with pytest.raises(PluginError, match=r"no framework plugin named 'nope'; installed: needy, numpy"):
         convert(source, tmp_path / "m.x", target="nope")

@@ -54,7 +54,7 @@ def test_trellis_output_is_codable_and_close(rng):
     assert np.array_equal(decode_tensor(encode_tensor(stored, coding), w.shape, coding), stored)
     error = np.abs(stored * np.float32(step) - w)
     assert error.max() <= 2 * step  # DQ points are at most two steps apart
-    assert float(np.mean(error ** 2)) < float(step) ** 2 / 2
+    assert float(np.mean(error**2)) < float(step) ** 2 / 2
 
 
 # ---------------------------------------------------------------------------
@@ -243,8 +243,9 @@ def test_rdo_trellis_matches_the_description(rng, shape, scan_order, lam, unary)
 
 
 # lambda 0 prices no rate, so the flag count matters only for lambda > 0
-@pytest.mark.parametrize("lam,unary", [(0.0, 10)] + [(lam, unary) for lam in (0.05, 1.0, 40.0)
-                                                      for unary in (0, 1, 2, 10, 31, 255)])
+@pytest.mark.parametrize(
+    "lam,unary", [(0.0, 10)] + [(lam, unary) for lam in (0.05, 1.0, 40.0) for unary in (0, 1, 2, 10, 31, 255)]
+)
 def test_rdo_trellis_simd_matches_portable(rng, lam, unary):
     """The DQ trellis's AVX-512 forward pass chooses the levels of its
     portable pass, with lambda 0 (squared error only) and lambda > 0:
@@ -255,7 +256,11 @@ def test_rdo_trellis_simd_matches_portable(rng, lam, unary):
     step = quantization_step(-38, 2)
     shape = (70, 97)
     # scales growing along the tensor: remainders get longer as it goes
-    w = rng.laplace(size=shape) * 0.01 * np.exp(np.linspace(-4.0, 9.0, 70 * 97).reshape(shape) + rng.uniform(-1.0, 1.0, shape))
+    w = (
+        rng.laplace(size=shape)
+        * 0.01
+        * np.exp(np.linspace(-4.0, 9.0, 70 * 97).reshape(shape) + rng.uniform(-1.0, 1.0, shape))
+    )
     w[rng.random(shape) < 0.1] = 0.0
     w[-1, -4:] = np.array([2.147e9, -2.1e9, 6.0e8, -3.0e5]) * float(step)
     w = w.astype(np.float32)

@@ -19,7 +19,8 @@ from nnc_core.errors import BitstreamError, ConfigError
 def model(rng):
     """A conv layer with bias and batch norm feeding a linear layer."""
     return {
-        "conv.weight": rng.standard_normal((12, 4, 3, 3)).astype(np.float32) * np.linspace(0.1, 1.0, 12, dtype=np.float32)[:, None, None, None],
+        "conv.weight": rng.standard_normal((12, 4, 3, 3)).astype(np.float32)
+        * np.linspace(0.1, 1.0, 12, dtype=np.float32)[:, None, None, None],
         "conv.bias": rng.standard_normal(12).astype(np.float32),
         "bn.weight": rng.uniform(0.5, 1.5, 12).astype(np.float32),
         "bn.bias": rng.standard_normal(12).astype(np.float32),
@@ -31,8 +32,14 @@ def model(rng):
 
 
 BLOCKS = {
-    "conv": {"weight": "conv.weight", "bias": "conv.bias", "bn.gamma": "bn.weight", "bn.beta": "bn.bias",
-             "bn.mean": "bn.running_mean", "bn.var": "bn.running_var"},
+    "conv": {
+        "weight": "conv.weight",
+        "bias": "conv.bias",
+        "bn.gamma": "bn.weight",
+        "bn.beta": "bn.bias",
+        "bn.mean": "bn.running_mean",
+        "bn.var": "bn.running_var",
+    },
     "fc": {"weight": "fc.weight", "bias": "fc.bias"},
 }
 
@@ -87,8 +94,10 @@ def test_structured_sparsification_zeroes_the_rows_below_gain_times_the_mean(mod
         assert np.array_equal(out[name], expected)
     stream = nnc_core.encode(model, structured_sparsity=gain, row_skipping=True)
     decoded = nnc_core.decode(stream)
-    assert np.array_equal(np.flatnonzero(~decoded["conv.weight"].reshape(12, -1).any(axis=1)),
-                          np.flatnonzero(~out["conv.weight"].reshape(12, -1).any(axis=1)))
+    assert np.array_equal(
+        np.flatnonzero(~decoded["conv.weight"].reshape(12, -1).any(axis=1)),
+        np.flatnonzero(~out["conv.weight"].reshape(12, -1).any(axis=1)),
+    )
 
 
 def test_structured_sparsification_acts_on_the_coded_rows():
@@ -108,7 +117,9 @@ def test_structured_sparsification_acts_on_the_coded_rows():
 
 
 def test_pruning_removes_the_smallest_rows_everywhere_and_signals_the_topology(model):
-    stream = nnc_core.encode(model, blocks=BLOCKS, prune={"conv.weight": 0.25}, prune_consumers={"conv.weight": ["fc.weight"]})
+    stream = nnc_core.encode(
+        model, blocks=BLOCKS, prune={"conv.weight": 0.25}, prune_consumers={"conv.weight": ["fc.weight"]}
+    )
     norms = np.abs(model["conv.weight"]).reshape(12, -1).sum(axis=1)
     removed = np.sort(np.argsort(norms)[:3])
     assert np.array_equal(removed, [0, 1, 2])  # the rows scaled down most
@@ -132,7 +143,15 @@ def test_pruning_removes_the_smallest_rows_everywhere_and_signals_the_topology(m
     assert topology["conv.weight"] == reduction.PrunedElement((12, 4, 3, 3), {0: tuple(keep)})
     assert topology["fc.weight"] == reduction.PrunedElement((10, 12), {1: tuple(keep)})
     assert topology["bn.running_var"] == reduction.PrunedElement((12,), {0: tuple(keep)})
-    assert set(topology) == {"conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "fc.weight"}
+    assert set(topology) == {
+        "conv.weight",
+        "conv.bias",
+        "bn.weight",
+        "bn.bias",
+        "bn.running_mean",
+        "bn.running_var",
+        "fc.weight",
+    }
 
     full = nnc_core.decode(stream, unprune=True)
     for name, value in full.items():
@@ -197,7 +216,9 @@ def test_unification_gives_one_magnitude_per_block(model):
 # --- low-rank decomposition -------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [{}, {"use_dq": False}, {"scan_order": 1}, {"fold_batch_norm": True, "row_skipping": True}])
+@pytest.mark.parametrize(
+    "args", [{}, {"use_dq": False}, {"scan_order": 1}, {"fold_batch_norm": True, "row_skipping": True}]
+)
 def test_decomposed_weight_is_g_times_h_of_the_decoded_factors(model, args):
     stream = nnc_core.encode(model, blocks=BLOCKS, low_rank={"conv.weight": 3, "fc.weight": 2}, **args)
     ndus = _ndus(stream)
@@ -219,12 +240,17 @@ def test_decomposed_weight_is_g_times_h_of_the_decoded_factors(model, args):
     assert np.array_equal(decoded["fc.weight"], fc)
     # the factors are the truncated SVD's, quantized as weights
     g0, h0 = reduction.decompose(model["conv.weight"], 3)
-    alone = nnc_core.decode(nnc_core.encode({"g": g0, "h": h0}, **{k: v for k, v in args.items() if k != "fold_batch_norm"}))
+    alone = nnc_core.decode(
+        nnc_core.encode({"g": g0, "h": h0}, **{k: v for k, v in args.items() if k != "fold_batch_norm"})
+    )
     assert np.array_equal(g, alone["g"]) and np.array_equal(h, alone["h"])
 
 
 def test_low_rank_everywhere_only_where_it_saves_parameters(rng):
-    tensors = {"small": rng.standard_normal((4, 4)).astype(np.float32), "big": rng.standard_normal((16, 16)).astype(np.float32)}
+    tensors = {
+        "small": rng.standard_normal((4, 4)).astype(np.float32),
+        "big": rng.standard_normal((16, 16)).astype(np.float32),
+    }
     decoded = nnc_core.decode(nnc_core.encode(tensors, low_rank=2), recompose=False)
     assert list(decoded) == ["small", "big_G", "big_H"]  # 2 * (4 + 4) = 16 parameters: no saving, not decomposed
 
@@ -267,9 +293,13 @@ def test_local_scaling_factors_fit_the_quantized_rows(model):
 
 
 def test_local_scaling_with_folding_and_decomposition(model):
-    stream = nnc_core.encode(model, blocks=BLOCKS, fold_batch_norm=True, local_scaling=True, low_rank={"conv.weight": 4})
+    stream = nnc_core.encode(
+        model, blocks=BLOCKS, fold_batch_norm=True, local_scaling=True, low_rank={"conv.weight": 4}
+    )
     conv = _ndus(stream)[0].header
-    assert conv.compressed_parameter_types == int(ParameterTypes.NNR_CPT_DC | ParameterTypes.NNR_CPT_LS | ParameterTypes.NNR_CPT_BI)
+    assert conv.compressed_parameter_types == int(
+        ParameterTypes.NNR_CPT_DC | ParameterTypes.NNR_CPT_LS | ParameterTypes.NNR_CPT_BI
+    )
     raw = nnc_core.decode(stream, recompose=False)
     out = nnc_core.decode(stream, apply_local_scaling=True)
     g = raw["conv.weight_G"] * raw["conv.weight_scaling"][:, None]
@@ -279,7 +309,10 @@ def test_local_scaling_with_folding_and_decomposition(model):
     # the folded target: the weight's rows times gamma / sqrt(var + eps)
     gain = model["bn.weight"] / np.sqrt(model["bn.running_var"] + np.float32(1e-5))
     target = model["conv.weight"] * gain[:, None, None, None]
-    unscaled = nnc_core.decode(nnc_core.encode(model, blocks=BLOCKS, fold_batch_norm=True, low_rank={"conv.weight": 4}), apply_local_scaling=True)
+    unscaled = nnc_core.decode(
+        nnc_core.encode(model, blocks=BLOCKS, fold_batch_norm=True, low_rank={"conv.weight": 4}),
+        apply_local_scaling=True,
+    )
     assert ((out["conv.weight"] - target) ** 2).sum() < ((unscaled["conv.weight"] - target) ** 2).sum()
 
 
@@ -290,12 +323,34 @@ def test_cli_reduction_flags(tmp_path, model):
     src = tmp_path / "model.npz"
     np.savez(src, **model)
     out = tmp_path / "model.nnr"
-    args = ["encode", str(src), "-o", str(out), "-q", "--sparsity", "0.5", "--structured-sparsity", "0.9",
-            "--prune", "conv.weight=0.25", "--prune-consumer", "conv.weight=fc.weight", "--low-rank", "fc.weight=3",
-            "--local-scaling"]
+    args = [
+        "encode",
+        str(src),
+        "-o",
+        str(out),
+        "-q",
+        "--sparsity",
+        "0.5",
+        "--structured-sparsity",
+        "0.9",
+        "--prune",
+        "conv.weight=0.25",
+        "--prune-consumer",
+        "conv.weight=fc.weight",
+        "--low-rank",
+        "fc.weight=3",
+        "--local-scaling",
+    ]
     assert main(args) == 0
-    expected = nnc_core.encode(model, sparsity=0.5, structured_sparsity=0.9, prune={"conv.weight": 0.25},
-                               prune_consumers={"conv.weight": ["fc.weight"]}, low_rank={"fc.weight": 3}, local_scaling=True)
+    expected = nnc_core.encode(
+        model,
+        sparsity=0.5,
+        structured_sparsity=0.9,
+        prune={"conv.weight": 0.25},
+        prune_consumers={"conv.weight": ["fc.weight"]},
+        low_rank={"fc.weight": 3},
+        local_scaling=True,
+    )
     assert out.read_bytes() == expected
     dec = tmp_path / "dec.npz"
     assert main(["decode", str(out), "-o", str(dec), "-q", "--unprune", "--apply-local-scaling"]) == 0
@@ -322,10 +377,19 @@ def test_sparsity_options_are_validated(model):
 # --- performance maps ---------------------------------------------------------------
 
 MAPS = {
-    "sparsification": [{"threshold": 0.25, "non_zero_ratio": 0.375, "accuracy": 0.5, "class_accuracy": [0.5, 0.75], "class_bitmask": 3}],
+    "sparsification": [
+        {"threshold": 0.25, "non_zero_ratio": 0.375, "accuracy": 0.5, "class_accuracy": [0.5, 0.75], "class_bitmask": 3}
+    ],
     "pruning": [{"pruning_ratio": 0.25, "accuracy": 0.625}, {"pruning_ratio": 0.5, "accuracy": 0.5}],
-    "unification": [{"threshold": 0.5, "accuracy": 0.75, "reshaped_tensor_dimensions": [12, 36],
-                     "super_block_dimensions": [4, 8], "block_dimensions": [2, 4]}],
+    "unification": [
+        {
+            "threshold": 0.5,
+            "accuracy": 0.75,
+            "reshaped_tensor_dimensions": [12, 36],
+            "super_block_dimensions": [4, 8],
+            "block_dimensions": [2, 4],
+        }
+    ],
     "decomposition": [{"mse_threshold": 0.125, "accuracy": 0.875, "reduction_ratio": 0.5, "class_accuracy": [1.0]}],
 }
 
@@ -337,8 +401,12 @@ def test_performance_maps_are_written_into_the_mps(model, kinds):
     maps = {k: MAPS[k] for k in kinds}
     stream = nnc_core.encode(model, performance_maps=maps)
     (mps,) = [u for u in read_units(stream) if isinstance(u, ModelParameterSet)]
-    assert (mps.mps_sparsification_flag, mps.mps_pruning_flag, mps.mps_unification_flag,
-            mps.mps_decomposition_performance_map_flag) == tuple(k in kinds for k in MAPS)
+    assert (
+        mps.mps_sparsification_flag,
+        mps.mps_pruning_flag,
+        mps.mps_unification_flag,
+        mps.mps_decomposition_performance_map_flag,
+    ) == tuple(k in kinds for k in MAPS)
     assert mps.performance_maps == reduction.check_performance_maps(maps)
     assert mps.performance_maps[kinds[0]][0]["accuracy"] == MAPS[kinds[0]][0]["accuracy"]
     decoded = nnc_core.decode(stream)
@@ -373,8 +441,11 @@ def _factor_ndus(rng, *, rank=3, shape=(8, 2, 5), dq=False):
     for name, stored in (("w_G", g), ("w_H", h)):
         unit = build_ndu(stored, [name], qp=qp)
         unit.header = dataclasses.replace(
-            unit.header, compressed_parameter_types=int(ParameterTypes.NNR_CPT_DC | ParameterTypes.NNR_CPT_BI),
-            decomposition_rank=rank, g_number_of_rows=rows, tensor_dimensions=list(shape),
+            unit.header,
+            compressed_parameter_types=int(ParameterTypes.NNR_CPT_DC | ParameterTypes.NNR_CPT_BI),
+            decomposition_rank=rank,
+            g_number_of_rows=rows,
+            tensor_dimensions=list(shape),
         )
         units.append(write_unit(unit, state))
     return units, state, expected_values(g, qp, 2), expected_values(h, qp, 2)
@@ -387,7 +458,9 @@ def test_decomposed_weight_in_two_ndus_is_recomposed(rng):
     assert np.array_equal(factors["w_G"], g) and np.array_equal(factors["w_H"], h)
     decoded = nnc_core.decode(stream)
     assert list(decoded) == ["w"]
-    assert np.array_equal(decoded["w"], (g.astype(np.float64) @ h.astype(np.float64)).astype(np.float32).reshape(8, 2, 5))
+    assert np.array_equal(
+        decoded["w"], (g.astype(np.float64) @ h.astype(np.float64)).astype(np.float32).reshape(8, 2, 5)
+    )
 
 
 def test_decomposition_factor_ndus_must_pair_up(rng):
@@ -406,9 +479,11 @@ def _topologies():
 
     def element(shape):
         dims = st.lists(st.sampled_from(range(len(shape))), unique=True, max_size=len(shape))
-        return dims.flatmap(lambda ds: st.fixed_dictionaries(
-            {d: st.lists(st.integers(0, shape[d] - 1), unique=True).map(lambda k: tuple(sorted(k))) for d in ds}
-        )).map(lambda kept: reduction.PrunedElement(tuple(shape), kept))
+        return dims.flatmap(
+            lambda ds: st.fixed_dictionaries(
+                {d: st.lists(st.integers(0, shape[d] - 1), unique=True).map(lambda k: tuple(sorted(k))) for d in ds}
+            )
+        ).map(lambda kept: reduction.PrunedElement(tuple(shape), kept))
 
     shapes = st.lists(st.integers(1, 40), min_size=1, max_size=4)
     names = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1, max_size=12)

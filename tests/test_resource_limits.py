@@ -225,5 +225,7 @@ def test_every_payload_corruption_names_unit_offset_and_tensor(vector_id):
                 failures += 1
                 assert e.unit_index == index and e.tensor == str(u.header.element_ids[0]), str(e)
                 assert u.offset <= e.byte_offset < u.offset + u.size, str(e)
-                assert f"unit {index}" in str(e) and repr(e.tensor) in str(e) and f"byte offset {e.byte_offset}" in str(e)
+                assert (
+                    f"unit {index}" in str(e) and repr(e.tensor) in str(e) and f"byte offset {e.byte_offset}" in str(e)
+                )
     assert failures > 0

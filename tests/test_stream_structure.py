@@ -53,9 +53,17 @@ def to_bytes(bitstring: str) -> bytes:
     return int(bitstring, 2).to_bytes(len(bitstring) // 8, "big") if bitstring else b""
 
 
-def raw_agg(units: list[bytes], *, count: int | None = None, types: list[int] | None = None,
-            entries: list[int] | None = None, agg_type: int = 0, cut: int = 0, trailing: bytes = b"",
-            declared: int | None = None) -> bytes:
+def raw_agg(
+    units: list[bytes],
+    *,
+    count: int | None = None,
+    types: list[int] | None = None,
+    entries: list[int] | None = None,
+    agg_type: int = 0,
+    cut: int = 0,
+    trailing: bytes = b"",
+    declared: int | None = None,
+) -> bytes:
     """An aggregate unit written field by field (short size field), possibly malformed:
     ``count`` units in the header, ``declared`` (default count) in num_of_nnr_units_minus2."""
     count = len(units) if count is None else count
@@ -93,8 +101,11 @@ def test_aggregate_unit_bytes_field_by_field():
     header = bits((6, 6), (1, 1), (0, 1), (0, 8), (1, 1), (0, 16), (3, 6), (18, 34), (2, 6), (24, 34), (0, 12)) + "100"
     assert agg == (32).to_bytes(2, "big") + to_bytes(header) + TPL + lps_unit
     informative = aggregate_unit(
-        [TPL, lps_unit], aggregate_unit_type=AggregateUnitType.NNR_AGG_SLF, entry_points_present_flag=False,
-        quant_bitdepth=[8, 31], ctu_scan_order=[1, 0],
+        [TPL, lps_unit],
+        aggregate_unit_type=AggregateUnitType.NNR_AGG_SLF,
+        entry_points_present_flag=False,
+        quant_bitdepth=[8, 31],
+        ctu_scan_order=[1, 0],
     )
     header = bits((6, 6), (1, 1), (0, 1), (1, 8), (0, 1), (0, 16), (8, 5), (1, 1), (31, 5), (0, 1)) + "100"
     assert informative == (22).to_bytes(2, "big") + to_bytes(header) + TPL + lps_unit
@@ -104,7 +115,9 @@ def test_aggregate_unit_fields_round_trip():
     head, _ = start()
     stream = b"".join(head[:2]) + aggregate_unit(
         [TPL, write_unit(lps(3, 7), ParseState(general_profile_idc=1))],
-        aggregate_unit_type=AggregateUnitType.NNR_AGG_SLF, quant_bitdepth=[8, 31], ctu_scan_order=[1, 0],
+        aggregate_unit_type=AggregateUnitType.NNR_AGG_SLF,
+        quant_bitdepth=[8, 31],
+        ctu_scan_order=[1, 0],
     )
     agg = read_units(stream)[2]
     assert isinstance(agg, AggregateUnit)
@@ -115,7 +128,9 @@ def test_aggregate_unit_fields_round_trip():
     assert write_units(read_units(stream)) == stream
 
 
-@pytest.mark.parametrize("vector_id", ["v09_multi_tensor", "v10_block_weight_bias", "v13_scan16_entry_points", "v08_int32"])
+@pytest.mark.parametrize(
+    "vector_id", ["v09_multi_tensor", "v10_block_weight_bias", "v13_scan16_entry_points", "v08_int32"]
+)
 def test_units_in_an_aggregate_decode_as_in_sequence(vector_id):
     stream = vector(vector_id)
     units = unit_bytes(stream)
@@ -166,22 +181,40 @@ def test_malformed_aggregate_units_are_named():
 
     inner = aggregate_unit(ndus[:2])
     nested = raw_agg([inner, ndus[2]])
-    fails(nested, f"an aggregate unit cannot contain an NNR_AGG unit (unit 3, aggregated unit 0, byte offset {at + 18 + 2})")
-    fails(raw_agg([units[0], ndus[0]]), f"an aggregate unit cannot contain an NNR_STR unit (unit 3, aggregated unit 0, byte offset {at + 18 + 2})")
+    fails(
+        nested,
+        f"an aggregate unit cannot contain an NNR_AGG unit (unit 3, aggregated unit 0, byte offset {at + 18 + 2})",
+    )
+    fails(
+        raw_agg([units[0], ndus[0]]),
+        f"an aggregate unit cannot contain an NNR_STR unit (unit 3, aggregated unit 0, byte offset {at + 18 + 2})",
+    )
     short = raw_agg(ndus[:2], count=3)
     fails(short, f"aggregate unit ends after 2 of its 3 units (unit 3, byte offset {at + len(short)})")
     header = 2 + 16  # size field; two units: 8 + 8 + 1 + 16 + 2 * 46 = 125 bits and the alignment
     extra = raw_agg(ndus[:2], trailing=ndus[2])
-    fails(extra, f"{len(ndus[2])} bytes after the 2 units of the aggregate unit (unit 3, byte offset {at + header + len(ndus[0]) + len(ndus[1])})")
+    fails(
+        extra,
+        f"{len(ndus[2])} bytes after the 2 units of the aggregate unit (unit 3, byte offset {at + header + len(ndus[0]) + len(ndus[1])})",
+    )
     cut = raw_agg(ndus[:2], cut=1)
-    fails(cut, f"nnr_unit_size {len(ndus[1])} runs past the end of the aggregate unit ({len(ndus[1]) - 1} bytes left) "
-               f"(unit 3, aggregated unit 1, byte offset {at + header + len(ndus[0])})")
+    fails(
+        cut,
+        f"nnr_unit_size {len(ndus[1])} runs past the end of the aggregate unit ({len(ndus[1]) - 1} bytes left) "
+        f"(unit 3, aggregated unit 1, byte offset {at + header + len(ndus[0])})",
+    )
     moved = raw_agg(ndus[:2], entries=[header, 99])
-    fails(moved, f"nnr_unit_entry_point[1] 99 does not match the unit's position {header + len(ndus[0])} "
-                 f"(unit 3, aggregated unit 1, byte offset {at + header + len(ndus[0])})")
+    fails(
+        moved,
+        f"nnr_unit_entry_point[1] 99 does not match the unit's position {header + len(ndus[0])} "
+        f"(unit 3, aggregated unit 1, byte offset {at + header + len(ndus[0])})",
+    )
     retyped = raw_agg(ndus[:2], types=[5, 2])
-    fails(retyped, "nnr_unit_type[1] 2 of the aggregate unit header does not match the unit's type 5 "
-                   f"(unit 3, aggregated unit 1, byte offset {at + header + len(ndus[0])})")
+    fails(
+        retyped,
+        "nnr_unit_type[1] 2 of the aggregate unit header does not match the unit's type 5 "
+        f"(unit 3, aggregated unit 1, byte offset {at + header + len(ndus[0])})",
+    )
     fails(raw_agg(ndus[:2], agg_type=2), f"nnr_aggregate_unit_type 2 is reserved (unit 3, byte offset {at + 4})")
     huge = raw_agg(ndus[:2], declared=1000)
     fails(huge, f"an aggregate unit of 1000 units cannot fit {len(huge)} bytes (unit 3, byte offset {at + 6})")
@@ -192,10 +225,15 @@ def test_corrupt_payload_inside_an_aggregate_is_located():
     agg = bytearray(aggregate_unit(units[3:]))
     ndu = read_units(b"".join(units[:3]) + bytes(agg))[3].units[1]
     agg[ndu.payload_offset - 18 + 1] ^= 0x5A  # a byte of fc1.bias's payload
-    with pytest.raises(BitstreamError, match=rf"tensor 'fc1.bias': .* \(unit 3, aggregated unit 1, byte offset {ndu.payload_offset}\)"):
+    with pytest.raises(
+        BitstreamError, match=rf"tensor 'fc1.bias': .* \(unit 3, aggregated unit 1, byte offset {ndu.payload_offset}\)"
+    ):
         decode_bitstream(b"".join(units[:3]) + bytes(agg))
     weight = read_units(b"".join(units[:3]) + bytes(agg))[3].units[0]
-    with pytest.raises(BitstreamError, match=rf"^tensor 'fc1.weight' of shape \[24, 16\] is larger than the limit of 100 elements \(unit 3, aggregated unit 0, byte offset {weight.offset}\)$"):
+    with pytest.raises(
+        BitstreamError,
+        match=rf"^tensor 'fc1.weight' of shape \[24, 16\] is larger than the limit of 100 elements \(unit 3, aggregated unit 0, byte offset {weight.offset}\)$",
+    ):
         decode_bitstream(b"".join(units[:3]) + bytes(agg), max_elements=100)
 
 
@@ -210,14 +248,14 @@ def _tensor_ndu(state: ParseState, name: str, stored: np.ndarray, qp: int) -> by
 def test_layer_parameter_set_overrides_the_model_parameters_until_the_next_one(rng):
     parts, state = start(qp_density=2, qp=0)
     stored = {n: stored_for(rng, (4, 6), dq=False, scan_order=0, shift=0) for n in "abcdef"}
-    parts.append(_tensor_ndu(state, "a", stored["a"], -38))            # MPS: density 2, base 0
+    parts.append(_tensor_ndu(state, "a", stored["a"], -38))  # MPS: density 2, base 0
     parts.append(write_unit(lps(4, -100), state))
-    parts.append(_tensor_ndu(state, "b", stored["b"], -90))            # LPS: density 4, base -100 (offset 10)
-    parts.append(_tensor_ndu(state, "c", stored["c"], -611))           # offset -511, the smallest 10 bits hold
+    parts.append(_tensor_ndu(state, "b", stored["b"], -90))  # LPS: density 4, base -100 (offset 10)
+    parts.append(_tensor_ndu(state, "c", stored["c"], -611))  # offset -511, the smallest 10 bits hold
     parts.append(write_unit(LayerParameterSet(UnitType.NNR_LPS), state))  # no quantization fields: MPS again
     parts.append(_tensor_ndu(state, "d", stored["d"], -31))
     parts.append(write_unit(lps(0, 50), state))
-    parts.append(_tensor_ndu(state, "e", stored["e"], 80))             # density 0: offset 30 in 6 bits
+    parts.append(_tensor_ndu(state, "e", stored["e"], 80))  # density 0: offset 30 in 6 bits
     parts.append(write_unit(dataclasses.replace(read_units(b"".join(parts))[1], offset=0, size=0), state))  # a new MPS
     parts.append(_tensor_ndu(state, "f", stored["f"], -20))
     stream = b"".join(parts)
@@ -261,7 +299,9 @@ def test_layer_parameter_set_inside_an_aggregate_stays_in_force(rng):
 def test_layer_parameter_set_before_the_model_parameter_set_is_refused():
     units = unit_bytes(vector("v21_tiny_float_dq"))
     stream = units[0] + write_unit(lps(3, 0), ParseState(general_profile_idc=1)) + b"".join(units[1:])
-    with pytest.raises(BitstreamError, match=r"^layer parameter set before any model parameter set \(unit 1, byte offset 4\)$"):
+    with pytest.raises(
+        BitstreamError, match=r"^layer parameter set before any model parameter set \(unit 1, byte offset 4\)$"
+    ):
         decode_bitstream(stream)
 
 
@@ -276,15 +316,24 @@ def _split_stream(rng, shape, sizes, *, shift=0, qps=None, dq=True, scan_order=1
         stored = stored_for(rng, part.values.shape, dq=dq, scan_order=scan_order, shift=shift)
         whole.append(stored)
         qp = qps[i] if qps else -38
-        ndu = build_ndu(stored, ["w"], qp=qp, quantization_base=state.quantization_base(), dq_flag=dq,
-                        scan_order=scan_order, first_tensor_dimension_shift=shift,
-                        partial_data_counter=part.partial_data_counter)
+        ndu = build_ndu(
+            stored,
+            ["w"],
+            qp=qp,
+            quantization_base=state.quantization_base(),
+            dq_flag=dq,
+            scan_order=scan_order,
+            first_tensor_dimension_shift=shift,
+            partial_data_counter=part.partial_data_counter,
+        )
         parts.append(write_unit(ndu, state))
     axis = shift if len(shape) > 1 else 0
     return parts, np.concatenate(whole, axis=axis)
 
 
-@pytest.mark.parametrize("shape,sizes,shift", [((20, 9), 3, 0), ((4, 3, 30), [7, 16, 7], 2), ((31,), 4, 0), ((5, 17, 2), [17], 1)])
+@pytest.mark.parametrize(
+    "shape,sizes,shift", [((20, 9), 3, 0), ((4, 3, 30), [7, 16, 7], 2), ((31,), 4, 0), ((5, 17, 2), [17], 1)]
+)
 def test_split_tensor_is_reassembled(rng, shape, sizes, shift):
     parts, stored = _split_stream(rng, shape, sizes, shift=shift)
     stream = b"".join(parts)
@@ -302,7 +351,9 @@ def test_parts_may_have_their_own_qp(rng):
     parts, stored = _split_stream(rng, (12, 5), [4, 4, 4], qps=[-30, -38, -46], dq=False)
     (t,) = decode_bitstream(b"".join(parts))
     assert t.qp is None  # no single QP
-    expected = np.concatenate([expected_values(stored[4 * i : 4 * i + 4], qp, 2) for i, qp in enumerate([-30, -38, -46])])
+    expected = np.concatenate(
+        [expected_values(stored[4 * i : 4 * i + 4], qp, 2) for i, qp in enumerate([-30, -38, -46])]
+    )
     assert t.values.tobytes() == expected.tobytes()
 
 
@@ -315,12 +366,18 @@ def _block_part(state, weight, bias, *, shift=0, counter=None, qp=(-38, -75)):
     enc.encode_bypass(qp[0] - base, 6 + density)
     enc.encode_tensor(coded_view(weight, shift), TensorCoding())
     header = NduHeader(
-        payload_type=PayloadType.NNR_PT_BLOCK, multiple_topology_elements_present_flag=True,
-        element_ids=["conv.weight", "conv.bias"], tensor_dimensions_flag=True, cabac_unary_length_flag=True,
-        compressed_parameter_types=ParameterTypes.NNR_CPT_BI, tensor_dimensions=list(weight.shape),
+        payload_type=PayloadType.NNR_PT_BLOCK,
+        multiple_topology_elements_present_flag=True,
+        element_ids=["conv.weight", "conv.bias"],
+        tensor_dimensions_flag=True,
+        cabac_unary_length_flag=True,
+        compressed_parameter_types=ParameterTypes.NNR_CPT_BI,
+        tensor_dimensions=list(weight.shape),
         first_tensor_dimension_shift=shift,
     )
-    return write_unit(CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=enc.finish(), partial_data_counter=counter), state)
+    return write_unit(
+        CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=enc.finish(), partial_data_counter=counter), state
+    )
 
 
 def test_block_split_by_output_channels_with_a_shifted_kernel(rng):
@@ -350,41 +407,73 @@ def test_inconsistent_parts_are_refused(rng):
     head, body = parts[:3], parts[3:]
     offsets = [u.offset for u in read_units(b"".join(parts))]
     # a missing part: 3, 1
-    _fails(b"".join(head + [body[0], body[2]]), rf"^tensor 'w': part 2 is missing \(partial_data_counter 1 where 2 was due\) \(unit 4, byte offset {offsets[4]}\)$")
+    _fails(
+        b"".join(head + [body[0], body[2]]),
+        rf"^tensor 'w': part 2 is missing \(partial_data_counter 1 where 2 was due\) \(unit 4, byte offset {offsets[4]}\)$",
+    )
     four, _ = _split_stream(rng, (12, 5), 4, dq=False, scan_order=0)
-    _fails(b"".join(four[:4] + four[6:]), r"^tensor 'w': parts 3..2 are missing \(partial_data_counter 1 where 3 was due\) \(unit 4")
+    _fails(
+        b"".join(four[:4] + four[6:]),
+        r"^tensor 'w': parts 3..2 are missing \(partial_data_counter 1 where 3 was due\) \(unit 4",
+    )
     # a repeated (overlapping) part: 3, 2, 2
-    _fails(b"".join(head + [body[0], body[1], body[1]]), rf"tensor 'w': partial_data_counter 2 repeats a part already received \(overlapping parts; part 1 was due\) \(unit 5, byte offset {offsets[5]}\)")
+    _fails(
+        b"".join(head + [body[0], body[1], body[1]]),
+        rf"tensor 'w': partial_data_counter 2 repeats a part already received \(overlapping parts; part 1 was due\) \(unit 5, byte offset {offsets[5]}\)",
+    )
     # the bitstream ends early
-    _fails(b"".join(head + body[:2]), rf"tensor 'w' is incomplete: the bitstream ends before the part with partial_data_counter 1 \(unit 5, byte offset {sum(map(len, head + body[:2]))}\)")
+    _fails(
+        b"".join(head + body[:2]),
+        rf"tensor 'w' is incomplete: the bitstream ends before the part with partial_data_counter 1 \(unit 5, byte offset {sum(map(len, head + body[:2]))}\)",
+    )
     # another tensor in between
     other = write_unit(build_ndu(np.ones((2, 2), np.int32), ["v"]), start()[1])
-    _fails(b"".join(head + [body[0], other, body[1], body[2]]), rf"^tensor 'w' is incomplete: the part with partial_data_counter 2 is missing before an NDU of 'v' \(unit 4, byte offset {offsets[4]}\)$")
+    _fails(
+        b"".join(head + [body[0], other, body[1], body[2]]),
+        rf"^tensor 'w' is incomplete: the part with partial_data_counter 2 is missing before an NDU of 'v' \(unit 4, byte offset {offsets[4]}\)$",
+    )
     whole = write_unit(build_ndu(np.ones((2, 2), np.int32), ["w"]), start()[1])
-    _fails(b"".join(head + [body[0], whole]), rf"^tensor 'w' is incomplete: an NDU without partial_data_counter comes where part 2 was due \(unit 4, byte offset {offsets[4]}\)$")
+    _fails(
+        b"".join(head + [body[0], whole]),
+        rf"^tensor 'w' is incomplete: an NDU without partial_data_counter comes where part 2 was due \(unit 4, byte offset {offsets[4]}\)$",
+    )
     # a new model parameter set in between
-    _fails(b"".join(head + [body[0], head[1], body[1], body[2]]), r"tensor 'w' is incomplete: the part with partial_data_counter 2 is missing \(unit 4")
+    _fails(
+        b"".join(head + [body[0], head[1], body[1], body[2]]),
+        r"tensor 'w' is incomplete: the part with partial_data_counter 2 is missing \(unit 4",
+    )
 
 
 def test_parts_of_different_shape_or_type_are_refused(rng):
     parts, state = start()
     parts.append(write_unit(build_ndu(np.zeros((4, 5), np.int32), ["w"], qp=-38, partial_data_counter=2), state))
     wrong_width = write_unit(build_ndu(np.zeros((4, 6), np.int32), ["w"], qp=-38, partial_data_counter=1), state)
-    _fails(b"".join(parts + [wrong_width]), r"part 1 of 'w' has shape \[4, 6\] \(float32\), which does not join the first part's \[4, 5\] \(float32\) along dimension 0 \(unit 4")
+    _fails(
+        b"".join(parts + [wrong_width]),
+        r"part 1 of 'w' has shape \[4, 6\] \(float32\), which does not join the first part's \[4, 5\] \(float32\) along dimension 0 \(unit 4",
+    )
     wrong_rank = write_unit(build_ndu(np.zeros((4, 5, 1), np.int32), ["w"], qp=-38, partial_data_counter=1), state)
     _fails(b"".join(parts + [wrong_rank]), r"part 1 of 'w' has shape \[4, 5, 1\]")
     as_int = write_unit(build_ndu(np.zeros((4, 5), np.int32), ["w"], partial_data_counter=1), state)
     _fails(b"".join(parts + [as_int]), r"tensor 'w': part 1 has payload_type 0, the first part 1 \(unit 4")
-    shifted = write_unit(build_ndu(np.zeros((4, 5), np.int32), ["w"], qp=-38, first_tensor_dimension_shift=1, partial_data_counter=1), state)
+    shifted = write_unit(
+        build_ndu(np.zeros((4, 5), np.int32), ["w"], qp=-38, first_tensor_dimension_shift=1, partial_data_counter=1),
+        state,
+    )
     _fails(b"".join(parts + [shifted]), r"tensor 'w': part 1 has first_tensor_dimension_shift 1, the first part 0")
 
 
 def test_partial_data_counter_only_on_compressed_data_units():
     units = unit_bytes(vector("v21_tiny_float_dq"))
     tpl = bytes.fromhex("00070f05000000")  # the topology unit with partial_data_counter 5
-    _fails(units[0] + units[1] + tpl + units[3], r"^partial_data_counter 5 on a unit of type 3: only compressed data units can be split \(unit 2, byte offset 14\)$")
+    _fails(
+        units[0] + units[1] + tpl + units[3],
+        r"^partial_data_counter 5 on a unit of type 3: only compressed data units can be split \(unit 2, byte offset 14\)$",
+    )
     zero = bytes.fromhex("00070f00000000")  # counter present and 0: a complete unit
-    assert names_values(decode_bitstream(units[0] + units[1] + zero + units[3])) == names_values(decode_bitstream(b"".join(units)))
+    assert names_values(decode_bitstream(units[0] + units[1] + zero + units[3])) == names_values(
+        decode_bitstream(b"".join(units))
+    )
 
 
 def test_split_parts_use_the_co_located_parent_for_temporal_contexts(rng):
@@ -440,7 +529,11 @@ def _payload(stored, qp, coding, *, base=None):
 def test_split_helpers():
     t = np.arange(2 * 3 * 10).reshape(2, 3, 10)
     parts = split_tensor(t, 3, first_tensor_dimension_shift=2)
-    assert [(p.partial_data_counter, p.start, p.stop, p.values.shape) for p in parts] == [(3, 0, 4, (2, 3, 4)), (2, 4, 7, (2, 3, 3)), (1, 7, 10, (2, 3, 3))]
+    assert [(p.partial_data_counter, p.start, p.stop, p.values.shape) for p in parts] == [
+        (3, 0, 4, (2, 3, 4)),
+        (2, 4, 7, (2, 3, 3)),
+        (1, 7, 10, (2, 3, 3)),
+    ]
     assert np.array_equal(np.concatenate([p.values for p in parts], axis=2), t)
     header = build_ndu(t, ["t"], qp=-38).header
     assert part_header(header, parts[1]).tensor_dimensions == [2, 3, 3]
@@ -466,15 +559,28 @@ def test_multi_element_ndu_is_split_into_its_elements(rng, axis, integer):
     extents = [s[axis] for s in shapes.values()]
     assert mapping.split_index == [extents[0], extents[0] + extents[1]]
     parts, state = start()
-    parts.append(write_unit(build_ndu(tensor, ids, qp=None if integer else -40, quantization_base=state.quantization_base(),
-                                      tensor_dimension_mapping=mapping, scan_order=1), state))
+    parts.append(
+        write_unit(
+            build_ndu(
+                tensor,
+                ids,
+                qp=None if integer else -40,
+                quantization_base=state.quantization_base(),
+                tensor_dimension_mapping=mapping,
+                scan_order=1,
+            ),
+            state,
+        )
+    )
     stream = b"".join(parts)
     tensors = decode_bitstream(stream)
     assert [t.name for t in tensors] == ["a", "b", "c"]
     for t in tensors:
         assert np.array_equal(t.stored, elements[t.name])
         expected = elements[t.name] if integer else expected_values(elements[t.name], -40, 2)
-        assert t.values.tobytes() == expected.astype(t.values.dtype).tobytes() and t.values.dtype == (np.int32 if integer else np.float32)
+        assert t.values.tobytes() == expected.astype(t.values.dtype).tobytes() and t.values.dtype == (
+            np.int32 if integer else np.float32
+        )
     assert write_units(read_units(stream)) == stream
 
 
@@ -482,12 +588,24 @@ def test_raw_float_multi_element_ndu_with_shift():
     a = np.arange(12, dtype=np.float32).reshape(2, 6) / 7
     b = -np.arange(4, dtype=np.float32).reshape(2, 2)
     tensor, ids, mapping = concatenate_elements({"a": a, "b": b}, axis=1)
-    header = NduHeader(payload_type=PayloadType.NNR_PT_RAW_FLOAT, multiple_topology_elements_present_flag=True, element_ids=ids,
-                       tensor_dimensions_flag=True, cabac_unary_length_flag=True, tensor_dimensions=[2, 8],
-                       tensor_dimension_mapping=mapping, first_tensor_dimension_shift=1)
+    header = NduHeader(
+        payload_type=PayloadType.NNR_PT_RAW_FLOAT,
+        multiple_topology_elements_present_flag=True,
+        element_ids=ids,
+        tensor_dimensions_flag=True,
+        cabac_unary_length_flag=True,
+        tensor_dimensions=[2, 8],
+        tensor_dimension_mapping=mapping,
+        first_tensor_dimension_shift=1,
+    )
     parts, state = start()
     # the payload holds the coded view: columns first
-    parts.append(write_unit(CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=coded_view(tensor, 1).astype("<f4").tobytes()), state))
+    parts.append(
+        write_unit(
+            CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=coded_view(tensor, 1).astype("<f4").tobytes()),
+            state,
+        )
+    )
     tensors = decode_bitstream(b"".join(parts))
     assert [(t.name, t.values.tobytes()) for t in tensors] == [("a", a.tobytes()), ("b", b.tobytes())]
 
@@ -496,9 +614,15 @@ def test_bad_dimension_mappings_are_refused():
     tensor, ids, mapping = concatenate_elements({"a": np.zeros((2, 3)), "b": np.zeros((2, 4))}, axis=1)
     parts, state = start()
     for m, message in (
-        (dataclasses.replace(mapping, split_index=[7]), r"split_index \[7\] does not cut dimension 1 of size 7 into non-empty parts"),
+        (
+            dataclasses.replace(mapping, split_index=[7]),
+            r"split_index \[7\] does not cut dimension 1 of size 7 into non-empty parts",
+        ),
         (dataclasses.replace(mapping, split_index=[0]), r"split_index \[0\] does not cut .*"),
-        (dataclasses.replace(mapping, concatenation_axis_index=2), "concatenation_axis_index 2 names no dimension of a 2-D tensor"),
+        (
+            dataclasses.replace(mapping, concatenation_axis_index=2),
+            "concatenation_axis_index 2 names no dimension of a 2-D tensor",
+        ),
     ):
         ndu = build_ndu(tensor.astype(np.int32), ids, tensor_dimension_mapping=m)
         stream = b"".join(parts) + write_unit(ndu, state)
@@ -514,10 +638,15 @@ def test_bad_dimension_mappings_are_refused():
 
 
 def test_split_multi_element_ndus_are_refused():
-    tensor, ids, mapping = concatenate_elements({"a": np.zeros((2, 3), np.int32), "b": np.zeros((2, 4), np.int32)}, axis=1)
+    tensor, ids, mapping = concatenate_elements(
+        {"a": np.zeros((2, 3), np.int32), "b": np.zeros((2, 4), np.int32)}, axis=1
+    )
     parts, state = start()
     parts.append(write_unit(build_ndu(tensor, ids, tensor_dimension_mapping=mapping, partial_data_counter=2), state))
-    _fails(b"".join(parts), r"^an NDU with a tensor dimension mapping cannot be split into parts \(unit 3, tensor 'a', byte offset 18\)$")
+    _fails(
+        b"".join(parts),
+        r"^an NDU with a tensor dimension mapping cannot be split into parts \(unit 3, tensor 'a', byte offset 18\)$",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -529,8 +658,16 @@ def test_tensor_coded_with_a_shifted_first_dimension(rng, shift):
     shape = (3, 17, 2, 9)
     stored = stored_for(rng, shape, dq=True, scan_order=1, shift=shift, row_skip=True)
     parts, state = start()
-    ndu = build_ndu(stored, ["w"], qp=-38, quantization_base=state.quantization_base(), dq_flag=True, scan_order=1,
-                    first_tensor_dimension_shift=shift, row_skip_flag=True)
+    ndu = build_ndu(
+        stored,
+        ["w"],
+        qp=-38,
+        quantization_base=state.quantization_base(),
+        dq_flag=True,
+        scan_order=1,
+        first_tensor_dimension_shift=shift,
+        row_skip_flag=True,
+    )
     # the payload is the tensor with dimension `shift` moved to the front, coded as usual
     coded = np.moveaxis(stored, shift, 0)
     enc = Encoder()
@@ -551,15 +688,21 @@ def test_tensor_coded_with_a_shifted_first_dimension(rng, shift):
 def test_shift_syntax():
     """The header field written by hand (profile 1, INT tensor 'w' of shape [2, 4], as in the
     notes' annotated example) but with first_tensor_dimension_shift = 2: no such dimension."""
+
     def ndu(shift_bits: str) -> bytes:
-        fields = "1" + "10" + "100000" + "10000" + "0" + "1" + "1" + "0000" + "0100" + "10000010" + "10000100" + "00001010"
+        fields = (
+            "1" + "10" + "100000" + "10000" + "0" + "1" + "1" + "0000" + "0100" + "10000010" + "10000100" + "00001010"
+        )
         fields += shift_bits + "0000" + "1"  # first_tensor_dimension_shift ue(1), scan_order 0, byte_alignment()
         fields += "0" * (-len(fields) % 8)
         body = bytes([5 << 2 | 2, 0x01]) + b"w\x00" + to_bytes(fields) + b"\x00"
         return (len(body) + 2).to_bytes(2, "big") + body
 
     head = b"".join(unit_bytes(vector("v20_tiny_int"))[:3])
-    with pytest.raises(BitstreamError, match=r"^first_tensor_dimension_shift 2 names no dimension of a 2-D tensor \(unit 3, byte offset 30\)$"):
+    with pytest.raises(
+        BitstreamError,
+        match=r"^first_tensor_dimension_shift 2 names no dimension of a 2-D tensor \(unit 3, byte offset 30\)$",
+    ):
         read_units(head + ndu("0100"))
     assert read_units(head + ndu("11"))[3].header.first_tensor_dimension_shift == 1
     parts, state = start()
@@ -568,7 +711,9 @@ def test_shift_syntax():
         write_unit(shifted, ParseState(general_profile_idc=0, mps=state.mps))
     with pytest.raises(ConfigError, match="needs a tensor of two or more dimensions"):
         build_ndu(np.zeros(4, np.int32), ["v"], first_tensor_dimension_shift=1)
-    assert np.array_equal(decoded_view(coded_view(np.arange(24).reshape(2, 3, 4), 2), 2), np.arange(24).reshape(2, 3, 4))
+    assert np.array_equal(
+        decoded_view(coded_view(np.arange(24).reshape(2, 3, 4), 2), 2), np.arange(24).reshape(2, 3, 4)
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -146,8 +146,14 @@ def test_reader_refuses_a_truncated_header_at_open(tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [dict(), dict(use_dq=False, lambda_scale=1.0), dict(max_part_elements=4096),
-     dict(scan_order=2, row_skipping=True), dict(aggregate=True), dict(fold_batch_norm=True)],
+    [
+        dict(),
+        dict(use_dq=False, lambda_scale=1.0),
+        dict(max_part_elements=4096),
+        dict(scan_order=2, row_skipping=True),
+        dict(aggregate=True),
+        dict(fold_batch_norm=True),
+    ],
 )
 def test_every_worker_count_gives_the_same_bytes(crepe_tiny, options):
     from nnc_core.encoding import blocks_from_parameter_types
@@ -187,6 +193,7 @@ def test_ordered_map_keeps_order_and_raises_the_first_error_in_place():
             if i == 6:
                 raise ValueError("six")
             return i, threading.get_ident()
+
         return run
 
     assert [r[0] for r in ordered_map((job(i) for i in range(6)), 3)] == list(range(6))
@@ -271,7 +278,9 @@ def test_corrupt_unit_while_streaming_names_it_and_leaves_no_output(tmp_path, ca
     data = bytearray(nnc_core.encode(layers))
     units = read_units(bytes(data))
     victim = units[len(units) // 2]
-    data[victim.payload_offset + 5 : victim.offset + victim.size] = bytes(victim.offset + victim.size - victim.payload_offset - 5)
+    data[victim.payload_offset + 5 : victim.offset + victim.size] = bytes(
+        victim.offset + victim.size - victim.payload_offset - 5
+    )
     path = tmp_path / "bad.nnr"
     path.write_bytes(bytes(data))
     with pytest.raises(BitstreamError) as e:
@@ -325,8 +334,10 @@ def _peak_rss(argv: list[str], cwd: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
-                    reason="AddressSanitizer's shadow memory and quarantine inflate RSS; the core environment measures it")
+@pytest.mark.skipif(
+    "libasan" in os.environ.get("LD_PRELOAD", ""),
+    reason="AddressSanitizer's shadow memory and quarantine inflate RSS; the core environment measures it",
+)
 def test_peak_memory_is_bounded_by_the_tensors_in_flight(tmp_path):
     """A 400 MB model (100 M parameters in 40 layers) encodes and decodes in
     far less memory than the model: 300 MB + (workers + 1) x 24 bytes x its
@@ -339,11 +350,14 @@ def test_peak_memory_is_bounded_by_the_tensors_in_flight(tmp_path):
     nnc = [sys.executable, "-m", "nnc_core.cli"]
     for workers in (1, 2):
         bound = 300e6 + (workers + 1) * 24 * largest
-        peak = _peak_rss([*nnc, "encode", str(model), "-o", str(tmp_path / "m.nnr"), "-q", "--workers", str(workers)],
-                         tmp_path)
+        peak = _peak_rss(
+            [*nnc, "encode", str(model), "-o", str(tmp_path / "m.nnr"), "-q", "--workers", str(workers)], tmp_path
+        )
         assert peak < bound, (workers, peak, bound)
-        peak = _peak_rss([*nnc, "decode", str(tmp_path / "m.nnr"), "-o", str(tmp_path / "d.npz"), "-q",
-                          "--workers", str(workers)], tmp_path)
+        peak = _peak_rss(
+            [*nnc, "decode", str(tmp_path / "m.nnr"), "-o", str(tmp_path / "d.npz"), "-q", "--workers", str(workers)],
+            tmp_path,
+        )
         assert peak < bound, (workers, peak, bound)
     with nnc_core.open(tmp_path / "m.nnr") as reader, np.load(tmp_path / "d.npz") as out:
         name = "layers.31.down.weight"
@@ -357,7 +371,7 @@ def test_review_findings_stay_fixed(tmp_path, rng):
     tensors = {"a": rng.normal(0, 0.1, (8, 8)).astype(np.float32), "b": rng.normal(0, 0.1, (8, 8)).astype(np.float32)}
     data = bytearray(nnc_core.encode(tensors))
     last = read_units(bytes(data))[-1]
-    data[last.payload_offset:last.offset + last.size] = bytes(last.offset + last.size - last.payload_offset)
+    data[last.payload_offset : last.offset + last.size] = bytes(last.offset + last.size - last.payload_offset)
     got = []
     with pytest.raises(BitstreamError):
         for name, _ in nnc_core.iter_decode(bytes(data), workers=1):
@@ -375,11 +389,21 @@ def test_review_findings_stay_fixed(tmp_path, rng):
         for values in (ls, w):  # block coding order: ls before the weight
             enc.encode_bypass(-38 & 0xFF, 8)
             enc.encode_tensor(values, TensorCoding())
-        header = NduHeader(payload_type=PayloadType.NNR_PT_BLOCK, multiple_topology_elements_present_flag=True,
-                           element_ids=["fc.weight", "fc.ls"], tensor_dimensions_flag=True, cabac_unary_length_flag=True,
-                           compressed_parameter_types=ParameterTypes.NNR_CPT_LS, tensor_dimensions=[rows, 4])
-        parts.append(write_unit(CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=enc.finish(),
-                                                   partial_data_counter=counter), state))
+        header = NduHeader(
+            payload_type=PayloadType.NNR_PT_BLOCK,
+            multiple_topology_elements_present_flag=True,
+            element_ids=["fc.weight", "fc.ls"],
+            tensor_dimensions_flag=True,
+            cabac_unary_length_flag=True,
+            compressed_parameter_types=ParameterTypes.NNR_CPT_LS,
+            tensor_dimensions=[rows, 4],
+        )
+        parts.append(
+            write_unit(
+                CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=enc.finish(), partial_data_counter=counter),
+                state,
+            )
+        )
     split = b"".join(parts)
     assert list(nnc_core.decode(split, apply_local_scaling=True)) == ["fc.weight"]
     assert sorted(nnc_core.decode(split)) == ["fc.ls", "fc.weight"]

@@ -62,8 +62,11 @@ def test_incremental_vectors_reencode_exactly(vector_id):
     vector = VECTORS[vector_id]
     args = vector["compress_args"]
     encoder = UpdateEncoder(
-        signal_base=False, tca=args["tca"], hdsp=vector_id == "v30_incr_tca_hdsp",
-        row_skipping=args.get("row_skipping", False), use_dq=args.get("use_dq", True),
+        signal_base=False,
+        tca=args["tca"],
+        hdsp=vector_id == "v30_incr_tca_hdsp",
+        row_skipping=args.get("row_skipping", False),
+        use_dq=args.get("use_dq", True),
     )
     for step in vector["steps"]:
         update = {name: np.load(ROOT / info["file"]) for name, info in step["inputs"].items()}

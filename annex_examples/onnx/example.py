@@ -26,15 +26,21 @@ from nnc_core.plugins import read_model, write_model
 
 rng = np.random.default_rng(0)
 weights = {
-    "conv.weight": rng.normal(size=(8, 3, 3, 3)), "conv.bias": rng.normal(size=8),
-    "bn.scale": rng.uniform(0.5, 2, 8), "bn.bias": rng.normal(size=8),
-    "bn.mean": rng.normal(size=8), "bn.var": rng.uniform(0.5, 2, 8),
+    "conv.weight": rng.normal(size=(8, 3, 3, 3)),
+    "conv.bias": rng.normal(size=8),
+    "bn.scale": rng.uniform(0.5, 2, 8),
+    "bn.bias": rng.normal(size=8),
+    "bn.mean": rng.normal(size=8),
+    "bn.var": rng.uniform(0.5, 2, 8),
 }
 graph = helper.make_graph(
-    [helper.make_node("Conv", ["x", "conv.weight", "conv.bias"], ["c"]),
-     helper.make_node("Relu", ["c"], ["r"]),
-     helper.make_node("BatchNormalization", ["r", "bn.scale", "bn.bias", "bn.mean", "bn.var"], ["y"])],
-    "annex_b", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+    [
+        helper.make_node("Conv", ["x", "conv.weight", "conv.bias"], ["c"]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("BatchNormalization", ["r", "bn.scale", "bn.bias", "bn.mean", "bn.var"], ["y"]),
+    ],
+    "annex_b",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])],
     [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in weights.items()],
 )

@@ -22,8 +22,11 @@ from nnc_core.plugins import read_model, write_model
 
 torch.manual_seed(0)
 net = torch.nn.Sequential(
-    torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.BatchNorm2d(8),
-    torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 10),
+    torch.nn.Conv2d(3, 8, 3),
+    torch.nn.ReLU(),
+    torch.nn.BatchNorm2d(8),
+    torch.nn.Flatten(),
+    torch.nn.Linear(8 * 6 * 6, 10),
 ).eval()
 with torch.no_grad():  # give the batch norm non-trivial statistics
     net[2].running_mean.uniform_(-1, 1)
@@ -42,8 +45,11 @@ with tempfile.TemporaryDirectory() as tmp:
     out = Path(tmp) / "restored.pth"
     write_model(decode_model(bitstream), out)  # no template needed: the topology lists the state dict
     restored = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.BatchNorm2d(8),
-        torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 10),
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 6 * 6, 10),
     ).eval()
     restored.load_state_dict(torch.load(out, weights_only=True))
 

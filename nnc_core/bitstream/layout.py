@@ -88,7 +88,9 @@ class TensorPart:
     values: np.ndarray
 
 
-def split_tensor(tensor: np.ndarray, parts: int | Sequence[int], *, first_tensor_dimension_shift: int = 0) -> list[TensorPart]:
+def split_tensor(
+    tensor: np.ndarray, parts: int | Sequence[int], *, first_tensor_dimension_shift: int = 0
+) -> list[TensorPart]:
     """Cut a tensor into parts for consecutive NDUs (``partial_data_counter`` P..1).
 
     The cut is along dimension ``first_tensor_dimension_shift`` (the rows of
@@ -102,7 +104,9 @@ def split_tensor(tensor: np.ndarray, parts: int | Sequence[int], *, first_tensor
         tensor = tensor.reshape(1)
     axis = first_tensor_dimension_shift if tensor.ndim > 1 else 0
     if not 0 <= axis < tensor.ndim:
-        raise ConfigError(f"first_tensor_dimension_shift {first_tensor_dimension_shift} names no dimension of shape {tensor.shape}")
+        raise ConfigError(
+            f"first_tensor_dimension_shift {first_tensor_dimension_shift} names no dimension of shape {tensor.shape}"
+        )
     rows = tensor.shape[axis]
     if isinstance(parts, int):
         if not 1 <= parts <= min(rows, 255):
@@ -130,7 +134,9 @@ def part_header(header: NduHeader, part: TensorPart) -> NduHeader:
     return dataclasses.replace(header, tensor_dimensions=list(part.values.shape), entry_points=[])
 
 
-def concatenate_elements(elements: Mapping[str, np.ndarray], axis: int = 0) -> tuple[np.ndarray, list[str], TensorDimensionMapping]:
+def concatenate_elements(
+    elements: Mapping[str, np.ndarray], axis: int = 0
+) -> tuple[np.ndarray, list[str], TensorDimensionMapping]:
     """Join several topology elements into the tensor of one non-block NDU.
 
     Returns the tensor, the ``topology_elem_id_list`` and the
@@ -145,8 +151,14 @@ def concatenate_elements(elements: Mapping[str, np.ndarray], axis: int = 0) -> t
     if not 0 <= axis < ndim:
         raise ConfigError(f"concatenation axis {axis} names no dimension of {ndim}-D tensors")
     for name, a in zip(elements, arrays):
-        if a.ndim != ndim or any(a.shape[i] != arrays[0].shape[i] for i in range(ndim) if i != axis) or a.shape[axis] < 1:
-            raise ConfigError(f"element {name!r} of shape {a.shape} does not join {arrays[0].shape} along dimension {axis}")
+        if (
+            a.ndim != ndim
+            or any(a.shape[i] != arrays[0].shape[i] for i in range(ndim) if i != axis)
+            or a.shape[axis] < 1
+        ):
+            raise ConfigError(
+                f"element {name!r} of shape {a.shape} does not join {arrays[0].shape} along dimension {axis}"
+            )
     split = list(np.cumsum([a.shape[axis] for a in arrays[:-1]]).tolist())
     return np.concatenate(arrays, axis=axis), [str(n) for n in elements], TensorDimensionMapping(axis, split)
 
@@ -193,7 +205,11 @@ def code_payload(
     for eps in recorded:
         eps = resolve_entry_points(payload, eps)
         entry_points += [
-            EntryPoint(int(eps[r]["bit_position"]) - int(eps[r - 1]["bit_position"]), int(eps[r]["value"]), int(eps[r]["dq_state"]))
+            EntryPoint(
+                int(eps[r]["bit_position"]) - int(eps[r - 1]["bit_position"]),
+                int(eps[r]["value"]),
+                int(eps[r]["dq_state"]),
+            )
             for r in range(1, len(eps))
         ]
     return payload, entry_points
@@ -261,8 +277,12 @@ def build_ndu(
     if qp is not None:
         offset = qp - base
         if not -(1 << (qp_bits - 1)) <= offset < 1 << (qp_bits - 1):
-            raise ConfigError(f"qp {qp} is {offset} away from the base QP {base}: more than qp_density {density} can signal")
-    payload, entry_points = code_payload([(str(element_ids[0]), coded.astype(np.int32, copy=False), offset, coding)], qp_bits)
+            raise ConfigError(
+                f"qp {qp} is {offset} away from the base QP {base}: more than qp_density {density} can signal"
+            )
+    payload, entry_points = code_payload(
+        [(str(element_ids[0]), coded.astype(np.int32, copy=False), offset, coding)], qp_bits
+    )
     header = NduHeader(
         payload_type=PayloadType.NNR_PT_INT if qp is None else PayloadType.NNR_PT_FLOAT,
         multiple_topology_elements_present_flag=len(element_ids) > 1,
@@ -283,4 +303,6 @@ def build_ndu(
         scan_order=coding.scan_order,
         entry_points=entry_points,
     )
-    return CompressedDataUnit(UnitType.NNR_NDU, header=header, payload=payload, partial_data_counter=partial_data_counter)
+    return CompressedDataUnit(
+        UnitType.NNR_NDU, header=header, payload=payload, partial_data_counter=partial_data_counter
+    )

@@ -260,7 +260,11 @@ def _read_ndu_header(r: BitReader, h: NduHeader, state: ParseState) -> None:
             h.cabac_unary_length_minus1 = r.u(8, "cabac_unary_length_minus1")
         else:
             h.cabac_unary_length_minus1 = 9  # reference decoder's default when absent
-    if pt == PayloadType.NNR_PT_BLOCK and h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC and h.codebook_present_flag:
+    if (
+        pt == PayloadType.NNR_PT_BLOCK
+        and h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC
+        and h.codebook_present_flag
+    ):
         h.codebooks.append(_read_codebook(r))
     if len(h.tensor_dimensions) > 1:
         if profile == 1:
@@ -427,7 +431,6 @@ def _read_unit(
     agg = AggregateUnit(**common)  # NNR_AGG, the last type
     _read_aggregate(r, buf, agg, index, state)
     return agg
-
 
 
 def _read_aggregate(r: BitReader, buf: memoryview, agg: AggregateUnit, index: int, state: ParseState) -> None:

@@ -14,11 +14,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "UnitType", "AggregateUnitType", "PayloadType", "ParameterTypes", "TopologyStorageFormat", "ICNN_NDU_ID",
-    "ICNN_NDU_PL_SHA256", "ICNN_NDU_PL_SHA512", "Unit", "StartUnit", "ModelParameterSet", "LayerParameterSet",
-    "TopologyUnit", "QuantizationUnit", "IntegerCodebook", "EntryPoint", "TensorDimensionMapping", "NduHeader",
-    "CompressedDataUnit", "AggregateUnit", "ParseState", "quantization_base", "block_rows_minus1",
-    "dimension_mapping_problem", "coded_rows", "num_entry_points", "AGG_ENTRY_BITS", "AGG_UNIT_BITS",
+    "UnitType",
+    "AggregateUnitType",
+    "PayloadType",
+    "ParameterTypes",
+    "TopologyStorageFormat",
+    "ICNN_NDU_ID",
+    "ICNN_NDU_PL_SHA256",
+    "ICNN_NDU_PL_SHA512",
+    "Unit",
+    "StartUnit",
+    "ModelParameterSet",
+    "LayerParameterSet",
+    "TopologyUnit",
+    "QuantizationUnit",
+    "IntegerCodebook",
+    "EntryPoint",
+    "TensorDimensionMapping",
+    "NduHeader",
+    "CompressedDataUnit",
+    "AggregateUnit",
+    "ParseState",
+    "quantization_base",
+    "block_rows_minus1",
+    "dimension_mapping_problem",
+    "coded_rows",
+    "num_entry_points",
+    "AGG_ENTRY_BITS",
+    "AGG_UNIT_BITS",
 ]
 
 
@@ -271,7 +294,6 @@ def block_rows_minus1(rows: int, scan_order: int) -> int:
     """Entry points a tensor with ``rows`` first-dimension rows needs (clause 7.4)."""
     block = 4 << scan_order
     return max((rows + block - 1) // block - 1, 0)
-
 
 
 def dimension_mapping_problem(m: TensorDimensionMapping, dims: list[int] | tuple[int, ...]) -> str | None:

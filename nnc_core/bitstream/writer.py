@@ -35,7 +35,6 @@ from nnc_core.bitstream.syntax import (
 __all__ = ["write_unit", "write_units", "aggregate_unit", "write_integer_codebook"]
 
 
-
 def _write_performance_maps(w: BitWriter, maps: dict[str, Any], kinds: tuple[str, ...]) -> None:
     for kind in kinds:
         if kind not in maps:
@@ -204,17 +203,25 @@ def _write_ndu_header(w: BitWriter, h: NduHeader, state: ParseState) -> None:
         if pt != PayloadType.NNR_PT_BLOCK and h.multiple_topology_elements_present_flag:
             m = h.tensor_dimension_mapping
             if m is None or len(m.split_index) != len(h.element_ids) - 1:
-                raise ValueError(f"an NDU of {len(h.element_ids)} topology elements needs a tensor dimension mapping with {len(h.element_ids) - 1} split indices")
+                raise ValueError(
+                    f"an NDU of {len(h.element_ids)} topology elements needs a tensor dimension mapping with {len(h.element_ids) - 1} split indices"
+                )
             w.u(8, m.concatenation_axis_index)
             for j in m.split_index:
                 w.ue(7, j)
         if h.cabac_unary_length_flag:
             w.u(8, h.cabac_unary_length_minus1)
-    if pt == PayloadType.NNR_PT_BLOCK and h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC and h.codebook_present_flag:
+    if (
+        pt == PayloadType.NNR_PT_BLOCK
+        and h.compressed_parameter_types & ParameterTypes.NNR_CPT_DC
+        and h.codebook_present_flag
+    ):
         write_integer_codebook(w, h.codebooks[1])
     if len(h.tensor_dimensions) > 1:
         if not 0 <= h.first_tensor_dimension_shift < len(h.tensor_dimensions):
-            raise ValueError(f"first_tensor_dimension_shift {h.first_tensor_dimension_shift} names no dimension of {h.tensor_dimensions}")
+            raise ValueError(
+                f"first_tensor_dimension_shift {h.first_tensor_dimension_shift} names no dimension of {h.tensor_dimensions}"
+            )
         if profile == 1:
             w.ue(1, h.first_tensor_dimension_shift)
         elif h.first_tensor_dimension_shift:

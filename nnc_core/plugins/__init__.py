@@ -72,7 +72,9 @@ def write_model(
             own = next(carried, own)
         elif topology is not None:  # NNR_TPL_UNREC names no format: a plugin may know its data by its start
             data = bytes(topology.data[:64])
-            marked = (r.name for r in pm.frameworks().values() if r.topology_magic and data.startswith(r.topology_magic))
+            marked = (
+                r.name for r in pm.frameworks().values() if r.topology_magic and data.startswith(r.topology_magic)
+            )
             own = next(marked, own)
         framework = pm.plugin_for_destination(destination, directory=True, prefer=own).name
     pm.adapter(framework).write(model, Path(destination), template=template)

@@ -133,12 +133,27 @@ class PluginManager(pluggy.PluginManager):
                 continue
             for record in records:
                 if not isinstance(record, FrameworkPlugin):
-                    self._fail(impl.plugin_name, dist, version, f"nnc_frameworks yielded {type(record).__name__}, not FrameworkPlugin")
+                    self._fail(
+                        impl.plugin_name,
+                        dist,
+                        version,
+                        f"nnc_frameworks yielded {type(record).__name__}, not FrameworkPlugin",
+                    )
                 elif record.name in declared:
                     other = declared[record.name]
-                    self._fail(record.name, dist, version, f"duplicate framework name {record.name!r}, also declared by {other.distribution}")
+                    self._fail(
+                        record.name,
+                        dist,
+                        version,
+                        f"duplicate framework name {record.name!r}, also declared by {other.distribution}",
+                    )
                 elif record.hook_api > HOOK_API_VERSION:
-                    self._fail(record.name, dist, version, f"needs hook API {record.hook_api}, this nnc-core has {HOOK_API_VERSION}")
+                    self._fail(
+                        record.name,
+                        dist,
+                        version,
+                        f"needs hook API {record.hook_api}, this nnc-core has {HOOK_API_VERSION}",
+                    )
                 else:
                     declared[record.name] = _Declared(record, dist, version)
         self._declared = declared
@@ -176,8 +191,16 @@ class PluginManager(pluggy.PluginManager):
                 except Exception as e:
                     state = f"broken: {type(e).__name__}: {e}"
             out.append(
-                PluginStatus(name, d.distribution, d.version, r.framework, _version(r.framework_distribution or r.framework),
-                             r.annex, r.suffixes, state)
+                PluginStatus(
+                    name,
+                    d.distribution,
+                    d.version,
+                    r.framework,
+                    _version(r.framework_distribution or r.framework),
+                    r.annex,
+                    r.suffixes,
+                    state,
+                )
             )
         return out + list(self.failures)
 
@@ -187,7 +210,9 @@ class PluginManager(pluggy.PluginManager):
         """The declared framework plugin ``name``."""
         record = self.frameworks().get(name)
         if record is None:
-            raise PluginError(f"no framework plugin named {name!r}; installed: {', '.join(sorted(self.frameworks())) or 'none'}")
+            raise PluginError(
+                f"no framework plugin named {name!r}; installed: {', '.join(sorted(self.frameworks())) or 'none'}"
+            )
         return record
 
     def adapter(self, name: str) -> FrameworkAdapter:
@@ -260,8 +285,9 @@ class PluginManager(pluggy.PluginManager):
             if len(folders) == 1:
                 return next(iter(folders.values()))
             if folders:
-                raise PluginError(f"{path}: several plugins write model folders ({', '.join(folders)}): "
-                                  "name one (--framework)")
+                raise PluginError(
+                    f"{path}: several plugins write model folders ({', '.join(folders)}): name one (--framework)"
+                )
         raise PluginError(f"no installed plugin writes {suffix or 'suffix-less'} outputs ({path}); {self._known()}")
 
     def _known(self) -> str:
@@ -295,4 +321,3 @@ def load_object(spec: str) -> Any:
     """Import ``"module:attribute"``."""
     module_name, _, attribute = spec.partition(":")
     return getattr(importlib.import_module(module_name), attribute)
-

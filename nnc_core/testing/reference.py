@@ -192,9 +192,7 @@ def quantize(
     q = np.zeros(w.shape, dtype=np.int32)
     enc = deepCABAC.Encoder()
     enc.initCtxModels(cabac_unary_length_minus1, 0)
-    used = enc.quantLayer(
-        w, q, int(dq_flag), qp_density, qp, lambda_scale, cabac_unary_length_minus1, scan_order, 1
-    )
+    used = enc.quantLayer(w, q, int(dq_flag), qp_density, qp, lambda_scale, cabac_unary_length_minus1, scan_order, 1)
     return q, int(used)
 
 

@@ -108,8 +108,7 @@ def test_pytorch_to_tensorflow(nude_onnx, image, tmp_path):
 
     module = _onnx2torch().convert(onnx.load(str(nude_onnx))).eval()
     x = torch.from_numpy(image)
-    report = convert(module, tmp_path / "nude", target="tensorflow", example_inputs=(x,),
-                     raw_float=float_names(module))
+    report = convert(module, tmp_path / "nude", target="tensorflow", example_inputs=(x,), raw_float=float_names(module))
     assert report.route == ["pytorch", "onnx", "tensorflow"]
     assert report.unmatched == []
     _carries(module, tmp_path / "nude", report, lossless=True, count=127)  # every SavedModel variable

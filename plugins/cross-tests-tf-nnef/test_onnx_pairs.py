@@ -50,8 +50,11 @@ def test_tensorflow_to_onnx(fer_h5, faces, tmp_path):
 
     write_model(decode_model(encode_model(read_model(fer_h5))), tmp_path / "decoded.h5", template=fer_h5)
     to_onnx(tmp_path / "decoded.h5", tmp_path / "direct.onnx")
+
     def contents(path):  # tf2onnx numbers its folded constants in no fixed order: compare contents
-        return sorted((v.dtype.str, v.shape, v.tobytes()) for v in read_model(path).tensors.values() if v.dtype.kind == "f")
+        return sorted(
+            (v.dtype.str, v.shape, v.tobytes()) for v in read_model(path).tensors.values() if v.dtype.kind == "f"
+        )
 
     got = contents(tmp_path / "lossy.onnx")
     assert len(got) == 38 and got == contents(tmp_path / "direct.onnx")

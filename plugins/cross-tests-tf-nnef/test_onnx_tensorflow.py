@@ -32,8 +32,9 @@ def test_onnx_to_tensorflow_lossless_is_the_converter_alone(nude_onnx, image, tm
     from nnc_tensorflow.convert import from_onnx
 
     from_onnx(nude_onnx, tmp_path / "direct", example_inputs=SHAPE)
-    report = convert(nude_onnx, tmp_path / "nude", target="tensorflow", raw_float=float_names(nude_onnx),
-                     example_inputs=SHAPE)
+    report = convert(
+        nude_onnx, tmp_path / "nude", target="tensorflow", raw_float=float_names(nude_onnx), example_inputs=SHAPE
+    )
     assert report.route == ["onnx", "tensorflow"]
     assert len(report.matched) == VARIABLES and report.unmatched == []  # by content: onnx2keras renames
     source, converted = read_model(nude_onnx).tensors, read_model(tmp_path / "nude").tensors
@@ -58,8 +59,21 @@ def _lossy_checks(source, destination, got, expected):
 
 def test_onnx_to_tensorflow_lossy_command_line(nude_onnx, image, tmp_path, capsys):
     # the ONNX file's height and width are dynamic: --input-shape fixes them
-    assert main(["convert", str(nude_onnx), "-o", str(tmp_path / "nude"), "--framework", "tensorflow",
-                 "--input-shape", "1,3,320,320"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(nude_onnx),
+                "-o",
+                str(tmp_path / "nude"),
+                "--framework",
+                "tensorflow",
+                "--input-shape",
+                "1,3,320,320",
+            ]
+        )
+        == 0
+    )
     assert f"-> {tmp_path / 'nude'} (tensorflow): " in (err := capsys.readouterr().err)
     assert f"{VARIABLES} tensors carried, 0 derived by the converter" in err
     _lossy_checks(nude_onnx, tmp_path / "nude", run_saved_model(tmp_path / "nude", image), run_onnx(nude_onnx, image))

@@ -36,8 +36,9 @@ def test_lossless(fer_h5, faces, tmp_path):
     assert (report.source_framework, report.target_framework) == ("tensorflow", "nnef")
     assert sorted(report.matched.values()) == ["conv2d_7/bias", "conv2d_7/kernel"]
     for label, value in _carried(report, tmp_path / "fer.nnef").items():
-        np.testing.assert_array_equal(value.reshape(source.tensors[report.matched[label]].shape),
-                                      source.tensors[report.matched[label]])
+        np.testing.assert_array_equal(
+            value.reshape(source.tensors[report.matched[label]].shape), source.tensors[report.matched[label]]
+        )
     expected = np.asarray(keras.models.load_model(fer_h5, compile=False)(faces, training=False))
     got = run_nnef(tmp_path / "fer.nnef", faces)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)  # converter's float re-association only
@@ -50,8 +51,11 @@ def test_lossy_command_line(fer_h5, faces, tmp_path, capsys):
     source = read_model(fer_h5).tensors
     carried = read_model(tmp_path / "fer.nnef").tensors  # NNEF plugin: filters [out, in, kh, kw], biases 1-D
     for name in ("conv2d_7/kernel", "conv2d_7/bias"):
-        hits = [label for label, value in carried.items()
-                if value.shape == decoded[name].shape and np.array_equal(value, decoded[name])]
+        hits = [
+            label
+            for label, value in carried.items()
+            if value.shape == decoded[name].shape and np.array_equal(value, decoded[name])
+        ]
         assert len(hits) == 1, name
         assert not np.array_equal(decoded[name], source[name])
     expected = np.asarray(keras.models.load_model(fer_h5, compile=False)(faces, training=False))

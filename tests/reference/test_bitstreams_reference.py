@@ -138,7 +138,9 @@ def test_density_1_with_the_default_nonweight_qp(crepe_tiny):
     _check(ours, decoded_there)
 
 
-@pytest.mark.parametrize("args", ENCODER_SETTINGS, ids=lambda a: ",".join(f"{k}={v}" for k, v in a.items()) or "defaults")
+@pytest.mark.parametrize(
+    "args", ENCODER_SETTINGS, ids=lambda a: ",".join(f"{k}={v}" for k, v in a.items()) or "defaults"
+)
 @pytest.mark.parametrize("model", ["minilm", "crepe"])
 def test_our_streams_equal_nncodec_and_decode_there(minilm, crepe_tiny, model, args):
     """Our encoder writes NNCodec's exact bitstream; NNCodec decodes it to what we decode."""
@@ -177,7 +179,9 @@ BLOCK_ENCODER_SETTINGS = [
 ]
 
 
-@pytest.mark.parametrize("args", BLOCK_ENCODER_SETTINGS, ids=lambda a: ",".join(f"{k}={v}" for k, v in a.items()) or "defaults")
+@pytest.mark.parametrize(
+    "args", BLOCK_ENCODER_SETTINGS, ids=lambda a: ",".join(f"{k}={v}" for k, v in a.items()) or "defaults"
+)
 def test_our_block_streams_equal_nncodec(crepe_tiny, args):
     """Conv/linear + bias + batch-norm blocks (joint or split, folded or not):
     our bitstream is NNCodec's, and NNCodec decodes it to what we decode."""
@@ -206,7 +210,10 @@ def test_our_int_aligned_streams_equal_nncodec(minilm):
     import nnc_core
 
     params = _minilm_subset(minilm)
-    assert nnc_core.encode(params, int_quant_bw=4, use_dq=False) == _compress_and_decode(params, int_quant_bw=4, use_dq=False)[0]
+    assert (
+        nnc_core.encode(params, int_quant_bw=4, use_dq=False)
+        == _compress_and_decode(params, int_quant_bw=4, use_dq=False)[0]
+    )
 
 
 def test_nncodec_decodes_our_raw_floats(minilm, rng):
@@ -266,12 +273,17 @@ def test_nncodec_decodes_a_hugging_face_folder_stream(tmp_path):
         if path.is_file() and path.name != "model.safetensors":
             (folder / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
             (folder / path.relative_to(source)).write_bytes(path.read_bytes())
-    params = {n: v.astype(ml_dtypes.bfloat16) if v.ndim > 1 else v for n, v in _minilm_subset(pretrained.load("minilm")).items()}
+    params = {
+        n: v.astype(ml_dtypes.bfloat16) if v.ndim > 1 else v
+        for n, v in _minilm_subset(pretrained.load("minilm")).items()
+    }
     params["embeddings.position_ids"] = np.arange(512, dtype=np.int64).reshape(1, 512)
     from safetensors import TensorSpec, serialize_file
 
-    specs = {n: TensorSpec(dtype=v.dtype.name, shape=list(v.shape), data_ptr=v.ctypes.data, data_len=v.nbytes)
-             for n, v in params.items()}
+    specs = {
+        n: TensorSpec(dtype=v.dtype.name, shape=list(v.shape), data_ptr=v.ctypes.data, data_len=v.nbytes)
+        for n, v in params.items()
+    }
     serialize_file(specs, str(folder / "model.safetensors"), {"format": "pt"})
     model = read_model(folder)
     assert model.framework == "safetensors" and model.topology.data.endswith(b"\x00")

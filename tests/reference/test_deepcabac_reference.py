@@ -38,28 +38,37 @@ def check_against_reference(values, coding, *, base=None, history=None, qp_offse
     assert np.array_equal(result.values, values)
 
     decoded, consumed = reference.decode(
-        ours, values.shape, coding, base=base, history=history, eps=result.entry_points,
+        ours,
+        values.shape,
+        coding,
+        base=base,
+        history=history,
+        eps=result.entry_points,
         qp_bits=None if qp_offset is None else qp_offset[1],
     )
     assert consumed == len(ours)
     assert np.array_equal(decoded, values)
 
     if len(result.entry_points) > 1 and base is None and history is None and qp_offset is None:
-        assert np.array_equal(reference.entry_points(ours, values.shape, coding), reference.entry_point_ints(result.entry_points))
+        assert np.array_equal(
+            reference.entry_points(ours, values.shape, coding), reference.entry_point_ints(result.entry_points)
+        )
     return ours
 
 
 SHAPES = [(16, 12), (70, 40), (33, 20), (7,), (5, 3, 2, 2), (200, 65), (1, 9), (9, 1)]
-SETTINGS = list(
-    itertools.product([False, True], [0, 1, 2, 3, 4], [1, 10], [0, 1], [False, True], [False, True])
-)
+SETTINGS = list(itertools.product([False, True], [0, 1, 2, 3, 4], [1, 10], [0, 1], [False, True], [False, True]))
 
 
 @pytest.mark.parametrize("dq,so,unary,profile,row_skip,param_opt", SETTINGS)
 def test_every_setting_matches_reference(rng, dq, so, unary, profile, row_skip, param_opt):
     coding = TensorCoding(
-        dq_flag=dq, scan_order=so, cabac_unary_length_minus1=unary, general_profile_idc=profile,
-        row_skip_flag=row_skip, param_opt=param_opt,
+        dq_flag=dq,
+        scan_order=so,
+        cabac_unary_length_minus1=unary,
+        general_profile_idc=profile,
+        row_skip_flag=row_skip,
+        param_opt=param_opt,
     )
     for shape in SHAPES:
         h, w = matrix_shape(shape)

@@ -27,8 +27,12 @@ def _steps(minilm, rows=None, scale=0.05) -> list[dict[str, np.ndarray]]:
     value projections, or their first ``rows`` rows) and three sparse updates
     of it, as fine-tuning makes them: a few rows changed in each weight, small
     changes to the biases."""
-    names = [n for n in minilm if n.startswith("embeddings.LayerNorm") or
-             n.startswith(("encoder.layer.0.attention.self.query", "encoder.layer.0.attention.self.value"))]
+    names = [
+        n
+        for n in minilm
+        if n.startswith("embeddings.LayerNorm")
+        or n.startswith(("encoder.layer.0.attention.self.query", "encoder.layer.0.attention.self.value"))
+    ]
     base = {n: np.ascontiguousarray(minilm[n][:rows] if "self" in n else minilm[n]).astype(np.float32) for n in names}
     rng = np.random.default_rng(4)
     steps = [base]
@@ -91,12 +95,26 @@ def test_update_sequence_interoperates(minilm, tools):
     sizes = []
     for update in steps:
         with contextlib.redirect_stdout(io.StringIO()):
-            stream = bytes(nnc.compress(
-                update, bitstream_path=None, return_bitstream=True, verbose=False, approx_param_base=enc_state,
-                update_base_param=True, compress_differences=True, hdsp_tool=enc_hdsp, **args,
-            ))
-            expected = nnc.decompress(bytearray(stream), approx_param_base=dec_state, update_base_param=True,
-                                      hdsp_tool=dec_hdsp, return_hls=True)[0]
+            stream = bytes(
+                nnc.compress(
+                    update,
+                    bitstream_path=None,
+                    return_bitstream=True,
+                    verbose=False,
+                    approx_param_base=enc_state,
+                    update_base_param=True,
+                    compress_differences=True,
+                    hdsp_tool=enc_hdsp,
+                    **args,
+                )
+            )
+            expected = nnc.decompress(
+                bytearray(stream),
+                approx_param_base=dec_state,
+                update_base_param=True,
+                hdsp_tool=dec_hdsp,
+                return_hls=True,
+            )[0]
         # NNCodec -> ours
         got = decoder.decode_update(stream)
         assert list(got) == list(expected)
@@ -107,8 +125,13 @@ def test_update_sequence_interoperates(minilm, tools):
         # ours (with base_model_id) -> NNCodec
         mine = encoder.encode_update(update)
         with contextlib.redirect_stdout(io.StringIO()):
-            theirs = nnc.decompress(bytearray(mine), approx_param_base=our_dec_state, update_base_param=True,
-                                    hdsp_tool=our_dec_hdsp, return_hls=True)[0]
+            theirs = nnc.decompress(
+                bytearray(mine),
+                approx_param_base=our_dec_state,
+                update_base_param=True,
+                hdsp_tool=our_dec_hdsp,
+                return_hls=True,
+            )[0]
         assert list(theirs) == list(got)
         for name, value in theirs.items():
             assert np.asarray(value).tobytes() == got[name].tobytes(), name

@@ -116,7 +116,9 @@ def _nncodec_compress_decomposed(params, block_types, ranks, **args):
         else:
             factors[name] = value
     with _quiet():
-        return bytes(_nncodec().compress(factors, model=model, bitstream_path=None, return_bitstream=True, verbose=False, **args))
+        return bytes(
+            _nncodec().compress(factors, model=model, bitstream_path=None, return_bitstream=True, verbose=False, **args)
+        )
 
 
 def _nncodec_decode_factors(stream, block_identifier=None):
@@ -124,14 +126,26 @@ def _nncodec_decode_factors(stream, block_identifier=None):
     crashes in the recomposition): its NDU decoder and reconstruction."""
     ncore = _ncore()
     info = {
-        "parameter_type": {}, "parameter_dimensions": {}, "parameter_index": {},
+        "parameter_type": {},
+        "parameter_dimensions": {},
+        "parameter_index": {},
         "block_identifier": dict(block_identifier or {}),
-        "topology_storage_format": None, "topology_compression_format": None,
+        "topology_storage_format": None,
+        "topology_compression_format": None,
         "performance_maps": {"mps": {}, "lps": {}},
-        "performance_map_flags": {k: {} for k in (
-            "mps_sparsification_flag", "lps_sparsification_flag", "mps_pruning_flag", "lps_pruning_flag",
-            "mps_unification_flag", "lps_unification_flag", "mps_decomposition_performance_map_flag",
-            "lps_decomposition_performance_map_flag")},
+        "performance_map_flags": {
+            k: {}
+            for k in (
+                "mps_sparsification_flag",
+                "lps_sparsification_flag",
+                "mps_pruning_flag",
+                "lps_pruning_flag",
+                "mps_unification_flag",
+                "lps_unification_flag",
+                "mps_decomposition_performance_map_flag",
+                "lps_decomposition_performance_map_flag",
+            )
+        },
     }
     with _quiet():
         data = ncore.coder.decode(bytearray(stream), info, oob_dict={}, hls_stats={})
@@ -164,7 +178,9 @@ def test_decomposed_blocks_equal_nncodec_both_ways(crepe_tiny, args):
     decoded = nnc_core.decode(theirs)
     for n in weights:
         g, h = factors[n + "_G"], factors[n + "_H"]
-        assert np.array_equal(decoded[n], (g.astype(np.float64) @ h.astype(np.float64)).astype(np.float32).reshape(params[n].shape))
+        assert np.array_equal(
+            decoded[n], (g.astype(np.float64) @ h.astype(np.float64)).astype(np.float32).reshape(params[n].shape)
+        )
 
 
 # --- local scaling --------------------------------------------------------------------
@@ -197,8 +213,14 @@ def test_local_scaling_streams_decode_like_nncodec(crepe_tiny, args):
         types["parameter_type"][n + "_scaling"] = "weight.ls"
     if not bnf:  # (with folding our factors are fitted to the folded scaling, which NNCodec computes itself)
         with _quiet():
-            theirs = _nncodec().compress(with_ls, block_id_and_param_type=types, bitstream_path=None, return_bitstream=True,
-                                         verbose=False, **args)
+            theirs = _nncodec().compress(
+                with_ls,
+                block_id_and_param_type=types,
+                bitstream_path=None,
+                return_bitstream=True,
+                verbose=False,
+                **args,
+            )
         assert ours == bytes(theirs)
 
 
@@ -219,10 +241,25 @@ def test_nncodec_reads_our_performance_maps(minilm):
     unification and decomposition) as NNCodec parses them."""
     params = {n: v for n, v in _minilm_subset(minilm).items() if n.startswith("encoder.layer.0.attention.self.query")}
     maps = {
-        "sparsification": [{"threshold": 0.25, "non_zero_ratio": 0.375, "accuracy": 0.5, "class_accuracy": [0.5, 0.75], "class_bitmask": 3}],
+        "sparsification": [
+            {
+                "threshold": 0.25,
+                "non_zero_ratio": 0.375,
+                "accuracy": 0.5,
+                "class_accuracy": [0.5, 0.75],
+                "class_bitmask": 3,
+            }
+        ],
         "pruning": [{"pruning_ratio": 0.25, "accuracy": 0.625}, {"pruning_ratio": 0.5, "accuracy": 0.5}],
-        "unification": [{"threshold": 0.5, "accuracy": 0.75, "reshaped_tensor_dimensions": [384, 384],
-                         "super_block_dimensions": [4, 8], "block_dimensions": [2, 4]}],
+        "unification": [
+            {
+                "threshold": 0.5,
+                "accuracy": 0.75,
+                "reshaped_tensor_dimensions": [384, 384],
+                "super_block_dimensions": [4, 8],
+                "block_dimensions": [2, 4],
+            }
+        ],
         "decomposition": [{"mse_threshold": 0.125, "accuracy": 0.875, "reduction_ratio": 0.5, "class_accuracy": [1.0]}],
     }
     ours = nnc_core.encode(params, performance_maps=maps)
@@ -231,16 +268,29 @@ def test_nncodec_reads_our_performance_maps(minilm):
     _same(nnc_core.decode(ours), decoded_there)
     there = info["performance_maps"]["mps"]
     spm = there["sparsification_performance_map"]
-    assert (spm["spm_count_thresholds"], list(spm["sparsification_threshold"]), list(spm["non_zero_ratio"]),
-            list(spm["spm_nn_accuracy"]), list(spm["spm_class_bitmask"]), spm["spm_nn_class_accuracy"].tolist()) == (
-            2, [0.25], [0.375], [0.5], [3], [[0.5, 0.75]])
+    assert (
+        spm["spm_count_thresholds"],
+        list(spm["sparsification_threshold"]),
+        list(spm["non_zero_ratio"]),
+        list(spm["spm_nn_accuracy"]),
+        list(spm["spm_class_bitmask"]),
+        spm["spm_nn_class_accuracy"].tolist(),
+    ) == (2, [0.25], [0.375], [0.5], [3], [[0.5, 0.75]])
     ppm = there["pruning_performance_map"]
     assert (list(ppm["pruning_ratio"]), list(ppm["ppm_nn_accuracy"])) == ([0.25, 0.5], [0.625, 0.5])
     upm = there["unification_performance_map"]
-    assert (upm["reshaped_tensor_dimensions"][0][:2].tolist(), upm["super_block_dimensions"][0][:2].tolist(),
-            upm["block_dimensions"][0][:2].tolist(), list(upm["unification_threshold"])) == ([384, 384], [4, 8], [2, 4], [0.5])
+    assert (
+        upm["reshaped_tensor_dimensions"][0][:2].tolist(),
+        upm["super_block_dimensions"][0][:2].tolist(),
+        upm["block_dimensions"][0][:2].tolist(),
+        list(upm["unification_threshold"]),
+    ) == ([384, 384], [4, 8], [2, 4], [0.5])
     dpm = there["decomposition_performance_map"]
-    assert (list(dpm["mse_threshold"]), list(dpm["dpm_nn_accuracy"]), list(dpm["nn_reduction_ratio"])) == ([0.125], [0.875], [0.5])
+    assert (list(dpm["mse_threshold"]), list(dpm["dpm_nn_accuracy"]), list(dpm["nn_reduction_ratio"])) == (
+        [0.125],
+        [0.875],
+        [0.5],
+    )
 
 
 def test_nncodec_decodes_a_decomposed_weight_in_two_ndus_like_us(rng):
@@ -258,8 +308,11 @@ def test_nncodec_decodes_a_decomposed_weight_in_two_ndus_like_us(rng):
     for name, dims in (("w_G", (16, rank)), ("w_H", (rank, 15))):
         unit = build_ndu(rng.integers(-30, 31, dims).astype(np.int32), [name], qp=-36)
         unit.header = dataclasses.replace(
-            unit.header, compressed_parameter_types=int(ParameterTypes.NNR_CPT_DC),
-            decomposition_rank=rank, g_number_of_rows=16, tensor_dimensions=list(shape),
+            unit.header,
+            compressed_parameter_types=int(ParameterTypes.NNR_CPT_DC),
+            decomposition_rank=rank,
+            g_number_of_rows=16,
+            tensor_dimensions=list(shape),
         )
         units.append(write_unit(unit, state))
     stream = b"".join(units)

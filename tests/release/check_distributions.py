@@ -86,9 +86,27 @@ def main() -> None:
         round_trip(python, work)
         # the core suite against the installed sdist, from outside the tree (no reference
         # tests: they need NNCodec; the rootdir's conftest and helpers come along)
-        run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", ROOT / "tests",
-            "-c", ROOT / "pyproject.toml", ROOT / "tests", "--ignore", ROOT / "tests" / "reference",
-            "--ignore", ROOT / "tests" / "release", "-m", "not slow", "-x", cwd=work)
+        run(
+            python,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            ROOT / "tests",
+            "-c",
+            ROOT / "pyproject.toml",
+            ROOT / "tests",
+            "--ignore",
+            ROOT / "tests" / "reference",
+            "--ignore",
+            ROOT / "tests" / "release",
+            "-m",
+            "not slow",
+            "-x",
+            cwd=work,
+        )
 
         python = fresh_venv(tmp_path / "from-wheel")
         run(python, "-m", "pip", "install", "-q", core_wheel)

@@ -85,8 +85,13 @@ def _header(path: Path) -> tuple[int, tuple[int, ...], int, int]:
 
 def _nnr_header(shape: tuple[int, ...], length: int) -> bytes:
     dims = list(shape) + [0] * (MAX_RANK - len(shape))
-    return (b"\x4e\xef\x01\x00" + struct.pack("<II", length, len(shape)) + struct.pack("<8I", *dims)
-            + struct.pack("<II", 8, NNR_ITEM_TYPE) + bytes(4 * 19))
+    return (
+        b"\x4e\xef\x01\x00"
+        + struct.pack("<II", length, len(shape))
+        + struct.pack("<8I", *dims)
+        + struct.pack("<II", 8, NNR_ITEM_TYPE)
+        + bytes(4 * 19)
+    )
 
 
 class _Graph:
@@ -114,8 +119,10 @@ class _Graph:
                 if isinstance(bias, str) and bias in self.variables:
                     self.vectors.add(self.variables[bias][0])
                     if isinstance(filt, str) and filt in self.variables:
-                        self.blocks.setdefault(self.variables[filt][0],
-                                               {"weight": self.variables[filt][0], "bias": self.variables[bias][0]})
+                        self.blocks.setdefault(
+                            self.variables[filt][0],
+                            {"weight": self.variables[filt][0], "bias": self.variables[bias][0]},
+                        )
             for role in _VECTOR_INPUTS.get(op.name, ()):
                 name = op.inputs.get(role)
                 if isinstance(name, str) and name in self.variables:
@@ -131,7 +138,7 @@ class _Graph:
                 if isinstance(name, str):
                     producer[name] = op
             for name in op.inputs.values():
-                for n in (name if isinstance(name, list) else [name]):
+                for n in name if isinstance(name, list) else [name]:
                     if isinstance(n, str):
                         uses[n] = uses.get(n, 0) + 1
         grouped = {label for members in self.blocks.values() for label in members.values()}
@@ -142,8 +149,12 @@ class _Graph:
             if not all(isinstance(t, str) and t in self.variables for t in roles.values()):
                 continue
             current = op.inputs.get("input")
-            while isinstance(current, str) and uses.get(current) == 1 and current in producer \
-                    and producer[current].name in _ELEMENTWISE:
+            while (
+                isinstance(current, str)
+                and uses.get(current) == 1
+                and current in producer
+                and producer[current].name in _ELEMENTWISE
+            ):
                 current = producer[current].inputs.get("x")
             source = producer.get(current) if isinstance(current, str) and uses.get(current) == 1 else None
             if source is None or source.name not in ("conv", "linear"):
@@ -217,8 +228,9 @@ class NnefAdapter:
                 except (ValueError, TypeError, OSError) as e:
                     raise ModelError(f"{path}: corrupt NNEF tensor file for variable {label!r}: {e}") from e
                 if tuple(value.shape) != shape:
-                    raise ModelError(f"{path}: variable {label!r} holds shape {tuple(value.shape)}, "
-                                     f"the graph declares {list(shape)}")
+                    raise ModelError(
+                        f"{path}: variable {label!r} holds shape {tuple(value.shape)}, the graph declares {list(shape)}"
+                    )
                 if value.dtype == np.bool_:
                     value = value.astype(np.int32)
                 elif value.dtype.kind in "iu":
@@ -242,7 +254,9 @@ class NnefAdapter:
             return graph_file.read_text()
         topology = model.topology if model is not None else None
         if topology is None or topology.storage_format != TopologyStorageFormat.NNR_TPL_NNEF or not topology.data:
-            raise ModelError("the bitstream carries no NNEF topology (NNR_TPL_NNEF): pass the original folder as template")
+            raise ModelError(
+                "the bitstream carries no NNEF topology (NNR_TPL_NNEF): pass the original folder as template"
+            )
         return topology.data.decode()
 
     def write(self, model: NNRModel, destination: Path, /, *, template: object | None = None) -> None:
@@ -256,7 +270,9 @@ class NnefAdapter:
         for label, shape, dtype in graph.labels():
             value = np.asarray(model.tensors[label])
             if int(np.prod(shape, dtype=np.int64)) != value.size or graph.coded_shape(label, shape) != value.shape:
-                raise ModelError(f"variable {label!r}: decoded shape {value.shape} does not match the graph's {list(shape)}")
+                raise ModelError(
+                    f"variable {label!r}: decoded shape {value.shape} does not match the graph's {list(shape)}"
+                )
             if dtype == "scalar":
                 value = value.astype(np.float32, copy=False)
             elif dtype == "integer":
@@ -288,14 +304,16 @@ class NnefAdapter:
         by_label: dict[str, bytes] = {}
         labels = {label for label, _, _ in graph.labels()}
         for unit in units:
-            piece = data[unit.offset:unit.offset + unit.size]
+            piece = data[unit.offset : unit.offset + unit.size]
             if isinstance(unit, CompressedDataUnit):
                 name = str(unit.header.element_ids[0]) if unit.header.element_ids else ""
                 if name not in labels:
                     raise ModelError(f"the bitstream codes tensor {name!r}, which is no variable of the NNEF graph")
                 by_label[name] = by_label.get(name, b"") + piece
             elif by_label:
-                raise ModelError(f"unit {type(unit).__name__} after the first NDU: this stream cannot be split into tensor files")
+                raise ModelError(
+                    f"unit {type(unit).__name__} after the first NDU: this stream cannot be split into tensor files"
+                )
             elif type(unit).__name__ == "AggregateUnit":
                 raise ModelError("aggregated (NNR_AGG) bitstreams cannot be split into NNEF tensor files")
             else:
@@ -322,7 +340,9 @@ class NnefAdapter:
             if item_type == NNR_ITEM_TYPE:
                 raw = path.read_bytes()
                 if len(raw) != HEADER_BYTES + length:
-                    raise ModelError(f"{path}: NNR tensor file of {len(raw)} bytes, its header says {HEADER_BYTES + length}")
+                    raise ModelError(
+                        f"{path}: NNR tensor file of {len(raw)} bytes, its header says {HEADER_BYTES + length}"
+                    )
                 parts.append(raw[HEADER_BYTES:])
         if kinds == {True}:
             return b"".join(parts)

@@ -34,7 +34,9 @@ def _input_shapes(onnx_file: Path, example_inputs: Any = None) -> dict[str, tupl
     initializers = {i.name for i in model.graph.initializer}
     names = [i.name for i in model.graph.input if i.name not in initializers]
     shapes = {
-        i.name: tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in i.type.tensor_type.shape.dim)
+        i.name: tuple(
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in i.type.tensor_type.shape.dim
+        )
         for i in model.graph.input
         if i.name not in initializers
     }
@@ -60,11 +62,30 @@ def from_onnx(source: Any, destination: Path, *, example_inputs: Any = None) -> 
     """ONNX file -> NNEF folder."""
     source = Path(str(source))
     _folder_target(destination)
-    nnef_tools("--input-format", "onnx", "--output-format", "nnef", "--input-model", str(source),
-               "--output-model", str(destination), "--fold-constants", "--input-shapes", repr(_input_shapes(source, example_inputs)))
+    nnef_tools(
+        "--input-format",
+        "onnx",
+        "--output-format",
+        "nnef",
+        "--input-model",
+        str(source),
+        "--output-model",
+        str(destination),
+        "--fold-constants",
+        "--input-shapes",
+        repr(_input_shapes(source, example_inputs)),
+    )
 
 
 def to_onnx(source: Any, destination: Path, *, example_inputs: Any = None) -> None:
     """NNEF folder -> ONNX file."""
-    nnef_tools("--input-format", "nnef", "--output-format", "onnx", "--input-model", str(source),
-               "--output-model", str(destination))
+    nnef_tools(
+        "--input-format",
+        "nnef",
+        "--output-format",
+        "onnx",
+        "--input-model",
+        str(source),
+        "--output-model",
+        str(destination),
+    )

@@ -22,7 +22,17 @@ def nnc_frameworks() -> Iterator[FrameworkPlugin]:
 
 @hookimpl
 def nnc_topology_converters() -> Iterator[TopologyConverter]:
-    yield TopologyConverter("onnx", "nnef", "nnc_nnef.convert:from_onnx", requires=("onnx", "nnef_tools"),
-                            description="nnef-tools ONNX -> NNEF")
-    yield TopologyConverter("nnef", "onnx", "nnc_nnef.convert:to_onnx", requires=("onnx", "nnef_tools"),
-                            description="nnef-tools NNEF -> ONNX")
+    yield TopologyConverter(
+        "onnx",
+        "nnef",
+        "nnc_nnef.convert:from_onnx",
+        requires=("onnx", "nnef_tools"),
+        description="nnef-tools ONNX -> NNEF",
+    )
+    yield TopologyConverter(
+        "nnef",
+        "onnx",
+        "nnc_nnef.convert:to_onnx",
+        requires=("onnx", "nnef_tools"),
+        description="nnef-tools NNEF -> ONNX",
+    )

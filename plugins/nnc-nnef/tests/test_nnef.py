@@ -198,8 +198,9 @@ def test_batch_norm_blocks_from_the_graph(tmp_path):
             with open(folder / f"{op.attribs['label']}.dat", "wb") as f:
                 nnef.write_tensor(f, value)
     model = read_model(folder)
-    assert model.blocks == {"w1": {"weight": "w1", "bias": "b1", "bn.gamma": "s1", "bn.beta": "o1", "bn.mean": "m1",
-                                   "bn.var": "v1"}}
+    assert model.blocks == {
+        "w1": {"weight": "w1", "bias": "b1", "bn.gamma": "s1", "bn.beta": "o1", "bn.mean": "m1", "bn.var": "v1"}
+    }
     (folder / "graph.nnef").write_text(BN_GRAPH.replace("n3 = batch_normalization(c2", "n3 = batch_normalization(n1"))
     model = read_model(folder)  # now c2 feeds batch norm 2 alone (and n1 two consumers: bn 3 joins nothing)
     assert model.blocks["w2"] == {"weight": "w2", "bn.gamma": "s2", "bn.beta": "o2", "bn.mean": "m2", "bn.var": "v2"}
@@ -208,8 +209,9 @@ def test_batch_norm_blocks_from_the_graph(tmp_path):
     for name, value in model.tensors.items():
         np.testing.assert_array_equal(decoded[name], value, err_msg=name)
     data = encode_model(model)  # lossy: each block is one NDU, in graph order
-    assert [len(u.header.element_ids) for u in read_units(data) if hasattr(u, "header")
-            and hasattr(u.header, "element_ids")] == [6, 5, 1, 1, 1, 1]
+    assert [
+        len(u.header.element_ids) for u in read_units(data) if hasattr(u, "header") and hasattr(u.header, "element_ids")
+    ] == [6, 5, 1, 1, 1, 1]
     NnefAdapter().embed(data, tmp_path / "carried.nnef")
     assert NnefAdapter().extract(tmp_path / "carried.nnef") == data
 

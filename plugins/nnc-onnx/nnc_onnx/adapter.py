@@ -53,10 +53,33 @@ __all__ = ["OnnxAdapter", "load", "CARRIAGE_NAME", "FLOAT_TYPES"]
 
 CARRIAGE_NAME = CARRIAGE_KEY  # uint8 initializer holding an NNR bitstream (embed/extract), named as in .npz carriage
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
-_INTEGER_TYPES = {TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
-                  TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64, TensorProto.BOOL, TensorProto.STRING}
-_ELEMENTWISE = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Elu", "Selu", "HardSigmoid", "HardSwish",
-                "Softplus", "Gelu", "Identity", "Dropout"}
+_INTEGER_TYPES = {
+    TensorProto.INT8,
+    TensorProto.INT16,
+    TensorProto.INT32,
+    TensorProto.INT64,
+    TensorProto.UINT8,
+    TensorProto.UINT16,
+    TensorProto.UINT32,
+    TensorProto.UINT64,
+    TensorProto.BOOL,
+    TensorProto.STRING,
+}
+_ELEMENTWISE = {
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Clip",
+    "Elu",
+    "Selu",
+    "HardSigmoid",
+    "HardSwish",
+    "Softplus",
+    "Gelu",
+    "Identity",
+    "Dropout",
+}
 _EXTERNAL_THRESHOLD = 1_800_000_000  # protobuf cannot serialize 2 GiB: larger models get external data
 
 
@@ -82,8 +105,14 @@ _SHAPE_INPUTS = {"Resize": (1, 2, 3), "Upsample": (1,)}
 
 def _shape_setting_names(model: onnx.ModelProto) -> set[str]:
     """Names of the tensors fed to shape-setting inputs anywhere in the model."""
-    return {node.input[i] for graph in _subgraphs(model.graph) for node in graph.node
-            if node.domain in ("", "ai.onnx") for i in _SHAPE_INPUTS.get(node.op_type, ()) if i < len(node.input)}
+    return {
+        node.input[i]
+        for graph in _subgraphs(model.graph)
+        for node in graph.node
+        if node.domain in ("", "ai.onnx")
+        for i in _SHAPE_INPUTS.get(node.op_type, ())
+        if i < len(node.input)
+    }
 
 
 def _slots(model: onnx.ModelProto, origin: str) -> list[_Slot]:
@@ -96,8 +125,10 @@ def _slots(model: onnx.ModelProto, origin: str) -> list[_Slot]:
         if proto.data_type in _INTEGER_TYPES or int(np.prod(proto.dims)) <= 1 or name in shape_setting:
             return  # structure (shapes, axes, scales) and op parameters (exponents, epsilons) stay in the topology
         if proto.data_type not in FLOAT_TYPES:
-            raise ModelError(f"{origin}: {where} has data type {_type_name(proto.data_type)}, which NNR does not carry "
-                             "(supported: FLOAT, DOUBLE, FLOAT16, BFLOAT16; integer tensors stay in the topology)")
+            raise ModelError(
+                f"{origin}: {where} has data type {_type_name(proto.data_type)}, which NNR does not carry "
+                "(supported: FLOAT, DOUBLE, FLOAT16, BFLOAT16; integer tensors stay in the topology)"
+            )
         used[name] = used.get(name, 0) + 1
         key = name if used[name] == 1 else f"{name}#{used[name]}"
         slots.append(_Slot(key, proto, where))
@@ -115,8 +146,10 @@ def _slots(model: onnx.ModelProto, origin: str) -> list[_Slot]:
                     if attr.name == "value":
                         add(attr.t, node.output[0], f"Constant node {label!r} of graph {path!r}")
                     elif attr.name == "sparse_value":
-                        raise ModelError(f"{origin}: Constant node {label!r} of graph {path!r} holds a sparse "
-                                         "tensor, which is not supported (densify it)")
+                        raise ModelError(
+                            f"{origin}: Constant node {label!r} of graph {path!r} holds a sparse "
+                            "tensor, which is not supported (densify it)"
+                        )
             for attr in node.attribute:
                 if attr.type == onnx.AttributeProto.GRAPH:
                     walk(attr.g, f"{path}/{label}.{attr.name}")
@@ -156,10 +189,17 @@ def _blocks(model: onnx.ModelProto, slots: list[_Slot]) -> dict[str, dict[str, s
         block_of_output: dict[str, str] = {}
         for node in graph.node:
             attrs = {a.name: a.i for a in node.attribute}
-            if not (node.op_type == "Conv" or (node.op_type == "Gemm" and attrs.get("transB") == 1 and not attrs.get("transA"))):
+            if not (
+                node.op_type == "Conv"
+                or (node.op_type == "Gemm" and attrs.get("transB") == 1 and not attrs.get("transA"))
+            ):
                 continue
-            if len(node.input) < 2 or node.input[1] not in carried or node.input[1] in grouped \
-                    or f"{node.input[1]}#2" in carried:
+            if (
+                len(node.input) < 2
+                or node.input[1] not in carried
+                or node.input[1] in grouped
+                or f"{node.input[1]}#2" in carried
+            ):
                 continue
             members = {"weight": node.input[1]}
             if len(node.input) > 2 and node.input[2] in carried and node.input[2] not in grouped:
@@ -173,8 +213,12 @@ def _blocks(model: onnx.ModelProto, slots: list[_Slot]) -> dict[str, dict[str, s
             if not all(n in carried and n not in grouped for n in node.input[1:]):
                 continue
             current = node.input[0]
-            while current not in block_of_output and consumers.get(current) == 1 and current in producers \
-                    and producers[current].op_type in _ELEMENTWISE:
+            while (
+                current not in block_of_output
+                and consumers.get(current) == 1
+                and current in producers
+                and producers[current].op_type in _ELEMENTWISE
+            ):
                 current = producers[current].input[0]
             block = block_of_output.get(current)
             if block is None or consumers.get(current) != 1 or "bn.gamma" in blocks[block]:
@@ -210,8 +254,10 @@ def _load(source: Any) -> tuple[onnx.ModelProto, str, bool]:
             info = onnx.external_data_helper.ExternalDataInfo(tensor)
             data_file = path.parent / info.location
             if not data_file.is_file():
-                raise ModelError(f"{path}: tensor {tensor.name!r} refers to external data {info.location!r}, "
-                                 f"which does not exist ({data_file})")
+                raise ModelError(
+                    f"{path}: tensor {tensor.name!r} refers to external data {info.location!r}, "
+                    f"which does not exist ({data_file})"
+                )
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
     except Exception as e:
@@ -241,8 +287,10 @@ def _stub(model: onnx.ModelProto, origin: str) -> bytes:
 
 def _topology_model(topology: Topology | None, where: str) -> onnx.ModelProto:
     if topology is None or topology.storage_format != TopologyStorageFormat.NNR_TPL_ONNX or not topology.data:
-        raise ModelError(f"{where}: the bitstream carries no ONNX topology; give the original model as template "
-                         "(nnc decode --template ORIGINAL.onnx)")
+        raise ModelError(
+            f"{where}: the bitstream carries no ONNX topology; give the original model as template "
+            "(nnc decode --template ORIGINAL.onnx)"
+        )
     model = onnx.ModelProto()
     try:
         model.ParseFromString(topology.data)
@@ -264,8 +312,13 @@ class OnnxAdapter:
         slots = _slots(model, origin)
         tensors = {slot.key: _array(slot, origin) for slot in slots}
         topology = Topology(TopologyStorageFormat.NNR_TPL_ONNX, _stub(model, origin), deflate=True)
-        return NNRModel(tensors, blocks=_blocks(model, slots), topology=topology, framework="onnx",
-                        metadata={"external_data": external})
+        return NNRModel(
+            tensors,
+            blocks=_blocks(model, slots),
+            topology=topology,
+            framework="onnx",
+            metadata={"external_data": external},
+        )
 
     def write(self, model: NNRModel, destination: Path, /, *, template: Any = None) -> None:
         destination = Path(destination)
@@ -293,10 +346,14 @@ class OnnxAdapter:
             value = np.asarray(model.tensors[slot.key])
             shape = [int(d) for d in slot.proto.dims]
             if list(value.shape) != shape and not (shape == [] and value.shape == (1,)):
-                raise ModelError(f"{destination}: tensor {slot.key!r} has shape {list(value.shape)}, "
-                                 f"{slot.where} in {what} has {shape}")
+                raise ModelError(
+                    f"{destination}: tensor {slot.key!r} has shape {list(value.shape)}, "
+                    f"{slot.where} in {what} has {shape}"
+                )
             dtype = onnx.helper.tensor_dtype_to_np_dtype(slot.proto.data_type)
-            replacement = numpy_helper.from_array(np.array(value.reshape(shape), dtype=dtype, order="C"), slot.proto.name)
+            replacement = numpy_helper.from_array(
+                np.array(value.reshape(shape), dtype=dtype, order="C"), slot.proto.name
+            )
             slot.proto.CopyFrom(replacement)
         _save(base, destination, external or base.ByteSize() > _EXTERNAL_THRESHOLD)
 
@@ -314,7 +371,9 @@ class OnnxAdapter:
             graph_model.ParseFromString(_stub(base, origin))
         else:
             graph_model = _topology_model(topology_of(bitstream), str(destination))
-        carrier = TensorProto(name=CARRIAGE_NAME, data_type=TensorProto.UINT8, dims=[len(bitstream)], raw_data=bytes(bitstream))
+        carrier = TensorProto(
+            name=CARRIAGE_NAME, data_type=TensorProto.UINT8, dims=[len(bitstream)], raw_data=bytes(bitstream)
+        )
         graph_model.graph.initializer.append(carrier)
         entry = graph_model.metadata_props.add()
         entry.key, entry.value = "nnr_bitstream", CARRIAGE_NAME
@@ -337,8 +396,14 @@ def _save(model: onnx.ModelProto, destination: Path, external: bool) -> None:
     with tempfile.TemporaryDirectory(prefix=f".{destination.name}.", dir=destination.parent) as tmp:
         staged = Path(tmp) / destination.name
         try:
-            onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=location, size_threshold=1024)
+            onnx.save_model(
+                model,
+                str(staged),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=location,
+                size_threshold=1024,
+            )
         except Exception as e:
             raise ModelError(f"{destination}: cannot write the model ({type(e).__name__}: {e})") from e
         if (Path(tmp) / location).exists():

@@ -80,7 +80,9 @@ def to_torch(source: Any, destination: Path, *, example_inputs: Any = None) -> N
     destination = Path(destination)
     suffix = destination.suffix.lower()
     if suffix not in (".pt", ".pth", ".pt2"):
-        raise PluginError(f"{destination}: a {suffix} file cannot hold the converted graph; write .pt (TorchScript) or .pt2")
+        raise PluginError(
+            f"{destination}: a {suffix} file cannot hold the converted graph; write .pt (TorchScript) or .pt2"
+        )
     model, origin = load(source)
     onnx2torch = _onnx2torch()
     try:

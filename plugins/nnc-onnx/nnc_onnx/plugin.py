@@ -22,5 +22,10 @@ def nnc_frameworks() -> Iterator[FrameworkPlugin]:
 
 @hookimpl
 def nnc_topology_converters() -> Iterator[TopologyConverter]:
-    yield TopologyConverter("onnx", "pytorch", "nnc_onnx.convert:to_torch", requires=("onnx", "torch", "onnx2torch"),
-                            description="onnx2torch, saved as TorchScript or torch.export")
+    yield TopologyConverter(
+        "onnx",
+        "pytorch",
+        "nnc_onnx.convert:to_torch",
+        requires=("onnx", "torch", "onnx2torch"),
+        description="onnx2torch, saved as TorchScript or torch.export",
+    )

@@ -46,15 +46,19 @@ def signal() -> np.ndarray:
     t = np.arange(2 * RATE) / RATE
     phase = np.cumsum(120 + 30 * np.sin(2 * np.pi * 3 * t)) / RATE
     pulses = (np.diff(np.floor(phase), prepend=0) > 0).astype(float)
-    vowels = [(730, 90, 1090, 110, 2440, 170), (270, 60, 2290, 100, 3010, 120),
-              (570, 80, 840, 90, 2410, 150), (300, 60, 870, 90, 2240, 120)]
+    vowels = [
+        (730, 90, 1090, 110, 2440, 170),
+        (270, 60, 2290, 100, 3010, 120),
+        (570, 80, 840, 90, 2410, 150),
+        (300, 60, 870, 90, 2240, 120),
+    ]
     voiced = np.zeros_like(t)
     length = t.size // 8
     for k in range(8):
         f1, b1, f2, b2, f3, b3 = vowels[k % 4]
-        part = pulses[k * length: (k + 1) * length]
+        part = pulses[k * length : (k + 1) * length]
         sound = _resonator(part, f1, b1) + 0.5 * _resonator(part, f2, b2) + 0.25 * _resonator(part, f3, b3)
-        voiced[k * length: (k + 1) * length] = sound * np.hanning(length) ** 0.3
+        voiced[k * length : (k + 1) * length] = sound * np.hanning(length) ** 0.3
     noise = 0.002 * np.random.default_rng(1).standard_normal(RATE)
     return np.concatenate([noise, 0.3 * voiced / np.abs(voiced).max()]).astype(np.float32)
 
@@ -70,7 +74,7 @@ def vad(path: Path) -> np.ndarray:
     state, context = np.zeros((2, 1, 128), np.float32), np.zeros(64, np.float32)
     out = []
     for start in range(0, SIGNAL.size - CHUNK + 1, CHUNK):
-        chunk = np.concatenate([context, SIGNAL[start: start + CHUNK]])
+        chunk = np.concatenate([context, SIGNAL[start : start + CHUNK]])
         context = chunk[-64:]
         feeds = {"input": chunk[None], "state": state}
         if "sr" in names:
@@ -88,8 +92,10 @@ def test_plugin_is_listed_and_loading_it_imports_no_onnx():
     status = {s.name: s for s in get_plugin_manager().status(import_adapters=True)}
     assert status["onnx"].state == "ok" and status["onnx"].annex == "B"
     assert status["onnx"].framework_version == onnx.__version__
-    code = ("import sys; from nnc_core.plugins import get_plugin_manager; pm = get_plugin_manager(); pm.status();"
-            "print(pm.plugin_for_destination('x.onnx').name, 'onnx' in sys.modules)")
+    code = (
+        "import sys; from nnc_core.plugins import get_plugin_manager; pm = get_plugin_manager(); pm.status();"
+        "print(pm.plugin_for_destination('x.onnx').name, 'onnx' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT / "tests")
     assert out.stdout.split() == ["onnx", "False"]
 
@@ -113,7 +119,9 @@ def test_silero_lossy_keeps_the_decisions(tmp_path):
     write_model(decode_model(data), tmp_path / "lossy.onnx")
     original, restored = vad(source), vad(tmp_path / "lossy.onnx")
     assert original[:31].max() < 0.5 < original[32:].min()  # noise, then vowels
-    assert np.abs(original - restored).max() < 0.02  # measured 1.03e-2 (6.9 bits/parameter at qp -32: 2.7e-2, decisions still equal)
+    assert (
+        np.abs(original - restored).max() < 0.02
+    )  # measured 1.03e-2 (6.9 bits/parameter at qp -32: 2.7e-2, decisions still equal)
     assert np.array_equal(original > 0.5, restored > 0.5)
 
 
@@ -132,16 +140,23 @@ def small_model(**initializer_overrides) -> onnx.ModelProto:
     """Conv -> Relu -> BatchNormalization -> Flatten -> Gemm(transB=1), a Constant scale, a Pow exponent."""
     rng = np.random.default_rng(3)
     arrays = {
-        "conv.weight": rng.normal(size=(16, 2, 3, 3)), "conv.bias": rng.normal(size=16),
-        "bn.scale": rng.uniform(0.5, 2, 16), "bn.bias": rng.normal(size=16),
-        "bn.mean": rng.normal(size=16), "bn.var": rng.uniform(0.5, 2, 16),
-        "fc.weight": rng.normal(size=(3, 256)), "fc.bias": rng.normal(size=3), "two": np.array(2.0),
+        "conv.weight": rng.normal(size=(16, 2, 3, 3)),
+        "conv.bias": rng.normal(size=16),
+        "bn.scale": rng.uniform(0.5, 2, 16),
+        "bn.bias": rng.normal(size=16),
+        "bn.mean": rng.normal(size=16),
+        "bn.var": rng.uniform(0.5, 2, 16),
+        "fc.weight": rng.normal(size=(3, 256)),
+        "fc.bias": rng.normal(size=3),
+        "two": np.array(2.0),
     }
     inits = [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in arrays.items()]
     inits += [numpy_helper.from_array(np.array([1, -1], np.int64), "shape")]
     for name, proto in initializer_overrides.items():
         inits = [proto if i.name == name else i for i in inits]
-    scale = helper.make_node("Constant", [], ["scale"], value=numpy_helper.from_array(rng.normal(size=(1, 3)).astype(np.float32), "s"))
+    scale = helper.make_node(
+        "Constant", [], ["scale"], value=numpy_helper.from_array(rng.normal(size=(1, 3)).astype(np.float32), "s")
+    )
     nodes = [
         helper.make_node("Conv", ["x", "conv.weight", "conv.bias"], ["c"]),
         helper.make_node("Relu", ["c"], ["r"]),
@@ -152,21 +167,41 @@ def small_model(**initializer_overrides) -> onnx.ModelProto:
         helper.make_node("Mul", ["g", "scale"], ["m"]),
         helper.make_node("Pow", ["m", "two"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "small",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def test_blocks_from_the_graph_and_what_is_carried():
     nnr = read_model(small_model())
     assert nnr.blocks == {
-        "conv": {"weight": "conv.weight", "bias": "conv.bias", "bn.gamma": "bn.scale", "bn.beta": "bn.bias",
-                 "bn.mean": "bn.mean", "bn.var": "bn.var"},
+        "conv": {
+            "weight": "conv.weight",
+            "bias": "conv.bias",
+            "bn.gamma": "bn.scale",
+            "bn.beta": "bn.bias",
+            "bn.mean": "bn.mean",
+            "bn.var": "bn.var",
+        },
         "fc": {"weight": "fc.weight", "bias": "fc.bias"},
     }
     # integer "shape" and the one-element Pow exponent "two" stay in the topology; the Constant is carried
-    assert list(nnr.tensors) == ["conv.weight", "conv.bias", "bn.scale", "bn.bias", "bn.mean", "bn.var",
-                                 "fc.weight", "fc.bias", "scale"]
+    assert list(nnr.tensors) == [
+        "conv.weight",
+        "conv.bias",
+        "bn.scale",
+        "bn.bias",
+        "bn.mean",
+        "bn.var",
+        "fc.weight",
+        "fc.bias",
+        "scale",
+    ]
 
 
 def test_in_memory_template_is_left_as_it_was(tmp_path):
@@ -189,7 +224,9 @@ def test_external_data_is_read_and_written(tmp_path):
     write_model(decode_model(encode_model(nnr, **lossless(nnr))), tmp_path / "out.onnx", template=tmp_path / "ext.onnx")
     assert (tmp_path / "out.onnx.data").is_file()
     x = {"x": np.random.default_rng(0).normal(size=(1, 2, 6, 6)).astype(np.float32)}
-    assert np.array_equal(session(tmp_path / "out.onnx").run(None, x)[0], session(tmp_path / "ext.onnx").run(None, x)[0])
+    assert np.array_equal(
+        session(tmp_path / "out.onnx").run(None, x)[0], session(tmp_path / "ext.onnx").run(None, x)[0]
+    )
 
 
 def test_bitstream_carriage_inside_an_onnx_file(tmp_path):
@@ -214,7 +251,9 @@ def test_corrupt_and_incomplete_files(tmp_path):
         read_model(tmp_path / "junk.onnx")
     onnx.save_model(small_model(), str(tmp_path / "ext.onnx"), save_as_external_data=True, location="w.bin")
     (tmp_path / "w.bin").unlink()
-    with pytest.raises(ModelError, match=r"ext.onnx: tensor 'conv.weight' refers to external data 'w.bin', which does not exist"):
+    with pytest.raises(
+        ModelError, match=r"ext.onnx: tensor 'conv.weight' refers to external data 'w.bin', which does not exist"
+    ):
         read_model(tmp_path / "ext.onnx")
 
 
@@ -223,8 +262,11 @@ def test_unsupported_dtypes_and_sparse_tensors(tmp_path):
     with pytest.raises(ModelError, match=r"initializer 'conv.bias' of graph 'small' has data type FLOAT8E4M3FN"):
         read_model(small_model(**{"conv.bias": f8}))
     model = small_model()
-    sparse = helper.make_sparse_tensor(numpy_helper.from_array(np.ones(2, np.float32), "sp"),
-                                       numpy_helper.from_array(np.array([0, 3], np.int64), "i"), [4])
+    sparse = helper.make_sparse_tensor(
+        numpy_helper.from_array(np.ones(2, np.float32), "sp"),
+        numpy_helper.from_array(np.array([0, 3], np.int64), "i"),
+        [4],
+    )
     model.graph.sparse_initializer.append(sparse)
     with pytest.raises(ModelError, match=r"sparse initializer 'sp' of graph 'small' is not supported"):
         read_model(model)
@@ -238,7 +280,9 @@ def test_missing_weights_mismatched_shapes_and_no_topology(tmp_path):
     with pytest.raises(ModelError, match=rf"x.onnx: missing weight {name!r} of the bitstream's ONNX topology"):
         write_model(decoded, tmp_path / "x.onnx")
     decoded.tensors[name] = value[..., :1]
-    with pytest.raises(ModelError, match=rf"tensor {name!r} has shape \[.*\], initializer {name!r} of graph .* in template .* has"):
+    with pytest.raises(
+        ModelError, match=rf"tensor {name!r} has shape \[.*\], initializer {name!r} of graph .* in template .* has"
+    ):
         write_model(decoded, tmp_path / "x.onnx", template=source)
     decoded.tensors[name] = value
     decoded.topology = None
@@ -248,8 +292,12 @@ def test_missing_weights_mismatched_shapes_and_no_topology(tmp_path):
 
 
 def test_annex_b_example_runs():
-    out = subprocess.run([sys.executable, str(ROOT / "annex_examples" / "onnx" / "example.py")],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "annex_examples" / "onnx" / "example.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "outputs identical: True" in out.stdout
 
 
@@ -260,12 +308,16 @@ def test_shape_setting_floats_stay_exact(tmp_path):
     weight = rng.normal(size=(8, 3, 3, 3)).astype(np.float32)
     scales = np.array([1, 1, 2, 2], np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Constant", [], ["scales"], value=numpy_helper.from_array(scales)),
-         helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
-         helper.make_node("Resize", ["y", "", "scales"], ["z"], mode="nearest")],
-        "up", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+        [
+            helper.make_node("Constant", [], ["scales"], value=numpy_helper.from_array(scales)),
+            helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+            helper.make_node("Resize", ["y", "", "scales"], ["z"], mode="nearest"),
+        ],
+        "up",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
         [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8, 10, 10])],
-        [numpy_helper.from_array(weight, "w")])
+        [numpy_helper.from_array(weight, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, tmp_path / "up.onnx")
     nnr = read_model(tmp_path / "up.onnx")

@@ -61,11 +61,32 @@ TOPOLOGY_FORMAT = "nnc-pytorch/1"
 _CONV_LINEAR = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 _BATCH_NORM = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
 # Element-wise modules and functions a batch norm may follow a conv through.
-_ELEMENTWISE_MODULES = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.ELU, torch.nn.GELU, torch.nn.SiLU,
-                        torch.nn.Sigmoid, torch.nn.Tanh, torch.nn.Hardswish, torch.nn.Identity, torch.nn.Dropout)
-_ELEMENTWISE_FUNCTIONS = {torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6, torch.nn.functional.leaky_relu,
-                          torch.nn.functional.gelu, torch.nn.functional.silu, torch.sigmoid, torch.tanh,
-                          torch.nn.functional.elu, torch.nn.functional.hardswish, torch.nn.functional.dropout}
+_ELEMENTWISE_MODULES = (
+    torch.nn.ReLU,
+    torch.nn.ReLU6,
+    torch.nn.LeakyReLU,
+    torch.nn.ELU,
+    torch.nn.GELU,
+    torch.nn.SiLU,
+    torch.nn.Sigmoid,
+    torch.nn.Tanh,
+    torch.nn.Hardswish,
+    torch.nn.Identity,
+    torch.nn.Dropout,
+)
+_ELEMENTWISE_FUNCTIONS = {
+    torch.relu,
+    torch.nn.functional.relu,
+    torch.nn.functional.relu6,
+    torch.nn.functional.leaky_relu,
+    torch.nn.functional.gelu,
+    torch.nn.functional.silu,
+    torch.sigmoid,
+    torch.tanh,
+    torch.nn.functional.elu,
+    torch.nn.functional.hardswish,
+    torch.nn.functional.dropout,
+}
 _ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh"}
 _BN_ROLES = (("weight", "bn.gamma"), ("bias", "bn.beta"), ("running_mean", "bn.mean"), ("running_var", "bn.var"))
 
@@ -93,18 +114,23 @@ class TorchAdapter:
             entries.append([name, str(value.dtype).removeprefix("torch."), list(value.shape)])
         document = {"format": TOPOLOGY_FORMAT, "module": module_class, "state_dict": entries}
         topology = Topology(TopologyStorageFormat.NNR_TPL_PYT, json.dumps(document).encode(), deflate=True)
-        return NNRModel(tensors, blocks=blocks, topology=topology, framework="pytorch",
-                        metadata={"module": module_class})
+        return NNRModel(
+            tensors, blocks=blocks, topology=topology, framework="pytorch", metadata={"module": module_class}
+        )
 
     def write(self, model: NNRModel, destination: Path, /, *, template: Any = None) -> None:
         destination = Path(destination)
         suffix = destination.suffix.lower()
         if suffix not in SUFFIXES:
-            raise ModelError(f"{destination}: the pytorch plugin writes {', '.join(SUFFIXES)} files, not {suffix or 'suffix-less'}")
+            raise ModelError(
+                f"{destination}: the pytorch plugin writes {', '.join(SUFFIXES)} files, not {suffix or 'suffix-less'}"
+            )
         template_path = Path(template) if isinstance(template, (str, os.PathLike)) else None
         if template is not None:
             where = _where(template)  # the user's file, also once it is loaded
-            if template_path is not None:  # loaded once: its state gives the reference and, for .pt2/TorchScript, the graph
+            if (
+                template_path is not None
+            ):  # loaded once: its state gives the reference and, for .pt2/TorchScript, the graph
                 template = _load_file(template_path)
             template_state = _load_with_structure(template, structure=False, where=where)[0]
             reference: dict[str, tuple[str, list[int]]] | None = {
@@ -126,7 +152,9 @@ class TorchAdapter:
         """Carry a bitstream as the uint8 tensor ``__nnr__`` of a state-dict file (.pt/.pth)."""
         suffix = Path(destination).suffix.lower()
         if suffix not in (".pt", ".pth"):
-            raise ModelError(f"{destination}: NNR carriage is in .pt or .pth state-dict files, not {suffix or 'suffix-less'} files")
+            raise ModelError(
+                f"{destination}: NNR carriage is in .pt or .pth state-dict files, not {suffix or 'suffix-less'} files"
+            )
         payload = {CARRIAGE_KEY: torch.frombuffer(bytearray(bitstream), dtype=torch.uint8)}
         write_atomically(destination, lambda f: torch.save(payload, f))
 
@@ -191,8 +219,9 @@ def load_state(source: Any) -> dict[str, torch.Tensor]:
     return _load_with_structure(source, structure=False)[0]
 
 
-def _load_with_structure(source: Any, structure: bool = True, where: str | None = None
-                         ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, str]], str | None]:
+def _load_with_structure(
+    source: Any, structure: bool = True, where: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, str]], str | None]:
     """State dict, blocks and module class of a source; ``where`` names it in
     errors (default: the path, or the object's type)."""
     where = where or _where(source)
@@ -217,18 +246,28 @@ def _check_module(module: torch.nn.Module) -> None:
         if kind.startswith(("torch.ao.nn.quantized", "torch.nn.quantized")):
             raise ModelError(
                 f"layer {name or '(root)'!r} ({type(sub).__qualname__}): quantized modules keep packed weights "
-                "outside tensors; NNR needs float or integer tensors (dequantize the model first)")
+                "outside tensors; NNR needs float or integer tensors (dequantize the model first)"
+            )
         if torch.nn.parameter.is_lazy(getattr(sub, "weight", None)):
-            raise ModelError(f"layer {name or '(root)'!r} ({type(sub).__qualname__}): uninitialized lazy weight; run the model once first")
+            raise ModelError(
+                f"layer {name or '(root)'!r} ({type(sub).__qualname__}): uninitialized lazy weight; run the model once first"
+            )
 
 
 def _to_numpy(value: torch.Tensor, name: str, where: str) -> np.ndarray:
     if value.is_sparse or value.layout != torch.strided:
         raise ModelError(f"{where}: tensor {name!r} has layout {value.layout}; only dense tensors are supported")
     if value.is_quantized or value.is_complex() or value.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
-        raise ModelError(f"{where}: tensor {name!r} has dtype {value.dtype}, which NNR does not carry "
-                         "(supported: float16/32/64, bfloat16, integers, bool)")
-    if value.dtype.is_floating_point and value.dtype not in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
+        raise ModelError(
+            f"{where}: tensor {name!r} has dtype {value.dtype}, which NNR does not carry "
+            "(supported: float16/32/64, bfloat16, integers, bool)"
+        )
+    if value.dtype.is_floating_point and value.dtype not in (
+        torch.float16,
+        torch.float32,
+        torch.float64,
+        torch.bfloat16,
+    ):
         raise ModelError(f"{where}: tensor {name!r} has unsupported dtype {value.dtype}")
     value = value.detach().cpu()
     if value.dtype in _WIDEN:
@@ -250,8 +289,12 @@ def module_blocks(module: torch.nn.Module, state: Mapping[str, torch.Tensor]) ->
     for bn, conv in _traced_batch_norms(module).items():
         sub = module.get_submodule(bn)
         keys = {role: f"{_prefix(bn)}{attr}" for attr, role in _BN_ROLES}
-        if conv in blocks and "bn.gamma" not in blocks[conv] and all(k in state for k in keys.values()) \
-                and sub.num_features == out_features[conv]:
+        if (
+            conv in blocks
+            and "bn.gamma" not in blocks[conv]
+            and all(k in state for k in keys.values())
+            and sub.num_features == out_features[conv]
+        ):
             blocks[conv].update(keys)
     return blocks
 
@@ -293,17 +336,35 @@ def _traced_batch_norms(module: torch.nn.Module) -> dict[str, str]:
     return found
 
 
-def _exported_blocks(program: torch.export.ExportedProgram, state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, str]]:
+def _exported_blocks(
+    program: torch.export.ExportedProgram, state: Mapping[str, torch.Tensor]
+) -> dict[str, dict[str, str]]:
     """NNR blocks from an exported graph: conv/linear nodes and batch norms fed by them."""
     signature = program.graph_signature
     names = {**signature.inputs_to_parameters, **signature.inputs_to_buffers}
     aten = torch.ops.aten
-    conv_targets = {aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.convolution.default,
-                    aten.linear.default}
-    bn_targets = {aten._native_batch_norm_legit_no_training.default, aten.batch_norm.default,
-                  aten._native_batch_norm_legit_functional.default}
-    elementwise = {aten.relu.default, aten.relu_.default, aten.sigmoid.default, aten.tanh.default,
-                   aten.gelu.default, aten.silu.default, aten.hardtanh.default, aten.leaky_relu.default}
+    conv_targets = {
+        aten.conv1d.default,
+        aten.conv2d.default,
+        aten.conv3d.default,
+        aten.convolution.default,
+        aten.linear.default,
+    }
+    bn_targets = {
+        aten._native_batch_norm_legit_no_training.default,
+        aten.batch_norm.default,
+        aten._native_batch_norm_legit_functional.default,
+    }
+    elementwise = {
+        aten.relu.default,
+        aten.relu_.default,
+        aten.sigmoid.default,
+        aten.tanh.default,
+        aten.gelu.default,
+        aten.silu.default,
+        aten.hardtanh.default,
+        aten.leaky_relu.default,
+    }
     blocks: dict[str, dict[str, str]] = {}
     by_node: dict[Any, str] = {}
     graph = program.graph
@@ -322,14 +383,25 @@ def _exported_blocks(program: torch.export.ExportedProgram, state: Mapping[str, 
     for node in graph.nodes:
         if node.op != "call_function" or node.target not in bn_targets:
             continue
-        keys: list[Any] = [names.get(getattr(a, "name", None)) for a in node.args[1:5]]  # None: not a state tensor (checked below)
+        keys: list[Any] = [
+            names.get(getattr(a, "name", None)) for a in node.args[1:5]
+        ]  # None: not a state tensor (checked below)
         current = node.args[0]
-        while current is not None and current not in by_node and len(current.users) == 1 \
-                and current.op == "call_function" and current.target in elementwise:
+        while (
+            current is not None
+            and current not in by_node
+            and len(current.users) == 1
+            and current.op == "call_function"
+            and current.target in elementwise
+        ):
             current = current.args[0]
         block = by_node.get(current)
-        if block and all(k in state for k in keys) and "bn.gamma" not in blocks[block] \
-                and state[keys[0]].shape[0] == state[blocks[block]["weight"]].shape[0]:
+        if (
+            block
+            and all(k in state for k in keys)
+            and "bn.gamma" not in blocks[block]
+            and state[keys[0]].shape[0] == state[blocks[block]["weight"]].shape[0]
+        ):
             blocks[block].update(dict(zip(("bn.gamma", "bn.beta", "bn.mean", "bn.var"), keys)))
     return blocks
 
@@ -350,7 +422,9 @@ def _reference_from_topology(model: NNRModel) -> dict[str, tuple[str, list[int]]
         raise ModelError(f"the bitstream's PyTorch topology is not valid: {e}") from e
 
 
-def _state_from_model(model: NNRModel, reference: dict[str, tuple[str, list[int]]] | None, what: str, destination: Path) -> dict[str, torch.Tensor]:
+def _state_from_model(
+    model: NNRModel, reference: dict[str, tuple[str, list[int]]] | None, what: str, destination: Path
+) -> dict[str, torch.Tensor]:
     if reference is None:  # no template, no PyTorch topology: the decoded arrays as they are
         return {name: torch.from_numpy(np.array(v, order="C")) for name, v in model.tensors.items()}
     missing = [name for name in reference if name not in model.tensors]
@@ -384,12 +458,16 @@ def _write_torchscript(state: dict[str, torch.Tensor], destination: Path, script
     write_atomically(destination, save)
 
 
-def _write_exported(state: dict[str, torch.Tensor], destination: Path, template: Any, what: str, *, owned: bool) -> None:
+def _write_exported(
+    state: dict[str, torch.Tensor], destination: Path, template: Any, what: str, *, owned: bool
+) -> None:
     """Write ``template``'s graph with ``state`` as its weights; ``what`` names
     the template in errors; ``owned``: the template was loaded here."""
     if template is None:
-        raise ModelError(f"{destination}: writing a .pt2 program needs its graph: give the original as template "
-                         "(nnc decode --template ORIGINAL.pt2)")
+        raise ModelError(
+            f"{destination}: writing a .pt2 program needs its graph: give the original as template "
+            "(nnc decode --template ORIGINAL.pt2)"
+        )
     if not isinstance(template, torch.export.ExportedProgram):
         raise ModelError(f"{destination}: {what} is not a torch.export program")
     program = template

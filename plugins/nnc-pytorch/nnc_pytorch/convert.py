@@ -26,7 +26,8 @@ def _module_and_inputs(source: Any, example_inputs: Any) -> tuple[torch.nn.Modul
         if path.suffix.lower() != ".pt2":
             raise PluginError(
                 f"{path}: a {path.suffix} file holds weights only, no graph to export; convert a .pt2 file "
-                "(torch.export.save) or an nn.Module with example_inputs")
+                "(torch.export.save) or an nn.Module with example_inputs"
+            )
         from nnc_pytorch.adapter import _load_file
 
         source = _load_file(path)
@@ -58,8 +59,15 @@ def to_onnx(source: Any, destination: Path, *, example_inputs: Any = None) -> No
     module, inputs = _module_and_inputs(source, example_inputs)
     try:
         with torch.no_grad():
-            torch.onnx.export(module, inputs, str(destination), dynamo=False, opset_version=OPSET,
-                              do_constant_folding=False, export_params=True,
-                              training=torch.onnx.TrainingMode.PRESERVE)
+            torch.onnx.export(
+                module,
+                inputs,
+                str(destination),
+                dynamo=False,
+                opset_version=OPSET,
+                do_constant_folding=False,
+                export_params=True,
+                training=torch.onnx.TrainingMode.PRESERVE,
+            )
     except Exception as e:
         raise ModelError(f"torch.onnx.export failed for {type(module).__qualname__}: {type(e).__name__}: {e}") from e

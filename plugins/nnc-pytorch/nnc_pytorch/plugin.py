@@ -16,8 +16,12 @@ def nnc_frameworks() -> Iterator[FrameworkPlugin]:
         adapter="nnc_pytorch.adapter:TorchAdapter",
         framework="torch",
         suffixes=SUFFIXES,
-        object_types=("torch.nn.modules.module.Module", "builtins.dict", "collections.OrderedDict",
-                      "torch.export.exported_program.ExportedProgram"),
+        object_types=(
+            "torch.nn.modules.module.Module",
+            "builtins.dict",
+            "collections.OrderedDict",
+            "torch.export.exported_program.ExportedProgram",
+        ),
         topology_format=TopologyStorageFormat.NNR_TPL_PYT,
         annex="C",
         description="nn.Module, state dicts, .pt/.pth (weights_only), .pt2 (torch.export)",
@@ -26,5 +30,6 @@ def nnc_frameworks() -> Iterator[FrameworkPlugin]:
 
 @hookimpl
 def nnc_topology_converters() -> Iterator[TopologyConverter]:
-    yield TopologyConverter("pytorch", "onnx", "nnc_pytorch.convert:to_onnx", requires=("torch", "onnx"),
-                            description="torch.onnx.export")
+    yield TopologyConverter(
+        "pytorch", "onnx", "nnc_pytorch.convert:to_onnx", requires=("torch", "onnx"), description="torch.onnx.export"
+    )

@@ -27,8 +27,14 @@ def expected_blocks() -> dict[str, dict[str, str]]:
     blocks = {}
     for conv in LAYERS:
         bn = f"{conv}_BN"
-        blocks[conv] = {"weight": f"{conv}.weight", "bias": f"{conv}.bias", "bn.gamma": f"{bn}.weight",
-                        "bn.beta": f"{bn}.bias", "bn.mean": f"{bn}.running_mean", "bn.var": f"{bn}.running_var"}
+        blocks[conv] = {
+            "weight": f"{conv}.weight",
+            "bias": f"{conv}.bias",
+            "bn.gamma": f"{bn}.weight",
+            "bn.beta": f"{bn}.bias",
+            "bn.mean": f"{bn}.running_mean",
+            "bn.var": f"{bn}.running_var",
+        }
     blocks["classifier"] = {"weight": "classifier.weight", "bias": "classifier.bias"}
     return blocks
 
@@ -53,8 +59,10 @@ def test_plugin_is_listed_and_loading_it_imports_no_torch():
     assert status["pytorch"].state == "ok"
     assert status["pytorch"].distribution == "nnc-pytorch" and status["pytorch"].annex == "C"
     assert status["pytorch"].framework_version == torch.__version__
-    code = ("import sys; from nnc_core.plugins import get_plugin_manager; pm = get_plugin_manager(); pm.status();"
-            "print(pm.plugin_for_destination('x.pth').name, 'torch' in sys.modules)")
+    code = (
+        "import sys; from nnc_core.plugins import get_plugin_manager; pm = get_plugin_manager(); pm.status();"
+        "print(pm.plugin_for_destination('x.pth').name, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT / "tests")
     assert out.stdout.split() == ["pytorch", "False"]
 
@@ -162,7 +170,9 @@ def test_missing_weights_and_mismatched_shapes_on_write(model, tmp_path):
         write_model(decoded, tmp_path / "x.pth", template=template)
     decoded = decode_model(encode_model(read_model(model)))
     decoded.tensors["classifier.weight"] = decoded.tensors["classifier.weight"][:10]
-    with pytest.raises(ModelError, match=r"tensor 'classifier.weight' has shape \[10, 256\], template .* has \[360, 256\]"):
+    with pytest.raises(
+        ModelError, match=r"tensor 'classifier.weight' has shape \[10, 256\], template .* has \[360, 256\]"
+    ):
         write_model(decoded, tmp_path / "x.pth", template=template)
     assert not (tmp_path / "x.pth").exists()
     # errors name the template file, also after it was loaded
@@ -173,6 +183,10 @@ def test_missing_weights_and_mismatched_shapes_on_write(model, tmp_path):
 
 
 def test_annex_c_example_runs():
-    out = subprocess.run([sys.executable, str(ROOT / "annex_examples" / "pytorch" / "example.py")],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "annex_examples" / "pytorch" / "example.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "outputs identical: True" in out.stdout

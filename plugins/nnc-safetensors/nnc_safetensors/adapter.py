@@ -94,7 +94,11 @@ class SafetensorsAdapter:
         return NNRModel(tensors, topology=folder.to_topology(checkpoint), framework="safetensors")  # type: ignore[arg-type]  # a read-only mapping
 
     def write(self, model: NNRModel, destination: Path, /, *, template: Source | None = None) -> None:
-        checkpoint = folder.from_topology(model.topology) if model.topology is not None and folder.is_ours(model.topology) else None
+        checkpoint = (
+            folder.from_topology(model.topology)
+            if model.topology is not None and folder.is_ours(model.topology)
+            else None
+        )
         if template is not None and checkpoint is None:
             checkpoint = folder.scan(Path(str(template)))
         destination = Path(destination)
@@ -103,8 +107,10 @@ class SafetensorsAdapter:
         elif not destination.suffix:
             write_folder(model.tensors, destination, checkpoint)
         else:
-            raise ModelError(f"{destination}: the safetensors plugin writes .safetensors files and model folders "
-                             f"(no suffix), not {destination.suffix} files")
+            raise ModelError(
+                f"{destination}: the safetensors plugin writes .safetensors files and model folders "
+                f"(no suffix), not {destination.suffix} files"
+            )
 
     def embed(self, bitstream: bytes, destination: Path, /, *, template: Source | None = None) -> None:
         from safetensors.numpy import save

@@ -47,8 +47,22 @@ FORMAT = "nnc-safetensors/1"
 
 #: files of a model folder that hold the same weights in another format;
 #: they are left out (with a warning), not carried byte for byte
-ALTERNATIVE_WEIGHTS = (".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".onnx_data", ".ckpt", ".gguf",
-                       ".tflite", ".pb", ".ot", ".mlmodel", ".npz")
+ALTERNATIVE_WEIGHTS = (
+    ".bin",
+    ".pt",
+    ".pth",
+    ".h5",
+    ".msgpack",
+    ".onnx",
+    ".onnx_data",
+    ".ckpt",
+    ".gguf",
+    ".tflite",
+    ".pb",
+    ".ot",
+    ".mlmodel",
+    ".npz",
+)
 
 #: the other files a bitstream carries are bounded, as the topology unit is
 MAX_CARRIED_BYTES = 256 << 20
@@ -97,14 +111,17 @@ def scan(source: Path) -> Checkpoint:
     files = {p.relative_to(source).as_posix(): read_file(p) for p in weights}
     indexes = sorted(p for p in _files(source) if p.name.endswith(INDEX_SUFFIX))
     if len(indexes) > 1:
-        raise ModelError(f"{source}: several shard indexes ({', '.join(p.name for p in indexes)}); one model per folder")
+        raise ModelError(
+            f"{source}: several shard indexes ({', '.join(p.name for p in indexes)}); one model per folder"
+        )
     checkpoint = Checkpoint(True, files, indexes[0].relative_to(source).as_posix() if indexes else None)
     owner: dict[str, str] = {}
     for path in files:
         for _, name in checkpoint.names(path):
             if name in owner:
-                raise ModelError(f"{source}: tensor {name!r} is in both {owner[name]} and {path}; "
-                                 "NNR names tensors uniquely")
+                raise ModelError(
+                    f"{source}: tensor {name!r} is in both {owner[name]} and {path}; NNR names tensors uniquely"
+                )
             owner[name] = path
     if checkpoint.index is not None:
         _check_index(source / checkpoint.index, owner, source)
@@ -119,8 +136,10 @@ def scan(source: Path) -> Checkpoint:
         data = p.read_bytes()
         total += len(data)
         if total > MAX_CARRIED_BYTES:
-            raise ModelError(f"{source}: the files besides the weights exceed {MAX_CARRIED_BYTES >> 20} MiB "
-                             f"(at {relative}); move large ones out of the folder")
+            raise ModelError(
+                f"{source}: the files besides the weights exceed {MAX_CARRIED_BYTES >> 20} MiB "
+                f"(at {relative}); move large ones out of the folder"
+            )
         checkpoint.carried[relative] = data
     if skipped:
         warnings.warn(f"{source}: not carried (weights in another format): {', '.join(skipped)}", stacklevel=3)
@@ -147,8 +166,10 @@ def _check_index(path: Path, owner: Mapping[str, str], source: Path) -> None:
     for name, shard in weight_map.items():
         where = (parent / shard).as_posix()
         if owner.get(name) != where:
-            raise ModelError(f"{path}: tensor {name!r} is mapped to {shard}, but "
-                             + (f"it is in {owner[name]}" if name in owner else "no shard holds it"))
+            raise ModelError(
+                f"{path}: tensor {name!r} is mapped to {shard}, but "
+                + (f"it is in {owner[name]}" if name in owner else "no shard holds it")
+            )
     extra = sorted(set(owner) - set(weight_map))
     if extra:
         raise ModelError(f"{path}: tensor {extra[0]!r} ({owner[extra[0]]}) is missing from the weight map")
@@ -164,8 +185,12 @@ def to_topology(checkpoint: Checkpoint) -> Topology:
         "files": [{"path": path, "header": layout.header} for path, layout in checkpoint.files.items()],
         "index": checkpoint.index,
         "carried": [
-            {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-             "deflate": base64.b64encode(_deflate(data)).decode("ascii")}
+            {
+                "path": path,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "deflate": base64.b64encode(_deflate(data)).decode("ascii"),
+            }
             for path, data in checkpoint.carried.items()
         ],
     }

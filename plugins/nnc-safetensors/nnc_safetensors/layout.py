@@ -27,8 +27,18 @@ import numpy as np
 
 from nnc_core.errors import ModelError
 
-__all__ = ["DTYPES", "Entry", "SafetensorsFile", "read_file", "parse_header", "header_text", "packed", "code_of",
-           "MappedFile", "FileWriter"]
+__all__ = [
+    "DTYPES",
+    "Entry",
+    "SafetensorsFile",
+    "read_file",
+    "parse_header",
+    "header_text",
+    "packed",
+    "code_of",
+    "MappedFile",
+    "FileWriter",
+]
 
 #: safetensors dtype code -> numpy dtype (the codes NNR can carry; F8_E8M0, F4,
 #: F6 and complex tensors have no NNR coding and are refused by name)
@@ -118,12 +128,17 @@ def parse_header(text: str, *, where: str) -> SafetensorsFile:
         for name, record in document.items():
             code = record["dtype"]
             if code not in DTYPES:
-                raise ModelError(f"{where}: tensor {name!r} has dtype {code}, which NNR cannot carry "
-                                 f"(supported: {', '.join(DTYPES)})")
+                raise ModelError(
+                    f"{where}: tensor {name!r} has dtype {code}, which NNR cannot carry "
+                    f"(supported: {', '.join(DTYPES)})"
+                )
             start, end = (int(x) for x in record["data_offsets"])
             shape = tuple(int(d) for d in record["shape"])
-            if min(shape, default=0) < 0 or not 0 <= start <= end \
-                    or end - start != int(np.prod(shape, dtype=np.int64)) * DTYPES[code].itemsize:
+            if (
+                min(shape, default=0) < 0
+                or not 0 <= start <= end
+                or end - start != int(np.prod(shape, dtype=np.int64)) * DTYPES[code].itemsize
+            ):
                 raise ValueError(f"tensor {name!r} has offsets {start}..{end} for shape {shape} of {code}")
             entries.append(Entry(name, code, shape, start, end))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -169,8 +184,10 @@ class MappedFile:
                 return np.zeros(entry.shape, DTYPES[entry.dtype])
             self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
         if self.start + entry.end > self._map.size:
-            raise ModelError(f"{self.path}: tensor {entry.name!r} ends at byte {self.start + entry.end}, "
-                             f"past the end of the file ({self._map.size} bytes): was it truncated?")
+            raise ModelError(
+                f"{self.path}: tensor {entry.name!r} ends at byte {self.start + entry.end}, "
+                f"past the end of the file ({self._map.size} bytes): was it truncated?"
+            )
         # a plain ndarray view (np.memmap's subclass turns 0-d results into 1-d ones)
         raw = np.asarray(self._map[self.start + entry.start : self.start + entry.end])
         return raw.view(DTYPES[entry.dtype].newbyteorder("<")).reshape(entry.shape)
@@ -198,7 +215,9 @@ class FileWriter:
         data = np.ascontiguousarray(value, dtype=DTYPES[entry.dtype].newbyteorder("<"))
         view = data.reshape(-1).view(np.uint8).data
         if view.nbytes != entry.nbytes:
-            raise ModelError(f"{self.path}: tensor {entry.name!r} has {view.nbytes} bytes, its header says {entry.nbytes}")
+            raise ModelError(
+                f"{self.path}: tensor {entry.name!r} has {view.nbytes} bytes, its header says {entry.nbytes}"
+            )
         self.file.seek(self.start + entry.start)
         self.file.write(view)
 

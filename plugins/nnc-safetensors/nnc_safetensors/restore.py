@@ -33,8 +33,9 @@ def _spec(tensors: Mapping[str, np.ndarray], name: str) -> tuple[np.dtype, tuple
     return value.dtype, tuple(value.shape)
 
 
-def _layout(original: SafetensorsFile | None, names: list[tuple[str, str]], tensors: Mapping[str, np.ndarray],
-            where: str) -> tuple[str, dict[str, Entry]]:
+def _layout(
+    original: SafetensorsFile | None, names: list[tuple[str, str]], tensors: Mapping[str, np.ndarray], where: str
+) -> tuple[str, dict[str, Entry]]:
     """The header text a file gets and its entries by NNR name: the original
     ones when every tensor keeps its dtype and shape, else new ones in the
     original order.  ``names``: (name in the file, NNR name) pairs."""
@@ -107,14 +108,20 @@ def write_folder(tensors: Mapping[str, np.ndarray], destination: Path, checkpoin
     present = set(tensors)
     missing = sorted(set(owner) - present)
     if missing:
-        raise ModelError(f"{destination}: a model folder needs all of its {len(owner)} tensors; "
-                         f"{len(missing)} are not decoded (first: {missing[0]!r}). Write a .safetensors file instead")
+        raise ModelError(
+            f"{destination}: a model folder needs all of its {len(owner)} tensors; "
+            f"{len(missing)} are not decoded (first: {missing[0]!r}). Write a .safetensors file instead"
+        )
     unknown = sorted(present - set(owner))
     if unknown:
         raise ModelError(f"{destination}: tensor {unknown[0]!r} belongs to no file of the checkpoint")
-    layouts = {path: _layout(original, names, tensors, f"{destination}/{path}") for path, (original, names) in files.items()}
-    changed = any(original is None or header != original.header
-                  for (original, _), (header, _) in zip(files.values(), layouts.values()))
+    layouts = {
+        path: _layout(original, names, tensors, f"{destination}/{path}") for path, (original, names) in files.items()
+    }
+    changed = any(
+        original is None or header != original.header
+        for (original, _), (header, _) in zip(files.values(), layouts.values())
+    )
     with atomic_path(destination, directory=True) as staged:
         staged.mkdir()
         for path, data in checkpoint.carried.items():
@@ -142,7 +149,9 @@ def _index(data: bytes, layouts: dict[str, tuple[str, dict[str, Entry]]], where:
     whose dtype changed change it), as transformers writes one."""
     try:
         index = json.loads(data)
-        index.setdefault("metadata", {})["total_size"] = sum(e.nbytes for _, entries in layouts.values() for e in entries.values())
+        index.setdefault("metadata", {})["total_size"] = sum(
+            e.nbytes for _, entries in layouts.values() for e in entries.values()
+        )
     except (ValueError, AttributeError) as e:
         raise ModelError(f"{where}: the carried shard index is not JSON: {e}") from e
     return (json.dumps(index, indent=2, sort_keys=True) + "\n").encode("utf-8")

@@ -31,8 +31,12 @@ ROOT = Path(__file__).resolve().parents[3]
 def save(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> Path:
     """A file written by the safetensors library (its own layout and header order)."""
     arrays = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
-    specs = {name: TensorSpec(dtype=value.dtype.name, shape=list(value.shape), data_ptr=value.ctypes.data,
-                              data_len=value.nbytes) for name, value in arrays.items()}
+    specs = {
+        name: TensorSpec(
+            dtype=value.dtype.name, shape=list(value.shape), data_ptr=value.ctypes.data, data_len=value.nbytes
+        )
+        for name, value in arrays.items()
+    }
     serialize_file(specs, str(path), metadata)
     return path
 
@@ -40,9 +44,23 @@ def save(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | 
 def save_by_format(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> Path:
     """A file written from the format's description (the library's writer
     records a 0-d tensor as shape [1]; PyTorch's scalars are shape [])."""
-    codes = {"bfloat16": "BF16", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "bool": "BOOL",
-             "float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32", "int16": "I16",
-             "int8": "I8", "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8"}
+    codes = {
+        "bfloat16": "BF16",
+        "float8_e4m3fn": "F8_E4M3",
+        "float8_e5m2": "F8_E5M2",
+        "bool": "BOOL",
+        "float64": "F64",
+        "float32": "F32",
+        "float16": "F16",
+        "int64": "I64",
+        "int32": "I32",
+        "int16": "I16",
+        "int8": "I8",
+        "uint64": "U64",
+        "uint32": "U32",
+        "uint16": "U16",
+        "uint8": "U8",
+    }
     document: dict = {} if metadata is None else {"__metadata__": metadata}
     data, offset = [], 0
     for name, value in tensors.items():
@@ -131,8 +149,10 @@ def every_dtype() -> dict[str, np.ndarray]:
 def test_one_owner_of_safetensors_without_torch():
     pm = get_plugin_manager()
     assert pm.plugin_for_destination("x.safetensors").name == "safetensors"
-    code = ("import sys; from nnc_core.plugins import read_model; from nnc_core.testing import pretrained;"
-            "m = read_model(pretrained.path('minilm')); print(m.framework, len(m.tensors), 'torch' in sys.modules)")
+    code = (
+        "import sys; from nnc_core.plugins import read_model; from nnc_core.testing import pretrained;"
+        "m = read_model(pretrained.path('minilm')); print(m.framework, len(m.tensors), 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT / "tests")
     assert out.stdout.split() == ["safetensors", "104", "False"]
 
@@ -197,7 +217,9 @@ def test_sharded_bf16_folder_round_trip(minilm_bf16_sharded, tmp_path):
     assert main(["decode", str(tmp_path / "d.nnr"), "-o", str(tmp_path / "lossy"), "-q"]) == 0
     for shard in sorted(src.glob("model-*.safetensors")):
         assert header(tmp_path / "lossy" / shard.name) == header(shard)
-    assert (tmp_path / "lossy" / "model.safetensors.index.json").read_bytes() == (src / "model.safetensors.index.json").read_bytes()
+    assert (tmp_path / "lossy" / "model.safetensors.index.json").read_bytes() == (
+        src / "model.safetensors.index.json"
+    ).read_bytes()
 
 
 def test_decode_in_another_dtype_rewrites_headers_and_index(minilm_bf16_sharded, tmp_path):
@@ -231,7 +253,10 @@ def test_every_dtype_and_shape_survives(tmp_path):
     assert main(["decode", str(tmp_path / "all.nnr"), "-o", str(tmp_path / "back.safetensors"), "-q"]) == 0
     assert (tmp_path / "back.safetensors").read_bytes() == source.read_bytes()
     # a single file decoded to a folder: the folder holds that file
-    assert main(["decode", str(tmp_path / "all.nnr"), "-o", str(tmp_path / "folder"), "--framework", "safetensors", "-q"]) == 0
+    assert (
+        main(["decode", str(tmp_path / "all.nnr"), "-o", str(tmp_path / "folder"), "--framework", "safetensors", "-q"])
+        == 0
+    )
     assert (tmp_path / "folder" / "all.safetensors").read_bytes() == source.read_bytes()
 
 
@@ -260,7 +285,9 @@ def test_selected_tensors_go_to_a_file_not_a_folder(minilm, tmp_path, capsys):
     assert not (tmp_path / "folder").exists()
 
 
-@pytest.mark.parametrize("name, as_folder", [("fracast", True), ("akiki-vad", True), ("wordllama", False), ("chess-cv", False)])
+@pytest.mark.parametrize(
+    "name, as_folder", [("fracast", True), ("akiki-vad", True), ("wordllama", False), ("chess-cv", False)]
+)
 def test_real_checkpoints_round_trip(name, as_folder, tmp_path):
     """Checkpoints from four more packages: a folder of two variants whose
     names repeat (float32, and int8 with float scales; rich __metadata__), a
@@ -291,7 +318,9 @@ def test_real_checkpoints_round_trip(name, as_folder, tmp_path):
 
 def test_unsupported_dtype_and_values_are_named(tmp_path):
     complex_file = save(tmp_path / "c.safetensors", {"z": np.zeros(3, np.complex64)})
-    with pytest.raises(ModelError, match=r"c.safetensors: bad safetensors header.*tensor 'z' has dtype C64, which NNR cannot carry"):
+    with pytest.raises(
+        ModelError, match=r"c.safetensors: bad safetensors header.*tensor 'z' has dtype C64, which NNR cannot carry"
+    ):
         read_model(complex_file)
     big = save(tmp_path / "big.safetensors", {"ids": np.array([1, 1 << 40], np.int64)})
     with pytest.raises(EncodeError, match=r"tensor 'ids': int64 values outside int32"):
@@ -314,8 +343,12 @@ def test_damaged_files_are_refused_with_their_name(tmp_path, minilm):
     folder = tmp_path / "bad-index"
     folder.mkdir()
     save(folder / "model-00001-of-00001.safetensors", {"a": np.ones(2, np.float32)}, {"format": "pt"})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00001-of-00001.safetensors", "b": "model-00001-of-00001.safetensors"}}))
-    with pytest.raises(ModelError, match=r"tensor 'b' is mapped to model-00001-of-00001.safetensors, but no shard holds it"):
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "model-00001-of-00001.safetensors", "b": "model-00001-of-00001.safetensors"}})
+    )
+    with pytest.raises(
+        ModelError, match=r"tensor 'b' is mapped to model-00001-of-00001.safetensors, but no shard holds it"
+    ):
         read_model(folder)
 
 
@@ -332,11 +365,27 @@ def test_hostile_folder_documents_are_refused(tmp_path):
     checkpoint.folder, checkpoint.carried = True, {"config.json": b"{}"}
     document = json.loads(bytes(folder_document.to_topology(checkpoint).data).rstrip(b"\x00"))
     for field, value, message in [
-        ("carried", [dict(document["carried"][0], path="../evil.json")], r"path '../evil.json' leaves the destination folder"),
-        ("carried", [dict(document["carried"][0], path="/etc/evil")], r"path '/etc/evil' leaves the destination folder"),
-        ("carried", [dict(document["carried"][0], sha256="0" * 64)], r"config.json: content does not match its size and SHA-256"),
+        (
+            "carried",
+            [dict(document["carried"][0], path="../evil.json")],
+            r"path '../evil.json' leaves the destination folder",
+        ),
+        (
+            "carried",
+            [dict(document["carried"][0], path="/etc/evil")],
+            r"path '/etc/evil' leaves the destination folder",
+        ),
+        (
+            "carried",
+            [dict(document["carried"][0], sha256="0" * 64)],
+            r"config.json: content does not match its size and SHA-256",
+        ),
         ("carried", [dict(document["carried"][0], size=1)], r"deflated content does not end at its stated size"),
-        ("files", [dict(document["files"][0], header='{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}')], r"tensor 'w' has offsets 0..8 for shape \(3,\)"),
+        (
+            "files",
+            [dict(document["files"][0], header='{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}')],
+            r"tensor 'w' has offsets 0..8 for shape \(3,\)",
+        ),
     ]:
         stream = _stream_with_document(dict(document, **{field: value}), {"w": np.ones(3, np.float32)})
         (tmp_path / "h.nnr").write_bytes(stream)

@@ -67,6 +67,7 @@ def _is_keras_model(obj: object) -> TypeGuard[Any]:  # a keras.Model (keras is u
     keras = sys.modules.get("keras")
     return keras is not None and isinstance(obj, keras.Model)
 
+
 __all__ = ["KerasAdapter", "to_nnr_layout", "from_nnr_layout", "is_kernel"]
 
 CARRIAGE_MEMBER = "model.nnr"
@@ -103,7 +104,9 @@ def _nnr_value(name: str, value: Any, where: str) -> np.ndarray:
         return to_nnr_layout(name, a)
     if a.dtype.kind in "iub":
         if a.size and (a.min() < -(2**31) or a.max() > 2**31 - 1):
-            raise ModelError(f"{where}: variable {name!r} ({a.dtype}) holds values outside int32, which NNR cannot code")
+            raise ModelError(
+                f"{where}: variable {name!r} ({a.dtype}) holds values outside int32, which NNR cannot code"
+            )
         return to_nnr_layout(name, a.astype(np.int32))
     raise ModelError(f"{where}: variable {name!r} has dtype {a.dtype}, which the TensorFlow plugin cannot map to NNR")
 
@@ -164,7 +167,9 @@ class KerasAdapter:
             for w in layer.weights:
                 if w.path in tensors:
                     continue  # shared weights appear under every layer that uses them
-                tensors[w.path] = _nnr_value(w.path, w.numpy(), f"{where}, layer {layer.name!r} ({type(layer).__name__})")
+                tensors[w.path] = _nnr_value(
+                    w.path, w.numpy(), f"{where}, layer {layer.name!r} ({type(layer).__name__})"
+                )
             kernel, bias = _output_kernel(layer), getattr(layer, "bias", None)
             if kernel is None or np.ndim(tensors.get(kernel.path)) < 2:  # type: ignore[arg-type]  # np.ndim(None) is 0
                 continue
@@ -181,8 +186,7 @@ class KerasAdapter:
         except Exception as e:  # subclassed models without get_config
             raise ModelError(f"{where}: the model's topology cannot be serialised (to_json): {_short(e)}") from e
         topology = Topology(TopologyStorageFormat.NNR_TPL_TEF, config.encode(), deflate=True)
-        return NNRModel(tensors, blocks=blocks, topology=topology, framework="tensorflow",
-                        metadata={"kind": "keras"})
+        return NNRModel(tensors, blocks=blocks, topology=topology, framework="tensorflow", metadata={"kind": "keras"})
 
     def _read_saved_model(self, obj: Any, where: str) -> NNRModel:
         tensors: dict[str, np.ndarray] = {}
@@ -206,7 +210,9 @@ class KerasAdapter:
             _save_file(destination, lambda p: keras_model.save(p))
             return
         if suffix:
-            raise ModelError(f"{destination}: the TensorFlow plugin writes .keras, .h5 or SavedModel folders, not {suffix}")
+            raise ModelError(
+                f"{destination}: the TensorFlow plugin writes .keras, .h5 or SavedModel folders, not {suffix}"
+            )
         # SavedModel folder
         base = self.load(template) if template is not None and not isinstance(template, keras.Model) else template
         if base is None or isinstance(base, keras.Model):
@@ -229,13 +235,17 @@ class KerasAdapter:
             return keras.models.clone_model(obj) if obj is template else obj
         topology = model.topology
         if topology is None or topology.storage_format != TopologyStorageFormat.NNR_TPL_TEF or not topology.data:
-            raise ModelError("the bitstream carries no Keras topology (NNR_TPL_TEF with a model config): "
-                             "pass the original model as template")
+            raise ModelError(
+                "the bitstream carries no Keras topology (NNR_TPL_TEF with a model config): "
+                "pass the original model as template"
+            )
         try:
             return keras.models.model_from_json(topology.data.decode())
         except Exception as e:
-            raise ModelError(f"the NNR_TPL_TEF topology is no Keras model config this Keras can build: "
-                             f"{type(e).__name__}: {_short(e)}") from e
+            raise ModelError(
+                f"the NNR_TPL_TEF topology is no Keras model config this Keras can build: "
+                f"{type(e).__name__}: {_short(e)}"
+            ) from e
 
     @staticmethod
     def _assign(variables: Any, model: NNRModel, name_of: Any) -> None:
@@ -272,11 +282,15 @@ class KerasAdapter:
                 config = topology.data.decode()
         suffix = destination.suffix.lower()
         if suffix == ".keras":
+
             def write(path: str) -> None:
                 with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-                    zf.writestr("metadata.json", json.dumps({"keras_version": keras.__version__, "nnr": CARRIAGE_MEMBER}))
+                    zf.writestr(
+                        "metadata.json", json.dumps({"keras_version": keras.__version__, "nnr": CARRIAGE_MEMBER})
+                    )
                     zf.writestr("config.json", config or "{}")
                     zf.writestr(CARRIAGE_MEMBER, bytes(bitstream))
+
             _save_file(destination, write)
         elif suffix in (".h5", ".hdf5"):
             import h5py
@@ -286,6 +300,7 @@ class KerasAdapter:
                     if config:
                         f.attrs["model_config"] = config
                     f.create_dataset(H5_CARRIAGE_DATASET, data=np.frombuffer(bitstream, dtype=np.uint8))
+
             _save_file(destination, write_h5)
         else:
             raise ModelError(f"{destination}: NNR carriage is written to .keras or .h5 files or SavedModel folders")
@@ -298,8 +313,10 @@ class KerasAdapter:
         decode the bitstream and write it with the original as template to
         run it."""
         if template is None or not _is_saved_model(Path(str(template))):
-            raise ModelError(f"{destination}: NNR carriage in a SavedModel folder needs the original SavedModel "
-                             "as template (its graph; the bitstream holds the weights)")
+            raise ModelError(
+                f"{destination}: NNR carriage in a SavedModel folder needs the original SavedModel "
+                "as template (its graph; the bitstream holds the weights)"
+            )
         source = Path(str(template))
 
         def write(folder: str) -> None:
@@ -351,6 +368,8 @@ def _elementwise(layer: Any) -> bool:
     if kind == "Activation":
         return getattr(layer.activation, "__name__", "") not in _MIXING_ACTIVATIONS
     return kind in _ELEMENTWISE
+
+
 _BN_MEMBERS = (("bn.gamma", "gamma"), ("bn.beta", "beta"), ("bn.mean", "moving_mean"), ("bn.var", "moving_variance"))
 
 

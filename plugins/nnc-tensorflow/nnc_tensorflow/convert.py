@@ -61,8 +61,10 @@ def to_onnx(source: Any, destination: Path, *, example_inputs: Any = None) -> No
     """Keras model or SavedModel -> ONNX file with tf2onnx."""
     with tempfile.TemporaryDirectory() as tmp:
         saved = _saved_model(source, Path(tmp))
-        _run(["tf2onnx.convert", "--saved-model", str(saved), "--output", str(destination), "--opset", str(OPSET)],
-             "tf2onnx")
+        _run(
+            ["tf2onnx.convert", "--saved-model", str(saved), "--output", str(destination), "--opset", str(OPSET)],
+            "tf2onnx",
+        )
 
 
 def onnx_to_nnef(source: Path, destination: Path, example_inputs: Any = None) -> None:
@@ -88,7 +90,9 @@ def _static_inputs(model: Any, example_inputs: Any) -> dict[str, list[int]]:
     a dict of either by input name), else the model's with dynamic dimensions 1."""
     initializers = {i.name for i in model.graph.initializer}
     shapes = {
-        i.name: [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in i.type.tensor_type.shape.dim]
+        i.name: [
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in i.type.tensor_type.shape.dim
+        ]
         for i in model.graph.input
         if i.name not in initializers
     }
@@ -118,14 +122,18 @@ def from_onnx(source: Any, destination: Path, *, example_inputs: Any = None) -> 
 
     destination = Path(destination)
     if destination.suffix.lower() in (".keras", ".h5", ".hdf5"):
-        raise PluginError(f"{destination}: a model converted from ONNX holds Lambda layers, which Keras cannot "
-                          f"reload from a {destination.suffix} file; write a SavedModel folder (no suffix)")
+        raise PluginError(
+            f"{destination}: a model converted from ONNX holds Lambda layers, which Keras cannot "
+            f"reload from a {destination.suffix} file; write a SavedModel folder (no suffix)"
+        )
     try:
         import onnx2keras
         import onnxsim
     except ImportError as e:
-        raise PluginError("nnc convert onnx -> tensorflow needs onnxsim and onnx2keras: "
-                          "pip install onnxsim && pip install --no-deps onnx2keras==0.0.25") from e
+        raise PluginError(
+            "nnc convert onnx -> tensorflow needs onnxsim and onnx2keras: "
+            "pip install onnxsim && pip install --no-deps onnx2keras==0.0.25"
+        ) from e
     if isinstance(source, onnx.ModelProto):
         model, origin = source, "ONNX model"
     else:
@@ -145,8 +153,13 @@ def from_onnx(source: Any, destination: Path, *, example_inputs: Any = None) -> 
     level = logger.level
     logger.setLevel(logging.ERROR)  # its fallbacks to Lambda layers are logged as warnings
     try:
-        keras_model = onnx2keras.onnx_to_keras(simplified, list(shapes), input_shapes=[s[1:] for s in shapes.values()],
-                                               verbose=False, name_policy="renumerate")
+        keras_model = onnx2keras.onnx_to_keras(
+            simplified,
+            list(shapes),
+            input_shapes=[s[1:] for s in shapes.values()],
+            verbose=False,
+            name_policy="renumerate",
+        )
         keras_model.export(str(destination), verbose=False)
     except Exception as e:
         raise ModelError(f"{origin}: onnx2keras cannot convert it ({type(e).__name__}: {str(e)[:300]})") from e

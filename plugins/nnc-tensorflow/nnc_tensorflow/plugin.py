@@ -24,11 +24,24 @@ def nnc_frameworks() -> Iterator[FrameworkPlugin]:
 
 @hookimpl
 def nnc_topology_converters() -> Iterator[TopologyConverter]:
-    yield TopologyConverter("tensorflow", "onnx", "nnc_tensorflow.convert:to_onnx", requires=("tensorflow", "tf2onnx"),
-                            description="tf2onnx on a SavedModel export")
-    yield TopologyConverter("tensorflow", "nnef", "nnc_tensorflow.convert:to_nnef",
-                            requires=("tensorflow", "tf2onnx", "nnef_tools"),
-                            description="tf2onnx, then nnef-tools ONNX -> NNEF")
-    yield TopologyConverter("onnx", "tensorflow", "nnc_tensorflow.convert:from_onnx",
-                            requires=("onnx", "onnxsim", "onnx2keras", "tensorflow"),
-                            description="onnxsim, then onnx2keras, saved as a SavedModel folder")
+    yield TopologyConverter(
+        "tensorflow",
+        "onnx",
+        "nnc_tensorflow.convert:to_onnx",
+        requires=("tensorflow", "tf2onnx"),
+        description="tf2onnx on a SavedModel export",
+    )
+    yield TopologyConverter(
+        "tensorflow",
+        "nnef",
+        "nnc_tensorflow.convert:to_nnef",
+        requires=("tensorflow", "tf2onnx", "nnef_tools"),
+        description="tf2onnx, then nnef-tools ONNX -> NNEF",
+    )
+    yield TopologyConverter(
+        "onnx",
+        "tensorflow",
+        "nnc_tensorflow.convert:from_onnx",
+        requires=("onnx", "onnxsim", "onnx2keras", "tensorflow"),
+        description="onnxsim, then onnx2keras, saved as a SavedModel folder",
+    )

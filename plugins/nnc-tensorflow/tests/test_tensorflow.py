@@ -33,8 +33,6 @@ def _run(model, x):
     return np.asarray(model(x, training=False))
 
 
-
-
 def _lossless(model):
     return encode_model(model, raw_float=float_names(model))
 
@@ -59,12 +57,16 @@ def test_layout_names_blocks_and_topology(fer_h5, fer_model):
     assert model.tensors["separable_conv2d_1/pointwise_kernel"].shape == (16, 8, 1, 1)
     assert model.tensors["batch_normalization_1/gamma"].shape == (8,)
     assert model.blocks["conv2d_7"] == {"weight": "conv2d_7/kernel", "bias": "conv2d_7/bias"}
-    bn = {f"bn.{k}": f"batch_normalization_{{}}/{v}" for k, v in
-          (("gamma", "gamma"), ("beta", "beta"), ("mean", "moving_mean"), ("var", "moving_variance"))}
+    bn = {
+        f"bn.{k}": f"batch_normalization_{{}}/{v}"
+        for k, v in (("gamma", "gamma"), ("beta", "beta"), ("mean", "moving_mean"), ("var", "moving_variance"))
+    }
     # from the graph: conv2d_4 feeds batch_normalization_6 (names would pair it with _4)
     assert model.blocks["conv2d_4"] == {"weight": "conv2d_4/kernel", **{k: v.format(6) for k, v in bn.items()}}
-    assert model.blocks["separable_conv2d_1"] == {"weight": "separable_conv2d_1/pointwise_kernel",
-                                                  **{k: v.format(4) for k, v in bn.items()}}
+    assert model.blocks["separable_conv2d_1"] == {
+        "weight": "separable_conv2d_1/pointwise_kernel",
+        **{k: v.format(4) for k, v in bn.items()},
+    }
     assert sum("bn.gamma" in b for b in model.blocks.values()) == 14  # every batch norm of the model
     assert len(model.blocks) == 15
     assert model.dimension_shift == {}
@@ -102,7 +104,9 @@ def test_saved_model_source_round_trip(fer_model, face_batch, tmp_path):
     weights = {w.path: w.numpy() for w in fer_model.weights}
     for v in tf.saved_model.load(str(tmp_path / "sm2")).variables:
         np.testing.assert_array_equal(v.numpy(), weights[v.name[:-2]], err_msg=v.name)
-    np.testing.assert_array_equal(run_saved_model(tmp_path / "sm2", face_batch), run_saved_model(tmp_path / "sm", face_batch))
+    np.testing.assert_array_equal(
+        run_saved_model(tmp_path / "sm2", face_batch), run_saved_model(tmp_path / "sm", face_batch)
+    )
 
 
 def test_lossy_within_tolerance_and_command_line(fer_h5, fer_model, face_batch, tmp_path, capsys):
@@ -126,8 +130,9 @@ def test_in_memory_model_and_template(fer_model, face_batch, tmp_path):
     with pytest.raises(ModelError, match="no Keras topology"):
         write_model(decoded, tmp_path / "x.keras")
     write_model(decoded, tmp_path / "x.keras", template=fer_model)
-    np.testing.assert_array_equal(_run(keras.models.load_model(tmp_path / "x.keras", compile=False), face_batch),
-                                  _run(fer_model, face_batch))
+    np.testing.assert_array_equal(
+        _run(keras.models.load_model(tmp_path / "x.keras", compile=False), face_batch), _run(fer_model, face_batch)
+    )
     # lossy weights into a SavedModel folder from the in-memory template: the folder
     # holds the decoded weights, the caller's model keeps its own
     before = [w.numpy().copy() for w in fer_model.weights]
@@ -166,10 +171,14 @@ def test_saved_model_carriage(fer_model, face_batch, tmp_path):
     assert not (tmp_path / "carried" / "variables").exists()
     assert (tmp_path / "carried" / "saved_model.pb").read_bytes() == (tmp_path / "sm" / "saved_model.pb").read_bytes()
     adapter.embed(encode_model(read_model(tmp_path / "sm")), tmp_path / "lossy", template=tmp_path / "sm")
-    size = {name: sum(f.stat().st_size for f in (tmp_path / name).rglob("*") if f.is_file()) for name in ("sm", "lossy")}
+    size = {
+        name: sum(f.stat().st_size for f in (tmp_path / name).rglob("*") if f.is_file()) for name in ("sm", "lossy")
+    }
     assert size["lossy"] < size["sm"] - 58423 * 4 * 3 / 4  # the weights at under 8 bits instead of 32
     adapter.write(decode_model(adapter.extract(tmp_path / "carried")), tmp_path / "restored", template=tmp_path / "sm")
-    np.testing.assert_array_equal(run_saved_model(tmp_path / "restored", face_batch), run_saved_model(tmp_path / "sm", face_batch))
+    np.testing.assert_array_equal(
+        run_saved_model(tmp_path / "restored", face_batch), run_saved_model(tmp_path / "sm", face_batch)
+    )
 
 
 # -- bad models (#7 item 5) ------------------------------------------------------
@@ -244,6 +253,15 @@ def test_batch_norm_blocks_follow_the_graph(tmp_path):
     m = keras.layers.Conv2D(5, 1, name="m")(s)
     m = keras.layers.BatchNormalization(name="bn_m")(keras.layers.Softmax(name="softmax_layer")(m))
     model = read_model(keras.Model(x, m, name="blocks"))
-    assert model.blocks == {"a": {"weight": "a/kernel", "bias": "a/bias", "bn.gamma": "bn_a/gamma",
-                                  "bn.beta": "bn_a/beta", "bn.mean": "bn_a/moving_mean", "bn.var": "bn_a/moving_variance"},
-                            "s": {"weight": "s/kernel", "bias": "s/bias"}, "m": {"weight": "m/kernel", "bias": "m/bias"}}
+    assert model.blocks == {
+        "a": {
+            "weight": "a/kernel",
+            "bias": "a/bias",
+            "bn.gamma": "bn_a/gamma",
+            "bn.beta": "bn_a/beta",
+            "bn.mean": "bn_a/moving_mean",
+            "bn.var": "bn_a/moving_variance",
+        },
+        "s": {"weight": "s/kernel", "bias": "s/bias"},
+        "m": {"weight": "m/kernel", "bias": "m/bias"},
+    }
