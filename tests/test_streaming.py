@@ -243,6 +243,12 @@ def test_lazy_mapping_is_read_tensor_by_tensor(layers):
     assert sorted(watched.reads) == sorted(layers)  # each read once, on its turn
 
 
+def _open_files(path: Path) -> int:
+    """How many of this process's file descriptors are open on ``path``."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == os.path.realpath(path))
+
+
 def test_npz_is_read_lazily_and_written_streaming(tmp_path, layers):
     src = tmp_path / "in.npz"
     with open(src, "wb") as f:
@@ -250,8 +256,10 @@ def test_npz_is_read_lazily_and_written_streaming(tmp_path, layers):
     with np.load(src) as archive:  # numpy reads what the streaming writer wrote
         assert sorted(archive.files) == sorted(layers)
         assert all(_same(archive[n], layers[n]) for n in layers)
-    lazy = NpzTensors(src)
-    assert list(lazy) == list(layers) and len(lazy) == len(layers)
+    with NpzTensors(src) as lazy:
+        assert list(lazy) == list(layers) and len(lazy) == len(layers)
+        assert _open_files(src) == 1
+    assert _open_files(src) == 0  # closed on leaving the block, while `lazy` still exists
     assert main(["encode", str(src), "-o", str(tmp_path / "m.nnr"), "-q"]) == 0
     assert (tmp_path / "m.nnr").read_bytes() == nnc_core.encode(layers)
     assert main(["decode", str(tmp_path / "m.nnr"), "-o", str(tmp_path / "out.npz"), "-q", "--workers", "1"]) == 0

@@ -122,6 +122,16 @@ class NpzTensors(Mapping[str, np.ndarray]):
     def __contains__(self, name: object) -> bool:
         return name in self._known
 
+    def close(self) -> None:
+        """Closes the archive; arrays already read stay valid."""
+        self._archive.close()
+
+    def __enter__(self) -> NpzTensors:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def write_npz(f: BinaryIO, arrays: Iterable[tuple[str, np.ndarray]]) -> None:
     """An ``.npz`` archive (as :func:`numpy.savez` writes one) from
