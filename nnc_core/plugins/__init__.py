@@ -3,12 +3,19 @@
 A plugin is a distribution with an entry point in the group ``nnc`` naming a
 module that implements the hooks of :class:`~nnc_core.plugins.hookspecs.NncSpecs`
 with :data:`hookimpl`.  See docs/plugins.md.
+
+Everything a plugin needs from the core is importable from here (and the
+codec itself from ``nnc_core``): plugins import nothing else of the core, so
+that its internals can change without breaking them (tests/test_plugins.py
+checks the plugins in this repository).
 """
 
 from pathlib import Path
 
-from nnc_core.bitstream.units import TopologyStorageFormat
-from nnc_core.model import NNRModel
+from nnc_core.bitstream.units import CompressedDataUnit, TopologyStorageFormat, read_units
+from nnc_core.errors import BitstreamError, FrameworkUnavailableError, ModelError, PluginError
+from nnc_core.files import atomic_path, write_atomically
+from nnc_core.model import NNRModel, topology_of
 from nnc_core.plugins.hookspecs import HOOK_API_VERSION, NncSpecs, hookimpl, hookspec
 from nnc_core.plugins.manager import (
     ENTRY_POINT_GROUP,
@@ -18,12 +25,14 @@ from nnc_core.plugins.manager import (
     get_plugin_manager,
     load_object,
 )
+from nnc_core.plugins.npz import CARRIAGE_KEY
 from nnc_core.plugins.types import (
     FrameworkAdapter,
     FrameworkPlugin,
     Source,
     TopologyConverter,
 )
+from nnc_core.topology import Topology
 
 __all__ = [
     "HOOK_API_VERSION",
@@ -42,6 +51,20 @@ __all__ = [
     "load_object",
     "read_model",
     "write_model",
+    # what adapters and converters use
+    "NNRModel",
+    "Topology",
+    "TopologyStorageFormat",
+    "topology_of",
+    "read_units",
+    "CompressedDataUnit",
+    "CARRIAGE_KEY",
+    "write_atomically",
+    "atomic_path",
+    "ModelError",
+    "PluginError",
+    "BitstreamError",
+    "FrameworkUnavailableError",
 ]
 
 

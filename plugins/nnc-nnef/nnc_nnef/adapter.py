@@ -51,10 +51,17 @@ from typing import Any
 import nnef
 import numpy as np
 
-from nnc_core.bitstream.units import CompressedDataUnit, TopologyStorageFormat, read_units
-from nnc_core.errors import BitstreamError, ModelError
-from nnc_core.files import atomic_path
-from nnc_core.model import NNRModel, Topology, topology_of
+from nnc_core.plugins import (
+    BitstreamError,
+    CompressedDataUnit,
+    ModelError,
+    NNRModel,
+    Topology,
+    TopologyStorageFormat,
+    atomic_path,
+    read_units,
+    topology_of,
+)
 
 __all__ = ["NnefAdapter", "NNR_ITEM_TYPE", "GRAPH_FILE"]
 
@@ -206,10 +213,10 @@ class NnefAdapter:
         graph = _Graph(text, str(folder))
         carried = self.extract(folder)
         if carried is not None:
-            from nnc_core.model import decode_model
+            import nnc_core
 
             try:
-                decoded = decode_model(carried).tensors
+                decoded = nnc_core.decode(carried)
             except BitstreamError as e:
                 raise ModelError(f"{folder}: the NNR data in its tensor files does not decode: {e}") from e
         tensors: dict[str, np.ndarray] = {}

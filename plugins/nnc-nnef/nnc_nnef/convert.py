@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nnc_core.errors import ModelError
+from nnc_core.plugins import ModelError
 
 __all__ = ["from_onnx", "to_onnx", "nnef_tools"]
 

@@ -47,11 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nnc_core.bitstream.units import TopologyStorageFormat
-from nnc_core.errors import ModelError
-from nnc_core.files import write_atomically
-from nnc_core.model import NNRModel, Topology
-from nnc_core.plugins.npz import CARRIAGE_KEY
+from nnc_core.plugins import CARRIAGE_KEY, ModelError, NNRModel, Topology, TopologyStorageFormat, write_atomically
 from nnc_pytorch.plugin import SUFFIXES
 
 __all__ = ["TorchAdapter", "load_state", "is_torchscript", "module_blocks", "CARRIAGE_KEY", "TOPOLOGY_FORMAT"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from nnc_core.errors import ModelError, PluginError
+from nnc_core.plugins import ModelError, PluginError
 
 __all__ = ["to_onnx", "OPSET"]
 
