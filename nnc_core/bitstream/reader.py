@@ -84,9 +84,13 @@ def _performance_maps(r: BitReader, flags: dict[str, bool]) -> dict[str, Any]:
             e["block_dimensions"] = [r.u(8) for _ in range(max(n - 1, 0))]
             e["threshold"] = r.flt()
             e["accuracy"] = r.flt()
-            classes = r.u(8, "upm_count_classes")
-            e["class_bitmask"] = r.ue(7)
-            e["class_accuracy"] = [r.flt() for _ in range(classes)]
+            # NNCodec's syntax: upm_class_bitmask, read as a number, counts the
+            # class accuracies that follow; upm_count_classes counts none (notes 01 §4.1)
+            e["count_classes"] = r.u(8, "upm_count_classes")
+            e["class_bitmask"] = bitmask = r.ue(7, "upm_class_bitmask")
+            if 32 * bitmask > r.bits_left():
+                raise r.error(f"upm_class_bitmask {bitmask}: {bitmask} class accuracies cannot fit the unit")
+            e["class_accuracy"] = [r.flt("upm_nn_class_accuracy") for _ in range(bitmask)]
             entries.append(e)
         maps["unification"] = entries
     if flags.get("decomposition"):

@@ -68,6 +68,18 @@ def _write_performance_maps(w: BitWriter, maps: dict[str, Any], kinds: tuple[str
                         w.u(8, d)
                 for key in ("threshold", "accuracy"):
                     w.flt(e[key])
+                # NNCodec's syntax: as many class accuracies as upm_class_bitmask
+                # says (its value), upm_count_classes on its own (notes 01 §4.1)
+                if len(e["class_accuracy"]) != e["class_bitmask"]:
+                    raise ValueError(
+                        f"a unification map entry with class_bitmask {e['class_bitmask']} carries that many "
+                        f"class accuracies, not {len(e['class_accuracy'])}"
+                    )
+                w.u(8, e.get("count_classes", len(e["class_accuracy"])))
+                w.ue(7, e["class_bitmask"])
+                for a in e["class_accuracy"]:
+                    w.flt(a)
+                continue
             w.u(8, len(e["class_accuracy"]))
             w.ue(7, e["class_bitmask"])
             for a in e["class_accuracy"]:
