@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nnc_core import api
-from nnc_core.bitstream.units import TopologyUnit, flatten_units, read_units
+from nnc_core.bitstream.units import TopologyStorageFormat, TopologyUnit, flatten_units, read_units
 from nnc_core.errors import ConfigError
 from nnc_core.topology import (
     MAX_TOPOLOGY_BYTES,
@@ -90,11 +90,13 @@ def decode_model(data: bytes | bytearray | memoryview, /, **options: Any) -> NNR
 
 def topology_of(data: bytes | bytearray | memoryview | list[Any], /) -> Topology | None:
     """The topology a bitstream (or its parsed units) carries: its last NNR_TPL
-    unit (headers only, no payload decoding)."""
+    unit (headers only, no payload decoding).  An NNR_TPL_REFLIST unit is no
+    topology: it lists the names indexed references resolve to (read_units
+    gives NDUs those names)."""
     topology = None
     units = data if isinstance(data, list) else read_units(data)
     for index, inner, unit in flatten_units(units):
-        if isinstance(unit, TopologyUnit):
+        if isinstance(unit, TopologyUnit) and unit.topology_storage_format != TopologyStorageFormat.NNR_TPL_REFLIST:
             where = dict(unit_index=index, aggregated_index=inner, byte_offset=unit.offset)
             topology = Topology.from_unit(unit, where=where)
     return topology

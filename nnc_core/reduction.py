@@ -647,14 +647,22 @@ def check_performance_maps(maps: Mapping[str, Iterable[Mapping[str, Any]]] | Non
     """Validated performance maps for the MPS: kind -> entries, each with the
     numbers of its kind (floats), optional ``class_accuracy`` (list of floats)
     and ``class_bitmask`` (int), and for unification ``reshaped_tensor_dimensions``,
-    ``super_block_dimensions`` and ``block_dimensions`` (lists of ints).  They
-    are metadata for the receiver (accuracies the encoder cannot measure);
-    no decoding step depends on them."""
+    ``super_block_dimensions`` and ``block_dimensions`` (lists of ints) and
+    ``count_classes`` (int).  They are metadata for the receiver (accuracies
+    the encoder cannot measure); no decoding step depends on them.
+
+    The unification map follows NNCodec's syntax (notes 01 §4.1): an entry
+    carries as many class accuracies as the value of its ``class_bitmask``,
+    and ``upm_count_classes`` is coded apart (``count_classes``, by default
+    the number of class accuracies).  NNCodec 2.1.3 stores at most
+    max(1, the largest ``count_classes`` of the entries so far) accuracies
+    per entry and fails on more: such maps are refused too."""
     out: dict[str, list[dict[str, Any]]] = {}
     for kind, entries in (maps or {}).items():
         if kind not in _MAP_FIELDS:
             raise ConfigError(f"performance_maps: unknown kind {kind!r}; kinds are {list(_MAP_FIELDS)}")
-        checked = []
+        checked: list[dict[str, Any]] = []
+        widest = 1  # NNCodec's class-accuracy array: max(1, count_classes so far) wide
         for entry in entries:
             entry = dict(entry)
             unknown = (
@@ -667,6 +675,7 @@ def check_performance_maps(maps: Mapping[str, Iterable[Mapping[str, Any]]] | Non
                     "super_block_dimensions",
                     "block_dimensions",
                 }
+                - ({"count_classes"} if kind == "unification" else set())
             )
             if unknown:
                 raise ConfigError(f"performance_maps[{kind!r}]: unknown fields {sorted(unknown)}")
@@ -684,12 +693,38 @@ def check_performance_maps(maps: Mapping[str, Iterable[Mapping[str, Any]]] | Non
                     if e["class_bitmask"] < 0:
                         raise ConfigError(f"performance_maps[{kind!r}]: negative class_bitmask")
                 e["class_accuracy"] = [float(a) for a in entry.get("class_accuracy", [])]
+                if kind == "unification":
+                    e["count_classes"] = int(entry.get("count_classes", len(e["class_accuracy"])))
             except KeyError as missing:
                 raise ConfigError(f"performance_maps[{kind!r}]: an entry lacks {missing}") from None
             except (TypeError, ValueError) as bad:
                 raise ConfigError(f"performance_maps[{kind!r}]: {bad}") from None
+            if kind == "unification":
+                widest = _check_unification_classes(e, len(checked), widest)
             checked.append(e)
         if len(checked) > 254:
             raise ConfigError(f"performance_maps[{kind!r}]: at most 254 entries")
         out[kind] = checked
     return out
+
+
+def _check_unification_classes(e: dict[str, Any], index: int, widest: int) -> int:
+    """Checks a unification entry against NNCodec's class loop (over the value
+    of ``upm_class_bitmask``); returns the width of NNCodec's class-accuracy
+    array after the entry."""
+    where = f"performance_maps['unification'][{index}]"
+    bitmask, n = e["class_bitmask"], len(e["class_accuracy"])
+    if n != bitmask:
+        raise ConfigError(
+            f"{where}: class_bitmask {bitmask} with {n} class accuracies; the unification map carries "
+            f"as many class accuracies as the value of class_bitmask (NNCodec's syntax)"
+        )
+    if not 0 <= e["count_classes"] <= 255:
+        raise ConfigError(f"{where}: count_classes {e['count_classes']} outside 0..255")
+    widest = max(widest, e["count_classes"])
+    if bitmask > widest:
+        raise ConfigError(
+            f"{where}: {bitmask} class accuracies but count_classes {e['count_classes']}; NNCodec 2.1.3 reads "
+            f"at most {widest} (the largest count_classes so far) and fails on more"
+        )
+    return widest

@@ -423,6 +423,79 @@ def test_performance_maps_are_validated(model):
         nnc_core.encode(model, performance_maps={"pruning": [{"pruning_ratio": 0.5, "accuracy": 1, "top5": 1}]})
 
 
+UNIFICATION_CLASSES = [
+    # 3 class accuracies: as many as class_bitmask's value (NNCodec's syntax), 4 classes
+    {"threshold": 0.5, "accuracy": 0.75, "count_classes": 4, "class_bitmask": 3, "class_accuracy": [0.5, 0.25, 1.0]},
+    # count_classes by default: the number of class accuracies
+    {"threshold": 0.25, "accuracy": 0.5, "class_bitmask": 2, "class_accuracy": [0.125, 0.375]},
+]
+
+
+def test_unification_map_codes_class_bitmask_accuracies(model):
+    """upm_count_classes u(8), upm_class_bitmask ue(7), then as many flt(32) class
+    accuracies as the bitmask's value (notes 01 §4.1): the MPS's last bytes."""
+    import struct
+
+    stream = nnc_core.encode(model, performance_maps={"unification": UNIFICATION_CLASSES})
+    mps = read_units(stream)[1]
+    unit = stream[mps.offset : mps.offset + mps.size]
+    entry = struct.pack("<ff", 0.25, 0.5) + bytes([2, 0b1_0000010]) + struct.pack("<ff", 0.125, 0.375)
+    assert unit.endswith(entry + b"\x80")
+    first = struct.pack("<ff", 0.5, 0.75) + bytes([4, 0b1_0000011]) + struct.pack("<fff", 0.5, 0.25, 1.0)
+    # the second entry has no dimensions: ue(1) 1 and byte_alignment() (111 00000), two counts 1
+    assert unit.endswith(first + bytes([0b111_00000, 1, 1]) + entry + b"\x80")
+    assert [
+        (e["count_classes"], e["class_bitmask"], e["class_accuracy"]) for e in mps.performance_maps["unification"]
+    ] == [(4, 3, [0.5, 0.25, 1.0]), (2, 2, [0.125, 0.375])]
+    assert mps.performance_maps == reduction.check_performance_maps({"unification": UNIFICATION_CLASSES})
+
+    # a bitmask asking for more accuracies than the unit holds
+    at = mps.offset + unit.index(bytes([2, 0b1_0000010])) + 1
+    bad = stream[:at] + bytes([0b1_0001111]) + stream[at + 1 :]
+    with pytest.raises(BitstreamError, match="upm_class_bitmask 15: 15 class accuracies cannot fit the unit") as e:
+        read_units(bad)
+    assert (e.value.unit_index, e.value.byte_offset) == (1, at + 1)
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"class_bitmask": 3, "class_accuracy": [0.5]}, "class_bitmask 3 with 1 class accuracies"),
+        ({"class_accuracy": [0.5, 0.5]}, "class_bitmask 0 with 2 class accuracies"),
+        ({"class_bitmask": 2, "class_accuracy": [0.5, 0.5], "count_classes": 1}, "NNCodec 2.1.3 reads at most 1"),
+        ({"class_bitmask": 0, "count_classes": 256}, "count_classes 256 outside 0..255"),
+        ({"class_bitmask": 0, "count_classes": "many"}, "invalid literal"),
+    ],
+)
+def test_unification_class_accuracies_are_validated(model, entry, message):
+    with pytest.raises(ConfigError, match=message):
+        nnc_core.encode(model, performance_maps={"unification": [{"threshold": 0.5, "accuracy": 0.5, **entry}]})
+
+
+def test_unification_class_accuracies_as_nncodec_stores_them(model):
+    """NNCodec keeps the accuracies in one array max(1, largest count_classes so far)
+    wide: one accuracy needs no class count, a later entry may use an earlier count."""
+    maps = [
+        {"threshold": 0.5, "accuracy": 0.5, "count_classes": 0, "class_bitmask": 1, "class_accuracy": [0.5]},
+        {"threshold": 0.5, "accuracy": 0.5, "count_classes": 3, "class_bitmask": 0},
+        {"threshold": 0.5, "accuracy": 0.5, "count_classes": 0, "class_bitmask": 3, "class_accuracy": [1, 2, 3]},
+    ]
+    stream = nnc_core.encode(model, performance_maps={"unification": maps})
+    assert [e["class_accuracy"] for e in read_units(stream)[1].performance_maps["unification"]] == [
+        [0.5],
+        [],
+        [1.0, 2.0, 3.0],
+    ]
+    with pytest.raises(ConfigError, match="NNCodec 2.1.3 reads at most 3"):
+        nnc_core.encode(
+            model, performance_maps={"unification": [*maps, {**maps[2], "class_bitmask": 4, "class_accuracy": [1] * 4}]}
+        )
+    with pytest.raises(ConfigError, match="unknown fields"):
+        nnc_core.encode(
+            model, performance_maps={"pruning": [{"pruning_ratio": 0.5, "accuracy": 1, "count_classes": 1}]}
+        )
+
+
 # --- a decomposed weight as two NDUs (G, then H) ------------------------------------------
 
 

@@ -84,9 +84,13 @@ def _performance_maps(r: BitReader, flags: dict[str, bool]) -> dict[str, Any]:
             e["block_dimensions"] = [r.u(8) for _ in range(max(n - 1, 0))]
             e["threshold"] = r.flt()
             e["accuracy"] = r.flt()
-            classes = r.u(8, "upm_count_classes")
-            e["class_bitmask"] = r.ue(7)
-            e["class_accuracy"] = [r.flt() for _ in range(classes)]
+            # NNCodec's syntax: upm_class_bitmask, read as a number, counts the
+            # class accuracies that follow; upm_count_classes counts none (notes 01 §4.1)
+            e["count_classes"] = r.u(8, "upm_count_classes")
+            e["class_bitmask"] = bitmask = r.ue(7, "upm_class_bitmask")
+            if 32 * bitmask > r.bits_left():
+                raise r.error(f"upm_class_bitmask {bitmask}: {bitmask} class accuracies cannot fit the unit")
+            e["class_accuracy"] = [r.flt("upm_nn_class_accuracy") for _ in range(bitmask)]
             entries.append(e)
         maps["unification"] = entries
     if flags.get("decomposition"):
@@ -166,6 +170,7 @@ def _read_lps(r: BitReader, unit: LayerParameterSet) -> None:
 
 
 def _read_element_ids(r: BitReader, indexed: bool) -> list[Any]:
+    """``topology_elements_ids_list(indexed)``: names (str) or indices (int)."""
     count = r.ue(7, "count_topology_elements_minus2") + 2
     if count > r.bits_left():
         raise r.error(f"topology element list of {count} entries cannot fit the unit")
@@ -175,6 +180,25 @@ def _read_element_ids(r: BitReader, indexed: bool) -> list[Any]:
     ids = [r.ue(7, "topology_elem_id_index_list") for _ in range(count)]
     r.byte_alignment()
     return ids
+
+
+def _resolve_indices(r: BitReader, indices: list[int], state: ParseState, byte_offset: int) -> list[str]:
+    """The names an indexed NDU refers to: entries of the NNR_TPL_REFLIST in force
+    (0-based, as NNCodec looks them up in its ``topology_elem_id_list``)."""
+    names = state.element_id_list
+    problem = None
+    if names is None:
+        problem = "an NDU refers to its topology elements by index, but no NNR_TPL_REFLIST unit precedes it"
+    else:
+        bad = [i for i in indices if i >= len(names)]
+        if bad:
+            problem = f"topology_elem_id_index {bad[0]} is outside the NNR_TPL_REFLIST of {len(names)} names"
+    if problem:
+        raise BitstreamError(
+            problem, unit_index=r.unit_index, aggregated_index=r.aggregated_index, byte_offset=byte_offset
+        )
+    assert names is not None
+    return [names[i] for i in indices]
 
 
 def _read_codebook(r: BitReader) -> IntegerCodebook:
@@ -207,12 +231,16 @@ def _read_ndu_header(r: BitReader, h: NduHeader, state: ParseState) -> None:
     h.multiple_topology_elements_present_flag = r.flag()
     h.decompressed_data_format_present_flag = r.flag()
     h.input_parameters_present_flag = r.flag()
+    ids_offset = r.byte_position
     if h.multiple_topology_elements_present_flag:
         h.element_ids = _read_element_ids(r, indexed)
     elif not indexed:
         h.element_ids = [r.st("topology_elem_id")]
     else:
         h.element_ids = [r.ue(7, "topology_elem_id_index")]
+    if indexed:
+        h.element_id_indices = h.element_ids
+        h.element_ids = _resolve_indices(r, h.element_id_indices, state, ids_offset)
     if profile == 1:
         h.node_id_present_flag = r.flag()
         if h.node_id_present_flag:
@@ -391,6 +419,7 @@ def _read_unit(
         state.general_profile_idc = unit.general_profile_idc
         state.mps = None
         state.lps = None
+        state.element_id_list = None
         return unit
     if state.general_profile_idc is None:
         raise r.error("unit before the start unit")
@@ -410,7 +439,9 @@ def _read_unit(
         tpl.topology_storage_format = r.u(8, "topology_storage_format")
         tpl.topology_compression_format = r.u(8, "topology_compression_format")
         if tpl.topology_storage_format == TopologyStorageFormat.NNR_TPL_REFLIST:
-            tpl.element_ids = _read_element_ids(r, True)
+            # names, whatever mps_topology_indexed_reference_flag says (notes 01 §6, NNCodec)
+            tpl.element_ids = _read_element_ids(r, False)
+            state.element_id_list = tpl.element_ids
         elif tpl.topology_storage_format == TopologyStorageFormat.NNR_TPL_PRUN:
             tpl.topology_data = r.bytes(r.bits_left() // 8, "nnr_pruning_topology_container")
         else:

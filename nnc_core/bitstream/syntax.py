@@ -156,7 +156,9 @@ class TopologyUnit(Unit):
     topology_storage_format: int = 0
     topology_compression_format: int = 0
     topology_data: bytes = b""
-    element_ids: list[Any] = field(default_factory=list)  # NNR_TPL_REFLIST
+    # NNR_TPL_REFLIST: topology_elements_ids_list(0), the names that NDUs of an
+    # MPS with mps_topology_indexed_reference_flag refer to by index
+    element_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -204,7 +206,12 @@ class NduHeader:
     multiple_topology_elements_present_flag: bool = False
     decompressed_data_format_present_flag: bool = False
     input_parameters_present_flag: bool = True
-    element_ids: list[Any] = field(default_factory=list)  # names (str) or indices (int)
+    # Names of the topology elements.  Under mps_topology_indexed_reference_flag
+    # the header signals indices into the NNR_TPL_REFLIST in force: reading keeps
+    # them in element_id_indices and resolves element_ids to the list's names;
+    # writing codes element_id_indices, or the names' indices in the list if None.
+    element_ids: list[Any] = field(default_factory=list)
+    element_id_indices: list[int] | None = None
     node_id_present_flag: bool = False
     device_id: int = 0
     parameter_id: int | None = None
@@ -264,6 +271,8 @@ class ParseState:
     general_profile_idc: int | None = None
     mps: ModelParameterSet | None = None
     lps: LayerParameterSet | None = None  # the layer parameter set in force
+    # names of the last NNR_TPL_REFLIST unit since the start unit (indexed references)
+    element_id_list: list[str] | None = None
 
     def quantization_base(self) -> tuple[int, int]:
         """``(qp_density, quantization_parameter)`` NDUs code their QP against."""

@@ -68,6 +68,18 @@ def _write_performance_maps(w: BitWriter, maps: dict[str, Any], kinds: tuple[str
                         w.u(8, d)
                 for key in ("threshold", "accuracy"):
                     w.flt(e[key])
+                # NNCodec's syntax: as many class accuracies as upm_class_bitmask
+                # says (its value), upm_count_classes on its own (notes 01 §4.1)
+                if len(e["class_accuracy"]) != e["class_bitmask"]:
+                    raise ValueError(
+                        f"a unification map entry with class_bitmask {e['class_bitmask']} carries that many "
+                        f"class accuracies, not {len(e['class_accuracy'])}"
+                    )
+                w.u(8, e.get("count_classes", len(e["class_accuracy"])))
+                w.ue(7, e["class_bitmask"])
+                for a in e["class_accuracy"]:
+                    w.flt(a)
+                continue
             w.u(8, len(e["class_accuracy"]))
             w.ue(7, e["class_bitmask"])
             for a in e["class_accuracy"]:
@@ -135,6 +147,20 @@ def _write_element_ids(w: BitWriter, ids: list[Any], indexed: bool) -> None:
         w.byte_alignment()
 
 
+def _element_indices(h: NduHeader, state: ParseState) -> list[int]:
+    """What an NDU under ``mps_topology_indexed_reference_flag`` codes: its
+    ``element_id_indices``, or the indices of its names in the NNR_TPL_REFLIST."""
+    if h.element_id_indices is not None:
+        return h.element_id_indices
+    names = state.element_id_list
+    if names is None:
+        raise ValueError("an NDU with indexed topology references needs an NNR_TPL_REFLIST unit before it")
+    missing = [str(e) for e in h.element_ids if e not in names]
+    if missing:
+        raise ValueError(f"topology elements {missing} are not in the NNR_TPL_REFLIST")
+    return [names.index(e) for e in h.element_ids]
+
+
 def write_integer_codebook(w: BitWriter, cb: IntegerCodebook) -> None:
     size = len(cb.values)
     w.u(4, cb.egk)
@@ -155,12 +181,13 @@ def _write_ndu_header(w: BitWriter, h: NduHeader, state: ParseState) -> None:
     w.flag(h.multiple_topology_elements_present_flag)
     w.flag(h.decompressed_data_format_present_flag)
     w.flag(h.input_parameters_present_flag)
+    ids = _element_indices(h, state) if indexed else h.element_ids
     if h.multiple_topology_elements_present_flag:
-        _write_element_ids(w, h.element_ids, indexed)
+        _write_element_ids(w, ids, indexed)
     elif not indexed:
-        w.st(str(h.element_ids[0]))
+        w.st(str(ids[0]))
     else:
-        w.ue(7, int(h.element_ids[0]))
+        w.ue(7, int(ids[0]))
     if profile == 1:
         w.flag(h.node_id_present_flag)
         if h.node_id_present_flag:
@@ -263,6 +290,7 @@ def write_unit(unit: Unit, state: ParseState) -> bytes:
         state.general_profile_idc = unit.general_profile_idc
         state.mps = None
         state.lps = None
+        state.element_id_list = None
     elif state.general_profile_idc is None:
         raise ValueError("a start unit must come first")
     elif isinstance(unit, ModelParameterSet):
@@ -276,7 +304,8 @@ def write_unit(unit: Unit, state: ParseState) -> bytes:
         w.u(8, unit.topology_storage_format)
         w.u(8, unit.topology_compression_format)
         if unit.topology_storage_format == TopologyStorageFormat.NNR_TPL_REFLIST:
-            _write_element_ids(w, unit.element_ids, True)
+            _write_element_ids(w, unit.element_ids, False)  # names (notes 01 §6, NNCodec)
+            state.element_id_list = list(unit.element_ids)
         else:
             w.bytes(unit.topology_data)
     elif isinstance(unit, QuantizationUnit):

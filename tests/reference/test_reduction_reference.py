@@ -16,6 +16,7 @@ import pytest
 
 import nnc_core
 from nnc_core import reduction
+from nnc_core.bitstream.units import read_units
 from nnc_core.encoding import blocks_from_parameter_types
 from nnc_core.testing import pretrained, reference
 
@@ -291,6 +292,79 @@ def test_nncodec_reads_our_performance_maps(minilm):
         [0.875],
         [0.5],
     )
+
+
+UNIFICATION_CLASSES = [
+    {
+        "threshold": 0.5,
+        "accuracy": 0.75,
+        "reshaped_tensor_dimensions": [384, 384],
+        "super_block_dimensions": [4, 8],
+        "block_dimensions": [2, 4],
+        "count_classes": 4,
+        "class_bitmask": 3,
+        "class_accuracy": [0.5, 0.25, 1.0],
+    },
+    {"threshold": 0.25, "accuracy": 0.5, "class_bitmask": 2, "class_accuracy": [0.125, 0.375]},
+]
+
+
+def _nncodec_unification_fields():
+    """UNIFICATION_CLASSES as the syntax elements of NNCodec's unification map."""
+    u32, f32 = np.uint32, np.float32
+    return {
+        "upm_count_thresholds": 3,
+        "count_reshaped_tensor_dimension": np.array([3, 1], u32),
+        "reshaped_tensor_dimensions": np.array([[384, 384], [0, 0]], u32),
+        "count_super_block_dimension": np.array([3, 1], u32),
+        "super_block_dimensions": np.array([[4, 8], [0, 0]], u32),
+        "count_block_dimension": np.array([3, 1], u32),
+        "block_dimensions": np.array([[2, 4], [0, 0]], u32),
+        "unification_threshold": np.array([0.5, 0.25], f32),
+        "upm_nn_accuracy": np.array([0.75, 0.5], f32),
+        "upm_count_classes": np.array([4, 2], u32),
+        "upm_class_bitmask": np.array([3, 2], u32),
+        "upm_nn_class_accuracy": np.array([[0.5, 0.25, 1.0, 0.0], [0.125, 0.375, 0.0, 0.0]], f32),
+    }
+
+
+def test_unification_map_class_accuracies_both_ways(minilm):
+    """The unification map with class accuracies and nonzero bitmasks: as many
+    accuracies as the value of upm_class_bitmask (NNCodec's loop, notes 01 §4.1).
+    NNCodec reads ours; the MPS its syntax writer makes of the same fields is ours
+    byte for byte, and ours reads it field for field."""
+    import nncodec_syntax
+
+    params = {n: v for n, v in _minilm_subset(minilm).items() if n.startswith("encoder.layer.0.attention.self.query")}
+    maps = {"unification": UNIFICATION_CLASSES}
+    ours = nnc_core.encode(params, performance_maps=maps)
+    with _quiet():
+        decoded_there, info = _nncodec().decompress(bytearray(ours), return_model_information=True)
+    _same(nnc_core.decode(ours), decoded_there)
+    upm = info["performance_maps"]["mps"]["unification_performance_map"]
+    for key, value in _nncodec_unification_fields().items():
+        there = np.asarray(upm[key])
+        if there.ndim == 2:  # NNCodec's arrays are as wide as the widest entry
+            there = there[:, : np.shape(value)[1]]
+        assert there.tolist() == np.asarray(value).tolist(), key
+
+    # NNCodec's syntax writer: the MPS of its own stream with our map's fields
+    with _quiet():
+        plain = bytes(_nncodec().compress(params, bitstream_path=None, return_bitstream=True, verbose=False))
+    start, mps = read_units(plain)[:2]
+    profile = {"general_profile_idc": start.general_profile_idc}
+    fields, _ = nncodec_syntax.parse(plain[mps.offset : mps.offset + mps.size], profile)
+    fields.update(mps_unification_flag=1, **_nncodec_unification_fields())
+    theirs = nncodec_syntax.write(fields)
+    ours_mps = read_units(ours)[1]
+    assert ours[ours_mps.offset : ours_mps.offset + ours_mps.size] == theirs
+    stream = plain[: mps.offset] + theirs + plain[mps.offset + mps.size :]
+    read = read_units(stream)[1].performance_maps["unification"]
+    assert read == reduction.check_performance_maps(maps)["unification"]
+    assert [(e["count_classes"], e["class_bitmask"], e["class_accuracy"]) for e in read] == [
+        (4, 3, [0.5, 0.25, 1.0]),
+        (2, 2, [0.125, 0.375]),
+    ]
 
 
 def test_nncodec_decodes_a_decomposed_weight_in_two_ndus_like_us(rng):
