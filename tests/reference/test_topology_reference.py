@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import io
 
-import nncodec_syntax
 import numpy as np
 import pytest
 
 import nnc_core
+import nncodec_syntax
 from nnc_core.bitstream.units import (
     CompressedDataUnit,
     ModelParameterSet,
