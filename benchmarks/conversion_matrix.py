@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
@@ -220,7 +221,8 @@ def _relative(got: np.ndarray, expected: np.ndarray) -> float:
 
 
 def _short(error: BaseException) -> str:
-    text = " ".join(f"{type(error).__name__}: {error}".split())
+    # Keras puts terminal colour codes in its messages; a table cell wants plain text
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", f"{type(error).__name__}: {error}").split())
     return (text[:240] + " …" if len(text) > 240 else text).replace("|", "/")
 
 
