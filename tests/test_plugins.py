@@ -9,6 +9,7 @@ as an installed plugin is.  Their "framework" is the standard library's
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import subprocess
@@ -517,3 +518,26 @@ def test_performance_metric_in_the_model_parameter_set():
         metric_name("goodness")
     with pytest.raises(ConfigError, match="qualifier"):
         metric_name("psnr", "a b")
+
+
+def test_plugins_import_only_the_public_plugin_api():
+    """The plugins in this repository import from the core only `nnc_core`
+    (the codec) and `nnc_core.plugins` (the plugin API), so that the core's
+    internals can change without breaking a plugin; test helpers
+    (`nnc_core.testing`) are for their tests, not their packages."""
+    root = Path(__file__).resolve().parents[1] / "plugins"
+    found = []
+    for path in sorted(root.glob("nnc-*/nnc_*/**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for module in modules:
+                if module.startswith("nnc_core") and module not in ("nnc_core", "nnc_core.plugins"):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {module}")
+    assert len(list(root.glob("nnc-*/nnc_*/plugin.py"))) >= 5
+    assert not found, "\n".join(found)

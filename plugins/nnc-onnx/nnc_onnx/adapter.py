@@ -43,11 +43,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from nnc_core.bitstream.units import TopologyStorageFormat
-from nnc_core.errors import ModelError
-from nnc_core.files import write_atomically
-from nnc_core.model import NNRModel, Topology, topology_of
-from nnc_core.plugins.npz import CARRIAGE_KEY
+from nnc_core.plugins import (
+    CARRIAGE_KEY,
+    ModelError,
+    NNRModel,
+    Topology,
+    TopologyStorageFormat,
+    topology_of,
+    write_atomically,
+)
 
 __all__ = ["OnnxAdapter", "load", "CARRIAGE_NAME", "FLOAT_TYPES"]
 

@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from nnc_core.errors import ModelError, PluginError
-from nnc_core.files import write_atomically
+from nnc_core.plugins import ModelError, PluginError, write_atomically
 
 if TYPE_CHECKING:
     from nnc_core.plugins import ConversionStep

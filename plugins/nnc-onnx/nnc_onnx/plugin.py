@@ -2,8 +2,7 @@
 
 from collections.abc import Iterator
 
-from nnc_core.bitstream.units import TopologyStorageFormat
-from nnc_core.plugins import FrameworkPlugin, TopologyConverter, hookimpl
+from nnc_core.plugins import FrameworkPlugin, TopologyConverter, TopologyStorageFormat, hookimpl
 
 
 @hookimpl

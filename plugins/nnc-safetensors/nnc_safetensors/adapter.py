@@ -22,10 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnc_core.errors import ModelError
-from nnc_core.files import write_atomically
-from nnc_core.model import NNRModel
-from nnc_core.plugins import Source
+from nnc_core.plugins import ModelError, NNRModel, Source, write_atomically
 from nnc_safetensors import folder
 from nnc_safetensors.folder import Checkpoint
 from nnc_safetensors.layout import DTYPES, Entry, MappedFile

@@ -36,8 +36,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from nnc_core.errors import BitstreamError, ModelError
-from nnc_core.topology import Topology
+from nnc_core.plugins import BitstreamError, ModelError, Topology
 from nnc_safetensors.layout import SafetensorsFile, parse_header, read_file
 from nnc_safetensors.plugin import TOPOLOGY_MAGIC
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from nnc_core.errors import ModelError
+from nnc_core.plugins import ModelError
 
 __all__ = [
     "DTYPES",

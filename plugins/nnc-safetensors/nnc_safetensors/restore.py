@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnc_core.errors import ModelError
-from nnc_core.files import atomic_path
+from nnc_core.plugins import ModelError, atomic_path
 from nnc_safetensors.folder import Checkpoint
 from nnc_safetensors.layout import Entry, FileWriter, SafetensorsFile, code_of, header_text, packed
 

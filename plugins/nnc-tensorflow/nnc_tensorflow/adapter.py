@@ -50,9 +50,7 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-from nnc_core.bitstream.units import TopologyStorageFormat
-from nnc_core.errors import ModelError
-from nnc_core.model import NNRModel, Topology, topology_of
+from nnc_core.plugins import ModelError, NNRModel, Topology, TopologyStorageFormat, topology_of
 
 
 def _tf() -> tuple[Any, Any]:
@@ -464,7 +462,7 @@ def _save_file(destination: Path, save: Any) -> None:
 
 
 def _save_folder(destination: Path, save: Any) -> None:
-    from nnc_core.files import atomic_path
+    from nnc_core.plugins import atomic_path
 
     with atomic_path(destination, directory=True) as staged, contextlib.redirect_stdout(io.StringIO()):
         save(str(staged))

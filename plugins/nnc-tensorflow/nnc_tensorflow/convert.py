@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nnc_core.errors import ModelError, PluginError
+from nnc_core.plugins import ModelError, PluginError
 
 if TYPE_CHECKING:
     from nnc_core.plugins import ConversionStep
