@@ -11,9 +11,9 @@ did) fails the test while the tensors in flight pass it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +33,26 @@ CODING = ["--qp", "-20", "--no-dq"]
 STEP = 2.0 ** (-20 / 4)  # qp -20 at qp_density 2
 
 
+# The command is started by a small process of its own, not by pytest: Linux carries
+# a parent's peak RSS at fork into the child's ru_maxrss, and pytest's may be larger
+# than the bound.
+_RUN = textwrap.dedent(
+    """
+    import os, subprocess, sys
+    proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    sys.stderr.write(proc.stderr.read().decode())
+    print(usage.ru_maxrss * 1024)
+    sys.exit(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
 def _peak_rss(argv: list[str], cwd: Path) -> int:
     """Peak resident bytes of one process (cwd: not the source tree, which would shadow the installed package)."""
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    assert os.waitstatus_to_exitcode(status) == 0, f"{' '.join(argv)}: {err}"
-    return usage.ru_maxrss * 1024
+    out = subprocess.run([sys.executable, "-c", _RUN, *argv], cwd=cwd, capture_output=True, text=True)
+    assert out.returncode == 0, f"{' '.join(argv)}: {out.stderr}"
+    return int(out.stdout.split()[-1])
 
 
 def test_sharded_bf16_checkpoint_streams_within_the_bound(tmp_path):
