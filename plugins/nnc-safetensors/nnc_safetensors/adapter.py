@@ -2,11 +2,12 @@
 
 Read: one file, or a folder with every ``*.safetensors`` file in it (a
 sharded checkpoint with its ``model.safetensors.index.json``, checked
-against the shards).  Tensors are views of the memory-mapped files, in their
-own dtype (bf16, fp16, fp8 … with ``ml_dtypes``; no torch), read from disk
-when the encoder reaches them: a checkpoint larger than memory is encoded
-one tensor at a time.  NNR names them by their safetensors names, in file
-order and, within a file, in data order.
+against the shards).  Each tensor is read from its file when the encoder
+reaches it, into an array of its own in its own dtype (bf16, fp16, fp8 …
+with ``ml_dtypes``; no torch), and freed when the encoder is done with it:
+a checkpoint larger than memory is encoded a few tensors at a time.  NNR
+names them by their safetensors names, in file order and, within a file,
+in data order.
 
 Written: the same file, or the same folder (shards, index, ``__metadata__``,
 the other files byte for byte; see :mod:`nnc_safetensors.folder`), each
@@ -25,7 +26,7 @@ import numpy as np
 from nnc_core.plugins import ModelError, NNRModel, Source, write_atomically
 from nnc_safetensors import folder
 from nnc_safetensors.folder import Checkpoint
-from nnc_safetensors.layout import DTYPES, Entry, MappedFile
+from nnc_safetensors.layout import DTYPES, Entry, TensorFile
 from nnc_safetensors.restore import write_file, write_folder
 
 __all__ = ["SafetensorsAdapter", "SafetensorsTensors", "CARRIAGE_KEY"]
@@ -34,20 +35,20 @@ CARRIAGE_KEY = "__nnr__"
 
 
 class SafetensorsTensors(Mapping[str, np.ndarray]):
-    """The tensors of a checkpoint's files, each a view of its mapped file,
-    made when asked for.  ``shape_of`` and ``dtype_of`` answer from the headers."""
+    """The tensors of a checkpoint's files, each read from its file when
+    asked for (see :class:`~nnc_safetensors.layout.TensorFile`).  ``shape_of`` and ``dtype_of`` answer from the headers."""
 
     def __init__(self, root: Path, checkpoint: Checkpoint) -> None:
         base = root if checkpoint.folder else root.parent
-        self._entries: dict[str, tuple[MappedFile, Entry]] = {}
-        self._files = [MappedFile(base / path, layout) for path, layout in checkpoint.files.items()]
-        for path, mapped in zip(checkpoint.files, self._files):
-            for entry, (_, name) in zip(mapped.layout.entries, checkpoint.names(path)):
-                self._entries[name] = (mapped, entry)
+        self._entries: dict[str, tuple[TensorFile, Entry]] = {}
+        self._files = [TensorFile(base / path, layout) for path, layout in checkpoint.files.items()]
+        for path, file in zip(checkpoint.files, self._files):
+            for entry, (_, name) in zip(file.layout.entries, checkpoint.names(path)):
+                self._entries[name] = (file, entry)
 
     def __getitem__(self, name: str) -> np.ndarray:
-        mapped, entry = self._entries[name]
-        return mapped.tensor(entry)
+        file, entry = self._entries[name]
+        return file.tensor(entry)
 
     def shape_of(self, name: str) -> tuple[int, ...]:
         return self._entries[name][1].shape
@@ -65,8 +66,8 @@ class SafetensorsTensors(Mapping[str, np.ndarray]):
         return name in self._entries
 
     def close(self) -> None:
-        for mapped in self._files:
-            mapped.close()
+        for file in self._files:
+            file.close()
 
 
 class SafetensorsAdapter:
@@ -120,6 +121,9 @@ class SafetensorsAdapter:
     def extract(self, source: Path, /) -> bytes | None:
         checkpoint = folder.scan(Path(source))
         tensors = SafetensorsTensors(Path(source), checkpoint)
-        if CARRIAGE_KEY not in tensors:
-            return None
-        return tensors[CARRIAGE_KEY].tobytes()
+        try:
+            if CARRIAGE_KEY not in tensors:
+                return None
+            return tensors[CARRIAGE_KEY].tobytes()
+        finally:
+            tensors.close()
