@@ -91,6 +91,35 @@ def test_streaming_reader_decodes_a_tensor_in_pieces(rng, pieces_counted):
     assert pieces_counted == [(700, 96)]
 
 
+def test_split_parts_with_entry_points_decode_alike_on_every_worker_count(minilm, pieces_counted):
+    """Parts of a split tensor (partial_data_counter) are NDUs of their own,
+    decoded on the pool; each part's block rows fan out as well."""
+    tensors = {n: v for n, v in minilm.items() if n.startswith("encoder.layer.3.attention.self")}
+    data = nnc_core.encode(tensors, scan_order=1, max_part_elements=40_000)
+    counters = [u.partial_data_counter for u in read_units(data) if isinstance(u, CompressedDataUnit)]
+    assert counters[:5] == [None, 4, 3, 2, 1]
+    expected = nnc_core.decode(data, workers=1)
+    for workers in (2, 3, 4):
+        _same(nnc_core.decode(data, workers=workers), expected)
+    assert (104, 384) in pieces_counted
+
+
+def test_updates_decoded_with_a_state_fan_out_too(rng, pieces_counted):
+    """With a decoder state NDUs decode one at a time, but a tensor's block
+    rows still fan out (TCA base and HDSP history are read-only there)."""
+    m0 = {"w": (0.1 * rng.standard_normal((200, 48))).astype(np.float32)}
+    changed = (0.01 * rng.standard_normal((200, 48))).astype(np.float32) * (rng.random((200, 1)) < 0.3)
+    m1 = {"w": m0["w"] + changed}
+    encoder = nnc_core.UpdateEncoder(qp=-40, scan_order=1, row_skipping=True)
+    streams = [encoder.encode(m0), encoder.encode(m1)]
+    decoded = []
+    for workers in (1, 2, 3):
+        state = decoding.DecoderState()
+        decoded.append([nnc_core.decode(s, state=state, workers=workers)["w"].tobytes() for s in streams])
+    assert decoded[1] == decoded[0] and decoded[2] == decoded[0]
+    assert pieces_counted == [(200, 48)] * 4
+
+
 def test_the_large_tensor_threshold_keeps_small_tensors_sequential(rng, monkeypatch):
     data = nnc_core.encode(_random_model(rng), scan_order=1)
     called = []
