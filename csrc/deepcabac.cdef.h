@@ -58,6 +58,9 @@ int dcabac_dec_begin(dcabac_decoder *dec, const uint8_t *data, size_t size);
 int dcabac_dec_bypass(dcabac_decoder *dec, int nbits, uint32_t *value);
 int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
                       dcabac_entry_point *eps, size_t eps_capacity);
+int dcabac_dec_tensor_begin(dcabac_decoder *dec, dcabac_tensor *t, dcabac_entry_point *first);
+int dcabac_dec_rows(dcabac_decoder *dec, const dcabac_decoder *src, const dcabac_tensor *t, int32_t *out,
+                    const dcabac_entry_point *start, int64_t row_begin, int64_t row_end, dcabac_entry_point *eps);
 int dcabac_dec_finish(dcabac_decoder *dec, size_t *consumed);
 int dcabac_dq_quantize(const float *weights, int64_t count, const int64_t *order, float step, int32_t *out);
 int dcabac_dq_quantize_rd(const float *weights, int64_t count, const int64_t *order, float step, double lambda_scale,

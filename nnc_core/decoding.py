@@ -32,6 +32,7 @@ docs/decisions.md):
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -55,9 +56,9 @@ from nnc_core.bitstream.units import (
     quantization_base,
     read_units,
 )
-from nnc_core.deepcabac import Decoder, TensorCoding
+from nnc_core.deepcabac import Decoder, TensorCoding, num_entry_points
 from nnc_core.errors import BitstreamError, ConfigError
-from nnc_core.parallel import check_workers, ordered_map
+from nnc_core.parallel import FanOut, check_workers, ordered_map
 
 __all__ = [
     "quantization_step",
@@ -403,6 +404,9 @@ def decode_steps(
     """
     if state is not None and not keep_stored:
         raise ConfigError("a decoder state needs the stored integers (keep_stored=True)")
+    # a tensor's block rows may decode on every worker even where its NDUs
+    # decode one at a time (with a state, each tensor's context is fixed)
+    fan_out = FanOut(workers)
     if state is not None:
         workers = 1
 
@@ -415,28 +419,31 @@ def decode_steps(
             rows = None
             if state is not None and step.split is not None:  # sequential: the parts before it are in
                 rows = assembling.setdefault(id(step.split), _Assembly()).rows
-            job = functools.partial(_run_step, step, state, keep_stored, rows, float_dtype)
+            job = functools.partial(_run_step, step, state, keep_stored, rows, float_dtype, fan_out)
             job.cost = sum(int(np.prod(shape, dtype=np.int64)) for _, _, shape, _ in step.members)  # type: ignore[attr-defined]  # a function attribute, read by ordered_map
             yield job
 
     group: list[DecodedTensor] = []
-    for step, results in ordered_map(jobs(), workers):
-        if step.split is None:
-            group.extend(results)
-            _update_state(state, results, step.unit.header)
-        else:
-            assembly = assembling.setdefault(id(step.split), _Assembly())
-            with _naming(step.unit):
-                _add_part(step.split, assembly, results, step.counter, step.where)
-            if step.counter != 1:
-                continue  # more parts to come
-            assembled = _assemble(step.split, assembly)
-            del assembling[id(step.split)]
-            group.extend(assembled)
-            _update_state(state, assembled, step.unit.header)
-        if step.factor != "G":  # the group is complete (a G waits for its H): hand it on at once
-            yield group
-            group = []
+    try:
+        for step, results in ordered_map(jobs(), workers):
+            if step.split is None:
+                group.extend(results)
+                _update_state(state, results, step.unit.header)
+            else:
+                assembly = assembling.setdefault(id(step.split), _Assembly())
+                with _naming(step.unit):
+                    _add_part(step.split, assembly, results, step.counter, step.where)
+                if step.counter != 1:
+                    continue  # more parts to come
+                assembled = _assemble(step.split, assembly)
+                del assembling[id(step.split)]
+                group.extend(assembled)
+                _update_state(state, assembled, step.unit.header)
+            if step.factor != "G":  # the group is complete (a G waits for its H): hand it on at once
+                yield group
+                group = []
+    finally:
+        fan_out.close()  # ordered_map has waited for its jobs, the only users
 
 
 def _run_step(
@@ -445,10 +452,11 @@ def _run_step(
     keep_stored: bool,
     rows: dict[str, int] | None,
     float_dtype: np.dtype | None,
+    fan_out: FanOut | None = None,
 ) -> tuple[_NduStep, list[DecodedTensor]]:
     target = _target_dtype(step.unit.header, float_dtype)  # (outside: a missing ml_dtypes is no stream error)
     with _naming(step.unit):
-        results = _decode_ndu(step, state, keep_stored, rows)
+        results = _decode_ndu(step, state, keep_stored, rows, fan_out)
         return step, [_as_signalled(t, step.unit.header, target, step.where) for t in results]
 
 
@@ -705,11 +713,73 @@ def _parent(
     return np.take(full, np.arange(start, start + shape[axis]), axis=axis)
 
 
+#: Tensors of fewer elements decode on one thread even where their block rows
+#: could be split: a piece's own cost (a decoder handle, a thread hand-off)
+#: would outweigh what it saves.
+ROWS_MIN_ELEMENTS = 1 << 18
+#: Pieces per worker a tensor's block rows are split into: more than one, so
+#: that rows of uneven cost (skipped rows, smaller levels) even out.
+PIECES_PER_WORKER = 2
+
+
+def _coding(h: NduHeader, shape: tuple[int, ...], profile: int, codebook: IntegerCodebook | None) -> TensorCoding:
+    return TensorCoding(
+        dq_flag=h.dq_flag,
+        scan_order=h.scan_order if len(shape) > 1 else 0,
+        cabac_unary_length_minus1=h.cabac_unary_length_minus1,
+        general_profile_idc=profile,
+        parent_node_id_present_flag=h.parent_node_id_present_flag,
+        codebook_size=len(codebook.values) if codebook else 0,
+        codebook_zero_offset=codebook.zero_offset if codebook else 0,
+    )
+
+
+def _signalled_entry_points(
+    h: NduHeader, coded: list[tuple[tuple[int, ...], TensorCoding]]
+) -> list[list[tuple[int, int, int]] | None]:
+    """The NDU header's ``entry_point_list()`` shared out to its tensors (coded
+    shape and coding each, in coding order): for each tensor with block-row
+    restarts, per block row 1, 2, ...: (bit position minus block row 0's,
+    value, DQ state); None for the others.  All None where the list does not
+    line up with the tensors' block rows (it is then not used)."""
+    counts = [max(num_entry_points(shape, coding) - 1, 0) for shape, coding in coded]
+    if not h.entry_points or sum(counts) != len(h.entry_points):
+        return [None] * len(coded)
+    out: list[list[tuple[int, int, int]] | None] = []
+    eps = iter(h.entry_points)
+    for count in counts:
+        mine = list(itertools.islice(eps, count))
+        offsets = itertools.accumulate(ep.bit_offset_delta for ep in mine)
+        out.append([(offset, ep.value, ep.dq_state) for offset, ep in zip(offsets, mine)] if count else None)
+    return out
+
+
+def _check_entry_points(decoded: np.ndarray, signalled: list[tuple[int, int, int]]) -> None:
+    """The entry points a sequential decode met must be the stream's: a
+    stream whose list disagrees with its payload is refused whatever the
+    worker count (a decode in pieces starts at them)."""
+    first = int(decoded[0]["bit_position"])
+    for r, (offset, value, dq_state) in enumerate(signalled, 1):
+        met = decoded[r]
+        if (int(met["bit_position"]) - first, int(met["value"]), int(met["dq_state"])) != (offset, value, dq_state):
+            raise BitstreamError(
+                f"entry point of block row {r} (bit {first + offset}, value {value}, DQ state {dq_state}) "
+                f"disagrees with the payload, where block row {r - 1} ends at bit {int(met['bit_position'])}, "
+                f"value {int(met['value'])}, DQ state {int(met['dq_state'])}"
+            )
+
+
 def _decode_ndu(
-    step: _NduStep, state: DecoderState | None, keep_stored: bool, rows: dict[str, int] | None
+    step: _NduStep,
+    state: DecoderState | None,
+    keep_stored: bool,
+    rows: dict[str, int] | None,
+    fan_out: FanOut | None = None,
 ) -> list[DecodedTensor]:
     """The tensors of one NDU; ``rows``: for a part of a split tensor decoded
-    with a state, the extent of the parts before it (for its parents' slices)."""
+    with a state, the extent of the parts before it (for its parents' slices).
+    With ``fan_out`` of more than one worker, a large tensor whose block rows
+    have entry points decodes in pieces on its threads."""
     unit, where, profile, factor = step.unit, step.where, step.profile, step.factor
     h = unit.header
     at = dict(where, byte_offset=unit.payload_offset)
@@ -735,22 +805,21 @@ def _decode_ndu(
     results = []
     name = str(members[0][1])
     try:
+        member_codings = [
+            (
+                coded_shape(shape, shift if role in ("tensor", "weight") else 0),
+                _coding(h, shape, profile, h.codebooks[cb_index] if cb_index >= 0 else None),
+            )
+            for role, _, shape, cb_index in members
+        ]
+        signalled = _signalled_entry_points(h, member_codings) if h.scan_order else [None] * len(members)
         with Decoder(unit.payload) as dec:
-            for role, name, shape, cb_index in members:
+            for (role, name, shape, cb_index), (shape_coded, coding), eps in zip(members, member_codings, signalled):
                 member_shift = shift if role in ("tensor", "weight") else 0
                 qp = None
                 if has_qp:
                     qp = base_qp + dec.decode_bypass(6 + qp_density, signed=True)
                 codebook = h.codebooks[cb_index] if cb_index >= 0 else None
-                coding = TensorCoding(
-                    dq_flag=h.dq_flag,
-                    scan_order=h.scan_order if len(shape) > 1 else 0,
-                    cabac_unary_length_minus1=h.cabac_unary_length_minus1,
-                    general_profile_idc=profile,
-                    parent_node_id_present_flag=h.parent_node_id_present_flag,
-                    codebook_size=len(codebook.values) if codebook else 0,
-                    codebook_zero_offset=codebook.zero_offset if codebook else 0,
-                )
                 base = history = None
                 if state is not None:
                     axis = member_shift if len(shape) > 1 else 0
@@ -765,7 +834,25 @@ def _decode_ndu(
                     history = _parent(state.history, h, name, shape, axis, rows)
                     if history is not None:
                         history = coded_view(history, member_shift)
-                decoded = dec.decode_tensor(coded_shape(shape, member_shift), coding, base=base, history=history)
+                if (
+                    eps is not None
+                    and fan_out is not None
+                    and fan_out.workers > 1
+                    and int(np.prod(shape_coded, dtype=np.int64)) >= ROWS_MIN_ELEMENTS
+                ):
+                    decoded = dec.decode_tensor_rows(
+                        shape_coded,
+                        coding,
+                        entry_points=eps,
+                        pieces=PIECES_PER_WORKER * fan_out.workers,
+                        run=fan_out.run,
+                        base=base,
+                        history=history,
+                    )
+                else:
+                    decoded = dec.decode_tensor(shape_coded, coding, base=base, history=history)
+                    if eps is not None:
+                        _check_entry_points(decoded.entry_points, eps)
                 stored = decoded_view(decoded.values, member_shift)
                 values = _reconstruct(stored, h.payload_type, qp, qp_density, codebook)
                 results.append(tensor(name, values, stored if keep_stored else None, qp))

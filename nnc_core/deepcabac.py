@@ -22,6 +22,7 @@ same time; doing so raises :class:`~nnc_core.errors.CoderStateError`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,12 +51,13 @@ __all__ = [
     "decode_tensor",
     "ENTRY_POINT_DTYPE",
     "resolve_entry_points",
+    "num_entry_points",
     "scan_positions",
     "dq_quantize",
     "urq_quantize",
 ]
 
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 if lib.dcabac_abi_version() != _ABI_VERSION:  # pragma: no cover - broken install
     raise ImportError(
         f"nnc_core._deepcabac has ABI version {lib.dcabac_abi_version()}, this nnc_core expects "
@@ -415,6 +417,103 @@ class Decoder(_Handle):
         self._call(lib.dcabac_dec_tensor, params, ffi.from_buffer("int32_t[]", out), eps_ptr, n_eps)
         return DecodedLevels(out, bool(params.hdsp_flag), bool(params.row_skip_flag), eps)
 
+    def decode_tensor_rows(
+        self,
+        shape: tuple[int, ...],
+        coding: TensorCoding,
+        /,
+        *,
+        entry_points: Sequence[tuple[int, int, int]],
+        pieces: int,
+        run: Callable[[list[Callable[[], None]]], object] | None = None,
+        base: np.ndarray | None = None,
+        history: np.ndarray | None = None,
+    ) -> DecodedLevels:
+        """:meth:`decode_tensor` of a block-scanned tensor, its block rows
+        decoded in ``pieces`` ranges, each started at the stream's entry point
+        (clause 10.5), by ``run`` (which calls every callable of its list,
+        on several threads if it likes; default: one after another).
+
+        ``entry_points``: for block rows 1, 2, ..., the stream's entry points
+        as ``(bit position minus block row 0's, value, DQ state)``.  Every
+        range but the first must start where the one before it ends, which
+        is checked: the result is exactly :meth:`decode_tensor`'s, or a
+        :class:`~nnc_core.errors.BitstreamError` names the entry point that
+        disagrees with the payload (or lies outside it, or before the one
+        before it).
+        """
+        shape = tuple(int(d) for d in shape)
+        keep: list[object] = []
+        params = _c_params(shape, coding, base, history, keep)
+        rows = int(lib.dcabac_num_entry_points(params))
+        if rows < 2 or len(entry_points) != rows - 1:
+            raise ConfigError(
+                f"a tensor of shape {shape} has {max(rows - 1, 0)} entry points, {len(entry_points)} given"
+            )
+        out = _c_output(shape)
+        out_ptr = ffi.from_buffer("int32_t[]", out)
+        first = ffi.new("dcabac_entry_point *")
+        self._call(lib.dcabac_dec_tensor_begin, params, first)
+        size_bits = 8 * len(self._buf)
+        eps = np.zeros(rows, dtype=ENTRY_POINT_DTYPE)
+        eps[0] = (first.bit_position, first.value, first.dq_state)
+        for r, (offset, value, dq_state) in enumerate(entry_points, 1):
+            position = int(first.bit_position) + int(offset)
+            if position < int(eps[r - 1]["bit_position"]):
+                raise BitstreamError(
+                    f"entry point of block row {r} at bit {position} comes before block row {r - 1}'s "
+                    f"at bit {int(eps[r - 1]['bit_position'])}"
+                )
+            if position + 9 > size_bits:
+                raise BitstreamError(
+                    f"entry point of block row {r} at bit {position} lies past the payload's {size_bits // 8} bytes"
+                )
+            eps[r] = (position, value, dq_state)
+        count = max(1, min(int(pieces), rows))
+        bounds = [rows * i // count for i in range(count + 1)]
+        src = self._h
+
+        def piece(i: int) -> None:
+            row_begin, row_end = bounds[i], bounds[i + 1]
+            e = eps[row_begin]
+            start = ffi.new(
+                "dcabac_entry_point *",
+                {"bit_position": int(e[0]), "value": int(e[1]), "dq_state": int(e[2])},
+            )
+            met = np.zeros(row_end - row_begin, dtype=ENTRY_POINT_DTYPE)
+            met_ptr = ffi.cast("dcabac_entry_point *", ffi.from_buffer(met))
+            if row_end == rows:  # the last rows on this decoder, which then goes on after the tensor
+                self._call(lib.dcabac_dec_rows, src, params, out_ptr, start, row_begin, row_end, met_ptr)
+                met = met[:-1]
+            else:
+                worker = ffi.gc(lib.dcabac_decoder_new(), lib.dcabac_decoder_free)
+                if worker == ffi.NULL:
+                    raise NncMemoryError("cannot allocate a DeepCABAC coder")
+                try:
+                    _check(
+                        lib.dcabac_dec_rows(worker, src, params, out_ptr, start, row_begin, row_end, met_ptr),
+                        lib.dcabac_decoder_message(worker),
+                    )
+                finally:
+                    ffi.release(worker)
+            # every entry point inside the range too, as a sequential decode checks them
+            want = eps[row_begin + 1 : row_begin + 1 + len(met)]
+            for r in np.flatnonzero(met != want)[:1]:
+                w, m = want[r], met[r]
+                raise BitstreamError(
+                    f"entry point of block row {row_begin + 1 + r} (bit {int(w[0])}, value {int(w[1])}, "
+                    f"DQ state {int(w[2])}) disagrees with the payload, where block row {row_begin + r} "
+                    f"ends at bit {int(m[0])}, value {int(m[1])}, DQ state {int(m[2])}"
+                )
+
+        jobs: list[Callable[[], None]] = [lambda i=i: piece(i) for i in range(count)]  # type: ignore[misc]
+        if run is None:
+            for job in jobs:
+                job()
+        else:
+            run(jobs)
+        return DecodedLevels(out, bool(params.hdsp_flag), bool(params.row_skip_flag), eps)
+
     def finish(self) -> int:
         """Read the terminating bin; checks that the whole payload was used.
 
@@ -423,6 +522,15 @@ class Decoder(_Handle):
         consumed = ffi.new("size_t *")
         self._call(lib.dcabac_dec_finish, consumed)
         return int(consumed[0])
+
+
+def num_entry_points(shape: tuple[int, ...], coding: TensorCoding) -> int:
+    """Entry points :meth:`Decoder.decode_tensor` reports for a tensor: one
+    per block row of a block scan with more than one, else 0."""
+    n = int(lib.dcabac_num_entry_points(_c_params(tuple(int(d) for d in shape), coding, None, None, [])))
+    if n < 0:
+        raise ConfigError(f"invalid tensor shape {shape}")
+    return n
 
 
 def encode_tensor(values: np.ndarray, coding: TensorCoding = TensorCoding(), /, **kwargs: Any) -> bytes:

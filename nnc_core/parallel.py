@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import numbers
 import os
+import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NoReturn, TypeVar
 
 from nnc_core.errors import ConfigError
 
-__all__ = ["default_workers", "check_workers", "ordered_map"]
+__all__ = ["default_workers", "check_workers", "ordered_map", "FanOut"]
 
 T = TypeVar("T")
 
@@ -103,3 +104,67 @@ def ordered_map(
             # an error or a consumer that stopped early: nothing more starts
             for future, _ in pending:
                 future.cancel()
+
+
+class FanOut:
+    """Helper threads that share the pieces of one job (a tensor's block rows)
+    with the thread running it.
+
+    The job's own thread is one of the workers: it takes pieces like the
+    helpers do, so the job finishes even when every helper is busy with
+    another job's pieces, and it waits only for helpers already running a
+    piece, which wait for nothing.  A job of :func:`ordered_map` may
+    therefore fan out from inside that pool without risking a deadlock,
+    which waiting on futures of its own pool would (all its threads could
+    be waiting).  ``workers - 1`` helpers at most, shared by every job of
+    one decode.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, int(workers))
+        self._pool = (
+            ThreadPoolExecutor(max_workers=self.workers - 1, thread_name_prefix="nnc-piece")
+            if self.workers > 1
+            else None
+        )
+
+    def run(self, pieces: Sequence[Callable[[], T]]) -> list[T]:
+        """Results of ``pieces`` in their order; the first piece's error (in
+        the pieces' order) is raised once every piece has ended."""
+        n = len(pieces)
+        results: list[T | None] = [None] * n
+        errors: list[BaseException | None] = [None] * n
+        lock = threading.Lock()
+        taken = 0
+
+        def drain() -> None:
+            # every piece runs even after one failed: which error is raised
+            # then does not depend on the threads' timing
+            nonlocal taken
+            while True:
+                with lock:
+                    if taken == n:
+                        return
+                    i = taken
+                    taken += 1
+                try:
+                    results[i] = pieces[i]()
+                except BaseException as e:  # noqa: BLE001 - re-raised by run() in order
+                    errors[i] = e
+
+        helpers = [self._pool.submit(drain) for _ in range(min(self.workers - 1, n - 1))] if self._pool else []
+        try:
+            drain()
+        finally:
+            for future in helpers:
+                if not future.cancel():  # running: it ends once the pieces are taken
+                    future.result()
+        for error in errors:
+            if error is not None:
+                raise error
+        return results  # type: ignore[return-value]  # every piece ran without error
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

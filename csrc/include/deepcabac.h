@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct layout or a function signature below changes. */
-#define DCABAC_ABI_VERSION 3
+#define DCABAC_ABI_VERSION 4
 
 /* Largest number of greater-than flags: cabac_unary_length_minus1 is u(8). */
 #define DCABAC_MAX_GT_FLAGS 256
@@ -136,6 +136,37 @@ int dcabac_dec_bypass(dcabac_decoder *dec, int nbits, uint32_t *value);
  * when that is 0).  After an error the content of out is unspecified. */
 int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
                       dcabac_entry_point *eps, size_t eps_capacity);
+/* Decoding one tensor's block rows apart (clause 10.5 entry points), e.g.
+ * on several threads: the result is what dcabac_dec_tensor writes.
+ *
+ * dcabac_dec_tensor_begin reads the tensor's prologue (HDSP and row-skip
+ * flags, row-skip list, context initialisation sets) at this decoder's
+ * position, sets t->hdsp_flag and t->row_skip_flag, and writes the entry
+ * point of block row 0 to *first.  Only for block scans with more than one
+ * block row (dcabac_num_entry_points(t) > 0).
+ *
+ * dcabac_dec_rows then decodes block rows row_begin..row_end-1 of the
+ * tensor begun on `src`, starting at entry point *start (ignored, and may be
+ * NULL, for row 0), into out (the whole tensor's array; only those rows'
+ * positions are written).  `dec` is src itself or any other decoder handle
+ * (begun or not); t must describe the tensor begun.  eps (or NULL) receives
+ * the entry points the decoding meets, of block rows row_begin + 1 up to
+ * row_end (that one unless row_end is the last block row): room for
+ * row_end - row_begin.  The rows decoded are the stream's exactly when the
+ * entry point reached at row_end equals the stream's one for that row,
+ * which the caller checks (that chains every range to the one before it,
+ * and the first range starts at the prologue).  When dec is src and row_end
+ * is the last block row, src continues after the tensor (next tensor or
+ * finish).
+ *
+ * While rows are being decoded, src may be passed to dcabac_dec_rows on
+ * several threads at once (it is only read, except by its own call), but no
+ * other call may be made on it.  An entry point whose window lies outside
+ * the payload, or whose value or DQ state no decoder can reach, gives
+ * DCABAC_E_CORRUPT. */
+int dcabac_dec_tensor_begin(dcabac_decoder *dec, dcabac_tensor *t, dcabac_entry_point *first);
+int dcabac_dec_rows(dcabac_decoder *dec, const dcabac_decoder *src, const dcabac_tensor *t, int32_t *out,
+                    const dcabac_entry_point *start, int64_t row_begin, int64_t row_end, dcabac_entry_point *eps);
 /* Decode the terminating bin; fails unless it is 1 and all bytes were used.
  * *consumed receives the number of payload bytes the decoder read. */
 int dcabac_dec_finish(dcabac_decoder *dec, size_t *consumed);

@@ -298,6 +298,31 @@ static inline void bd_start(bin_decoder *d, const uint8_t *data, size_t size)
     bd_refill(d);
 }
 
+/* Restart at an entry point of clause 10.5 without decoding what precedes
+ * it: the window is `window` and the bits read ahead are the payload's
+ * from bit position + 9 on (the register holds raw payload bits below the
+ * window), the range 256.  The caller checks that the window lies inside
+ * the payload (position + 9 <= 8 * size). */
+static inline void bd_seek(bin_decoder *d, const uint8_t *data, size_t size, uint64_t position, uint32_t window)
+{
+    uint64_t q = position + 9;
+    int b = 0;
+    d->begin = data;
+    d->end = data + size;
+    d->p = data + (q >> 3);
+    d->zero_bits = 0;
+    d->limit = -1;
+    d->range = 256;
+    d->value = (uint64_t)(window & 511u) << DEC_LOW_BITS;
+    if (q & 7) {
+        /* the rest of a partly used byte: its low 8 - (q & 7) bits */
+        b = 8 - (int)(q & 7);
+        d->value |= (uint64_t)(*d->p++ & ((1u << b) - 1u)) << (DEC_LOW_BITS - b);
+    }
+    d->value |= (uint64_t)1 << (DEC_LOW_BITS - 1 - b); /* the marker below them */
+    bd_refill(d);
+}
+
 /* Number of payload bits before the window (the bit position of clause 10.5). */
 static inline uint64_t bd_bit_position(const bin_decoder *d)
 {

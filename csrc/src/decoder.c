@@ -24,6 +24,19 @@ struct dcabac_decoder {
     dec_ctx ctx[CTX_MAX];
     dec_tables tab;
     char msg[256];
+    /* The tensor begun by dcabac_dec_tensor_begin: what every block row's
+     * decoding needs besides its entry point.  Written only by that call,
+     * then read (by dcabac_dec_rows, also of other handles on other threads)
+     * and never written while its rows are being decoded; the contexts'
+     * sets are kept apart from ctx, which this handle's own rows change. */
+    int rows_open;
+    int rows_hdsp;
+    tensor_geom rows_g;
+    const uint8_t *rows_skip;
+    const uint8_t *rows_data;
+    size_t rows_size;
+    dcabac_entry_point rows_first;
+    uint8_t rows_set[CTX_MAX];
 };
 
 dcabac_decoder *dcabac_decoder_new(void)
@@ -47,6 +60,7 @@ int dcabac_dec_begin(dcabac_decoder *dec, const uint8_t *data, size_t size)
     if (!dec) return DCABAC_E_ARG;
     dec->msg[0] = '\0';
     dec->phase = DEC_IDLE;
+    dec->rows_open = 0;
     if (!data && size) {
         snprintf(dec->msg, sizeof dec->msg, "no payload bytes given");
         return DCABAC_E_ARG;
@@ -385,13 +399,63 @@ static void read_init_set(void *self, int ci, int signalled)
     dec_ctx_init(&dec->ctx[ci], &dec->tab, set);
 }
 
+/* The prologue of a tensor's payload: the HDSP and row-skip flags, the
+ * row-skip list and the contexts' initialisation sets, read at the
+ * decoder's position as dcabac_dec_tensor reads them.  On success the
+ * contexts hold their initial states and *skip the row-skip list or NULL. */
+static int dec_prologue(dcabac_decoder *dec, const tensor_geom *g, dcabac_tensor *t, int *hdsp_out,
+                        const uint8_t **skip)
+{
+    int hdsp = 0, row_skip = 0, ctx_count = CTX_COUNT(g->num_gt);
+    *skip = NULL;
+    for (int i = 0; i < ctx_count; i++) dec_ctx_init(&dec->ctx[i], &dec->tab, 0);
+    if (g->flags_coded) {
+        if (t->parent_flag) hdsp = (int)bd_bypass(&dec->bd);
+        row_skip = (int)bd_bypass(&dec->bd);
+        if (hdsp && !t->history) {
+            snprintf(dec->msg, sizeof dec->msg,
+                     "the payload enables history-dependent significance (HDSP) but no history was given");
+            dec->phase = DEC_IDLE;
+            return DCABAC_E_ARG;
+        }
+        if (row_skip) {
+            if ((size_t)g->h > dec->skip_cap) {
+                uint8_t *ns = (uint8_t *)realloc(dec->skip, (size_t)g->h);
+                if (!ns) {
+                    snprintf(dec->msg, sizeof dec->msg, "out of memory for %lld row flags", (long long)g->h);
+                    dec->phase = DEC_IDLE;
+                    return DCABAC_E_NOMEM;
+                }
+                dec->skip = ns;
+                dec->skip_cap = (size_t)g->h;
+            }
+            for (int64_t r = 0; r < g->h; r++) {
+                dec->skip[r] = (uint8_t)bd_decision(&dec->bd, &dec->tab, &dec->ctx[CTX_ROW_SKIP(g->num_gt)]);
+                if (bd_overrun(&dec->bd)) return dec_truncated(dec, "the row-skip flags");
+            }
+            *skip = dec->skip;
+        }
+    }
+    t->hdsp_flag = (uint8_t)hdsp;
+    t->row_skip_flag = (uint8_t)row_skip;
+    {
+        init_set_reader r;
+        r.dec = dec;
+        r.flag_ctx = CTX_INIT_SET_FLAG(g->num_gt);
+        for_each_init_set_ctx(g, hdsp, read_init_set, &r);
+    }
+    if (bd_overrun(&dec->bd)) return dec_truncated(dec, "the context initialisation");
+    *hdsp_out = hdsp;
+    return DCABAC_OK;
+}
+
 int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
                       dcabac_entry_point *eps, size_t eps_capacity)
 {
     tensor_geom g;
     dec_pass pass;
     const uint8_t *skip = NULL;
-    int rc, hdsp = 0, row_skip = 0, ctx_count;
+    int rc, hdsp = 0;
     static const scan_pass plain_ops = {dec_segment_plain, dec_skipped, dec_block_row_end};
     static const scan_pass plain_dq_ops = {dec_segment_plain_dq, dec_skipped, dec_block_row_end};
     static const scan_pass general_ops = {dec_segment_general, dec_skipped, dec_block_row_end};
@@ -413,46 +477,8 @@ int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
      * the output needs no clearing pass; after an error its content is
      * unspecified. */
 
-    ctx_count = CTX_COUNT(g.num_gt);
-    for (int i = 0; i < ctx_count; i++) dec_ctx_init(&dec->ctx[i], &dec->tab, 0);
-
-    if (g.flags_coded) {
-        if (t->parent_flag) hdsp = (int)bd_bypass(&dec->bd);
-        row_skip = (int)bd_bypass(&dec->bd);
-        if (hdsp && !t->history) {
-            snprintf(dec->msg, sizeof dec->msg,
-                     "the payload enables history-dependent significance (HDSP) but no history was given");
-            dec->phase = DEC_IDLE;
-            return DCABAC_E_ARG;
-        }
-        if (row_skip) {
-            if ((size_t)g.h > dec->skip_cap) {
-                uint8_t *ns = (uint8_t *)realloc(dec->skip, (size_t)g.h);
-                if (!ns) {
-                    snprintf(dec->msg, sizeof dec->msg, "out of memory for %lld row flags", (long long)g.h);
-                    dec->phase = DEC_IDLE;
-                    return DCABAC_E_NOMEM;
-                }
-                dec->skip = ns;
-                dec->skip_cap = (size_t)g.h;
-            }
-            for (int64_t r = 0; r < g.h; r++) {
-                dec->skip[r] = (uint8_t)bd_decision(&dec->bd, &dec->tab, &dec->ctx[CTX_ROW_SKIP(g.num_gt)]);
-                if (bd_overrun(&dec->bd)) return dec_truncated(dec, "the row-skip flags");
-            }
-            skip = dec->skip;
-        }
-    }
-    t->hdsp_flag = (uint8_t)hdsp;
-    t->row_skip_flag = (uint8_t)row_skip;
-
-    {
-        init_set_reader r;
-        r.dec = dec;
-        r.flag_ctx = CTX_INIT_SET_FLAG(g.num_gt);
-        for_each_init_set_ctx(&g, hdsp, read_init_set, &r);
-    }
-    if (bd_overrun(&dec->bd)) return dec_truncated(dec, "the context initialisation");
+    dec->rows_open = 0;
+    if ((rc = dec_prologue(dec, &g, t, &hdsp, &skip))) return rc;
 
     memset(&pass, 0, sizeof pass);
     pass.dec = dec;
@@ -480,6 +506,173 @@ int dcabac_dec_tensor(dcabac_decoder *dec, dcabac_tensor *t, int32_t *out,
         } else {
             snprintf(dec->msg, sizeof dec->msg, "value at position %lld is out of range%s",
                      (long long)pass.error_pos, g.limited ? " of the codebook" : " of int32");
+        }
+        return rc;
+    }
+    return DCABAC_OK;
+}
+
+/* ---- decoding a block scan in ranges of block rows (clause 10.5) -------- */
+
+int dcabac_dec_tensor_begin(dcabac_decoder *dec, dcabac_tensor *t, dcabac_entry_point *first)
+{
+    tensor_geom g;
+    const uint8_t *skip;
+    int rc, hdsp, ctx_count;
+
+    if (!dec) return DCABAC_E_ARG;
+    if ((rc = dec_check_open(dec))) return rc;
+    dec->rows_open = 0;
+    if (!t || !first) {
+        snprintf(dec->msg, sizeof dec->msg, "missing tensor parameters or entry point");
+        return DCABAC_E_ARG;
+    }
+    if ((rc = geom_init(&g, t, dec->msg, sizeof dec->msg))) return rc;
+    if (!g.restarts) {
+        snprintf(dec->msg, sizeof dec->msg, "the tensor has no block rows to decode apart (scan order %d, %lld rows)",
+                 g.so, (long long)g.h);
+        return DCABAC_E_ARG;
+    }
+    if ((rc = dec_prologue(dec, &g, t, &hdsp, &skip))) return rc;
+    ctx_count = CTX_COUNT(g.num_gt);
+    for (int i = 0; i < ctx_count; i++) dec->rows_set[i] = (uint8_t)dec->ctx[i].set;
+    /* block row 0 starts with the restart of dcabac_dec_tensor */
+    dec->bd.range = 256;
+    first->bit_position = bd_bit_position(&dec->bd);
+    first->value = bd_window(&dec->bd);
+    first->dq_state = 0;
+    dec->rows_first = *first;
+    dec->rows_g = g;
+    dec->rows_hdsp = hdsp;
+    dec->rows_skip = skip;
+    dec->rows_data = dec->bd.begin;
+    dec->rows_size = (size_t)(dec->bd.end - dec->bd.begin);
+    dec->rows_open = 1;
+    return DCABAC_OK;
+}
+
+/* The end of a block row inside a range: the restart of dec_block_row_end
+ * without recording an entry point. */
+static void dec_rows_row_end(void *self, int64_t next_row)
+{
+    dec_pass *p = (dec_pass *)self;
+    int count = CTX_COUNT(p->g->num_gt);
+    (void)next_row;
+    for (int i = 0; i < count; i++) dec_ctx_reset(&p->dec->ctx[i]);
+    p->prev_class = 0;
+    p->bd.range = 256;
+}
+
+/* walk_scan over block rows row_begin..row_end-1 only (g->restarts). */
+static int walk_block_rows(const tensor_geom *g, const uint8_t *skip, const scan_pass *p, void *self,
+                           int64_t row_begin, int64_t row_end)
+{
+    int64_t y_stop = row_end * g->bh < g->h ? row_end * g->bh : g->h;
+    for (int64_t by = row_begin * g->bh; by < y_stop; by += g->bh) {
+        int64_t y_end = by + g->bh < g->h ? by + g->bh : g->h;
+        for (int64_t bx = 0; bx < g->w; bx += g->bw) {
+            int64_t len = bx + g->bw < g->w ? g->bw : g->w - bx;
+            for (int64_t y = by; y < y_end; y++) {
+                int rc;
+                if (skip && skip[y]) {
+                    p->skipped(self, y * g->w + bx, len);
+                    continue;
+                }
+                rc = p->segment(self, y * g->w + bx, len);
+                if (rc) return rc;
+            }
+        }
+        if (y_end < g->h) p->block_row_end(self, y_end);
+    }
+    return 0;
+}
+
+static int same_tensor(const tensor_geom *a, const tensor_geom *b)
+{
+    return a->h == b->h && a->w == b->w && a->so == b->so && a->num_gt == b->num_gt && a->dq == b->dq &&
+           a->profile == b->profile && a->cb_size == b->cb_size && a->cb_zero == b->cb_zero && a->tca == b->tca;
+}
+
+int dcabac_dec_rows(dcabac_decoder *dec, const dcabac_decoder *src, const dcabac_tensor *t, int32_t *out,
+                    const dcabac_entry_point *start, int64_t row_begin, int64_t row_end, dcabac_entry_point *eps)
+{
+    tensor_geom g;
+    dec_pass pass;
+    int rc, ctx_count;
+    /* [0]: recording the entry points met (into eps), [1]: not */
+    static const scan_pass plain_ops[2] = {{dec_segment_plain, dec_skipped, dec_block_row_end},
+                                           {dec_segment_plain, dec_skipped, dec_rows_row_end}};
+    static const scan_pass plain_dq_ops[2] = {{dec_segment_plain_dq, dec_skipped, dec_block_row_end},
+                                              {dec_segment_plain_dq, dec_skipped, dec_rows_row_end}};
+    static const scan_pass general_ops[2] = {{dec_segment_general, dec_skipped, dec_block_row_end},
+                                             {dec_segment_general, dec_skipped, dec_rows_row_end}};
+    const scan_pass *ops;
+
+    if (!dec) return DCABAC_E_ARG;
+    dec->msg[0] = '\0';
+    if (!src || !src->rows_open) {
+        snprintf(dec->msg, sizeof dec->msg, "no tensor begun: call dcabac_dec_tensor_begin first");
+        return DCABAC_E_STATE;
+    }
+    if (dec == src && (rc = dec_check_open(dec))) return rc;
+    if (!t || !out || (!start && row_begin > 0)) {
+        snprintf(dec->msg, sizeof dec->msg, "missing tensor parameters, output buffer or entry point");
+        return DCABAC_E_ARG;
+    }
+    if ((rc = geom_init(&g, t, dec->msg, sizeof dec->msg))) return rc;
+    if (!same_tensor(&g, &src->rows_g)) {
+        snprintf(dec->msg, sizeof dec->msg, "tensor parameters differ from the tensor begun");
+        return DCABAC_E_ARG;
+    }
+    if (row_begin < 0 || row_end <= row_begin || row_end > g.block_rows) {
+        snprintf(dec->msg, sizeof dec->msg, "block rows %lld..%lld outside the tensor's %lld", (long long)row_begin,
+                 (long long)row_end - 1, (long long)g.block_rows);
+        return DCABAC_E_ARG;
+    }
+    if (row_begin == 0) start = &src->rows_first;
+    /* An entry point comes from the stream: one whose window is not inside
+     * the payload, or whose DQ state does not exist, is refused here. */
+    if (start->bit_position > (uint64_t)8 * src->rows_size || 8 * src->rows_size - start->bit_position < 9) {
+        snprintf(dec->msg, sizeof dec->msg, "entry point of block row %lld at bit %llu lies past the payload's %zu bytes",
+                 (long long)row_begin, (unsigned long long)start->bit_position, src->rows_size);
+        if (dec == src) dec->phase = DEC_IDLE;
+        return DCABAC_E_CORRUPT;
+    }
+    if (start->value > 255 || start->dq_state > 7 || (start->dq_state && !g.dq)) {
+        snprintf(dec->msg, sizeof dec->msg, "entry point of block row %lld has value %u and DQ state %u",
+                 (long long)row_begin, start->value, start->dq_state);
+        if (dec == src) dec->phase = DEC_IDLE;
+        return DCABAC_E_CORRUPT;
+    }
+
+    ctx_count = CTX_COUNT(g.num_gt);
+    for (int i = 0; i < ctx_count; i++) dec_ctx_init(&dec->ctx[i], &dec->tab, src->rows_set[i]);
+    memset(&pass, 0, sizeof pass);
+    pass.dec = dec;
+    pass.g = &g;
+    pass.out = out;
+    pass.base = g.tca ? t->base : NULL;
+    pass.hdsp = src->rows_hdsp;
+    pass.history = pass.hdsp ? t->history : NULL;
+    if (pass.hdsp && !pass.history) {
+        snprintf(dec->msg, sizeof dec->msg, "the tensor uses HDSP but no history was given");
+        return DCABAC_E_ARG;
+    }
+    pass.state = (int)start->dq_state;
+    pass.eps = eps;
+    bd_seek(&pass.bd, src->rows_data, src->rows_size, start->bit_position, start->value);
+    if (pass.base || pass.hdsp || g.limited || g.nothing_coded) ops = &general_ops[!eps];
+    else ops = g.dq ? &plain_dq_ops[!eps] : &plain_ops[!eps];
+    rc = walk_block_rows(&g, src->rows_skip, ops, &pass, row_begin, row_end);
+    if (dec == src) dec->bd = pass.bd;
+    if (rc) {
+        if (dec == src) dec->phase = DEC_IDLE;
+        if (rc == DCABAC_E_TRUNCATED) {
+            snprintf(dec->msg, sizeof dec->msg, "value at position %lld needs bytes beyond its %zu bytes",
+                     (long long)pass.error_pos, src->rows_size);
+        } else {
+            snprintf(dec->msg, sizeof dec->msg, "value at position %lld is out of range%s", (long long)pass.error_pos,
+                     g.limited ? " of the codebook" : " of int32");
         }
         return rc;
     }
