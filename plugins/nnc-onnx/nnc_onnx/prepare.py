@@ -54,6 +54,7 @@ from nnc_core.plugins import ConversionStep, ModelError, PluginError
 __all__ = [
     "STEPS",
     "prepare",
+    "rewrite_operators",
     "planned_steps",
     "REWRITABLE",
     "lacking_operators",
@@ -76,7 +77,14 @@ STEPS: tuple[tuple[str, str], ...] = (
 )
 
 # operators with an exact rewrite into others (by the rules below), and into what
-REWRITABLE = {"HardSigmoid": "Mul, Add, Clip", "HardSwish": "Mul, Add, Clip, Mul", "GlobalMaxPool": "ReduceMax"}
+REWRITABLE = {
+    "HardSigmoid": "Mul, Add, Clip",
+    "HardSwish": "Mul, Add, Clip, Mul",
+    "GlobalMaxPool": "ReduceMax",
+    "Neg": "Mul by -1",
+    "Reciprocal": "Div of 1",
+    "Unsqueeze": "a chain of single-axis Unsqueeze",
+}
 
 
 def _onnxscript() -> Any:
@@ -171,6 +179,52 @@ def _rules(ops: set[str], opset: int) -> list[Any]:
                 global_max,
                 lambda context, x: x.shape is not None and len(x.shape) >= 3,  # the rank must be known
                 name="GlobalMaxPool as ReduceMax over the spatial axes",
+            )
+        )
+    if "Neg" in ops:
+        # -x and x * -1 are the same IEEE operation (a sign flip, exact, signed zeros and NaNs kept);
+        # 0 - x is not (0 - 0 = +0, -0 = -0)
+        rules.append(
+            pattern.RewriteRule(
+                lambda op, x: op.Neg(x),
+                lambda op, x: op.Mul(x, scalar(op, x, -1.0)),
+                lambda context, x: x.dtype is not None and x.dtype.is_floating_point(),
+                name="Neg as x*-1",
+            )
+        )
+    if "Reciprocal" in ops:
+        # ONNX Reciprocal is 1/x, one correctly rounded IEEE division either way
+        rules.append(
+            pattern.RewriteRule(
+                lambda op, x: op.Reciprocal(x),
+                lambda op, x: op.Div(scalar(op, x, 1.0), x),
+                lambda context, x: x.dtype is not None and x.dtype.is_floating_point(),
+                name="Reciprocal as 1/x",
+            )
+        )
+    if "Unsqueeze" in ops and opset >= 13:
+        # Unsqueeze with several axes (an input from opset 13 on; axes index the output): inserting the
+        # axes one by one in ascending order of their non-negative value gives the same shape and data
+        def several_axes(context: Any, x: Any, axes: Any) -> bool:
+            value = axes.const_value
+            if value is None or value.numpy().size < 2:
+                return False
+            return bool((value.numpy() >= 0).all()) or (x.shape is not None)
+
+        def chain(op: Any, x: Any, axes: Any) -> Any:
+            given = [int(a) for a in axes.const_value.numpy().reshape(-1)]
+            rank = (len(x.shape) if x.shape is not None else 0) + len(given)
+            out = x
+            for a in sorted(a % rank if a < 0 else a for a in given):
+                out = op.Unsqueeze(out, op.Constant(value=ir.tensor(np.array([a], np.int64))))
+            return out
+
+        rules.append(
+            pattern.RewriteRule(
+                lambda op, x, axes: op.Unsqueeze(x, axes),
+                chain,
+                several_axes,
+                name="Unsqueeze of several axes as single-axis Unsqueezes",
             )
         )
     return rules
@@ -281,7 +335,7 @@ def prepare(
             return f"kept {', '.join(ops)}: the graph's opset is below 11, where Clip takes no bound inputs"
         RewritePass(_rules(set(ops), graph_ir.opset_imports.get("", 1)))(graph_ir)
         left = _counts(graph_ir.graph)
-        kept = [op for op in ops if left[op]]
+        kept = [op for op in ops if left[op] and op != "Unsqueeze"]  # single-axis Unsqueezes stay
         if kept:  # not matched: the converter's error will name them
             return f"rewrote {', '.join(f'{op} x{present[op] - left[op]}' for op in ops)}; kept {', '.join(kept)}"
         return f"rewrote {', '.join(f'{op} x{present[op]} into {REWRITABLE[op]}' for op in ops)}"
@@ -314,6 +368,31 @@ def prepare(
             f"{origin}: the prepared graph does not pass onnx.checker ({type(e).__name__}: {str(e)[:300]})"
         ) from e
     return prepared, done
+
+
+def rewrite_operators(model: onnx.ModelProto, ops: Iterable[str], *, origin: str = "ONNX model") -> onnx.ModelProto:
+    """``model`` with only the rewrite rules for ``ops`` (of :data:`REWRITABLE`)
+    applied, nothing folded or moved: for a graph a simplifier has changed after
+    :func:`prepare` (onnxsim fuses consecutive single-axis Unsqueezes back into one)."""
+    _onnxscript()
+    import onnx_ir as ir
+    from onnxscript.rewriter import RewritePass
+
+    graph_ir = ir.serde.deserialize_model(model)
+    wanted = {op for op in ops if op in REWRITABLE}
+    rules = _rules(wanted, graph_ir.opset_imports.get("", 1)) if graph_ir.opset_imports.get("", 1) >= 11 else []
+    if not rules:  # none for these operators at this opset (Unsqueeze has its axes as an attribute before 13)
+        return model
+    try:
+        RewritePass(rules)(graph_ir)
+    except Exception as e:
+        raise ModelError(
+            f"{origin}: rewriting {', '.join(sorted(wanted))} failed (onnxscript.rewriter): "
+            f"{type(e).__name__}: {str(e)[:300]}"
+        ) from e
+    rewritten = ir.serde.serialize_model(graph_ir)
+    raw_initializers(rewritten)
+    return rewritten
 
 
 def raw_initializers(model: onnx.ModelProto) -> int:
