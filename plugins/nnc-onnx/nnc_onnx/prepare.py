@@ -84,6 +84,7 @@ REWRITABLE = {
     "Neg": "Mul by -1",
     "Reciprocal": "Div of 1",
     "Unsqueeze": "a chain of single-axis Unsqueeze",
+    "Slice": "Slice with its ends clamped to the dimensions and whole-axis entries dropped",
 }
 
 
@@ -225,6 +226,50 @@ def _rules(ops: set[str], opset: int) -> list[Any]:
                 chain,
                 several_axes,
                 name="Unsqueeze of several axes as single-axis Unsqueezes",
+            )
+        )
+    if "Slice" in ops and opset >= 10:
+        # ONNX clamps a Slice's end to the dimension (for a positive step), and an entry taking a whole
+        # axis (start 0, step 1, end at least the dimension) leaves it as it is: ends clamped and
+        # whole-axis entries dropped is the same Slice (onnx2keras's multi-axis Slice casts an int64-maximum
+        # end to int32, -1, and so cuts keras2onnx's croppings short or empties their batch axis)
+        def entries(x: Any, starts: Any, ends: Any, axes: Any, steps: Any) -> list[tuple[int, int, int, int]] | None:
+            values = [v.const_value for v in (starts, ends, axes, steps)]
+            if any(v is None for v in values) or x.shape is None:
+                return None
+            s, e, a, t = (v.numpy().reshape(-1).astype(np.int64) for v in values)
+            if any(int(i) < 0 or not isinstance(x.shape[int(i)], int) for i in a):
+                return None  # the dimensions must be known
+            return [(int(a_), int(s_), int(e_), int(t_)) for s_, e_, a_, t_ in zip(s, e, a, t)]
+
+        def normalized(x: Any, given: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+            out = []
+            for axis, start, end, step in given:
+                dim = x.shape[axis]
+                if step > 0 and end > dim:
+                    end = dim
+                if not (start == 0 and step == 1 and end == dim):
+                    out.append((axis, start, end, step))
+            return out
+
+        def changes(context: Any, x: Any, starts: Any, ends: Any, axes: Any, steps: Any) -> bool:
+            given = entries(x, starts, ends, axes, steps)
+            return bool(given) and 0 < len(normalized(x, given or [])) and normalized(x, given or []) != given
+
+        def normal_slice(op: Any, x: Any, starts: Any, ends: Any, axes: Any, steps: Any) -> Any:
+            kept = normalized(x, entries(x, starts, ends, axes, steps) or [])
+
+            def const(i: int) -> Any:
+                return op.Constant(value=ir.tensor(np.array([g[i] for g in kept], np.int64)))
+
+            return op.Slice(x, const(1), const(2), const(0), const(3))
+
+        rules.append(
+            pattern.RewriteRule(
+                lambda op, x, starts, ends, axes, steps: op.Slice(x, starts, ends, axes, steps),
+                normal_slice,
+                changes,
+                name="Slice with its ends clamped and whole-axis entries dropped",
             )
         )
     return rules

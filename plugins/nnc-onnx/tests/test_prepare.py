@@ -194,3 +194,20 @@ def test_unsqueeze_of_several_axes_rewritten_as_a_chain(axes):
     got, expected = run_onnx(rewritten.SerializeToString(), x), run_onnx(model.SerializeToString(), x)
     assert got.shape == expected.shape and len(got.shape) == out_rank
     np.testing.assert_array_equal(got, expected)
+
+
+def test_slice_ends_clamped_and_whole_axes_dropped_on_dnsmos():
+    """DNSMOS's keras2onnx croppings slice axes [0, 1] with an int64-maximum end (onnx2keras casts it to
+    int32, -1): ends clamped to the dimension and the whole batch axis dropped, outputs bit for bit the same."""
+    from nnc_onnx.prepare import rewrite_operators
+
+    path = pretrained.path("dnsmos")
+    source = onnx.load(str(path))
+    prepared, _ = prepare(source, input_shapes={source.graph.input[0].name: [1, 144160]})
+    rewritten = rewrite_operators(prepared, ["Slice"])
+    inits = {i.name: numpy_helper.to_array(i) for i in rewritten.graph.initializer} | _constants(rewritten)
+    slices = [n for n in rewritten.graph.node if n.op_type == "Slice"]
+    assert [inits[n.input[3]].tolist() for n in slices] == [[1], [1]]  # the batch axis no longer sliced
+    assert [inits[n.input[2]].tolist() for n in slices] == [[144000], [144160]]  # ends within the dimension
+    x = np.random.default_rng(19).uniform(-0.5, 0.5, (1, 144160)).astype(np.float32)
+    np.testing.assert_array_equal(run_onnx(rewritten.SerializeToString(), x), run_onnx(path, x))

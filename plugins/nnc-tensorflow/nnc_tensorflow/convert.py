@@ -173,9 +173,16 @@ def _prepared(source: Any, example_inputs: Any) -> tuple[Any, str, list[Conversi
     raw_initializers(simplified)  # onnxsim writes float_data again
     steps.append(ConversionStep("simplification (batch norms not fused)", f"onnxsim {_version('onnxsim')}", "done"))
     # onnx2keras unsqueezes one axis only, and onnxsim fuses consecutive Unsqueezes into one of several axes:
-    # those are rewritten back into a chain of single-axis Unsqueezes (onnxscript.rewriter)
-    simplified = rewrite_operators(simplified, ["Unsqueeze"], origin=origin)
-    steps.append(ConversionStep("Unsqueeze of several axes as single-axis Unsqueezes", "onnxscript.rewriter", "done"))
+    # those are rewritten back into a chain of single-axis Unsqueezes; a Slice entry taking a whole axis
+    # is dropped (onnx2keras's multi-axis Slice empties an axis whose end is the int64 maximum)
+    simplified = rewrite_operators(simplified, ["Unsqueeze", "Slice"], origin=origin)
+    steps.append(
+        ConversionStep(
+            "Unsqueeze of several axes as single-axis ones, whole-axis Slice entries dropped",
+            "onnxscript.rewriter",
+            "done",
+        )
+    )
     return simplified, origin, steps, shapes
 
 
