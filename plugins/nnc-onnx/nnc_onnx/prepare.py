@@ -19,13 +19,20 @@ constant folding                     onnxscript.optimizer.fold_constants (``If``
 operators rewritten                  onnxscript.rewriter pattern rules, only for the
                                      operators the converter lacks: ``HardSigmoid`` as
                                      ``Clip(Add(Mul(x, alpha), beta), 0, 1)``, ``HardSwish``
-                                     as ``Mul(x, HardSigmoid(x))`` decomposed alike
+                                     as ``Mul(x, HardSigmoid(x))`` decomposed alike,
+                                     ``Neg`` as ``Mul(x, -1)``, ``Reciprocal`` as
+                                     ``Div(1, x)``, ``GlobalMaxPool`` as ``ReduceMax``
 unused nodes removed                 onnx-ir RemoveUnusedNodesPass
 Constant weights to initializers     onnx-ir LiftConstantsToInitializersPass (every
                                      Constant; the initializer keeps the Constant's output
                                      name) and LiftSubgraphInitializersToMainGraphPass
 initializers removed from inputs     onnx-ir RemoveInitializersFromInputsPass
 ===================================  =========================================================
+
+:func:`rewrite_operators` applies the rules alone, to a graph a simplifier has
+changed after :func:`prepare`: an ``Unsqueeze`` of several axes as single-axis
+ones (onnxsim fuses consecutive Unsqueezes), a ``Slice`` with its ends clamped
+to the dimensions and whole-axis entries dropped.
 
 Weights: the folding computes a new tensor only where an operator's inputs
 are all constant (a ``Reshape`` of a weight, an ``If`` branch's constants);
