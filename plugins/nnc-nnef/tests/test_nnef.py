@@ -18,9 +18,11 @@ from nnc_core.plugins import get_plugin_manager, read_model, write_model
 from nnc_core.testing.frameworks import float_names, run_nnef
 from nnc_nnef.adapter import NNR_ITEM_TYPE, NnefAdapter
 
-# Lossy tolerance at the default QP (-38): outputs within 1e-3 of their
-# largest magnitude (box coordinates reach ~320, class scores 0..1).
-LOSSY_RELATIVE_TOLERANCE = 1e-3
+# Lossy tolerance at the default QP (-38): outputs within 3 % of their largest
+# magnitude (box coordinates reach ~320, class scores 0..1), as for the same model's
+# ONNX file to TensorFlow (measured 0.026). 1e-3 held only while nnef-tools' NNEF ->
+# ONNX Softmax broke the boxes (all near 0); nnc_nnef.convert.to_onnx now corrects it.
+LOSSY_RELATIVE_TOLERANCE = 0.03
 
 
 def _lossless(model):
