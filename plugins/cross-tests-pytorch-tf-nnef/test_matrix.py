@@ -20,6 +20,7 @@ CELLS = [
     ("dnsmos", "pytorch"),  # keras2onnx export (onnx2torch)
     ("dnsmos", "nnef"),  # nnef-tools
     ("magika", "pytorch"),  # tf2onnx export; GlobalMaxPool rewritten as ReduceMax for onnx2torch
+    ("ppocr-cls", "nnef"),  # PaddlePaddle export; HardSigmoid rewritten for nnef-tools
 ]
 
 

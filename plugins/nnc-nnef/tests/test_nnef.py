@@ -18,9 +18,11 @@ from nnc_core.plugins import get_plugin_manager, read_model, write_model
 from nnc_core.testing.frameworks import float_names, run_nnef
 from nnc_nnef.adapter import NNR_ITEM_TYPE, NnefAdapter
 
-# Lossy tolerance at the default QP (-38): outputs within 1e-3 of their
-# largest magnitude (box coordinates reach ~320, class scores 0..1).
-LOSSY_RELATIVE_TOLERANCE = 1e-3
+# Lossy tolerance at the default QP (-38): outputs within 3 % of their largest
+# magnitude (box coordinates reach ~320, class scores 0..1), as for the same model's
+# ONNX file to TensorFlow (measured 0.026). 1e-3 held only while nnef-tools' NNEF ->
+# ONNX Softmax broke the boxes (all near 0); nnc_nnef.convert.to_onnx now corrects it.
+LOSSY_RELATIVE_TOLERANCE = 0.03
 
 
 def _lossless(model):
@@ -248,3 +250,21 @@ def test_scalar_variable_round_trips(tmp_path):
     assert main(["decode", str(tmp_path / "s.nnr"), "-o", str(tmp_path / "lossy.nnef"), "-q"]) == 0
     with open(tmp_path / "lossy.nnef" / "scale.dat", "rb") as f:
         assert nnef.read_tensor(f).shape == ()
+
+
+def test_nnef_folder_runs_as_its_onnx_source(nude_onnx, nude_nnef, image, tmp_path):
+    """ONNX -> NNEF -> ONNX (nnef-tools both ways) computes what the source computes: the boxes too.
+    nnef-tools writes NNEF's softmax over axis 1 as an opset-11 Softmax(axis=1), a softmax over every
+    axis from 1 on; nnc_nnef.convert.to_onnx rewrites it (Transpose, Softmax over the last axis, Transpose)."""
+    import onnx
+
+    from nnc_core.testing.frameworks import run_onnx
+    from nnc_nnef.convert import to_onnx
+
+    expected = run_onnx(nude_onnx, image)
+    got = run_nnef(nude_nnef, image)
+    scale = float(np.abs(expected).max())  # box coordinates, up to 320
+    np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=0, atol=1e-6 * scale)
+    to_onnx(nude_nnef, tmp_path / "back.onnx")
+    softmax = [n for n in onnx.load(str(tmp_path / "back.onnx")).graph.node if n.op_type == "Softmax"]
+    assert [a.i for n in softmax for a in n.attribute if a.name == "axis"] == [3]  # YOLOv8's DFL: over 16 bins

@@ -19,13 +19,20 @@ constant folding                     onnxscript.optimizer.fold_constants (``If``
 operators rewritten                  onnxscript.rewriter pattern rules, only for the
                                      operators the converter lacks: ``HardSigmoid`` as
                                      ``Clip(Add(Mul(x, alpha), beta), 0, 1)``, ``HardSwish``
-                                     as ``Mul(x, HardSigmoid(x))`` decomposed alike
+                                     as ``Mul(x, HardSigmoid(x))`` decomposed alike,
+                                     ``Neg`` as ``Mul(x, -1)``, ``Reciprocal`` as
+                                     ``Div(1, x)``, ``GlobalMaxPool`` as ``ReduceMax``
 unused nodes removed                 onnx-ir RemoveUnusedNodesPass
 Constant weights to initializers     onnx-ir LiftConstantsToInitializersPass (every
                                      Constant; the initializer keeps the Constant's output
                                      name) and LiftSubgraphInitializersToMainGraphPass
 initializers removed from inputs     onnx-ir RemoveInitializersFromInputsPass
 ===================================  =========================================================
+
+:func:`rewrite_operators` applies the rules alone, to a graph a simplifier has
+changed after :func:`prepare`: an ``Unsqueeze`` of several axes as single-axis
+ones (onnxsim fuses consecutive Unsqueezes), a ``Slice`` with its ends clamped
+to the dimensions and whole-axis entries dropped.
 
 Weights: the folding computes a new tensor only where an operator's inputs
 are all constant (a ``Reshape`` of a weight, an ``If`` branch's constants);
@@ -54,6 +61,7 @@ from nnc_core.plugins import ConversionStep, ModelError, PluginError
 __all__ = [
     "STEPS",
     "prepare",
+    "rewrite_operators",
     "planned_steps",
     "REWRITABLE",
     "lacking_operators",
@@ -76,7 +84,15 @@ STEPS: tuple[tuple[str, str], ...] = (
 )
 
 # operators with an exact rewrite into others (by the rules below), and into what
-REWRITABLE = {"HardSigmoid": "Mul, Add, Clip", "HardSwish": "Mul, Add, Clip, Mul", "GlobalMaxPool": "ReduceMax"}
+REWRITABLE = {
+    "HardSigmoid": "Mul, Add, Clip",
+    "HardSwish": "Mul, Add, Clip, Mul",
+    "GlobalMaxPool": "ReduceMax",
+    "Neg": "Mul by -1",
+    "Reciprocal": "Div of 1",
+    "Unsqueeze": "a chain of single-axis Unsqueeze",
+    "Slice": "Slice with its ends clamped to the dimensions and whole-axis entries dropped",
+}
 
 
 def _onnxscript() -> Any:
@@ -171,6 +187,96 @@ def _rules(ops: set[str], opset: int) -> list[Any]:
                 global_max,
                 lambda context, x: x.shape is not None and len(x.shape) >= 3,  # the rank must be known
                 name="GlobalMaxPool as ReduceMax over the spatial axes",
+            )
+        )
+    if "Neg" in ops:
+        # -x and x * -1 are the same IEEE operation (a sign flip, exact, signed zeros and NaNs kept);
+        # 0 - x is not (0 - 0 = +0, -0 = -0)
+        rules.append(
+            pattern.RewriteRule(
+                lambda op, x: op.Neg(x),
+                lambda op, x: op.Mul(x, scalar(op, x, -1.0)),
+                lambda context, x: x.dtype is not None and x.dtype.is_floating_point(),
+                name="Neg as x*-1",
+            )
+        )
+    if "Reciprocal" in ops:
+        # ONNX Reciprocal is 1/x, one correctly rounded IEEE division either way
+        rules.append(
+            pattern.RewriteRule(
+                lambda op, x: op.Reciprocal(x),
+                lambda op, x: op.Div(scalar(op, x, 1.0), x),
+                lambda context, x: x.dtype is not None and x.dtype.is_floating_point(),
+                name="Reciprocal as 1/x",
+            )
+        )
+    if "Unsqueeze" in ops and opset >= 13:
+        # Unsqueeze with several axes (an input from opset 13 on; axes index the output): inserting the
+        # axes one by one in ascending order of their non-negative value gives the same shape and data
+        def several_axes(context: Any, x: Any, axes: Any) -> bool:
+            value = axes.const_value
+            if value is None or value.numpy().size < 2:
+                return False
+            return bool((value.numpy() >= 0).all()) or (x.shape is not None)
+
+        def chain(op: Any, x: Any, axes: Any) -> Any:
+            given = [int(a) for a in axes.const_value.numpy().reshape(-1)]
+            rank = (len(x.shape) if x.shape is not None else 0) + len(given)
+            out = x
+            for a in sorted(a % rank if a < 0 else a for a in given):
+                out = op.Unsqueeze(out, op.Constant(value=ir.tensor(np.array([a], np.int64))))
+            return out
+
+        rules.append(
+            pattern.RewriteRule(
+                lambda op, x, axes: op.Unsqueeze(x, axes),
+                chain,
+                several_axes,
+                name="Unsqueeze of several axes as single-axis Unsqueezes",
+            )
+        )
+    if "Slice" in ops and opset >= 10:
+        # ONNX clamps a Slice's end to the dimension (for a positive step), and an entry taking a whole
+        # axis (start 0, step 1, end at least the dimension) leaves it as it is: ends clamped and
+        # whole-axis entries dropped is the same Slice (onnx2keras's multi-axis Slice casts an int64-maximum
+        # end to int32, -1, and so cuts keras2onnx's croppings short or empties their batch axis)
+        def entries(x: Any, starts: Any, ends: Any, axes: Any, steps: Any) -> list[tuple[int, int, int, int]] | None:
+            values = [v.const_value for v in (starts, ends, axes, steps)]
+            if any(v is None for v in values) or x.shape is None:
+                return None
+            s, e, a, t = (v.numpy().reshape(-1).astype(np.int64) for v in values)
+            if any(int(i) < 0 or not isinstance(x.shape[int(i)], int) for i in a):
+                return None  # the dimensions must be known
+            return [(int(a_), int(s_), int(e_), int(t_)) for s_, e_, a_, t_ in zip(s, e, a, t)]
+
+        def normalized(x: Any, given: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+            out = []
+            for axis, start, end, step in given:
+                dim = x.shape[axis]
+                if step > 0 and end > dim:
+                    end = dim
+                if not (start == 0 and step == 1 and end == dim):
+                    out.append((axis, start, end, step))
+            return out
+
+        def changes(context: Any, x: Any, starts: Any, ends: Any, axes: Any, steps: Any) -> bool:
+            given = entries(x, starts, ends, axes, steps)
+            return bool(given) and 0 < len(normalized(x, given or [])) and normalized(x, given or []) != given
+
+        def normal_slice(op: Any, x: Any, starts: Any, ends: Any, axes: Any, steps: Any) -> Any:
+            kept = normalized(x, entries(x, starts, ends, axes, steps) or [])
+
+            def const(i: int) -> Any:
+                return op.Constant(value=ir.tensor(np.array([g[i] for g in kept], np.int64)))
+
+            return op.Slice(x, const(1), const(2), const(0), const(3))
+
+        rules.append(
+            pattern.RewriteRule(
+                lambda op, x, starts, ends, axes, steps: op.Slice(x, starts, ends, axes, steps),
+                normal_slice,
+                changes,
+                name="Slice with its ends clamped and whole-axis entries dropped",
             )
         )
     return rules
@@ -281,7 +387,7 @@ def prepare(
             return f"kept {', '.join(ops)}: the graph's opset is below 11, where Clip takes no bound inputs"
         RewritePass(_rules(set(ops), graph_ir.opset_imports.get("", 1)))(graph_ir)
         left = _counts(graph_ir.graph)
-        kept = [op for op in ops if left[op]]
+        kept = [op for op in ops if left[op] and op != "Unsqueeze"]  # single-axis Unsqueezes stay
         if kept:  # not matched: the converter's error will name them
             return f"rewrote {', '.join(f'{op} x{present[op] - left[op]}' for op in ops)}; kept {', '.join(kept)}"
         return f"rewrote {', '.join(f'{op} x{present[op]} into {REWRITABLE[op]}' for op in ops)}"
@@ -314,6 +420,31 @@ def prepare(
             f"{origin}: the prepared graph does not pass onnx.checker ({type(e).__name__}: {str(e)[:300]})"
         ) from e
     return prepared, done
+
+
+def rewrite_operators(model: onnx.ModelProto, ops: Iterable[str], *, origin: str = "ONNX model") -> onnx.ModelProto:
+    """``model`` with only the rewrite rules for ``ops`` (of :data:`REWRITABLE`)
+    applied, nothing folded or moved: for a graph a simplifier has changed after
+    :func:`prepare` (onnxsim fuses consecutive single-axis Unsqueezes back into one)."""
+    _onnxscript()
+    import onnx_ir as ir
+    from onnxscript.rewriter import RewritePass
+
+    graph_ir = ir.serde.deserialize_model(model)
+    wanted = {op for op in ops if op in REWRITABLE}
+    rules = _rules(wanted, graph_ir.opset_imports.get("", 1)) if graph_ir.opset_imports.get("", 1) >= 11 else []
+    if not rules:  # none for these operators at this opset (Unsqueeze has its axes as an attribute before 13)
+        return model
+    try:
+        RewritePass(rules)(graph_ir)
+    except Exception as e:
+        raise ModelError(
+            f"{origin}: rewriting {', '.join(sorted(wanted))} failed (onnxscript.rewriter): "
+            f"{type(e).__name__}: {str(e)[:300]}"
+        ) from e
+    rewritten = ir.serde.serialize_model(graph_ir)
+    raw_initializers(rewritten)
+    return rewritten
 
 
 def raw_initializers(model: onnx.ModelProto) -> int:

@@ -132,3 +132,82 @@ def test_global_max_pool_rewritten_exactly(opset):
     )
     x = _input((2, 3, 5, 7))
     np.testing.assert_array_equal(run_onnx(prepared.SerializeToString(), x), x.max(axis=(2, 3), keepdims=True))
+
+
+def test_neg_rewritten_exactly_on_basic_pitch():
+    """basic-pitch's tf2onnx export: Neg (which onnx2keras lacks) as x * -1, a sign flip either way;
+    the prepared graph's outputs are the source's bit for bit in onnxruntime."""
+    path = pretrained.path("basic-pitch")
+    source = onnx.load(str(path))
+    negs = sum(n.op_type == "Neg" for n in source.graph.node)
+    assert negs
+    shapes = {source.graph.input[0].name: [1, 43844, 1]}
+    prepared, steps = prepare(source, input_shapes=shapes, rewrite=["Neg"])
+    assert not any(n.op_type == "Neg" for n in prepared.graph.node)
+    assert f"Neg x{negs} into Mul by -1" in {s.name: s.detail for s in steps}["operators the converter lacks rewritten"]
+    # the same graph prepared without the rewrite: the rewrite alone changes nothing in the outputs
+    folded, _ = prepare(source, input_shapes=shapes)
+    x = np.random.default_rng(19).uniform(-0.5, 0.5, (1, 43844, 1)).astype(np.float32)
+    got = run_onnx(prepared.SerializeToString(), x)
+    np.testing.assert_array_equal(got, run_onnx(folded.SerializeToString(), x))
+    np.testing.assert_array_equal(got, run_onnx(path, x))  # and the source's
+
+
+def test_reciprocal_and_neg_rewritten_exactly():
+    """Reciprocal as Div(1, x) and Neg as Mul(x, -1): the same IEEE operations (signed zeros, infinities)."""
+    graph = helper.make_graph(
+        [helper.make_node("Reciprocal", ["x"], ["r"]), helper.make_node("Neg", ["r"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    prepared, _ = prepare(model, rewrite=["Reciprocal", "Neg"])
+    assert [n.op_type for n in prepared.graph.node if n.op_type != "Constant"] == ["Div", "Mul"]
+    x = np.array([3.0, -7.0, 0.0, -0.0, np.inf, 1e-39, 0.1, 12345.678], np.float32)
+    got, expected = run_onnx(prepared.SerializeToString(), x), run_onnx(model.SerializeToString(), x)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
+@pytest.mark.parametrize("axes", [[0, 3], [3, 0], [-1, 1], [1, 2, 4]])
+def test_unsqueeze_of_several_axes_rewritten_as_a_chain(axes):
+    """Unsqueeze of several axes (onnxsim fuses CREPE's two Unsqueezes into one; onnx2keras unsqueezes
+    one axis only) as single-axis Unsqueezes in ascending axis order: same shape, same data."""
+    from nnc_onnx.prepare import rewrite_operators
+
+    out_rank = 2 + len(axes)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(np.array(axes, np.int64))),
+            helper.make_node("Unsqueeze", ["x", "axes"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rewritten = rewrite_operators(model, ["Unsqueeze"])
+    unsqueezes = [n for n in rewritten.graph.node if n.op_type == "Unsqueeze"]
+    assert len(unsqueezes) == len(axes)
+    x = _input((2, 3))
+    got, expected = run_onnx(rewritten.SerializeToString(), x), run_onnx(model.SerializeToString(), x)
+    assert got.shape == expected.shape and len(got.shape) == out_rank
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_slice_ends_clamped_and_whole_axes_dropped_on_dnsmos():
+    """DNSMOS's keras2onnx croppings slice axes [0, 1] with an int64-maximum end (onnx2keras casts it to
+    int32, -1): ends clamped to the dimension and the whole batch axis dropped, outputs bit for bit the same."""
+    from nnc_onnx.prepare import rewrite_operators
+
+    path = pretrained.path("dnsmos")
+    source = onnx.load(str(path))
+    prepared, _ = prepare(source, input_shapes={source.graph.input[0].name: [1, 144160]})
+    rewritten = rewrite_operators(prepared, ["Slice"])
+    inits = {i.name: numpy_helper.to_array(i) for i in rewritten.graph.initializer} | _constants(rewritten)
+    slices = [n for n in rewritten.graph.node if n.op_type == "Slice"]
+    assert [inits[n.input[3]].tolist() for n in slices] == [[1], [1]]  # the batch axis no longer sliced
+    assert [inits[n.input[2]].tolist() for n in slices] == [[144000], [144160]]  # ends within the dimension
+    x = np.random.default_rng(19).uniform(-0.5, 0.5, (1, 144160)).astype(np.float32)
+    np.testing.assert_array_equal(run_onnx(rewritten.SerializeToString(), x), run_onnx(path, x))

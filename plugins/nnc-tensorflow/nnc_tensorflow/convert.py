@@ -145,7 +145,7 @@ def _prepared(source: Any, example_inputs: Any) -> tuple[Any, str, list[Conversi
     try:
         import onnxsim
 
-        from nnc_onnx.prepare import lacking_operators, prepare, raw_initializers
+        from nnc_onnx.prepare import lacking_operators, prepare, raw_initializers, rewrite_operators
     except ImportError as e:
         raise PluginError(
             f"nnc convert onnx -> tensorflow needs the nnc-onnx plugin, onnxscript and onnxsim ({e}): "
@@ -172,6 +172,17 @@ def _prepared(source: Any, example_inputs: Any) -> tuple[Any, str, list[Conversi
         raise ModelError(f"{origin}: onnxsim's simplified graph does not check")
     raw_initializers(simplified)  # onnxsim writes float_data again
     steps.append(ConversionStep("simplification (batch norms not fused)", f"onnxsim {_version('onnxsim')}", "done"))
+    # onnx2keras unsqueezes one axis only, and onnxsim fuses consecutive Unsqueezes into one of several axes:
+    # those are rewritten back into a chain of single-axis Unsqueezes; a Slice entry taking a whole axis
+    # is dropped (onnx2keras's multi-axis Slice empties an axis whose end is the int64 maximum)
+    simplified = rewrite_operators(simplified, ["Unsqueeze", "Slice"], origin=origin)
+    steps.append(
+        ConversionStep(
+            "Unsqueeze of several axes as single-axis ones, whole-axis Slice entries dropped",
+            "onnxscript.rewriter",
+            "done",
+        )
+    )
     return simplified, origin, steps, shapes
 
 
