@@ -563,30 +563,6 @@ static void dec_rows_row_end(void *self, int64_t next_row)
     p->bd.range = 256;
 }
 
-/* walk_scan over block rows row_begin..row_end-1 only (g->restarts). */
-static int walk_block_rows(const tensor_geom *g, const uint8_t *skip, const scan_pass *p, void *self,
-                           int64_t row_begin, int64_t row_end)
-{
-    int64_t y_stop = row_end * g->bh < g->h ? row_end * g->bh : g->h;
-    for (int64_t by = row_begin * g->bh; by < y_stop; by += g->bh) {
-        int64_t y_end = by + g->bh < g->h ? by + g->bh : g->h;
-        for (int64_t bx = 0; bx < g->w; bx += g->bw) {
-            int64_t len = bx + g->bw < g->w ? g->bw : g->w - bx;
-            for (int64_t y = by; y < y_end; y++) {
-                int rc;
-                if (skip && skip[y]) {
-                    p->skipped(self, y * g->w + bx, len);
-                    continue;
-                }
-                rc = p->segment(self, y * g->w + bx, len);
-                if (rc) return rc;
-            }
-        }
-        if (y_end < g->h) p->block_row_end(self, y_end);
-    }
-    return 0;
-}
-
 static int same_tensor(const tensor_geom *a, const tensor_geom *b)
 {
     return a->h == b->h && a->w == b->w && a->so == b->so && a->num_gt == b->num_gt && a->dq == b->dq &&
@@ -663,7 +639,7 @@ int dcabac_dec_rows(dcabac_decoder *dec, const dcabac_decoder *src, const dcabac
     bd_seek(&pass.bd, src->rows_data, src->rows_size, start->bit_position, start->value);
     if (pass.base || pass.hdsp || g.limited || g.nothing_coded) ops = &general_ops[!eps];
     else ops = g.dq ? &plain_dq_ops[!eps] : &plain_ops[!eps];
-    rc = walk_block_rows(&g, src->rows_skip, ops, &pass, row_begin, row_end);
+    rc = walk_scan_rows(&g, src->rows_skip, ops, &pass, row_begin, row_end);
     if (dec == src) dec->bd = pass.bd;
     if (rc) {
         if (dec == src) dec->phase = DEC_IDLE;

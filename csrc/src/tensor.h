@@ -147,11 +147,13 @@ typedef struct scan_pass {
     void (*block_row_end)(void *self, int64_t next_row);
 } scan_pass;
 
-static inline int walk_scan(const tensor_geom *g, const uint8_t *skip, const scan_pass *p, void *self)
+/* Block rows row_begin..row_end-1 only (row_end past the last is clamped): a
+ * decoder thread starting at an entry point walks its range of block rows. */
+static inline int walk_scan_rows(const tensor_geom *g, const uint8_t *skip, const scan_pass *p, void *self,
+                                 int64_t row_begin, int64_t row_end)
 {
-    if (g->n == 0) return 0;
-    if (!skip && g->so == 0) return p->segment(self, 0, g->n);
-    for (int64_t by = 0; by < g->h; by += g->bh) {
+    int64_t y_stop = row_end * g->bh < g->h ? row_end * g->bh : g->h;
+    for (int64_t by = row_begin * g->bh; by < y_stop; by += g->bh) {
         int64_t y_end = by + g->bh < g->h ? by + g->bh : g->h;
         for (int64_t bx = 0; bx < g->w; bx += g->bw) {
             int64_t len = bx + g->bw < g->w ? g->bw : g->w - bx;
@@ -168,6 +170,13 @@ static inline int walk_scan(const tensor_geom *g, const uint8_t *skip, const sca
         if (g->restarts && y_end < g->h) p->block_row_end(self, y_end);
     }
     return 0;
+}
+
+static inline int walk_scan(const tensor_geom *g, const uint8_t *skip, const scan_pass *p, void *self)
+{
+    if (g->n == 0) return 0;
+    if (!skip && g->so == 0) return p->segment(self, 0, g->n);
+    return walk_scan_rows(g, skip, p, self, 0, (g->h + g->bh - 1) / g->bh);
 }
 
 /* ---- context initialisation-set signalling (clause 10.4) --------------
