@@ -373,14 +373,21 @@ static void dec_skipped(void *self, int64_t pos, int64_t count)
     if (p->g->dq) p->state = p->g->skip_state[p->state];
 }
 
-static void dec_block_row_end(void *self, int64_t next_row)
+/* A block row's end in a block scan: contexts back to their initialisation
+ * sets and the arithmetic coder restarted (clause 10.5). */
+static void dec_restart(dec_pass *p)
 {
-    dec_pass *p = (dec_pass *)self;
     int count = CTX_COUNT(p->g->num_gt);
-    (void)next_row;
     for (int i = 0; i < count; i++) dec_ctx_reset(&p->dec->ctx[i]);
     p->prev_class = 0;
     p->bd.range = 256;
+}
+
+static void dec_block_row_end(void *self, int64_t next_row)
+{
+    dec_pass *p = (dec_pass *)self;
+    (void)next_row;
+    dec_restart(p);
     record_entry_point(p);
 }
 
@@ -555,12 +562,8 @@ int dcabac_dec_tensor_begin(dcabac_decoder *dec, dcabac_tensor *t, dcabac_entry_
  * without recording an entry point. */
 static void dec_rows_row_end(void *self, int64_t next_row)
 {
-    dec_pass *p = (dec_pass *)self;
-    int count = CTX_COUNT(p->g->num_gt);
     (void)next_row;
-    for (int i = 0; i < count; i++) dec_ctx_reset(&p->dec->ctx[i]);
-    p->prev_class = 0;
-    p->bd.range = 256;
+    dec_restart((dec_pass *)self);
 }
 
 static int same_tensor(const tensor_geom *a, const tensor_geom *b)
