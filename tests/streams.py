@@ -48,8 +48,17 @@ def expected_values(stored: np.ndarray, qp: int, qp_density: int) -> np.ndarray:
     return step(qp, qp_density) * stored.astype(np.float32)
 
 
-def start(*, qp_density: int = 2, qp: int = 0, parent_signalling: bool = False) -> tuple[list[bytes], ParseState]:
-    """STR, MPS and TPL units of a profile-1 stream, and the parse state after them."""
+def start(
+    *,
+    qp_density: int = 2,
+    qp: int = 0,
+    parent_signalling: bool = False,
+    indexed: bool = False,
+    topology: TopologyUnit | None = None,
+) -> tuple[list[bytes], ParseState]:
+    """STR, MPS and TPL units of a profile-1 stream, and the parse state after them
+    (``indexed``: ``mps_topology_indexed_reference_flag``; ``topology``: the TPL unit,
+    an empty one unless given)."""
     state = ParseState()
     units = [
         StartUnit(UnitType.NNR_STR, general_profile_idc=1),
@@ -60,8 +69,9 @@ def start(*, qp_density: int = 2, qp: int = 0, parent_signalling: bool = False) 
             mps_qp_density=qp_density,
             mps_quantization_parameter=qp,
             mps_parent_signalling_enabled_flag=parent_signalling,
+            mps_topology_indexed_reference_flag=indexed,
         ),
-        TopologyUnit(UnitType.NNR_TPL, topology_data=b"\x00"),
+        topology if topology is not None else TopologyUnit(UnitType.NNR_TPL, topology_data=b"\x00"),
     ]
     return [write_unit(u, state) for u in units], state
 

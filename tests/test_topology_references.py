@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import nnc_core
+import streams
 from nnc_core import BitstreamError
 from nnc_core.bitstream.layout import build_ndu
 from nnc_core.bitstream.units import (
     CompressedDataUnit,
-    ModelParameterSet,
     NduHeader,
     ParameterTypes,
     ParseState,
@@ -46,20 +46,7 @@ def reflist(names: list[str]) -> TopologyUnit:
 def start(*, indexed: bool = True, topology: TopologyUnit | None = None) -> tuple[list[bytes], ParseState]:
     """STR, an MPS with ``mps_topology_indexed_reference_flag`` = ``indexed`` and a
     topology unit (the REFLIST of NAMES unless given)."""
-    state = ParseState()
-    units = [
-        StartUnit(UnitType.NNR_STR, general_profile_idc=1),
-        ModelParameterSet(
-            UnitType.NNR_MPS,
-            topology_carriage_flag=True,
-            mps_quantization_method_flags=1,
-            mps_topology_indexed_reference_flag=indexed,
-            mps_qp_density=2,
-            mps_quantization_parameter=0,
-        ),
-        topology if topology is not None else reflist(NAMES),
-    ]
-    return [write_unit(u, state) for u in units], state
+    return streams.start(indexed=indexed, topology=topology if topology is not None else reflist(NAMES))
 
 
 def block_ndu(state: ParseState, weight: np.ndarray, bias: np.ndarray, **header: object) -> bytes:
