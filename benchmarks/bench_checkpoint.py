@@ -35,7 +35,7 @@ Results go to ``benchmarks/results/checkpoint-<UTC time>.json`` and a Markdown t
 from __future__ import annotations
 
 import argparse
-import hashlib
+import filecmp
 import json
 import os
 import platform
@@ -49,13 +49,11 @@ from pathlib import Path
 
 import checkpoint_gen
 import numpy as np
-from bench_cli import _NNCODEC_DECODE, _NNCODEC_ENCODE, _model_file, _nnc
+from bench_cli import _NNCODEC_DECODE, _NNCODEC_ENCODE, _model_file, _nnc, record_run
 
 from nnc_core.parallel import default_workers
 from nnc_core.plugins import read_model
 from nnc_core.testing import pretrained
-
-RESULTS = Path(__file__).parent / "results"
 
 # Each file of a folder compressed to OUT/<file>.<suffix>, and back; argv: mode, source folder, out folder, threads.
 _ZSTD = textwrap.dedent(
@@ -123,20 +121,12 @@ def _run(argv: list[str]) -> tuple[float, int]:
     return float(elapsed), int(peak)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _weight_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
 def _identical(a: Path, b: Path, names: list[str]) -> bool:
-    return all((b / n).exists() and _sha256(a / n) == _sha256(b / n) for n in names)
+    return all((b / n).exists() and filecmp.cmp(a / n, b / n, shallow=False) for n in names)
 
 
 def _snr(src: Path, out: Path) -> float:
@@ -328,11 +318,7 @@ def main() -> None:
         "load_average_after": os.getloadavg(),
         "rows": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"checkpoint-{stamp}.json"
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    print(table(record))
-    print(f"\n(recorded in {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out})")
+    record_run(f"checkpoint-{stamp}", record, table(record))
 
 
 def table(record: dict) -> str:

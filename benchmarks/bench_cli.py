@@ -201,10 +201,15 @@ def main() -> None:
         "repeat": args.repeat,
         "rows": rows,
     }
+    record_run(f"cli-{stamp}", record, table(record))
+
+
+def record_run(name: str, record: dict, table: str) -> None:
+    """Writes a run's figures to benchmarks/results/NAME.json and prints its table."""
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"cli-{stamp}.json"
+    out = RESULTS / f"{name}.json"
     out.write_text(json.dumps(record, indent=1) + "\n")
-    print(table(record))
+    print(table)
     print(f"\n(recorded in {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out})")
 
 
