@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -49,7 +48,7 @@ from pathlib import Path
 
 import checkpoint_gen
 import numpy as np
-from bench_cli import _NNCODEC_DECODE, _NNCODEC_ENCODE, _model_file, _nnc, record_run
+from bench_cli import _NNCODEC_DECODE, _NNCODEC_ENCODE, _model_file, _nnc, _run, record_run
 
 from nnc_core.parallel import default_workers
 from nnc_core.plugins import read_model
@@ -93,32 +92,6 @@ _ZIPNN = textwrap.dedent(
             (out / p.name[:-4]).write_bytes(bytes(coder.decompress(p.read_bytes())))
     """
 )
-
-
-# The measured process is started by this small one, not by the benchmark: Linux
-# carries a parent's peak RSS at fork into the child's ru_maxrss, and the benchmark
-# grows (it reads checkpoints to compare them).  Prints wall seconds and peak bytes.
-_MEASURE = textwrap.dedent(
-    """
-    import os, subprocess, sys, time
-    start = time.perf_counter()
-    proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    sys.stderr.write(proc.stderr.read().decode())
-    print(elapsed, usage.ru_maxrss * 1024)
-    sys.exit(os.waitstatus_to_exitcode(status))
-    """
-)
-
-
-def _run(argv: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one process."""
-    out = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"{' '.join(argv)} failed ({out.returncode}): {out.stderr}")
-    elapsed, peak = out.stdout.split()
-    return float(elapsed), int(peak)
 
 
 def _weight_files(folder: Path) -> list[Path]:

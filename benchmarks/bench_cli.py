@@ -95,17 +95,30 @@ _GENERATE = textwrap.dedent(
 )
 
 
-def _run(argv: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one process."""
+# The measured process is started by this small one, not by the benchmark: Linux
+# carries a parent's peak RSS at fork into the child's ru_maxrss, and a benchmark
+# grows (it loads models, reads checkpoints to compare them).  Prints wall seconds and peak bytes.
+_MEASURE = textwrap.dedent(
+    """
+    import os, subprocess, sys, time
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {err}")
-    return elapsed, usage.ru_maxrss * 1024
+    sys.stderr.write(proc.stderr.read().decode())
+    print(elapsed, usage.ru_maxrss * 1024)
+    sys.exit(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+def _run(argv: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one process."""
+    out = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(argv)} failed ({out.returncode}): {out.stderr}")
+    elapsed, peak = out.stdout.split()
+    return float(elapsed), int(peak)
 
 
 def _best(argv: list[str], repeat: int) -> tuple[float, int]:
@@ -142,6 +155,7 @@ def main() -> None:
     parser.add_argument("--no-nncodec", action="store_true", help="skip NNCodec (an environment without it)")
     args = parser.parse_args()
     workers = default_workers()
+    load_before = os.getloadavg()  # recorded: other processes on the machine slow every figure
     rows = []
     with tempfile.TemporaryDirectory(prefix="nnc-bench-") as tmp:
         folder = Path(tmp)
@@ -199,6 +213,8 @@ def main() -> None:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "repeat": args.repeat,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "rows": rows,
     }
     record_run(f"cli-{stamp}", record, table(record))

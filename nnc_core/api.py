@@ -162,7 +162,7 @@ def decode(
             raise ConfigError("give either a decoder state or a base")
         if not recompose or apply_local_scaling or unprune:  # updates carry none of these tools
             raise ConfigError("recompose, apply_local_scaling and unprune do not apply to an update (base=)")
-        out = decode_update(data, base, max_elements=max_elements)
+        out = decode_update(data, base, max_elements=max_elements, workers=workers)
         return out if dtype is None else {n: _as_dtype(v, float_dtype(dtype)) for n, v in out.items()}
     return dict(
         iter_decode(
@@ -197,8 +197,8 @@ def iter_decode(
     Options as in :func:`decode`.  NDUs decode on ``workers`` threads
     (default: the CPUs available to the process) in a bounded window (see
     :func:`nnc_core.parallel.ordered_map`); the results do not depend on the
-    number.  With a decoder ``state``
-    (incremental streams) NDUs decode one at a time, in order.
+    number, nor on the decoder ``state`` of incremental streams (see
+    :func:`nnc_core.decoding.decode_steps`).
     """
     units = read_units(data)
     workers = check_workers(workers)

@@ -180,7 +180,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if args.base:
         data = Path(args.input).read_bytes()
-        model = decode_model(data, base=_load_base(args.base), dtype=args.dtype)
+        model = decode_model(data, base=_load_base(args.base), dtype=args.dtype, workers=args.workers)
         write_model(model, output, framework=args.framework, template=args.template)
         count = len(model.tensors)
     else:

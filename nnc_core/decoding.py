@@ -396,8 +396,11 @@ def decode_steps(
     """Decode planned NDUs on ``workers`` threads; yield each group's tensors,
     complete and in stream order.
 
-    With a decoder ``state`` the NDUs decode one after another: an NDU's
-    temporal context comes from the state the NDUs before it left.
+    With a decoder ``state`` an NDU's temporal context (TCA base, HDSP
+    history) comes from the state the NDUs before it left: the NDUs decode on
+    the threads when none of them reads a tensor an earlier one of the
+    stream updates (each tensor once, no split tensor: what updates of a
+    model are), else one after another.
     Each tensor comes back in the dtype its NDU signals (:mod:`nnc_core.dtypes`;
     float32 or int32 where none is signalled, float64 for codebook tensors),
     float tensors in ``float_dtype`` instead when it is given.
@@ -407,8 +410,10 @@ def decode_steps(
     # a tensor's block rows may decode on every worker even where its NDUs
     # decode one at a time (with a state, each tensor's context is fixed)
     fan_out = FanOut(workers)
-    if state is not None:
-        workers = 1
+    if state is not None and workers > 1:
+        steps = list(steps)  # planned from headers already parsed: the NDUs' headers, not their tensors
+        if not _independent(steps):
+            workers = 1
 
     assembling: dict[int, _Assembly] = {}  # id of a split -> its parts so far
 
@@ -444,6 +449,24 @@ def decode_steps(
                 group = []
     finally:
         fan_out.close()  # ordered_map has waited for its jobs, the only users
+
+
+def _independent(steps: list[_NduStep | _Failure]) -> bool:
+    """Whether no NDU's decoding reads decoder state an earlier NDU of these
+    updates: no split tensor (its parts read the rows before them), and no
+    tensor carried twice (the names an NDU's parent lookups and results use:
+    its elements and its members)."""
+    seen: set[str] = set()
+    for step in steps:
+        if isinstance(step, _Failure):
+            continue  # raised in its place when its job is made
+        if step.split is not None:
+            return False
+        names = {str(e) for e in step.unit.header.element_ids} | {str(m[1]) for m in step.members}
+        if names & seen:
+            return False
+        seen |= names
+    return True
 
 
 def _run_step(

@@ -69,6 +69,7 @@ from nnc_core.config import EncoderConfig
 from nnc_core.decoding import DecoderState, decode_units
 from nnc_core.encoding import write_stream
 from nnc_core.errors import BaseMismatchError, ConfigError, EncodeError
+from nnc_core.parallel import check_workers
 
 __all__ = [
     "BASE_ID_PREFIX",
@@ -132,12 +133,15 @@ class UpdateDecoder:
     (a base and updates of it, decoded in order); None starts from the empty
     model, so that the first bitstream is the base itself.  Bitstreams given
     as the base also provide the TCA base and HDSP history of their tensors.
+    ``workers``: threads decoding an update's NDUs at once (default: the CPUs
+    available; see :func:`nnc_core.decoding.decode_steps`).
     """
 
-    def __init__(self, base: Any = None, *, max_elements: int | None = None) -> None:
+    def __init__(self, base: Any = None, *, max_elements: int | None = None, workers: int | None = None) -> None:
         self.state = DecoderState()
         self.reference: dict[str, np.ndarray] = {}
         self.max_elements = max_elements
+        self.workers = check_workers(workers)
         self._node: dict[str, tuple[int, int]] = {}  # tensor -> (device_id, parameter_id) of its last NDU
         if base is None:
             return
@@ -171,7 +175,7 @@ class UpdateDecoder:
         s = self.state
         saved = dict(s.base), dict(s.history), dict(s.put_node_depth)
         try:
-            tensors = decode_units(units, len(data), s, max_elements=self.max_elements)
+            tensors = decode_units(units, len(data), s, max_elements=self.max_elements, workers=self.workers)
             update = {t.name: t.values for t in tensors}
             reference = dict(self.reference)
             for name, values in update.items():
@@ -353,11 +357,11 @@ class UpdateEncoder:
         **options: Any,
     ) -> None:
         _check_session_options(options)
-        self._mirror = UpdateDecoder(base)
+        self._config = EncoderConfig.of(config, **dict(options, row_skipping=row_skipping))
+        self._mirror = UpdateDecoder(base, workers=self._config.workers)
         self._plan: dict[str, Any] = dict(
             tca=tca, hdsp=hdsp, pre_flag=pre_flag, signal_base=signal_base, device_id=device_id
         )
-        self._config = EncoderConfig.of(config, **dict(options, row_skipping=row_skipping))
         self.error_feedback = error_feedback
         self._residual: dict[str, np.ndarray] = {}  # error feedback: what quantization left out
         self._previous: dict[str, np.ndarray] = dict(self._mirror.reference)  # the sender's last model

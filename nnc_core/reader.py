@@ -145,6 +145,7 @@ class NNRReader(Mapping[str, np.ndarray]):
                 self._groups.append([])
             self._groups[step.group].append(step)
         sizes = {(i, j): u.size for i, j, u in flatten_units(self.units)}
+        self._unit_end = [u.offset + u.size for u in self.units]
         self._info: dict[str, TensorInfo] = {}
         self._group_of: dict[str, int] = {}
         self._repeated: dict[str, tuple[int, int]] = {}  # name -> units of its first and last NDU
@@ -189,10 +190,14 @@ class NNRReader(Mapping[str, np.ndarray]):
         self._check_open()
         steps = (step for group in self._groups for step in group)
         state = None if self._state is None else _read_only(self._state)
+        released = 0
         for decoded in decode_steps(
             steps, state, keep_stored=state is not None, workers=self._workers, float_dtype=self._float_dtype
         ):
             yield from self._finish(decoded).items()
+            released = self._release(
+                released, max((self._unit_end[i] for t in decoded for i, _ in t.carried_by), default=0)
+            )
 
     def values(self) -> Iterator[np.ndarray]:  # type: ignore[override]  # a generator (decoding in order), not a ValuesView
         return (value for _, value in self.items())
@@ -225,6 +230,22 @@ class NNRReader(Mapping[str, np.ndarray]):
         self.close()
 
     # -- decoding -----------------------------------------------------------
+
+    def _release(self, start: int, end: int) -> int:
+        """Drop the mapped pages from ``start`` to ``end`` (page-aligned down), which
+        the iteration has passed; returns where the next release starts.
+
+        A file mapping's pages stay resident once read, so a decode of a
+        stream larger than memory (raw floats of a lossless stream) would
+        grow to the stream's size.  Dropping them is safe even while arrays
+        still view them (raw-float payloads): the kernel reads them again
+        from the file on the next access.
+        """
+        end -= end % mmap.PAGESIZE
+        if self._map is None or end <= start:
+            return start
+        self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+        return end
 
     def _decode_group(self, steps: list[_NduStep], workers: int) -> dict[str, np.ndarray]:
         state = None if self._state is None else _read_only(self._state)

@@ -338,3 +338,58 @@ def test_options_per_bitstream(rng):
     assert fine != UpdateEncoder(model).encode(tuned)
     with pytest.raises(nnc_core.ConfigError, match="max_part_elements is not an option of an incremental update"):
         a.encode(tuned, max_part_elements=4)
+
+
+def _threads_running_steps(monkeypatch):
+    """Names of the threads that decode NDUs (a spy around the real step)."""
+    import threading
+
+    from nnc_core import decoding
+
+    names: set[str] = set()
+    real = decoding._run_step
+
+    def spy(*args, **kwargs):
+        names.add(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decoding, "_run_step", spy)
+    return names
+
+
+def test_updates_decode_on_threads_with_the_same_result(rng, monkeypatch):
+    """An update's NDUs each read their own tensor's TCA base and HDSP history:
+    they decode on the threads, and every worker count gives the same tensors."""
+    model = {f"layer{i}.weight": (0.1 * rng.standard_normal((64, 48))).astype(np.float32) for i in range(8)}
+    encoder = UpdateEncoder(qp=-40, workers=1)
+    streams = [encoder.encode(model)]
+    for _ in range(2):
+        model = _fine_tuned(rng, model, rows=8)
+        streams.append(encoder.encode(model))
+    threads = _threads_running_steps(monkeypatch)
+    one, two = UpdateDecoder(workers=1), UpdateDecoder(workers=2)
+    for data in streams:
+        threads.clear()
+        a, b = one.decode_update(data), two.decode_update(data)
+        assert list(a) == list(b) and all(a[n].tobytes() == b[n].tobytes() for n in a)
+        assert len(threads) > 1, threads
+    assert all(one.reference[n].tobytes() == two.reference[n].tobytes() for n in model)
+    assert all(one.state.history[n].tobytes() == two.state.history[n].tobytes() for n in model)
+
+
+def test_a_tensor_carried_twice_with_a_state_decodes_in_order(rng, monkeypatch):
+    """Two bitstreams concatenated carry each tensor twice: the second NDU of a
+    tensor reads the state the first left, so they decode one at a time."""
+    from nnc_core.decoding import DecoderState, decode_units
+
+    first = {"w": (0.1 * rng.standard_normal((32, 32))).astype(np.float32)}
+    second = {"w": first["w"] + np.float32(0.01)}
+    data = nnc_core.encode(first) + nnc_core.encode(second)
+    threads = _threads_running_steps(monkeypatch)
+    results = []
+    for workers in (1, 2):
+        state = DecoderState()
+        results.append(decode_units(read_units(data), len(data), state, workers=workers))
+        assert list(state.base) == ["w"]
+    assert threads == {"MainThread"}
+    assert [t.values.tobytes() for t in results[0]] == [t.values.tobytes() for t in results[1]]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from nnc_core import BitstreamError, ConfigError
+from nnc_core.bitstream.bits import BitReader, BitWriter
 from nnc_core.bitstream.layout import (
     build_ndu,
     coded_view,
@@ -745,3 +746,19 @@ def test_block_scan_is_not_signalled_for_a_single_row_or_column():
         assert np.array_equal(t.stored, stored)
     wide = build_ndu(np.ones((2, 40), np.int32), ["w"], qp=-38, scan_order=1, first_tensor_dimension_shift=1)
     assert wide.header.scan_order == 1 and len(wide.header.entry_points) == block_rows_minus1(40, 1) == 4
+
+
+@pytest.mark.parametrize("length", [0, 1, 4095, 4096, 4097, 10_000])
+def test_strings_of_any_length_are_read_up_to_their_nul(length):
+    """A string field ends at its NUL wherever that falls (the reader searches
+    a page at a time, not the whole rest of the unit); without one before the
+    unit's end it is refused."""
+    text = "n" * length
+    writer = BitWriter()
+    writer.st(text)
+    writer.st("next")
+    data = writer.getvalue() + bytes(20_000)
+    reader = BitReader(data, unit_index=3)
+    assert reader.st("name") == text and reader.st("name") == "next"
+    with pytest.raises(BitstreamError, match="name has no terminating NUL before the end of the unit"):
+        BitReader(data[:length], unit_index=3).st("name")

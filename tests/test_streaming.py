@@ -214,6 +214,32 @@ def test_ordered_map_keeps_order_and_raises_the_first_error_in_place():
     assert got == [0]
 
 
+def test_ordered_map_runs_the_small_jobs_behind_a_large_one():
+    """While a large job runs, the other threads take the small jobs after it,
+    as many as their costs allow (here 200 of cost 1 behind one of cost 1000):
+    the large job finishes only once the last small one has run, which a
+    window of fewer jobs would never reach (it would time out)."""
+    import threading
+
+    last_ran = threading.Event()
+
+    def large():
+        return last_ran.wait(timeout=30)
+
+    large.cost = 1000  # type: ignore[attr-defined]
+
+    def small(i):
+        def run():
+            if i == 199:
+                last_ran.set()
+            return i
+
+        return run
+
+    results = list(ordered_map(iter([large, *(small(i) for i in range(200))]), 2))
+    assert results == [True, *range(200)]
+
+
 def test_encode_to_equals_the_bytes_api(tmp_path, layers):
     expected = nnc_core.encode(layers)
     path = tmp_path / "m.nnr"
@@ -347,9 +373,10 @@ def _peak_rss(argv: list[str], cwd: Path) -> int:
     reason="AddressSanitizer's shadow memory and quarantine inflate RSS; the core environment measures it",
 )
 def test_peak_memory_is_bounded_by_the_tensors_in_flight(tmp_path):
-    """A 400 MB model (100 M parameters in 40 layers) encodes and decodes in
+    """A 400 MB model (100 M parameters in 32 layers) encodes and decodes in
     far less memory than the model: 300 MB + (workers + 1) x 24 bytes x its
-    largest tensor, the bound the streaming issue states."""
+    largest tensor, the bound the streaming issue states; so does its
+    lossless stream, as large as the model."""
     model = tmp_path / "model.npz"
     subprocess.run([sys.executable, "-c", _GENERATE, str(model), "32"], check=True, cwd=tmp_path)
     size = model.stat().st_size
@@ -370,6 +397,20 @@ def test_peak_memory_is_bounded_by_the_tensors_in_flight(tmp_path):
     with nnc_core.open(tmp_path / "m.nnr") as reader, np.load(tmp_path / "d.npz") as out:
         name = "layers.31.down.weight"
         assert _same(out[name], reader[name])
+    # lossless: raw floats, a stream as large as the model, which the decoder
+    # memory-maps; the pages it has passed must not stay resident
+    _peak_rss([*nnc, "encode", str(model), "-o", str(tmp_path / "m.nnr"), "-q", "--lossless"], tmp_path)
+    assert (tmp_path / "m.nnr").stat().st_size > 390e6
+    for workers in (1, 2):
+        bound = 300e6 + (workers + 1) * 24 * largest
+        peak = _peak_rss(
+            [*nnc, "decode", str(tmp_path / "m.nnr"), "-o", str(tmp_path / "d.npz"), "-q", "--workers", str(workers)],
+            tmp_path,
+        )
+        assert peak < bound, ("lossless", workers, peak, bound)
+    with np.load(model) as source, np.load(tmp_path / "d.npz") as out:
+        name = "layers.31.down.weight"
+        assert np.array_equal(out[name], source[name])
 
 
 def test_review_findings_stay_fixed(tmp_path, rng):

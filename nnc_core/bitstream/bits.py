@@ -121,7 +121,14 @@ class BitReader:
             raise self.error(f"{what} does not start on a byte boundary")
         start = self._pos >> 3
         end = self._end >> 3
-        nul = bytes(self._data[start:end]).find(b"\x00")
+        # searched a page at a time: the unit's payload follows the string, and
+        # a whole payload copied (or, memory-mapped, read in) per name costs
+        # time and resident memory
+        nul, at = -1, start
+        while nul < 0 and at < end:
+            found = bytes(self._data[at : min(at + 4096, end)]).find(b"\x00")
+            nul = -1 if found < 0 else at + found - start
+            at += 4096
         if nul < 0:
             raise self.error(f"{what} has no terminating NUL before the end of the unit")
         raw = bytes(self._data[start : start + nul])
