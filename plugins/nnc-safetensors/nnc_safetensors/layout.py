@@ -21,11 +21,10 @@ import json
 import os
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 
 from nnc_core.plugins import ModelError
@@ -43,26 +42,54 @@ __all__ = [
     "FileWriter",
 ]
 
-#: safetensors dtype code -> numpy dtype (the codes NNR can carry; F8_E8M0, F4,
-#: F6 and complex tensors have no NNR coding and are refused by name)
-DTYPES: dict[str, np.dtype] = {
-    "F64": np.dtype(np.float64),
-    "F32": np.dtype(np.float32),
-    "F16": np.dtype(np.float16),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
-    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
-    "I64": np.dtype(np.int64),
-    "I32": np.dtype(np.int32),
-    "I16": np.dtype(np.int16),
-    "I8": np.dtype(np.int8),
-    "U64": np.dtype(np.uint64),
-    "U32": np.dtype(np.uint32),
-    "U16": np.dtype(np.uint16),
-    "U8": np.dtype(np.uint8),
-    "BOOL": np.dtype(np.bool_),
+# The codes NNR can carry (F8_E8M0, F4, F6 and complex tensors have no NNR
+# coding and are refused by name), with numpy's dtype names.
+_NAMES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U64": "uint64",
+    "U32": "uint32",
+    "U16": "uint16",
+    "U8": "uint8",
+    "BOOL": "bool",
 }
-_CODES = {dtype.name: code for code, dtype in DTYPES.items()}
+_ML_DTYPES = ("BF16", "F8_E4M3", "F8_E5M2")
+
+
+class _Dtypes(Mapping[str, np.dtype]):
+    """safetensors dtype code -> numpy dtype.  The bfloat16 and float8 dtypes
+    come from ml_dtypes, imported when a file first has one: ml_dtypes 0.7
+    takes 0.6 s to import, which a float32 checkpoint need not wait for."""
+
+    def __getitem__(self, code: str) -> np.dtype:
+        name = _NAMES[code]  # KeyError for a code NNR cannot carry
+        if code in _ML_DTYPES:
+            import ml_dtypes
+
+            return np.dtype(getattr(ml_dtypes, name))
+        return np.dtype(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_NAMES)
+
+    def __len__(self) -> int:
+        return len(_NAMES)
+
+    def __contains__(self, code: object) -> bool:
+        return code in _NAMES
+
+
+#: safetensors dtype code -> numpy dtype
+DTYPES: Mapping[str, np.dtype] = _Dtypes()
+_CODES = {name: code for code, name in _NAMES.items()}
 
 # The format caps the header at 100 MB; the library refuses larger ones too.
 MAX_HEADER_BYTES = 100_000_000
