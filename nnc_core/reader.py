@@ -242,9 +242,10 @@ class NNRReader(Mapping[str, np.ndarray]):
         from the file on the next access.
         """
         end -= end % mmap.PAGESIZE
-        if self._map is None or end <= start:
+        advice = getattr(mmap, "MADV_DONTNEED", None)  # not on Windows, which has no madvise
+        if self._map is None or advice is None or end <= start:
             return start
-        self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+        self._map.madvise(advice, start, end - start)
         return end
 
     def _decode_group(self, steps: list[_NduStep], workers: int) -> dict[str, np.ndarray]:
