@@ -68,6 +68,7 @@ __all__ = [
     "decode_units",
     "plan_bitstream",
     "decode_steps",
+    "wide_integers",
 ]
 
 
@@ -490,12 +491,28 @@ def _target_dtype(h: NduHeader, float_dtype: np.dtype | None) -> np.dtype | None
     return dtypes.dtype_of(h.decompressed_data_format) if h.decompressed_data_format_present_flag else None  # type: ignore[arg-type]  # set whenever its flag is
 
 
+def wide_integers(h: NduHeader) -> bool:
+    """Whether an NDU's integers travel as int32 planes (see :mod:`nnc_core.dtypes`)."""
+    return (
+        h.payload_type == PayloadType.NNR_PT_INT
+        and bool(h.decompressed_data_format_present_flag)
+        and h.decompressed_data_format in dtypes.WIDE_FORMATS
+    )
+
+
 def _as_signalled(t: DecodedTensor, h: NduHeader, target: np.dtype | None, where: dict[str, Any]) -> DecodedTensor:
     """A decoded tensor in its own shape and dtype: a scalar (no tensor
     dimensions) as 0-d, values in the dtype the header signals."""
     if not h.tensor_dimensions and h.tensor_dimensions_flag and t.values.size == 1 and t.role is None:
         t.values = t.values.reshape(())
         t.stored = None if t.stored is None else t.stored.reshape(())
+    planes = h.decompressed_data_format
+    if wide_integers(h) and planes is not None and t.role is None:
+        try:  # integers beyond int32, sent as int32 planes; no decoder state keeps them (updates code int32)
+            t.values, t.stored = dtypes.from_planes(t.values, planes), None
+        except ValueError as e:
+            raise BitstreamError(f"tensor {t.name!r}: {e}, which its NDU's data format signals", **where) from None
+        return t
     if target is None or t.values.dtype == target:
         return t
     if dtypes.is_integer(target):

@@ -15,6 +15,12 @@ that does not know a value decodes in float32 or int32 (as NNCodec does); so
 does ours.  int32 and float32 are not signalled (the stream is then the one
 NNCodec writes).  bfloat16 and float8 need the ``ml_dtypes`` package, read
 only when such a tensor is met.
+
+Integers whose values leave int32 (int64, uint64, uint32) travel as two
+int32 planes, the high and the low 32 bits of each value, along a last axis
+of 2 (``(*shape, 2)``; split tensors split along the first axis as ever),
+signalled by 72 int64, 73 uint64, 74 uint32 (:data:`WIDE_FORMATS`).  A
+decoder that does not know these values decodes the planes, as int32.
 """
 
 from __future__ import annotations
@@ -25,7 +31,18 @@ import numpy as np
 
 from nnc_core.errors import ConfigError
 
-__all__ = ["DATA_FORMATS", "format_of", "dtype_of", "float_dtype", "is_float", "is_integer", "as_float32"]
+__all__ = [
+    "DATA_FORMATS",
+    "WIDE_FORMATS",
+    "format_of",
+    "dtype_of",
+    "float_dtype",
+    "is_float",
+    "is_integer",
+    "as_float32",
+    "to_planes",
+    "from_planes",
+]
 
 #: nnr_decompressed_data_format value -> dtype name
 DATA_FORMATS: dict[int, str] = {
@@ -44,8 +61,14 @@ DATA_FORMATS: dict[int, str] = {
     69: "float8_e4m3fn",
     70: "float8_e5m2",
     71: "uint64",
+    72: "int64",
+    73: "uint64",
+    74: "uint32",
 }
-_BY_NAME = {name: value for value, name in DATA_FORMATS.items()}
+#: values signalling integers sent as two int32 planes (high, low 32 bits)
+WIDE_FORMATS = (72, 73, 74)
+_BY_NAME = {name: value for value, name in DATA_FORMATS.items() if value not in WIDE_FORMATS}
+_WIDE_BY_NAME = {DATA_FORMATS[value]: value for value in WIDE_FORMATS}
 _ML_DTYPES = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
 
 
@@ -98,3 +121,32 @@ def float_dtype(dtype: Any) -> np.dtype | None:
         floats = sorted(n for n in _BY_NAME if n.startswith(("float", "bfloat")))
         raise ConfigError(f"dtype {dtype!r} is not a float dtype the decoder can return; one of {floats}")
     return dtype_of(value)
+
+
+def to_planes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Integers that leave int32 as int32 planes ``(*shape, 2)``: the high 32
+    bits (signed: the value's own sign for int64, the bit pattern for the
+    unsigned ones) and the low 32 bits' pattern; with their format value."""
+    value = _WIDE_BY_NAME.get(values.dtype.name)
+    if value is None:
+        raise ConfigError(f"dtype {values.dtype} is not sent as int32 planes (int64, uint64 and uint32 are)")
+    bits = values.astype(np.int64) if values.dtype != np.uint64 else values.view(np.int64)
+    planes = np.empty((*values.shape, 2), np.int32)
+    planes[..., 0] = bits >> 32
+    planes[..., 1] = (bits & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+    return planes, value
+
+
+def from_planes(planes: np.ndarray, value: int) -> np.ndarray:
+    """The integers :func:`to_planes` sent, in the dtype ``value`` signals.
+    Raises ValueError when the planes are not ``(*shape, 2)`` or a value does
+    not fit that dtype."""
+    if planes.ndim == 0 or planes.shape[-1] != 2:
+        raise ValueError(f"int32 planes of shape {list(planes.shape)}, not [..., 2]")
+    bits = (planes[..., 0].astype(np.int64) << 32) | (planes[..., 1].astype(np.int64) & 0xFFFFFFFF)
+    name = DATA_FORMATS[value]
+    if name == "uint64":
+        return bits.view(np.uint64)
+    if name == "uint32" and bits.size and (int(bits.min()) < 0 or int(bits.max()) > 0xFFFFFFFF):
+        raise ValueError("values outside uint32")
+    return bits.astype(name)

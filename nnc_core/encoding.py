@@ -678,6 +678,8 @@ def _encode_members(members: list[_Member], s: _Settings, state: ParseState) -> 
 
 def _quantize_member(m: _Member, s: _Settings) -> _Coded:
     coded = _quantize_value(m, s)
+    if coded.data_format in dtypes.WIDE_FORMATS:
+        return coded  # int32 planes: signalled, shaped (*shape, 2)
     coded.data_format = dtypes.format_of(np.asarray(m.value).dtype)
     if np.ndim(m.value) == 0:
         coded.shape = ()  # a scalar: no tensor dimensions (its payload codes one element)
@@ -692,7 +694,12 @@ def _quantize_value(m: _Member, s: _Settings) -> _Coded:
     value = coded_view(value, m.shift)  # rows of the 2-D view first (clause 7.3.8)
     if dtypes.is_integer(value.dtype):
         if value.size and (value.min() < -(2**31) or value.max() > 2**31 - 1):
-            raise EncodeError(f"tensor {m.name!r}: {value.dtype} values outside int32, which NNR_PT_INT codes")
+            # NNR_PT_INT codes int32: wider values go as two int32 planes (see nnc_core.dtypes)
+            if m.shift:
+                raise EncodeError(f"tensor {m.name!r}: integers beyond int32 are not sent with a shifted dimension")
+            planes, data_format = dtypes.to_planes(np.asarray(m.value))
+            planes_shape = (*np.shape(m.value), 2)
+            return _Coded(m.name, planes_shape, PayloadType.NNR_PT_INT, planes, None, False, data_format=data_format)
         return _Coded(m.name, shape, PayloadType.NNR_PT_INT, value.astype(np.int32), None, False)
     if not dtypes.is_float(value.dtype):
         raise EncodeError(

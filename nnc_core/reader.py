@@ -35,6 +35,7 @@ from nnc_core.decoding import (
     _NduStep,
     decode_steps,
     plan_bitstream,
+    wide_integers,
 )
 from nnc_core.dtypes import DATA_FORMATS, dtype_of, float_dtype
 from nnc_core.errors import ConfigError
@@ -307,6 +308,8 @@ def _group_info(
                 shape = tuple(prev[i] + shape[i] if i == axis else d for i, d in enumerate(shape))
             if not h.tensor_dimensions and h.tensor_dimensions_flag and role == "tensor":
                 shape = ()  # a scalar
+            if wide_integers(h) and role == "tensor":
+                shape = tuple(shape)[:-1]  # integers beyond int32: the int32 planes' axis goes
             shapes[name] = tuple(shape)
             dtypes[name] = _dtype(h, cb, float_dtype)
             roles[name] = role

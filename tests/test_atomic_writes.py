@@ -86,7 +86,7 @@ _CHILD = textwrap.dedent(
 
     def pause():
         print("ready", flush=True)
-        time.sleep(60)
+        time.sleep(600)  # ended by the signal; long enough for a loaded machine (sanitizers)
 
     if where == "savez":
         import nnc_core.plugins.npz as npz
@@ -116,7 +116,7 @@ def _interrupt(tmp_path: Path, where: str, argv: list[str], sig: int) -> int:
     try:
         assert proc.stdout.readline() == "ready\n"
         proc.send_signal(sig)
-        proc.wait(timeout=30)
+        proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()

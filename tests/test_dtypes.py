@@ -11,10 +11,10 @@ import pytest
 
 import nnc_core
 from nnc_core import BitstreamError, ConfigError
-from nnc_core.bitstream.units import ParseState, read_units, write_unit
+from nnc_core.bitstream.units import CompressedDataUnit, ParseState, read_units, write_unit
 from nnc_core.cli import main
 from nnc_core.decoding import quantization_step
-from nnc_core.dtypes import DATA_FORMATS, format_of
+from nnc_core.dtypes import DATA_FORMATS, WIDE_FORMATS, format_of, to_planes
 
 INTEGERS = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "bool"]
 FLOATS = ["float16", "float32", "float64", ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2]
@@ -80,9 +80,59 @@ def test_blocks_carry_their_weight_dtype(rng):
     assert low_rank["w"].dtype == np.dtype(ml_dtypes.bfloat16) and low_rank["w"].shape == (32, 32)
 
 
-def test_unsigned_values_beyond_int32_and_unknown_dtypes_are_refused():
-    with pytest.raises(nnc_core.EncodeError, match=r"tensor 'u': uint32 values outside int32"):
-        nnc_core.encode({"u": np.array([2**32 - 1], np.uint32)})
+def test_integers_beyond_int32_travel_as_int32_planes(rng):
+    """int64, uint64 and uint32 values outside int32 are sent as two int32
+    planes (high, low 32 bits) along a last axis of 2, signalled 72/73/74:
+    every value comes back, in its dtype and shape, whole, split into parts,
+    by random access; the headers give the tensor's own shape.  Values that
+    fit int32 are sent as before (int64: format 7)."""
+    tensors = {
+        "ids": np.array([0, -1, 2**63 - 1, -(2**63), 2**31, -(2**31) - 1], np.int64),
+        "hashes": rng.integers(0, 2**64 - 1, (40, 30), dtype=np.uint64, endpoint=True),
+        "counts": np.array([[0, 2**32 - 1], [2**31, 7]], np.uint32),
+        "step": np.array(2**40, np.int64),
+        "none": np.zeros((0, 3), np.int64),
+        "small": np.arange(-3, 3, dtype=np.int64),
+    }
+    for options in ({}, {"max_part_elements": 300}, {"workers": 1}):
+        data = nnc_core.encode(tensors, **options)
+        out = nnc_core.decode(data)
+        assert list(out) == list(tensors)
+        for name, value in tensors.items():
+            assert out[name].dtype == value.dtype and out[name].shape == value.shape, name
+            assert np.array_equal(out[name], value), name
+        with nnc_core.open(data) as reader:
+            for name, value in tensors.items():
+                info = reader.info(name)
+                assert (info.shape, info.dtype) == (value.shape, value.dtype), name
+                assert np.array_equal(reader[name], value)
+    formats = {
+        u.header.element_ids[0]: (u.header.decompressed_data_format, list(u.header.tensor_dimensions))
+        for u in read_units(nnc_core.encode(tensors))
+        if isinstance(u, CompressedDataUnit)
+    }
+    assert formats == {
+        "counts": (74, [2, 2, 2]),
+        "hashes": (73, [40, 30, 2]),
+        "ids": (72, [6, 2]),
+        "none": (7, [0, 3]),
+        "small": (7, [6]),
+        "step": (72, [2]),
+    }
+
+
+def test_planes_of_the_wrong_shape_or_range_are_a_stream_error():
+    """A header that signals int32 planes over a tensor without the planes'
+    axis of 2, or uint32 planes holding a larger value, is a BitstreamError."""
+    bad_axis = _with_format(nnc_core.encode({"n": np.arange(3, dtype=np.int32)}), "n", 72)
+    with pytest.raises(BitstreamError, match=r"tensor 'n': int32 planes of shape \[3\], not \[\.\.\., 2\]"):
+        nnc_core.decode(bad_axis)
+    too_large = _with_format(nnc_core.encode({"n": np.array([[1, 0]], np.int32)}), "n", 74)
+    with pytest.raises(BitstreamError, match=r"tensor 'n': values outside uint32"):
+        nnc_core.decode(too_large)
+
+
+def test_unknown_dtypes_are_refused():
     with pytest.raises(nnc_core.EncodeError, match=r"tensor 's': dtype <U1 is not supported"):
         nnc_core.encode({"s": np.array(["a"])})
     with pytest.raises(ConfigError, match=r"dtype 'int8' is not a float dtype"):
@@ -142,4 +192,7 @@ def test_every_signalled_format_names_a_dtype():
             if hasattr(ml_dtypes, name) and name not in ("float16",)
             else np.dtype(name)
         )
+        if value in WIDE_FORMATS:  # the int32 planes of integers beyond int32
+            assert to_planes(np.zeros(1, dtype))[1] == value
+            continue
         assert format_of(dtype) == (None if name in ("int32", "float32") else value)

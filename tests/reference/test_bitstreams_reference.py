@@ -256,6 +256,22 @@ def test_nncodec_decodes_streams_that_signal_dtypes_and_scalars(minilm):
         assert np.array_equal(value.astype(mine[name].dtype), mine[name]), name
 
 
+def test_nncodec_decodes_integers_beyond_int32_as_their_planes():
+    """int64 values beyond int32 travel as int32 planes (high, low 32 bits) on
+    a last axis of 2: NNCodec, which ignores the data format, decodes the planes."""
+    import nnc_core
+    from nnc_core.dtypes import to_planes
+
+    params = {"ids": np.array([[1, -(2**40)], [2**62, 7]], np.int64), "w": np.full((4, 4), 0.25, np.float32)}
+    ours = nnc_core.encode(params)
+    nnc = reference.nncodec_compression()
+    with contextlib.redirect_stdout(io.StringIO()):
+        theirs = nnc.decompress(bytearray(ours))
+    planes, _ = to_planes(params["ids"])
+    assert np.array_equal(np.asarray(theirs["ids"]), planes)
+    assert np.array_equal(nnc_core.decode(ours)["ids"], params["ids"])
+
+
 def test_nncodec_decodes_a_hugging_face_folder_stream(tmp_path):
     """The safetensors plugin carries a model folder's layout and other files in
     an NNR_TPL unit (NNR_TPL_UNREC, a JSON text ending in NUL: docs/decisions.md).
