@@ -100,11 +100,9 @@ def _nnr_value(name: str, value: Any, where: str) -> np.ndarray:
     a = np.asarray(value)
     if a.dtype.name in _FLOAT_KINDS:
         return to_nnr_layout(name, a)
-    if a.dtype.kind in "iub":
-        if a.size and (a.min() < -(2**31) or a.max() > 2**31 - 1):
-            raise ModelError(
-                f"{where}: variable {name!r} ({a.dtype}) holds values outside int32, which NNR cannot code"
-            )
+    if a.dtype.kind in "iu":  # in their own dtype: the core carries every width (int64 beyond int32 as planes)
+        return to_nnr_layout(name, a)
+    if a.dtype.kind == "b":
         return to_nnr_layout(name, a.astype(np.int32))
     raise ModelError(f"{where}: variable {name!r} has dtype {a.dtype}, which the TensorFlow plugin cannot map to NNR")
 
