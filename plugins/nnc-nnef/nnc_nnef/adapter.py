@@ -241,9 +241,7 @@ class NnefAdapter:
                 if value.dtype == np.bool_:
                     value = value.astype(np.int32)
                 elif value.dtype.kind in "iu":
-                    if value.size and (value.min() < -(2**31) or value.max() > 2**31 - 1):
-                        raise ModelError(f"{path}: variable {label!r} ({value.dtype}) holds values outside int32")
-                    value = value.astype(np.int32)
+                    pass  # in the file's own width: the core carries every one (beyond int32 as int32 planes)
                 elif value.dtype.kind != "f":
                     raise ModelError(f"{path}: variable {label!r} has dtype {value.dtype}, which NNR cannot code")
             tensors[label] = value.reshape(graph.coded_shape(label, shape))
@@ -282,8 +280,8 @@ class NnefAdapter:
                 )
             if dtype == "scalar":
                 value = value.astype(np.float32, copy=False)
-            elif dtype == "integer":
-                value = value.astype(np.int32, copy=False)
+            elif dtype == "integer" and value.dtype.kind not in "iu":
+                value = value.astype(np.int32)  # a decoder that returned another dtype: NNEF's default width
             elif dtype == "logical":
                 value = value.astype(np.bool_)
             arrays.append((label, value.reshape(shape)))
