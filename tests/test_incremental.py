@@ -340,6 +340,17 @@ def test_options_per_bitstream(rng):
         a.encode(tuned, max_part_elements=4)
 
 
+def test_a_session_carries_integers_beyond_int32(rng):
+    """A base with an int64 tensor beyond int32 (sent as int32 planes) and an
+    update of it whose differences fit int32: the receiver holds every value."""
+    m0 = {"w": _model(rng)["fc1.weight"], "ids": np.array([1, 2**40, -(2**50)], np.int64)}
+    m1 = {"w": m0["w"] + np.float32(0.01), "ids": m0["ids"] + np.array([1, 5, 0], np.int64)}
+    encoder, decoder = UpdateEncoder(), UpdateDecoder()
+    for model in (m0, m1):
+        got = decoder.decode(encoder.encode(model))
+        assert got["ids"].dtype == np.int64 and np.array_equal(got["ids"], model["ids"])
+
+
 def _threads_running_steps(monkeypatch):
     """Names of the threads that decode NDUs (a spy around the real step)."""
     import threading
