@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 
 import nnc_core
-from nnc_core import dtypes
 from nnc_core.api import encode_to
 from nnc_core.bitstream.units import (
     AggregateUnit,
@@ -308,23 +307,16 @@ def _encoder_config(args: argparse.Namespace) -> EncoderConfig:
         row_skipping=args.row_skipping,
         int_quant_bw=args.int_quant_bw,
         raw_float=args.raw_float,
+        lossless=args.lossless,
         max_part_elements=args.max_part_elements,
         aggregate=args.aggregate,
         **_reduction_options(args),
     )
 
 
-def _dtype_of(tensors: Mapping[str, np.ndarray], name: str) -> np.dtype:
-    dtype_of = getattr(tensors, "dtype_of", None)
-    return np.dtype(dtype_of(name)) if dtype_of is not None else np.asarray(tensors[name]).dtype
-
-
 def cmd_encode(args: argparse.Namespace) -> int:
     model = read_model(args.input, framework=args.framework)
     config = _encoder_config(args)
-    if args.lossless:  # from the headers where the model's mapping has them: nothing is read yet
-        floats = [name for name in model.tensors if dtypes.is_float(_dtype_of(model.tensors, name))]
-        config = config.replace(raw_float=sorted(set(config.raw_float) | set(floats)))
     base = _load_base(args.base)
     output = Path(args.output)
     # parameters done after the first n tensors (blocks count their members), from
@@ -515,8 +507,8 @@ def _add_encode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--lossless",
         action="store_true",
-        help="send every float tensor uncompressed and integers as they are: the decoded model equals the "
-        "input (float64 values rounded to float32)",
+        help="code every float tensor exactly (float32 uncompressed, bf16/fp16/fp8 as a codebook of their bit "
+        "patterns, float64 as its bits) and integers as they are: the decoded model equals the input",
     )
     p.add_argument(
         "--max-part-elements",

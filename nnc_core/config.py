@@ -52,7 +52,14 @@ class EncoderConfig:
         then coded as the reference encoder codes it and decodes to a
         neighbouring value.
     raw_float: names of float tensors sent uncompressed (NNR_PT_RAW_FLOAT,
-        float32, lossless); they may hold NaN and infinity.
+        float32, which NNCodec decodes; exact for float32 and the narrow
+        floats); they may hold NaN and infinity.
+    lossless: every float tensor not in ``raw_float`` coded exactly, NaN
+        and infinity included: float32 as raw floats, bfloat16, float16 and
+        float8 as indices into a codebook of their bit patterns (about 3/4
+        of their bytes on real weights), float64 as two int32 planes of its
+        bits (see docs/decisions.md).  Integers are always exact.  No
+        parameter reduction applies.
     blocks: block id -> {role: tensor name}, roles ``weight`` (required),
         ``bias``, ``ls`` (local scaling) and ``bn.gamma``, ``bn.beta``,
         ``bn.mean``, ``bn.var`` (all four or none).  A block's tensors
@@ -120,6 +127,7 @@ class EncoderConfig:
     codebook_mode: int = 0
     int_quant_bw: int | None = None
     raw_float: Collection[str] = ()
+    lossless: bool = False
     blocks: Mapping[str, Mapping[str, str]] | None = None
     fold_batch_norm: bool = False
     batch_norm_epsilon: float = 1e-5
@@ -150,7 +158,7 @@ class EncoderConfig:
             raise ConfigError(f"codebook_mode {self.codebook_mode!r} is not 0, 1 or 2")
         _int_in(self, "scan_order", 0, 4)
         _int_in(self, "cabac_unary_length_minus1", 0, 31)
-        for name in ("use_dq", "fold_batch_norm", "param_opt", "aggregate"):
+        for name in ("use_dq", "fold_batch_norm", "param_opt", "aggregate", "lossless"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} {getattr(self, name)!r} must be True or False")
         if self.row_skipping is not None and not isinstance(self.row_skipping, bool):

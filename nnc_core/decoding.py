@@ -69,6 +69,7 @@ __all__ = [
     "plan_bitstream",
     "decode_steps",
     "wide_integers",
+    "bit_patterns",
 ]
 
 
@@ -486,9 +487,12 @@ def _run_step(
 
 def _target_dtype(h: NduHeader, float_dtype: np.dtype | None) -> np.dtype | None:
     """The dtype an NDU's tensors are returned in (None: as reconstructed)."""
-    if float_dtype is not None and h.payload_type != PayloadType.NNR_PT_INT:
+    signalled = dtypes.dtype_of(h.decompressed_data_format) if h.decompressed_data_format_present_flag else None  # type: ignore[arg-type]  # set whenever its flag is
+    if float_dtype is not None and (
+        h.payload_type != PayloadType.NNR_PT_INT or (signalled is not None and dtypes.is_float(signalled))
+    ):
         return float_dtype
-    return dtypes.dtype_of(h.decompressed_data_format) if h.decompressed_data_format_present_flag else None  # type: ignore[arg-type]  # set whenever its flag is
+    return signalled
 
 
 def wide_integers(h: NduHeader) -> bool:
@@ -500,19 +504,35 @@ def wide_integers(h: NduHeader) -> bool:
     )
 
 
+def bit_patterns(h: NduHeader) -> bool:
+    """Whether an NDU's codebook holds the bit patterns of narrow floats sent exactly (see :mod:`nnc_core.dtypes`)."""
+    return (
+        h.payload_type == PayloadType.NNR_PT_FLOAT
+        and bool(h.codebook_present_flag)
+        and bool(h.decompressed_data_format_present_flag)
+        and h.decompressed_data_format in dtypes.PATTERN_FORMATS
+    )
+
+
 def _as_signalled(t: DecodedTensor, h: NduHeader, target: np.dtype | None, where: dict[str, Any]) -> DecodedTensor:
     """A decoded tensor in its own shape and dtype: a scalar (no tensor
-    dimensions) as 0-d, values in the dtype the header signals."""
+    dimensions) as 0-d, values in the dtype the header signals (or the
+    caller's float dtype)."""
     if not h.tensor_dimensions and h.tensor_dimensions_flag and t.values.size == 1 and t.role is None:
         t.values = t.values.reshape(())
         t.stored = None if t.stored is None else t.stored.reshape(())
-    planes = h.decompressed_data_format
-    if wide_integers(h) and planes is not None and t.role is None:
-        try:  # integers beyond int32, sent as int32 planes; no decoder state keeps them (updates code int32)
-            t.values, t.stored = dtypes.from_planes(t.values, planes), None
+    carried = h.decompressed_data_format
+    if carried is not None and t.role is None and (wide_integers(h) or bit_patterns(h)):
+        # exact values sent as int32 planes or a codebook of bit patterns; no
+        # decoder state keeps them (updates code int32 and float32 differences)
+        try:
+            if wide_integers(h):
+                t.values = dtypes.from_planes(t.values, carried)
+            else:
+                t.values = dtypes.from_patterns(t.values, carried)
         except ValueError as e:
             raise BitstreamError(f"tensor {t.name!r}: {e}, which its NDU's data format signals", **where) from None
-        return t
+        t.stored = None
     if target is None or t.values.dtype == target:
         return t
     if dtypes.is_integer(target):

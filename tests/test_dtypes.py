@@ -11,10 +11,10 @@ import pytest
 
 import nnc_core
 from nnc_core import BitstreamError, ConfigError
-from nnc_core.bitstream.units import CompressedDataUnit, ParseState, read_units, write_unit
+from nnc_core.bitstream.units import CompressedDataUnit, ParseState, PayloadType, read_units, write_unit
 from nnc_core.cli import main
 from nnc_core.decoding import quantization_step
-from nnc_core.dtypes import DATA_FORMATS, WIDE_FORMATS, format_of, to_planes
+from nnc_core.dtypes import DATA_FORMATS, PATTERN_FORMATS, WIDE_FORMATS, format_of, to_patterns, to_planes
 
 INTEGERS = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "bool"]
 FLOATS = ["float16", "float32", "float64", ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2]
@@ -192,7 +192,129 @@ def test_every_signalled_format_names_a_dtype():
             if hasattr(ml_dtypes, name) and name not in ("float16",)
             else np.dtype(name)
         )
-        if value in WIDE_FORMATS:  # the int32 planes of integers beyond int32
+        if value in WIDE_FORMATS:  # the int32 planes of integers beyond int32 and of float64 bits
             assert to_planes(np.zeros(1, dtype))[1] == value
             continue
+        if value in PATTERN_FORMATS:  # a codebook of narrow floats' bit patterns
+            assert to_patterns(np.zeros(1, dtype))[1] == value
+            continue
         assert format_of(dtype) == (None if name in ("int32", "float32") else value)
+
+
+def _specials(dtype: object) -> np.ndarray:
+    """Every kind of value a float dtype has: zeros of both signs, the
+    smallest subnormal, the largest finite values, and NaN and infinities
+    where the dtype has them."""
+    info = ml_dtypes.finfo(dtype)
+    values = [0.0, -0.0, float(info.smallest_subnormal), -float(info.max), float(info.max), 1.0, -0.5]
+    values += [np.nan] + ([np.inf, -np.inf] if np.dtype(dtype).name != "float8_e4m3fn" else [])
+    return np.array(values, np.float64).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
+def test_lossless_codes_every_float_exactly(rng, dtype):
+    """``lossless=True``: every float tensor decodes to its own bits (NaN,
+    signed zeros, subnormals included), whole, split into parts, on one or two
+    threads and by random access; float32 as raw floats (NNCodec's), float64
+    as int32 planes of its bits, the narrow floats as a codebook of their bit
+    patterns at QP 0, each signalled by its format value."""
+    tensors = {
+        "w": rng.normal(0, 0.05, (64, 48)).astype(dtype),
+        "specials": _specials(dtype),
+        "scalar": np.array(-0.0, dtype),
+        "empty": np.zeros((0, 4), dtype),
+        "ids": np.arange(5, dtype=np.int64),
+    }
+    if np.dtype(dtype) == np.float64:
+        tensors["w"] += 1e-12  # values no float32 holds
+    for options in ({}, {"max_part_elements": 1000}, {"workers": 1}):
+        data = nnc_core.encode(tensors, lossless=True, **options)
+        out = nnc_core.decode(data, workers=2)
+        with nnc_core.open(data) as reader:
+            for name, value in tensors.items():
+                assert out[name].dtype == value.dtype and out[name].shape == value.shape, name
+                assert out[name].tobytes() == value.tobytes(), name
+                assert (reader.info(name).shape, np.dtype(reader.info(name).dtype)) == (value.shape, value.dtype)
+                assert reader[name].tobytes() == value.tobytes(), name
+    headers = _headers(nnc_core.encode(tensors, lossless=True))
+    name = np.dtype(dtype).name
+    if name == "float32":
+        assert headers["w"].payload_type == PayloadType.NNR_PT_RAW_FLOAT
+    elif name == "float64":
+        assert (headers["w"].payload_type, headers["w"].decompressed_data_format) == (PayloadType.NNR_PT_INT, 75)
+        assert headers["w"].tensor_dimensions == [64, 48, 2]
+    else:
+        h = headers["w"]
+        assert h.payload_type == PayloadType.NNR_PT_FLOAT and h.codebook_present_flag
+        assert DATA_FORMATS[h.decompressed_data_format] == name and h.decompressed_data_format in PATTERN_FORMATS
+        patterns, _ = to_patterns(tensors["w"])
+        assert h.codebooks[0].values == sorted(set(patterns.ravel().tolist()))
+
+
+def test_lossless_bf16_weights_code_in_three_quarters_of_their_bytes(minilm):
+    """On real weights (all-MiniLM-L6-v2 in bf16) the codebook of bit
+    patterns codes the model exactly in less than 3/4 of its bytes (raw
+    floats would take twice them)."""
+    bf16 = {n: v.astype(ml_dtypes.bfloat16) for n, v in minilm.items() if v.dtype == np.float32}
+    data = nnc_core.encode(bf16, lossless=True)
+    assert len(data) < 0.75 * sum(v.nbytes for v in bf16.values())
+    out = nnc_core.decode(data)
+    assert all(out[n].dtype == v.dtype and out[n].tobytes() == v.tobytes() for n, v in bf16.items())
+
+
+def test_lossless_blocks_and_raw_float_choices(rng):
+    """A block of bf16 tensors sent exactly travels as one NDU per member (a
+    block's members are mapped by role, not by their patterns); a tensor in
+    ``raw_float`` stays a raw float32, as NNCodec decodes it."""
+    tensors = {
+        "fc.weight": rng.normal(0, 0.1, (8, 6)).astype(ml_dtypes.bfloat16),
+        "fc.bias": rng.normal(0, 0.1, 8).astype(ml_dtypes.bfloat16),
+        "norm": rng.normal(1, 0.1, 8).astype(ml_dtypes.bfloat16),
+    }
+    data = nnc_core.encode(
+        tensors, lossless=True, raw_float=["norm"], blocks={"fc": {"weight": "fc.weight", "bias": "fc.bias"}}
+    )
+    out = nnc_core.decode(data)
+    assert all(out[n].dtype == v.dtype and out[n].tobytes() == v.tobytes() for n, v in tensors.items())
+    headers = _headers(data)
+    assert sorted(headers) == sorted(tensors)
+    assert headers["norm"].payload_type == PayloadType.NNR_PT_RAW_FLOAT
+    assert headers["fc.bias"].decompressed_data_format == 76
+
+
+def test_bit_patterns_that_are_no_patterns_are_a_stream_error():
+    """A header signalling bit patterns over a codebook whose values are no
+    integers (a QP other than 0) or leave the pattern range is a BitstreamError."""
+    values = np.array([0.5, -1.25, 3.0], np.float32)
+    not_integers = _with_format(nnc_core.encode({"w": values}, codebook_mode=1, qp=-8), "w", 76)
+    with pytest.raises(BitstreamError, match=r"tensor 'w': values that are no 16-bit patterns \(-32768\.\.32767\)"):
+        nnc_core.decode(not_integers)
+    too_large = _with_format(nnc_core.encode({"w": np.array([200.0, -3.0])}, codebook_mode=1, qp=0), "w", 78)
+    with pytest.raises(BitstreamError, match=r"tensor 'w': values that are no 8-bit patterns \(-128\.\.127\)"):
+        nnc_core.decode(too_large)
+    # without a codebook the value only names the dtype (bfloat16), as for any quantized tensor
+    plain = _with_format(nnc_core.encode({"w": values}, qp=-8), "w", 76)
+    assert nnc_core.decode(plain)["w"].dtype == np.dtype(ml_dtypes.bfloat16)
+
+
+def test_lossless_is_a_setting_checked_as_one():
+    with pytest.raises(ConfigError, match=r"lossless 'yes' must be True or False"):
+        nnc_core.encode({"w": np.ones(2, np.float32)}, lossless="yes")
+
+
+def test_lossless_command_line_round_trip_is_exact(tmp_path, rng):
+    """`nnc encode model.npz --lossless` and `nnc decode -o back.npz`: every
+    array back with its bits, float64 and float16 included (numpy's .npz holds
+    no bfloat16)."""
+    model = {
+        "d": rng.normal(0, 1, (9, 7)),
+        "h": rng.normal(0, 1, (9, 7)).astype(np.float16),
+        "f": rng.normal(0, 1, 5).astype(np.float32),
+        "n": np.array([np.nan, -0.0], np.float64),
+    }
+    np.savez(tmp_path / "m.npz", **model)
+    assert main(["encode", str(tmp_path / "m.npz"), "-o", str(tmp_path / "m.nnr"), "--lossless", "-q"]) == 0
+    assert main(["decode", str(tmp_path / "m.nnr"), "-o", str(tmp_path / "back.npz"), "-q"]) == 0
+    with np.load(tmp_path / "back.npz") as out:
+        for name, value in model.items():
+            assert out[name].dtype == value.dtype and out[name].tobytes() == value.tobytes(), name

@@ -272,6 +272,31 @@ def test_nncodec_decodes_integers_beyond_int32_as_their_planes():
     assert np.array_equal(nnc_core.decode(ours)["ids"], params["ids"])
 
 
+def test_nncodec_decodes_exact_floats_as_their_patterns_and_planes():
+    """Lossless bf16 travels as a codebook of its bit patterns at QP 0, float64
+    as the int32 planes of its bits (docs/decisions.md): NNCodec, which ignores
+    the data format, decodes the patterns' integers (in float64) and the planes."""
+    import ml_dtypes
+
+    import nnc_core
+    from nnc_core.dtypes import to_patterns, to_planes
+
+    params = {
+        "w": np.array([[0.5, -0.0], [np.nan, 3.0e-3]], np.float32).astype(ml_dtypes.bfloat16),
+        "d": np.array([1 / 3, -2.5e-300], np.float64),
+        "f": np.full((4, 4), 0.25, np.float32),
+    }
+    ours = nnc_core.encode(params, lossless=True)
+    nnc = reference.nncodec_compression()
+    with contextlib.redirect_stdout(io.StringIO()):
+        theirs = nnc.decompress(bytearray(ours))
+    assert np.array_equal(np.asarray(theirs["w"]), to_patterns(params["w"])[0].astype(np.float64))
+    assert np.array_equal(np.asarray(theirs["d"]), to_planes(params["d"])[0])
+    assert np.array_equal(np.asarray(theirs["f"]), params["f"])
+    out = nnc_core.decode(ours)
+    assert all(out[n].tobytes() == v.tobytes() for n, v in params.items())
+
+
 def test_nncodec_decodes_a_hugging_face_folder_stream(tmp_path):
     """The safetensors plugin carries a model folder's layout and other files in
     an NNR_TPL unit (NNR_TPL_UNREC, a JSON text ending in NUL: docs/decisions.md).
