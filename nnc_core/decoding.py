@@ -521,18 +521,12 @@ def _as_signalled(t: DecodedTensor, h: NduHeader, target: np.dtype | None, where
     if not h.tensor_dimensions and h.tensor_dimensions_flag and t.values.size == 1 and t.role is None:
         t.values = t.values.reshape(())
         t.stored = None if t.stored is None else t.stored.reshape(())
-    carried = h.decompressed_data_format
-    if carried is not None and t.role is None and (wide_integers(h) or bit_patterns(h)):
-        # exact values sent as int32 planes or a codebook of bit patterns; no
-        # decoder state keeps them (updates code int32 and float32 differences)
-        try:
-            if wide_integers(h):
-                t.values = dtypes.from_planes(t.values, carried)
-            else:
-                t.values = dtypes.from_patterns(t.values, carried)
+    planes = h.decompressed_data_format
+    if wide_integers(h) and planes is not None and t.role is None:
+        try:  # exact values sent as int32 planes; no decoder state keeps them (updates code int32)
+            t.values, t.stored = dtypes.from_planes(t.values, planes), None
         except ValueError as e:
             raise BitstreamError(f"tensor {t.name!r}: {e}, which its NDU's data format signals", **where) from None
-        t.stored = None
     if target is None or t.values.dtype == target:
         return t
     if dtypes.is_integer(target):
@@ -914,7 +908,8 @@ def _decode_ndu(
                     if eps is not None:
                         _check_entry_points(decoded.entry_points, eps)
                 stored = decoded_view(decoded.values, member_shift)
-                values = _reconstruct(stored, h.payload_type, qp, qp_density, codebook)
+                patterns = h.decompressed_data_format if bit_patterns(h) else None
+                values = _reconstruct(stored, h.payload_type, qp, qp_density, codebook, patterns)
                 results.append(tensor(name, values, stored if keep_stored else None, qp))
                 if h.payload_type == PayloadType.NNR_PT_BLOCK:
                     results[-1].role, results[-1].block = role, h
@@ -955,8 +950,15 @@ def _map_elements(h: NduHeader, results: list[DecodedTensor], where: dict[str, A
 
 
 def _reconstruct(
-    stored: np.ndarray, payload_type: int, qp: int | None, qp_density: int, codebook: IntegerCodebook | None
+    stored: np.ndarray,
+    payload_type: int,
+    qp: int | None,
+    qp_density: int,
+    codebook: IntegerCodebook | None,
+    patterns: int | None,
 ) -> np.ndarray:
+    """Values of stored integers; ``patterns``: the data format of a codebook
+    of bit patterns, whose values are looked up as floats of that dtype."""
     if payload_type == PayloadType.NNR_PT_INT:
         return stored.astype(np.int32)
     step = quantization_step(qp or 0, qp_density)
@@ -969,6 +971,11 @@ def _reconstruct(
                 f"stored integer {int(stored.flat[bad[0]])} at position {int(bad[0])} is outside the codebook "
                 f"of {len(table)} entries (CbZeroOffset {codebook.zero_offset})"
             )
+        if patterns is not None:
+            try:
+                return dtypes.from_patterns(table.astype(np.float64) * np.float64(step), patterns)[idx]
+            except ValueError as e:
+                raise BitstreamError(f"its codebook holds {e}, which its NDU's data format signals") from None
         return table[idx].astype(np.float64) * np.float64(step)
     with np.errstate(over="ignore", invalid="ignore"):
         # one pass: float32(stored) * step in float32 (same values as converting first)

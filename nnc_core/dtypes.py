@@ -56,6 +56,7 @@ __all__ = [
     "from_planes",
     "PATTERN_FORMATS",
     "to_patterns",
+    "pattern_codebook",
     "from_patterns",
 ]
 
@@ -189,15 +190,31 @@ def to_patterns(values: np.ndarray) -> tuple[np.ndarray, int]:
     return np.where(p >> (bits - 1), -1 - magnitude, magnitude).astype(np.int32), value
 
 
-def from_patterns(values: np.ndarray, value: int) -> np.ndarray:
-    """The floats :func:`to_patterns` sent, from their decoded integers (as
-    floats: codebook entries times a step of 1).  Raises ValueError when a
-    value is no integer of the pattern's range."""
+def pattern_codebook(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """A narrow float tensor as a codebook of its distinct patterns' integers
+    (:func:`to_patterns`) in increasing order and each element's position in
+    it (int32), with the format value.  Counted over the dtype's 2**bits
+    patterns, not sorted: linear time, 4 bytes per element."""
+    bits = 8 * values.dtype.itemsize
+    every = np.arange(1 << bits, dtype=f"uint{bits}").view(values.dtype)
+    integers, value = to_patterns(every)  # (raises for a dtype without patterns)
+    flat = values.reshape(-1).view(f"uint{bits}")
+    present = np.flatnonzero(np.bincount(flat, minlength=1 << bits))  # patterns in the tensor
+    order = np.argsort(integers[present], kind="stable")
+    position = np.zeros(1 << bits, np.int32)
+    position[present[order]] = np.arange(len(present), dtype=np.int32)
+    return integers[present[order]].astype(np.int64), position[flat].reshape(values.shape), value
+
+
+def from_patterns(integers: np.ndarray, value: int) -> np.ndarray:
+    """The floats whose patterns :func:`to_patterns` made ``integers`` (decoded
+    values: floats of a codebook times a step of 1).  Raises ValueError when
+    one is no integer of the pattern's range."""
     dtype = dtype_of(value)
     assert dtype is not None
     bits = 8 * dtype.itemsize
     limit = 1 << (bits - 1)
-    ints = np.asarray(values)
+    ints = np.asarray(integers)
     if ints.size and (
         not np.all(np.isfinite(ints))
         or float(ints.min()) < -limit
@@ -206,5 +223,4 @@ def from_patterns(values: np.ndarray, value: int) -> np.ndarray:
     ):
         raise ValueError(f"values that are no {bits}-bit patterns ({-limit}..{limit - 1})")
     i = ints.astype(np.int32)
-    p = np.where(i < 0, (-1 - i) | limit, i).astype(f"uint{bits}")
-    return p.view(dtype)
+    return np.where(i < 0, (-1 - i) | limit, i).astype(f"uint{bits}").view(dtype)

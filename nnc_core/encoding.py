@@ -657,7 +657,9 @@ def _adapt_local_scaling(members: list[_Member], coded: list[_Coded], s: _Settin
 
     def rec(i: int) -> np.ndarray:
         c = coded[i]
-        return np.asarray(_reconstruct(c.stored, c.payload_type, c.qp, s.qp_density, c.codebook), dtype=np.float64)
+        return np.asarray(
+            _reconstruct(c.stored, c.payload_type, c.qp, s.qp_density, c.codebook, None), dtype=np.float64
+        )
 
     if "G" in roles:
         g, h = members[roles["G"]], members[roles["H"]]
@@ -710,12 +712,7 @@ def _quantize_value(m: _Member, s: _Settings) -> _Coded:
     value = coded_view(value, m.shift)  # rows of the 2-D view first (clause 7.3.8)
     if dtypes.is_integer(value.dtype):
         if value.size and (value.min() < -(2**31) or value.max() > 2**31 - 1):
-            # NNR_PT_INT codes int32: wider values go as two int32 planes (see nnc_core.dtypes)
-            if m.shift:
-                raise EncodeError(f"tensor {m.name!r}: integers beyond int32 are not sent with a shifted dimension")
-            planes, data_format = dtypes.to_planes(np.asarray(m.value))
-            planes_shape = (*np.shape(m.value), 2)
-            return _Coded(m.name, planes_shape, PayloadType.NNR_PT_INT, planes, None, False, data_format=data_format)
+            return _as_planes(m)  # NNR_PT_INT codes int32: wider values go as two int32 planes
         return _Coded(m.name, shape, PayloadType.NNR_PT_INT, value.astype(np.int32), None, False)
     if not dtypes.is_float(value.dtype):
         raise EncodeError(
@@ -762,24 +759,30 @@ def _quantize_value(m: _Member, s: _Settings) -> _Coded:
     return _Coded(m.name, shape, PayloadType.NNR_PT_FLOAT, stored, qp, dq, codebook, clipped=bits is not None)
 
 
+def _as_planes(m: _Member) -> _Coded:
+    """A tensor sent as the two int32 planes of its values' bits, on a last
+    axis of 2 (integers beyond int32, float64 sent exactly; see :mod:`nnc_core.dtypes`)."""
+    if m.shift:
+        raise EncodeError(
+            f"tensor {m.name!r}: {np.asarray(m.value).dtype} values travel as int32 planes, "
+            "which are not sent with a shifted dimension"
+        )
+    planes, data_format = dtypes.to_planes(np.asarray(m.value))
+    return _Coded(m.name, (*np.shape(m.value), 2), PayloadType.NNR_PT_INT, planes, None, False, data_format=data_format)
+
+
 def _exact(m: _Member, value: np.ndarray, shape: tuple[int, ...], s: _Settings) -> _Coded | None:
     """A float tensor coded exactly where float32 raw floats would not be
     (float64) or would take more bytes (the narrow floats); None: as a raw
     float (float32, an empty tensor, or a tensor of an update, whose
     differences are float32).  See :mod:`nnc_core.dtypes`."""
     if value.dtype == np.float64:
-        if m.shift:
-            raise EncodeError(f"tensor {m.name!r}: float64 sent exactly is not sent with a shifted dimension")
-        planes, data_format = dtypes.to_planes(np.asarray(m.value))
-        return _Coded(
-            m.name, (*np.shape(m.value), 2), PayloadType.NNR_PT_INT, planes, None, False, data_format=data_format
-        )
+        return _as_planes(m)
     if value.dtype.itemsize > 2 or value.size == 0 or s.update is not None:
         return None
-    patterns, data_format = dtypes.to_patterns(value)
-    values, inverse = np.unique(patterns, return_inverse=True)
+    values, positions, data_format = dtypes.pattern_codebook(value)
     zero = min(int(np.searchsorted(values, 0)), len(values) - 1)  # +0.0 or the value next to it
-    indices = (inverse.reshape(patterns.shape) - zero).astype(np.int32)
+    indices = np.subtract(positions, zero, out=positions)
     codebook = IntegerCodebook(_codebook_egk(values), [int(v) for v in values], zero)
     return _Coded(m.name, shape, PayloadType.NNR_PT_FLOAT, indices, 0, False, codebook, data_format=data_format)
 

@@ -287,10 +287,14 @@ def test_bit_patterns_that_are_no_patterns_are_a_stream_error():
     integers (a QP other than 0) or leave the pattern range is a BitstreamError."""
     values = np.array([0.5, -1.25, 3.0], np.float32)
     not_integers = _with_format(nnc_core.encode({"w": values}, codebook_mode=1, qp=-8), "w", 76)
-    with pytest.raises(BitstreamError, match=r"tensor 'w': values that are no 16-bit patterns \(-32768\.\.32767\)"):
+    with pytest.raises(
+        BitstreamError, match=r"tensor 'w': its codebook holds values that are no 16-bit patterns \(-32768\.\.32767\)"
+    ):
         nnc_core.decode(not_integers)
     too_large = _with_format(nnc_core.encode({"w": np.array([200.0, -3.0])}, codebook_mode=1, qp=0), "w", 78)
-    with pytest.raises(BitstreamError, match=r"tensor 'w': values that are no 8-bit patterns \(-128\.\.127\)"):
+    with pytest.raises(
+        BitstreamError, match=r"tensor 'w': its codebook holds values that are no 8-bit patterns \(-128\.\.127\)"
+    ):
         nnc_core.decode(too_large)
     # without a codebook the value only names the dtype (bfloat16), as for any quantized tensor
     plain = _with_format(nnc_core.encode({"w": values}, qp=-8), "w", 76)
@@ -318,3 +322,14 @@ def test_lossless_command_line_round_trip_is_exact(tmp_path, rng):
     with np.load(tmp_path / "back.npz") as out:
         for name, value in model.items():
             assert out[name].dtype == value.dtype and out[name].tobytes() == value.tobytes(), name
+
+
+def test_planes_take_no_dimension_shift():
+    """int32 planes add a last axis, which a shifted first dimension would
+    move: such a tensor is refused by name, whether int64 or float64 sent exactly."""
+    for value, options in ((np.full((2, 3), 2**40, np.int64), {}), (np.ones((2, 3)), {"lossless": True})):
+        with pytest.raises(
+            nnc_core.EncodeError,
+            match=r"tensor 'w': \w+ values travel as int32 planes, which are not sent with a shifted dimension",
+        ):
+            nnc_core.encode({"w": value}, dimension_shift={"w": 1}, **options)
