@@ -58,8 +58,9 @@ class EncoderConfig:
         and infinity included: float32 as raw floats, bfloat16, float16 and
         float8 as indices into a codebook of their bit patterns (about 3/4
         of their bytes on real weights), float64 as two int32 planes of its
-        bits (see docs/decisions.md).  Integers are always exact.  No
-        parameter reduction applies.
+        bits (see docs/decisions.md).  Integers are always exact.  It
+        excludes the settings that change values (parameter reduction,
+        batch-norm folding, integer-aligned clipping).
     blocks: block id -> {role: tensor name}, roles ``weight`` (required),
         ``bias``, ``ls`` (local scaling) and ``bn.gamma``, ``bn.beta``,
         ``bn.mean``, ``bn.var`` (all four or none).  A block's tensors
@@ -173,6 +174,10 @@ class EncoderConfig:
             _int_in(self, "max_part_elements", -(1 << 62), 1 << 62)
             if self.max_part_elements < 1:
                 raise ConfigError(f"max_part_elements {self.max_part_elements} must be at least 1")
+        if self.lossless:
+            changing = [name for name in _CHANGING_VALUES if getattr(self, name)]
+            if changing:
+                raise ConfigError(f"lossless codes every value exactly: it excludes {changing[0]}")
         if isinstance(self.raw_float, str):
             raise ConfigError(f"raw_float {self.raw_float!r} must be a collection of tensor names, not one string")
         if (self.performance_metric_type is None) != (self.validation_set_performance is None):
@@ -221,5 +226,16 @@ def _number(config: EncoderConfig, name: str, *, minimum: float) -> None:
         raise ConfigError(f"{name} {value!r} must be a finite number >= {minimum:g}")
 
 
+# settings that change the tensors' values before they are coded
+_CHANGING_VALUES = (
+    "sparsity",
+    "structured_sparsity",
+    "prune",
+    "unification",
+    "low_rank",
+    "local_scaling",
+    "fold_batch_norm",
+    "int_quant_bw",
+)
 _FIELDS = {f.name for f in dataclasses.fields(EncoderConfig)}
 _DEFAULT = EncoderConfig()

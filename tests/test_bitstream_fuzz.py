@@ -1,6 +1,7 @@
 """Malformed bitstreams: truncations and corruptions of real (conformance)
 streams, and of streams with aggregate units, layer parameter sets, split
-tensors and multi-element NDUs, raise BitstreamError naming the unit and byte
+tensors, multi-element NDUs and tensors in their own dtypes (exact floats as
+bit-pattern codebooks and int32 planes), raise BitstreamError naming the unit and byte
 offset, never any other exception, crash or runaway allocation; randomly
 structured streams decode exactly."""
 
@@ -9,11 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+import nnc_core
 from nnc_core import BitstreamError
 from nnc_core.bitstream.layout import build_ndu, concatenate_elements, split_tensor
 from nnc_core.bitstream.units import aggregate_unit, read_units, write_unit, write_units
@@ -34,6 +37,14 @@ def _structured_streams() -> list[bytes]:
     for vector_id in ("v09_multi_tensor", "v11_block_conv_bn", "v13_scan16_entry_points"):
         units = unit_bytes(vector(vector_id))
         out.append(b"".join(units[:2]) + aggregate_unit(units[2:]))
+    own_dtypes = {
+        "bf16": rng.normal(0, 0.1, (6, 5)).astype(ml_dtypes.bfloat16),
+        "fp8": rng.normal(0, 0.5, 7).astype(ml_dtypes.float8_e4m3fn),
+        "f64": rng.normal(0, 1, (3, 2)),
+        "ids": np.array([2**40, -1], np.int64),
+        "u8": np.arange(4, dtype=np.uint8),
+    }
+    out.append(nnc_core.encode(own_dtypes, lossless=True))
     return out
 
 

@@ -34,6 +34,10 @@ from nnc_core import ConfigError, EncoderConfig
         ),
         (dict(workers=0), "workers 0 must be a positive integer"),
         (dict(cabac_unary_length_minus1=40), "cabac_unary_length_minus1 40 outside 0..31"),
+        (dict(lossless=1), "lossless 1 must be True or False"),
+        (dict(lossless=True, sparsity=0.5), "lossless codes every value exactly: it excludes sparsity"),
+        (dict(lossless=True, fold_batch_norm=True), "lossless codes every value exactly: it excludes fold_batch_norm"),
+        (dict(lossless=True, int_quant_bw=8), "lossless codes every value exactly: it excludes int_quant_bw"),
     ],
 )
 def test_each_invalid_field_is_named(fields, message):

@@ -301,11 +301,6 @@ def test_bit_patterns_that_are_no_patterns_are_a_stream_error():
     assert nnc_core.decode(plain)["w"].dtype == np.dtype(ml_dtypes.bfloat16)
 
 
-def test_lossless_is_a_setting_checked_as_one():
-    with pytest.raises(ConfigError, match=r"lossless 'yes' must be True or False"):
-        nnc_core.encode({"w": np.ones(2, np.float32)}, lossless="yes")
-
-
 def test_lossless_command_line_round_trip_is_exact(tmp_path, rng):
     """`nnc encode model.npz --lossless` and `nnc decode -o back.npz`: every
     array back with its bits, float64 and float16 included (numpy's .npz holds
