@@ -964,19 +964,24 @@ def _reconstruct(
     step = quantization_step(qp or 0, qp_density)
     if codebook is not None:
         table = np.asarray(codebook.values, dtype=np.int64)
-        idx = stored.astype(np.int64) + codebook.zero_offset
-        bad = np.flatnonzero((idx < 0) | (idx >= len(table)))
-        if bad.size:  # profile 0 does not limit the binarization to the codebook (found by fuzzing)
+        size, zero = len(table), codebook.zero_offset
+        if stored.size and (int(stored.min()) < -zero or int(stored.max()) >= size - zero):
+            # profile 0 does not limit the binarization to the codebook (found by fuzzing)
+            bad = int(np.flatnonzero((stored < -zero) | (stored >= size - zero))[0])
             raise BitstreamError(
-                f"stored integer {int(stored.flat[bad[0]])} at position {int(bad[0])} is outside the codebook "
-                f"of {len(table)} entries (CbZeroOffset {codebook.zero_offset})"
+                f"stored integer {int(stored.flat[bad])} at position {bad} is outside the codebook "
+                f"of {size} entries (CbZeroOffset {zero})"
             )
+        values = table.astype(np.float64) * np.float64(step)
         if patterns is not None:
             try:
-                return dtypes.from_patterns(table.astype(np.float64) * np.float64(step), patterns)[idx]
+                values = dtypes.from_patterns(values, patterns)
             except ValueError as e:
                 raise BitstreamError(f"its codebook holds {e}, which its NDU's data format signals") from None
-        return table[idx].astype(np.float64) * np.float64(step)
+        # The table rolled so that entry i is Codebook[i + CbZeroOffset]: a
+        # stored integer indexes it as it is (negative ones from the end),
+        # without an index array as large as the tensor.
+        return np.take(np.roll(values, -zero), stored)
     with np.errstate(over="ignore", invalid="ignore"):
         # one pass: float32(stored) * step in float32 (same values as converting first)
         return np.multiply(stored, step, dtype=np.float32)

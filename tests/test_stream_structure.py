@@ -762,3 +762,37 @@ def test_strings_of_any_length_are_read_up_to_their_nul(length):
     assert reader.st("name") == text and reader.st("name") == "next"
     with pytest.raises(BitstreamError, match="name has no terminating NUL before the end of the unit"):
         BitReader(data[:length], unit_index=3).st("name")
+
+
+@pytest.mark.parametrize("k", [0, 2, 7, 15])
+def test_exp_golomb_codes_read_back_at_every_bit_offset(k):
+    """ue(k) and ie(k) codes, short ones (read from a 72-bit window) and long
+    ones (prefixes of up to 40 zeros, read bit by bit), at every bit offset,
+    the last one ending anywhere up to the unit's last bit; a code cut by the
+    unit's end is refused."""
+    rng = np.random.default_rng(k)
+    values = [0, 1, 2, 3, (1 << k) - 1, 1 << k, 2**20, 2**32 - 1, 2**40, *rng.integers(0, 2**16, 40).tolist()]
+    signed = [0, 1, -1, 2**30, -(2**30)]
+    for lead in range(8):
+        writer = BitWriter()
+        writer.u(lead, 0)
+        for v in values:
+            writer.ue(k, v)
+        for v in signed:
+            writer.ie(k, v)
+        writer.u(-writer.bit_length % 8, 0)  # 0 to 7 bits after the last code, by the lead
+        data = writer.getvalue()
+        reader = BitReader(data)
+        reader.u(lead)
+        assert [reader.ue(k) for _ in values] == values and [reader.ie(k) for _ in signed] == signed
+        before = BitWriter()  # where the seventh code (2**20) starts and ends
+        before.u(lead, 0)
+        for v in values[:6]:
+            before.ue(k, v)
+        start = before.bit_length
+        before.ue(k, values[6])
+        cut = BitReader(data[: (before.bit_length - 1) // 8])  # the seventh code cut short
+        cut.u(lead)
+        assert [cut.ue(k) for _ in values[:6]] == values[:6] and cut.bit_position == start
+        with pytest.raises(BitstreamError, match="delta needs"):
+            cut.ue(k, "delta")

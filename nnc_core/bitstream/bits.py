@@ -95,7 +95,21 @@ class BitReader:
         return v - (1 << n) if n and v >= 1 << (n - 1) else v
 
     def ue(self, k: int, what: str = "field") -> int:
-        """k-th order Exp-Golomb code (NNR flavour: zeros, a one, then k bits)."""
+        """k-th order Exp-Golomb code (NNR flavour: p zeros, a one, then k + p
+        bits; the value is (2**p - 1) * 2**k plus those bits)."""
+        # Fast path: the whole code within the next 72 bits, its prefix counted
+        # at once (a codebook of a bit-pattern tensor holds thousands of codes).
+        pos = self._pos
+        first = pos >> 3
+        chunk = self._data[first : min(first + 9, (self._end + 7) >> 3)]
+        available = min(len(chunk) * 8 - (pos & 7), self._end - pos)
+        if available > 0:
+            window = (int.from_bytes(chunk, "big") >> (len(chunk) * 8 - (pos & 7) - available)) & ((1 << available) - 1)
+            prefix = available - window.bit_length()
+            length = 2 * prefix + 1 + k
+            if window and length <= available:
+                self._pos = pos + length
+                return (((1 << prefix) - 1) << k) + ((window >> (available - length)) & ((1 << (k + prefix)) - 1))
         value = 0
         prefix = 0
         while self.u(1, what) == 0:
