@@ -156,6 +156,10 @@ class NNRReader(Mapping[str, np.ndarray]):
                     self._repeated[info.name] = (self._info[info.name].units[0][0], info.units[0][0])
                 self._info[info.name] = info
                 self._group_of[info.name] = g
+        # Reading the headers faulted in the pages around each (the kernel maps
+        # neighbouring cached pages with each fault): most of a stream of
+        # small tensors.  Decoding reads each payload again when it comes.
+        self._release(0, self.size)
 
     # -- the mapping --------------------------------------------------------
 

@@ -248,7 +248,7 @@ def test_lossless_codes_every_float_exactly(rng, dtype):
         assert h.payload_type == PayloadType.NNR_PT_FLOAT and h.codebook_present_flag
         assert DATA_FORMATS[h.decompressed_data_format] == name and h.decompressed_data_format in PATTERN_FORMATS
         patterns, _ = to_patterns(tensors["w"])
-        assert h.codebooks[0].values == sorted(set(patterns.ravel().tolist()))
+        assert list(h.codebooks[0].values) == sorted(set(patterns.ravel().tolist()))
 
 
 def test_lossless_bf16_weights_code_in_three_quarters_of_their_bytes(minilm):

@@ -8,6 +8,7 @@ its units; :func:`flatten_units` walks them in decoding order.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterator
 from typing import Any
 
@@ -211,12 +212,15 @@ def _read_codebook(r: BitReader) -> IntegerCodebook:
     zero = (size >> 1) + r.ie(2, "codebook_centre_offset")
     if not 0 <= zero < size:
         raise r.error(f"codebook zero offset {zero} outside a codebook of {size} entries")
-    values = [0] * size
-    values[zero] = r.ie(7, "codebook_zero_value")
-    for j in range(zero - 1, -1, -1):
-        values[j] = values[j + 1] - r.ue(egk, "codebook_delta_left") - 1
-    for j in range(zero + 1, size):
-        values[j] = values[j - 1] + r.ue(egk, "codebook_delta_right") + 1
+    values = array("q", bytes(8 * size))
+    try:
+        values[zero] = r.ie(7, "codebook_zero_value")
+        for j in range(zero - 1, -1, -1):
+            values[j] = values[j + 1] - r.ue(egk, "codebook_delta_left") - 1
+        for j in range(zero + 1, size):
+            values[j] = values[j - 1] + r.ue(egk, "codebook_delta_right") + 1
+    except OverflowError:
+        raise r.error("codebook values beyond 64-bit integers") from None
     return IntegerCodebook(egk, values, zero)
 
 

@@ -10,6 +10,7 @@ Field names follow the standard's syntax as documented in our notes
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,10 +171,14 @@ class QuantizationUnit(Unit):
 
 @dataclass
 class IntegerCodebook:
-    """``integer_codebook()``: strictly increasing integers and the index of zero."""
+    """``integer_codebook()``: strictly increasing integers and the index of zero.
+
+    A parsed codebook holds its values as an ``array('q')`` (8 bytes each, not
+    a Python int each: a reader keeps every header of a stream, and the
+    codebooks of bit-pattern tensors hold thousands of entries)."""
 
     egk: int
-    values: list[int]
+    values: Sequence[int]
     zero_offset: int  # CbZeroOffset
 
 

@@ -6,7 +6,8 @@ the largest tensor's elements (tests/test_streaming.py holds .npz to it).
 
 The checkpoint is larger than that bound and made of many small tensors, so
 that holding it (or keeping the pages of its files mapped, as the reader once
-did) fails the test while the tensors in flight pass it."""
+did) fails the test while the tensors in flight pass it.  Quantized and
+lossless (bit-pattern codebooks) alike."""
 
 from __future__ import annotations
 
@@ -121,3 +122,13 @@ def test_sharded_bf16_checkpoint_streams_within_the_bound(tmp_path):
     assert count == len(model.tensors)
     model.tensors.close()
     decoded.close()
+
+    # lossless: bf16 as codebooks of its bit patterns, within the same bound, the folder back byte for byte
+    bound = 300e6 + 3 * 24 * largest
+    stream, out = tmp_path / "lossless.nnr", tmp_path / "lossless"
+    peak = _peak_rss([*nnc, "encode", str(src), "-o", str(stream), "-q", "--workers", "2", "--lossless"], tmp_path)
+    assert peak < bound, ("lossless encode", peak, bound)
+    peak = _peak_rss([*nnc, "decode", str(stream), "-o", str(out), "-q", "--workers", "2"], tmp_path)
+    assert peak < bound, ("lossless decode", peak, bound)
+    assert stream.stat().st_size < 0.8 * total
+    assert all((out / n).read_bytes() == (src / n).read_bytes() for n in files)
