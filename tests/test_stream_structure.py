@@ -21,6 +21,8 @@ from nnc_core.bitstream.layout import (
     part_header,
     split_tensor,
 )
+from nnc_core.bitstream.reader import _read_codebook
+from nnc_core.bitstream.syntax import IntegerCodebook
 from nnc_core.bitstream.units import (
     AggregateUnit,
     AggregateUnitType,
@@ -37,6 +39,7 @@ from nnc_core.bitstream.units import (
     write_unit,
     write_units,
 )
+from nnc_core.bitstream.writer import write_integer_codebook
 from nnc_core.decoding import DecoderState, decode_bitstream
 from nnc_core.deepcabac import Encoder, TensorCoding
 from streams import expected_values, lps, start, stored_for, structured_stream, unit_bytes, vector
@@ -796,3 +799,20 @@ def test_exp_golomb_codes_read_back_at_every_bit_offset(k):
         assert [cut.ue(k) for _ in values[:6]] == values[:6] and cut.bit_position == start
         with pytest.raises(BitstreamError, match="delta needs"):
             cut.ue(k, "delta")
+
+
+def test_codebook_values_beyond_64_bits_are_refused():
+    """A parsed codebook is held as 64-bit integers: one whose gaps add up
+    beyond them (each gap within the longest Exp-Golomb code) is a
+    BitstreamError naming where, not an OverflowError."""
+    writer = BitWriter()
+    write_integer_codebook(writer, IntegerCodebook(15, [i * 2**55 for i in range(300)], 0))
+    writer.u(-writer.bit_length % 8, 0)
+    with pytest.raises(BitstreamError, match="codebook values beyond 64-bit integers") as e:
+        _read_codebook(BitReader(writer.getvalue(), unit_index=2))
+    assert e.value.unit_index == 2 and e.value.byte_offset is not None
+    fits = IntegerCodebook(15, [i * 2**55 for i in range(200)], 0)
+    writer = BitWriter()
+    write_integer_codebook(writer, fits)
+    writer.u(-writer.bit_length % 8, 0)
+    assert list(_read_codebook(BitReader(writer.getvalue())).values) == fits.values
