@@ -458,7 +458,7 @@ def write_stream(
         tensors,
         blocks or {},
         shifts,
-        set(tensors) if c.lossless else raw_float,  # (lossless: nothing is reduced)
+        raw_float,
         lambda name: float(quantization_step(qp_per_tensor.get(name, qp), qp_density)),
         sparsity=c.sparsity,
         structured_sparsity=c.structured_sparsity,
