@@ -121,9 +121,16 @@ def _run(argv: list[str]) -> tuple[float, int]:
     return float(elapsed), int(peak)
 
 
-def _best(argv: list[str], repeat: int) -> tuple[float, int]:
-    runs = [_run(argv) for _ in range(repeat)]
-    return min(t for t, _ in runs), max(m for _, m in runs)
+def _best(commands: dict[str, list[str]], repeat: int) -> dict[str, tuple[float, int]]:
+    """Best wall seconds and largest peak RSS of each command over ``repeat``
+    rounds, each round running every command once in the order given: a slow
+    spell of a shared machine then touches every command alike, not the runs
+    of one (which made one-worker/two-worker ratios swing by a quarter)."""
+    runs: dict[str, list[tuple[float, int]]] = {label: [] for label in commands}
+    for _ in range(repeat):
+        for label, argv in commands.items():
+            runs[label].append(_run(argv))
+    return {label: (min(t for t, _ in r), max(m for _, m in r)) for label, r in runs.items()}
 
 
 def _nnc(*args: str) -> list[str]:
@@ -145,7 +152,9 @@ def _model_file(name: str, folder: Path) -> tuple[Path, int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["minilm", "crepe-full"], choices=sorted(pretrained.MODELS))
-    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best time, largest RSS)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds, each running every measurement once (best time, largest RSS)"
+    )
     parser.add_argument(
         "--large",
         type=float,
@@ -167,21 +176,21 @@ def main() -> None:
                 "largest_tensor": largest,
                 "npz_bytes": src.stat().st_size,
             }
-            ours = folder / f"{model}.nnr"
-            for label, extra in (("default", []), ("1", ["--workers", "1"])):
-                row[f"encode_{label}"] = _best(_nnc("encode", str(src), "-o", str(ours), "-q", *extra), args.repeat)
-                row[f"decode_{label}"] = _best(
-                    _nnc("decode", str(ours), "-o", str(folder / "out.npz"), "-q", *extra), args.repeat
-                )
+            ours, theirs = folder / f"{model}.nnr", folder / f"{model}.nncodec.nnr"
+            # every round encodes before it decodes: the decodes read what the encodes wrote
+            commands = {
+                "encode_default": _nnc("encode", str(src), "-o", str(ours), "-q"),
+                "encode_1": _nnc("encode", str(src), "-o", str(ours), "-q", "--workers", "1"),
+                "encode_nncodec": [sys.executable, "-c", _NNCODEC_ENCODE, str(src), str(theirs)],
+                "decode_default": _nnc("decode", str(ours), "-o", str(folder / "out.npz"), "-q"),
+                "decode_1": _nnc("decode", str(ours), "-o", str(folder / "out.npz"), "-q", "--workers", "1"),
+                "decode_nncodec": [sys.executable, "-c", _NNCODEC_DECODE, str(theirs), str(folder / "ref.npz")],
+            }
+            if args.no_nncodec:
+                commands = {label: argv for label, argv in commands.items() if not label.endswith("nncodec")}
+            row.update(_best(commands, args.repeat))
             row["bytes"] = ours.stat().st_size
             if not args.no_nncodec:
-                theirs = folder / f"{model}.nncodec.nnr"
-                row["encode_nncodec"] = _best(
-                    [sys.executable, "-c", _NNCODEC_ENCODE, str(src), str(theirs)], args.repeat
-                )
-                row["decode_nncodec"] = _best(
-                    [sys.executable, "-c", _NNCODEC_DECODE, str(theirs), str(folder / "ref.npz")], args.repeat
-                )
                 row["identical"] = theirs.read_bytes() == ours.read_bytes()
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
@@ -213,6 +222,7 @@ def main() -> None:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "repeat": args.repeat,
+        "rounds": "interleaved (each round runs every command of a model once)",
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "rows": rows,

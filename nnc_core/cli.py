@@ -260,6 +260,17 @@ class _Selected(Mapping[str, np.ndarray]):
             self.bar.advance(name, int(value.size))
             yield name, value
 
+    def items_as_decoded(self) -> Iterator[tuple[str, np.ndarray]]:
+        """As :meth:`items`, each tensor as soon as it is decoded (see
+        :meth:`nnc_core.NNRReader.items_as_decoded`), for writers whose
+        format takes entries in any order."""
+        if not self.all:
+            yield from super().items()
+            return
+        for name, value in self.reader.items_as_decoded():
+            self.bar.advance(name, int(value.size))
+            yield name, value
+
 
 def _size_of(tensors: Mapping[str, np.ndarray], name: str) -> int:
     shape_of = getattr(tensors, "shape_of", None)

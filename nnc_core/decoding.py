@@ -394,9 +394,13 @@ def decode_steps(
     keep_stored: bool = True,
     workers: int = 1,
     float_dtype: np.dtype | None = None,
+    ordered: bool = True,
 ) -> Iterator[list[DecodedTensor]]:
     """Decode planned NDUs on ``workers`` threads; yield each group's tensors,
-    complete and in stream order.
+    complete and in stream order (``ordered=False``: each group as soon as
+    its NDUs are decoded, which lets a writer store small tensors while a
+    large one before them is still decoding; with a decoder ``state``, in
+    order all the same).
 
     With a decoder ``state`` an NDU's temporal context (TCA base, HDSP
     history) comes from the state the NDUs before it left: the NDUs decode on
@@ -412,12 +416,16 @@ def decode_steps(
     # a tensor's block rows may decode on every worker even where its NDUs
     # decode one at a time (with a state, each tensor's context is fixed)
     fan_out = FanOut(workers)
-    if state is not None and workers > 1:
-        steps = list(steps)  # planned from headers already parsed: the NDUs' headers, not their tensors
-        if not _independent(steps):
-            workers = 1
+    if state is not None:
+        ordered = True  # each NDU's context is the state the NDUs before it left
+        if workers > 1:
+            steps = list(steps)  # planned from headers already parsed: the NDUs' headers, not their tensors
+            if not _independent(steps):
+                workers = 1
 
     assembling: dict[int, _Assembly] = {}  # id of a split -> its parts so far
+    group_size: dict[int, int] = {}  # group -> its steps drawn so far (unordered)
+    group_drawn: set[int] = set()  # groups whose last step has been drawn (unordered)
 
     def jobs() -> Iterator[Callable[[], tuple[_NduStep, list[DecodedTensor]]]]:
         for step in steps:
@@ -426,31 +434,62 @@ def decode_steps(
             rows = None
             if state is not None and step.split is not None:  # sequential: the parts before it are in
                 rows = assembling.setdefault(id(step.split), _Assembly()).rows
+            group_size[step.group] = group_size.get(step.group, 0) + 1
+            if _ends_group(step):
+                group_drawn.add(step.group)
             job = functools.partial(_run_step, step, state, keep_stored, rows, float_dtype, fan_out)
             job.cost = sum(int(np.prod(shape, dtype=np.int64)) for _, _, shape, _ in step.members)  # type: ignore[attr-defined]  # a function attribute, read by ordered_map
             yield job
 
-    group: list[DecodedTensor] = []
+    gathered: list[DecodedTensor] = []
+
+    def take(step: _NduStep, results: list[DecodedTensor]) -> list[DecodedTensor] | None:
+        """One decoded NDU, in stream order within its group: the group's
+        tensors once this is its last NDU."""
+        nonlocal gathered
+        if step.split is None:
+            gathered.extend(results)
+            _update_state(state, results, step.unit.header)
+        else:
+            assembly = assembling.setdefault(id(step.split), _Assembly())
+            with _naming(step.unit):
+                _add_part(step.split, assembly, results, step.counter, step.where)
+            if step.counter != 1:
+                return None  # more parts to come
+            assembled = _assemble(step.split, assembly)
+            del assembling[id(step.split)]
+            gathered.extend(assembled)
+            _update_state(state, assembled, step.unit.header)
+        if not _ends_group(step):
+            return None  # a G waits for its H
+        done, gathered = gathered, []
+        return done
+
+    waiting: dict[int, list[tuple[_NduStep, list[DecodedTensor]]]] = {}  # group -> its NDUs decoded (unordered)
     try:
-        for step, results in ordered_map(jobs(), workers):
-            if step.split is None:
-                group.extend(results)
-                _update_state(state, results, step.unit.header)
-            else:
-                assembly = assembling.setdefault(id(step.split), _Assembly())
-                with _naming(step.unit):
-                    _add_part(step.split, assembly, results, step.counter, step.where)
-                if step.counter != 1:
-                    continue  # more parts to come
-                assembled = _assemble(step.split, assembly)
-                del assembling[id(step.split)]
-                group.extend(assembled)
-                _update_state(state, assembled, step.unit.header)
-            if step.factor != "G":  # the group is complete (a G waits for its H): hand it on at once
-                yield group
-                group = []
+        for step, results in ordered_map(jobs(), workers, ordered=ordered):
+            if ordered:
+                group = take(step, results)
+                if group is not None:
+                    yield group
+                continue
+            arrived = waiting.setdefault(step.group, [])
+            arrived.append((step, results))
+            if step.group not in group_drawn or len(arrived) < group_size[step.group]:
+                continue
+            del waiting[step.group]
+            for part in sorted(arrived, key=lambda a: (a[0].where["unit_index"], a[0].where["aggregated_index"] or 0)):
+                group = take(*part)
+            assert group is not None  # the group's last step was taken last
+            yield group
     finally:
         fan_out.close()  # ordered_map has waited for its jobs, the only users
+
+
+def _ends_group(step: _NduStep) -> bool:
+    """Whether a step is its group's last: not a split tensor's part before
+    the last, not a decomposition's G (its H follows)."""
+    return (step.split is None or step.counter == 1) and step.factor != "G"
 
 
 def _independent(steps: list[_NduStep | _Failure]) -> bool:

@@ -9,17 +9,19 @@ largest jobs in flight, not by the model.
 
 The output never depends on the worker count: every job gets all it needs
 when it is made, and results (and the first error) are delivered in the
-order the jobs were made.
+order the jobs were made, unless the caller asks for them as they end (a
+writer whose format takes its entries in any order).
 """
 
 from __future__ import annotations
 
+import heapq
 import numbers
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import NoReturn, TypeVar
 
 from nnc_core.errors import ConfigError
@@ -54,10 +56,15 @@ def _raiser(error: BaseException) -> Callable[[], NoReturn]:
 
 
 def ordered_map(
-    jobs: Iterable[Callable[[], T]], workers: int, *, lookahead: int = 1, max_jobs: int = 4096
+    jobs: Iterable[Callable[[], T]],
+    workers: int,
+    *,
+    lookahead: int = 1,
+    max_jobs: int = 4096,
+    ordered: bool = True,
 ) -> Iterator[T]:
     """Run ``jobs`` (callables without arguments) on ``workers`` threads and
-    yield their results in the jobs' order.
+    yield their results in the jobs' order (``ordered=False``: as they end).
 
     Jobs are drawn from ``jobs`` lazily: ``workers + lookahead`` in flight,
     and more (``max_jobs`` at most) while the others in flight add up to
@@ -68,19 +75,29 @@ def ordered_map(
     per-job overhead (a model of many tiny tensors behind a large one): set
     low, it would idle the other threads while a large job runs, as 64 did
     on all-MiniLM-L6-v2, whose word embedding (half the model) comes before
-    ninety smaller tensors.  An exception raised by a job, or by the iterable
-    while making the next job, is raised here in its place in the order,
-    after every earlier result has been yielded; jobs still running then are
-    waited for, and no job is started after it.  With ``workers == 1`` the
-    jobs run one after another on the calling thread.
+    ninety smaller tensors.  Of the jobs drawn, a free thread starts the
+    costliest (the earliest of equal ones): two large tensors among small
+    ones run side by side rather than one after the small ones, which
+    would leave a thread idle at the end.
+
+    In order, an exception raised by a job, or by the iterable while making
+    the next job, is raised here in its place, after every earlier result
+    has been yielded.  Unordered, the first job (in the jobs' order) to
+    have failed by the time a failure is seen is raised, and the results
+    not yet yielded are dropped.  Either way, jobs still running then are
+    waited for and no job is started after it.  With ``workers == 1`` the
+    jobs run one after another on the calling thread, in order.
     """
     if workers <= 1:
         for job in jobs:
             yield job()
         return
     source = iter(jobs)
-    pending: deque[tuple[Future[T], int]] = deque()
+    pending: deque[tuple[Future[T], int]] = deque()  # drawn, result not yet yielded; in the jobs' order
+    unstarted: list[tuple[int, int, Callable[[], T], Future[T]]] = []  # a heap: the costliest first
+    lock = threading.Lock()
     limit = workers + max(0, lookahead)
+    drawn = 0
     exhausted = False
 
     def room() -> bool:
@@ -88,6 +105,17 @@ def ordered_map(
             return True
         costs = [c for _, c in pending]
         return len(pending) < max_jobs and sum(costs) - max(costs) < 2 * max(costs)
+
+    def start_one() -> None:
+        # one run per job drawn, each taking the costliest job not yet started
+        with lock:
+            _, _, job, future = heapq.heappop(unstarted)
+        if not future.set_running_or_notify_cancel():
+            return  # cancelled: an error ended the map
+        try:
+            future.set_result(job())
+        except BaseException as e:  # noqa: BLE001 - delivered by the map
+            future.set_exception(e)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnc") as pool:
         try:
@@ -100,10 +128,28 @@ def ordered_map(
                         break
                     except Exception as e:  # noqa: BLE001 - delivered in order below
                         job, exhausted = _raiser(e), True
-                    pending.append((pool.submit(job), max(1, int(getattr(job, "cost", 1)))))
+                    cost = max(1, int(getattr(job, "cost", 1)))
+                    future: Future[T] = Future()
+                    with lock:
+                        heapq.heappush(unstarted, (-cost, drawn, job, future))
+                    drawn += 1
+                    pending.append((future, cost))
+                    pool.submit(start_one)
                 if not pending:
                     return
-                yield pending.popleft()[0].result()
+                if ordered:
+                    yield pending.popleft()[0].result()
+                    continue
+                done, _ = wait([f for f, _ in pending], return_when=FIRST_COMPLETED)
+                ended = [(f, c) for f, c in pending if f in done]
+                for f, _ in ended:
+                    if f.exception() is not None:
+                        exhausted = True  # nothing more is drawn; the finally cancels the rest
+                        raise f.exception()  # type: ignore[misc]  # checked not None
+                for item in ended:
+                    pending.remove(item)
+                for f, _ in ended:
+                    yield f.result()
         finally:
             # an error or a consumer that stopped early: nothing more starts
             for future, _ in pending:

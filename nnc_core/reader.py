@@ -12,6 +12,7 @@ tensors in flight.
 from __future__ import annotations
 
 import builtins
+import itertools
 import mmap
 import os
 from collections.abc import Iterator, Mapping
@@ -146,7 +147,15 @@ class NNRReader(Mapping[str, np.ndarray]):
                 self._groups.append([])
             self._groups[step.group].append(step)
         sizes = {(i, j): u.size for i, j, u in flatten_units(self.units)}
-        self._unit_end = [u.offset + u.size for u in self.units]
+        unit_end = [u.offset + u.size for u in self.units]
+        self._group_at = {
+            (step.where["unit_index"], step.where["aggregated_index"]): g
+            for g, steps in enumerate(self._groups)
+            for step in steps
+        }
+        self._group_end = list(
+            itertools.accumulate((max(unit_end[s.where["unit_index"]] for s in steps) for steps in self._groups), max)
+        )
         self._info: dict[str, TensorInfo] = {}
         self._group_of: dict[str, int] = {}
         self._repeated: dict[str, tuple[int, int]] = {}  # name -> units of its first and last NDU
@@ -192,17 +201,38 @@ class NNRReader(Mapping[str, np.ndarray]):
         """Every tensor in stream order, decoded on the reader's threads as the
         iteration goes (only the tensors in flight are held).  A tensor the
         stream carries more than once comes once per occurrence."""
+        return self._items(ordered=True)
+
+    def items_as_decoded(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Every tensor as :meth:`items` gives them, but each as soon as it is
+        decoded: a writer whose format takes entries in any order (an
+        ``.npz``) stores the small tensors while a large one before them is
+        still decoding.  The order depends on the threads' timing (with
+        ``workers=1``, and for an incremental stream, it is stream order)."""
+        return self._items(ordered=False)
+
+    def _items(self, *, ordered: bool) -> Iterator[tuple[str, np.ndarray]]:
         self._check_open()
         steps = (step for group in self._groups for step in group)
         state = None if self._state is None else _read_only(self._state)
+        done = [False] * len(self._groups)
+        passed = 0  # groups before this one are all decoded
         released = 0
         for decoded in decode_steps(
-            steps, state, keep_stored=state is not None, workers=self._workers, float_dtype=self._float_dtype
+            steps,
+            state,
+            keep_stored=state is not None,
+            workers=self._workers,
+            float_dtype=self._float_dtype,
+            ordered=ordered,
         ):
             yield from self._finish(decoded).items()
-            released = self._release(
-                released, max((self._unit_end[i] for t in decoded for i, _ in t.carried_by), default=0)
-            )
+            for t in decoded[:1]:  # a group's tensors share its first NDU
+                done[self._group_at[t.carried_by[0]]] = True
+            while passed < len(done) and done[passed]:
+                passed += 1
+            # the mapped pages of every group passed (not of a group decoded early)
+            released = self._release(released, self._group_end[passed - 1] if passed else 0)
 
     def values(self) -> Iterator[np.ndarray]:  # type: ignore[override]  # a generator (decoding in order), not a ValuesView
         return (value for _, value in self.items())

@@ -64,6 +64,13 @@ def _check_random_access(data: bytes, **options) -> None:
         streamed = list(reader.items())
         assert [n for n, _ in streamed] == list(full)
         assert all(_same(v, full[n]) for n, v in streamed)
+    with nnc_core.open(data, workers=2, **options) as reader:  # as decoded: every tensor, in any order
+        as_decoded = list(reader.items_as_decoded())
+    assert sorted(_key(n, v) for n, v in as_decoded) == sorted(_key(n, v) for n, v in streamed)
+
+
+def _key(name: str, value: np.ndarray) -> tuple:
+    return name, value.dtype.str, value.shape, value.tobytes()
 
 
 @pytest.mark.parametrize("stream", ALONE)
@@ -120,6 +127,8 @@ def test_random_access_of_an_update_reads_the_state_without_changing_it():
         for name in expected:
             assert _same(reader[name], expected[name]), name
         assert all(_same(v, expected[n]) for n, v in reader.items())
+        # an update's NDUs read the state the ones before them leave: stream order
+        assert [n for n, _ in reader.items_as_decoded()] == [n for n, _ in reader.items()]
     assert state.base.keys() == before.keys() and all(np.array_equal(state.base[k], before[k]) for k in before)
 
 
@@ -240,6 +249,79 @@ def test_ordered_map_runs_the_small_jobs_behind_a_large_one():
     assert results == [True, *range(200)]
 
 
+def test_ordered_map_starts_the_costliest_job_a_thread_is_free_for():
+    """Two threads held by the first jobs; the one freed first starts the large
+    job drawn after a small one (which a first-come queue would start first)."""
+    import threading
+
+    first_done, large_started = threading.Event(), threading.Event()
+    started = []
+
+    def held(event):
+        def run():
+            assert event.wait(timeout=30)
+            return "held"
+
+        run.cost = 10  # type: ignore[attr-defined]
+        return run
+
+    def small():
+        started.append("small")
+        return "small"
+
+    def large():
+        started.append("large")
+        large_started.set()
+        return "large"
+
+    large.cost = 5  # type: ignore[attr-defined]
+
+    def jobs():
+        yield from (held(first_done), held(large_started), small, large)
+        first_done.set()  # every job drawn (the window has room for all four)
+
+    assert list(ordered_map(jobs(), 2)) == ["held", "held", "small", "large"]  # yielded in the jobs' order
+    assert started == ["large", "small"]
+
+
+def test_unordered_map_yields_results_as_they_end():
+    import threading
+
+    release = threading.Event()
+
+    def slow():
+        assert release.wait(timeout=30)
+        return "slow"
+
+    slow.cost = 100  # type: ignore[attr-defined]
+
+    def quick(i):
+        return lambda: i
+
+    got = []
+    for result in ordered_map(iter([slow, *(quick(i) for i in range(10))]), 2, ordered=False):
+        got.append(result)
+        if len(got) == 10:
+            release.set()  # the slow job, first of all, ends once every quick one has come out
+    assert got == [*range(10), "slow"]
+
+    def failing():
+        raise ValueError("failed")
+
+    with pytest.raises(ValueError, match="failed"):
+        list(ordered_map(iter([quick(0), failing, quick(1)]), 2, ordered=False))
+    assert list(ordered_map(iter([quick(0), quick(1)]), 1, ordered=False)) == [0, 1]
+
+
+def test_npz_directory_keeps_the_order_given(tmp_path):
+    arrays = [("b", np.arange(3)), ("c", np.ones((2, 2), np.float32)), ("a", np.float64(1.5))]
+    with open(tmp_path / "m.npz", "wb") as f:
+        write_npz(f, iter(arrays), order=["a", "b", "c", "d"])
+    with np.load(tmp_path / "m.npz") as archive:
+        assert archive.files == ["a", "b", "c"]
+        assert all(_same(archive[n], np.asarray(v)) for n, v in arrays)
+
+
 def test_encode_to_equals_the_bytes_api(tmp_path, layers):
     expected = nnc_core.encode(layers)
     path = tmp_path / "m.nnr"
@@ -288,11 +370,14 @@ def test_npz_is_read_lazily_and_written_streaming(tmp_path, layers):
     assert _open_files(src) == 0  # closed on leaving the block, while `lazy` still exists
     assert main(["encode", str(src), "-o", str(tmp_path / "m.nnr"), "-q"]) == 0
     assert (tmp_path / "m.nnr").read_bytes() == nnc_core.encode(layers)
-    assert main(["decode", str(tmp_path / "m.nnr"), "-o", str(tmp_path / "out.npz"), "-q", "--workers", "1"]) == 0
     expected = nnc_core.decode((tmp_path / "m.nnr").read_bytes())
-    with np.load(tmp_path / "out.npz") as out:
-        assert list(out.files) == list(expected)
-        assert all(_same(out[n], expected[n]) for n in expected)
+    for workers in ("1", "2"):  # two: each tensor written as decoded, the directory in stream order
+        assert (
+            main(["decode", str(tmp_path / "m.nnr"), "-o", str(tmp_path / "out.npz"), "-q", "--workers", workers]) == 0
+        )
+        with np.load(tmp_path / "out.npz") as out:
+            assert list(out.files) == list(expected)
+            assert all(_same(out[n], expected[n]) for n in expected)
 
 
 def test_decode_one_tensor_from_the_command_line(tmp_path, capsys):

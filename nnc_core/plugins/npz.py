@@ -51,7 +51,12 @@ class NpzAdapter:
         return NNRModel(NpzTensors(Path(str(source))))  # type: ignore[arg-type]  # a read-only mapping
 
     def write(self, model: NNRModel, destination: Path, /, *, template: Source | None = None) -> None:
-        write_atomically(destination, lambda f: write_npz(f, model.tensors.items()))
+        tensors = model.tensors
+        # a decoding mapping hands each tensor on as it is decoded; the
+        # archive's directory keeps the model's order all the same
+        as_decoded = getattr(tensors, "items_as_decoded", None)
+        pairs = as_decoded() if as_decoded is not None else tensors.items()
+        write_atomically(destination, lambda f: write_npz(f, pairs, order=list(tensors)))
 
     def embed(self, bitstream: bytes, destination: Path, /, *, template: Source | None = None) -> None:
         payload = np.frombuffer(bitstream, dtype=np.uint8)
@@ -133,12 +138,23 @@ class NpzTensors(Mapping[str, np.ndarray]):
         self.close()
 
 
-def write_npz(f: BinaryIO, arrays: Iterable[tuple[str, np.ndarray]]) -> None:
+def write_npz(f: BinaryIO, arrays: Iterable[tuple[str, np.ndarray]], *, order: Iterable[str] | None = None) -> None:
     """An ``.npz`` archive (as :func:`numpy.savez` writes one) from
     ``(name, array)`` pairs, each written as it comes: an iterator of decoded
-    tensors is never held whole."""
+    tensors is never held whole.
+
+    ``order``: the names in the order the archive lists them
+    (:func:`numpy.load`'s ``files``), whatever order the arrays come in; the
+    zip format's central directory, written last, gives the order, and the
+    entries themselves may lie in the file in any.  Names not in ``order``
+    follow, as they came.
+    """
     with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name, value in arrays:
             value = np.asanyarray(value)
             with archive.open(str(name) + ".npy", mode="w", force_zip64=True) as member:
                 np.lib.format.write_array(member, value, allow_pickle=False)
+        if order is not None:
+            rank = {str(name) + ".npy": i for i, name in enumerate(order)}
+            # infolist() is the list the directory is written from on close
+            archive.infolist().sort(key=lambda info: rank.get(info.filename, len(rank)))

@@ -52,9 +52,12 @@ def _layout(
 
 
 def _write_tensors(tensors: Mapping[str, np.ndarray], targets: dict[str, tuple[FileWriter, Entry]]) -> None:
-    """Each tensor into its file as it is decoded; all of them, once."""
+    """Each tensor into its file as it is decoded (the entries' places are laid
+    out already, so in whatever order a decoding mapping hands them on); all
+    of them, once."""
     written: set[str] = set()
-    for name, value in tensors.items():
+    as_decoded = getattr(tensors, "items_as_decoded", None)
+    for name, value in as_decoded() if as_decoded is not None else tensors.items():
         target = targets.get(name)
         if target is None:
             continue
