@@ -107,6 +107,34 @@ def _crepe_input() -> np.ndarray:
     return frames().numpy()
 
 
+# A 5 x 7 dot-matrix font of the ten digits: a line of text for the text recognizer.
+_DIGITS = {
+    "0": ("01110", "10001", "10011", "10101", "11001", "10001", "01110"),
+    "1": ("00100", "01100", "00100", "00100", "00100", "00100", "01110"),
+    "2": ("01110", "10001", "00001", "00010", "00100", "01000", "11111"),
+    "3": ("11110", "00001", "00001", "01110", "00001", "00001", "11110"),
+    "4": ("00010", "00110", "01010", "10010", "11111", "00010", "00010"),
+    "5": ("11111", "10000", "11110", "00001", "00001", "10001", "01110"),
+    "6": ("00110", "01000", "10000", "11110", "10001", "10001", "01110"),
+    "7": ("11111", "00001", "00010", "00100", "01000", "01000", "01000"),
+    "8": ("01110", "10001", "10001", "01110", "10001", "10001", "01110"),
+    "9": ("01110", "10001", "10001", "01111", "00001", "00010", "01100"),
+}
+
+
+def _text_line(text: str = "31415926", scale: int = 6) -> np.ndarray:
+    """Dark digits on a light 48 x 320 line, RGB, normalised as PP-OCR's recognizer
+    expects ((x - 0.5) / 0.5): an input it reads, every digit at probability 0.99 or
+    more (noise reads as blanks only)."""
+    canvas = np.ones((48, 320), np.float32)
+    top, left = (48 - 7 * scale) // 2, 12
+    for ch in text:
+        glyph = np.array([[c == "1" for c in row] for row in _DIGITS[ch]], np.float32)
+        canvas[top : top + 7 * scale, left : left + 5 * scale] -= np.kron(glyph, np.ones((scale, scale), np.float32))
+        left += 6 * scale
+    return ((np.repeat(canvas[None], 3, axis=0)[None] - 0.5) / 0.5).astype(np.float32)
+
+
 def _faces() -> np.ndarray:
     x = np.random.default_rng(2024).random((1, 8, 8, 1), dtype=np.float32)
     return np.repeat(np.repeat(x, 8, axis=1), 8, axis=2)
@@ -149,6 +177,13 @@ CORPUS: dict[str, Entry] = {
         "weights in Constant nodes, HardSigmoid, dynamic H/W",
         _pretrained("ppocr-cls"),
         _uniform((1, 3, 48, 192)),
+    ),
+    "ppocr-rec": Entry(
+        "onnx",
+        "rapidocr-onnxruntime 1.4.4 (PaddlePaddle export, PP-OCRv4 recognizer)",
+        "attention (MatMul, Softmax), LayerNorm written out, dynamic width",
+        _pretrained("ppocr-rec"),
+        _text_line,
     ),
     "dnsmos": Entry(
         "onnx",

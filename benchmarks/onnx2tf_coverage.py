@@ -41,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from conversion_matrix import CORPUS, LOSSLESS  # noqa: E402  (after the path above)
+from conversion_matrix import CORPUS, LOSSLESS, _short  # noqa: E402  (after the path above)
 
 CALIBRATION = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
@@ -117,11 +117,6 @@ def measure(name: str, workdir: Path, prepared: bool) -> dict[str, object]:
         "difference": difference,
         "matched": difference <= LOSSLESS,
     }
-
-
-def _short(error: BaseException) -> str:
-    text = " ".join(f"{type(error).__name__}: {error}".split())
-    return (text[:200] + " …" if len(text) > 200 else text).replace("|", "/")
 
 
 def _status(r: dict[str, object]) -> str:

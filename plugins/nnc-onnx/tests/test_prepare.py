@@ -211,3 +211,44 @@ def test_slice_ends_clamped_and_whole_axes_dropped_on_dnsmos():
     assert [inits[n.input[2]].tolist() for n in slices] == [[144000], [144160]]  # ends within the dimension
     x = np.random.default_rng(19).uniform(-0.5, 0.5, (1, 144160)).astype(np.float32)
     np.testing.assert_array_equal(run_onnx(rewritten.SerializeToString(), x), run_onnx(path, x))
+
+
+@pytest.mark.parametrize("opset", [12, 18])
+def test_reduction_keepdims_written_out(opset):
+    """A ReduceMean/ReduceMax without keepdims (its default, 1: PP-OCRv4's LayerNorms; onnx2keras
+    reads the attribute and fails where it is absent) gets keepdims=1 written; one that has it
+    keeps it; axes stay an attribute (before opset 18) or an input; outputs bit for bit the same."""
+    import onnxruntime
+
+    from nnc_onnx.prepare import rewrite_operators
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("mean", "max")]
+    if opset >= 18:
+        nodes = [
+            helper.make_node("ReduceMean", ["x", "axes"], ["mean"]),
+            helper.make_node("ReduceMax", ["x", "axes"], ["max"], keepdims=0),
+        ]
+        initializers = [numpy_helper.from_array(np.array([2], np.int64), "axes")]
+    else:
+        nodes = [
+            helper.make_node("ReduceMean", ["x"], ["mean"], axes=[2]),
+            helper.make_node("ReduceMax", ["x"], ["max"], axes=[1], keepdims=0),
+        ]
+        initializers = []
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], outputs, initializers), opset_imports=[helper.make_opsetid("", opset)]
+    )
+    rewritten = rewrite_operators(model, ["ReduceMean", "ReduceMax"])
+    attributes = {n.op_type: {a.name: helper.get_attribute_value(a) for a in n.attribute} for n in rewritten.graph.node}
+    axes = {} if opset >= 18 else {"ReduceMean": {"axes": [2]}, "ReduceMax": {"axes": [1]}}
+    assert attributes == {
+        "ReduceMean": {"keepdims": 1, **axes.get("ReduceMean", {})},
+        "ReduceMax": {"keepdims": 0, **axes.get("ReduceMax", {})},
+    }
+    data = _input((2, 3, 4))
+    got = onnxruntime.InferenceSession(rewritten.SerializeToString()).run(None, {"x": data})
+    expected = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": data})
+    assert [g.shape for g in got] == [(2, 3, 1), (2, 4) if opset < 18 else (2, 3)]
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)

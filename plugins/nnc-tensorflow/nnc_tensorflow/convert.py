@@ -174,11 +174,13 @@ def _prepared(source: Any, example_inputs: Any) -> tuple[Any, str, list[Conversi
     steps.append(ConversionStep("simplification (batch norms not fused)", f"onnxsim {_version('onnxsim')}", "done"))
     # onnx2keras unsqueezes one axis only, and onnxsim fuses consecutive Unsqueezes into one of several axes:
     # those are rewritten back into a chain of single-axis Unsqueezes; a Slice entry taking a whole axis
-    # is dropped (onnx2keras's multi-axis Slice empties an axis whose end is the int64 maximum)
-    simplified = rewrite_operators(simplified, ["Unsqueeze", "Slice"], origin=origin)
+    # is dropped (onnx2keras's multi-axis Slice empties an axis whose end is the int64 maximum); a
+    # ReduceMean/ReduceMax gets its default keepdims written (onnx2keras fails where it is absent)
+    simplified = rewrite_operators(simplified, ["Unsqueeze", "Slice", "ReduceMean", "ReduceMax"], origin=origin)
     steps.append(
         ConversionStep(
-            "Unsqueeze of several axes as single-axis ones, whole-axis Slice entries dropped",
+            "Unsqueeze of several axes as single-axis ones, whole-axis Slice entries dropped, "
+            "ReduceMean/ReduceMax keepdims written out",
             "onnxscript.rewriter",
             "done",
         )
