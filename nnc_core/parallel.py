@@ -18,10 +18,10 @@ from __future__ import annotations
 import heapq
 import numbers
 import os
+import queue
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NoReturn, TypeVar
 
 from nnc_core.errors import ConfigError
@@ -82,9 +82,8 @@ def ordered_map(
 
     In order, an exception raised by a job, or by the iterable while making
     the next job, is raised here in its place, after every earlier result
-    has been yielded.  Unordered, the first job (in the jobs' order) to
-    have failed by the time a failure is seen is raised, and the results
-    not yet yielded are dropped.  Either way, jobs still running then are
+    has been yielded.  Unordered, the first failure to end is raised, and
+    the results not yet yielded are dropped.  Either way, jobs still running then are
     waited for and no job is started after it.  With ``workers == 1`` the
     jobs run one after another on the calling thread, in order.
     """
@@ -93,8 +92,10 @@ def ordered_map(
             yield job()
         return
     source = iter(jobs)
-    pending: deque[tuple[Future[T], int]] = deque()  # drawn, result not yet yielded; in the jobs' order
+    # drawn, result not yet yielded, with its cost; in the jobs' order
+    pending: dict[Future[T], int] = {}
     unstarted: list[tuple[int, int, Callable[[], T], Future[T]]] = []  # a heap: the costliest first
+    ended: queue.SimpleQueue[Future[T]] = queue.SimpleQueue()  # unordered: futures as they end
     lock = threading.Lock()
     limit = workers + max(0, lookahead)
     drawn = 0
@@ -103,7 +104,7 @@ def ordered_map(
     def room() -> bool:
         if len(pending) < limit:
             return True
-        costs = [c for _, c in pending]
+        costs = list(pending.values())
         return len(pending) < max_jobs and sum(costs) - max(costs) < 2 * max(costs)
 
     def start_one() -> None:
@@ -116,6 +117,8 @@ def ordered_map(
             future.set_result(job())
         except BaseException as e:  # noqa: BLE001 - delivered by the map
             future.set_exception(e)
+        if not ordered:
+            ended.put(future)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnc") as pool:
         try:
@@ -133,26 +136,17 @@ def ordered_map(
                     with lock:
                         heapq.heappush(unstarted, (-cost, drawn, job, future))
                     drawn += 1
-                    pending.append((future, cost))
+                    pending[future] = cost
                     pool.submit(start_one)
                 if not pending:
                     return
-                if ordered:
-                    yield pending.popleft()[0].result()
-                    continue
-                done, _ = wait([f for f, _ in pending], return_when=FIRST_COMPLETED)
-                ended = [(f, c) for f, c in pending if f in done]
-                for f, _ in ended:
-                    if f.exception() is not None:
-                        exhausted = True  # nothing more is drawn; the finally cancels the rest
-                        raise f.exception()  # type: ignore[misc]  # checked not None
-                for item in ended:
-                    pending.remove(item)
-                for f, _ in ended:
-                    yield f.result()
+                # in order: the earliest drawn; unordered: the next to end (an error ends the map)
+                first = next(iter(pending)) if ordered else ended.get()
+                del pending[first]
+                yield first.result()
         finally:
             # an error or a consumer that stopped early: nothing more starts
-            for future, _ in pending:
+            for future in pending:
                 future.cancel()
 
 
