@@ -253,21 +253,19 @@ class _Selected(Mapping[str, np.ndarray]):
         return len(self.names)
 
     def items(self) -> Iterator[tuple[str, np.ndarray]]:  # type: ignore[override]  # a generator (decoding in order), not an ItemsView
-        if not self.all:  # a few tensors: each decoded alone
-            yield from super().items()
-            return
-        for name, value in self.reader.items():
-            self.bar.advance(name, int(value.size))
-            yield name, value
+        return self._decoded(self.reader.items)
 
     def items_as_decoded(self) -> Iterator[tuple[str, np.ndarray]]:
         """As :meth:`items`, each tensor as soon as it is decoded (see
         :meth:`nnc_core.NNRReader.items_as_decoded`), for writers whose
         format takes entries in any order."""
-        if not self.all:
+        return self._decoded(self.reader.items_as_decoded)
+
+    def _decoded(self, decode: Callable[[], Iterator[tuple[str, np.ndarray]]]) -> Iterator[tuple[str, np.ndarray]]:
+        if not self.all:  # a few tensors: each decoded alone
             yield from super().items()
             return
-        for name, value in self.reader.items_as_decoded():
+        for name, value in decode():
             self.bar.advance(name, int(value.size))
             yield name, value
 

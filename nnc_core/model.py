@@ -8,7 +8,7 @@ bytes only: no framework object ever reaches the codec.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,3 +105,12 @@ def topology_of(data: bytes | bytearray | memoryview | list[Any], /) -> Topology
 def as_tensor_mapping(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Plain ``{str: ndarray}`` from any mapping of array-likes."""
     return {str(name): np.asarray(value) for name, value in tensors.items()}
+
+
+def items_as_decoded(tensors: Mapping[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+    """A model's ``(name, array)`` pairs for a writer whose format takes its
+    entries in any order: a decoding mapping's (``nnc decode``) each as soon as
+    it is decoded, in an order the threads decide; any other mapping's in its
+    own order."""
+    as_decoded = getattr(tensors, "items_as_decoded", None)
+    return iter(as_decoded() if as_decoded is not None else tensors.items())

@@ -32,6 +32,7 @@ from nnc_core.cli import main
 from nnc_core.decoding import DecoderState, decode_bitstream
 from nnc_core.deepcabac import Encoder, TensorCoding
 from nnc_core.parallel import ordered_map
+from nnc_core.plugins import items_as_decoded
 from nnc_core.plugins.npz import NpzTensors, write_npz
 from streams import start, structured_stream, unit_bytes, vector
 
@@ -320,6 +321,11 @@ def test_npz_directory_keeps_the_order_given(tmp_path):
     with np.load(tmp_path / "m.npz") as archive:
         assert archive.files == ["a", "b", "c"]
         assert all(_same(archive[n], np.asarray(v)) for n, v in arrays)
+    # a plain mapping's own order; a decoding one's as decoded (every tensor once)
+    assert [n for n, _ in items_as_decoded(dict(arrays))] == ["b", "c", "a"]
+    data = nnc_core.encode({n: np.asarray(v, np.float32).reshape(-1) for n, v in arrays})
+    with nnc_core.open(data, workers=2) as reader:
+        assert sorted(n for n, _ in items_as_decoded(reader)) == ["a", "b", "c"]
 
 
 def test_encode_to_equals_the_bytes_api(tmp_path, layers):

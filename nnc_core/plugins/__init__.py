@@ -15,7 +15,7 @@ from pathlib import Path
 from nnc_core.bitstream.units import CompressedDataUnit, TopologyStorageFormat, read_units
 from nnc_core.errors import BitstreamError, FrameworkUnavailableError, ModelError, PluginError
 from nnc_core.files import atomic_path, write_atomically
-from nnc_core.model import NNRModel, topology_of
+from nnc_core.model import NNRModel, items_as_decoded, topology_of
 from nnc_core.plugins.hookspecs import HOOK_API_VERSION, NncSpecs, hookimpl, hookspec
 from nnc_core.plugins.manager import (
     ENTRY_POINT_GROUP,
@@ -58,6 +58,7 @@ __all__ = [
     "Topology",
     "TopologyStorageFormat",
     "topology_of",
+    "items_as_decoded",
     "read_units",
     "CompressedDataUnit",
     "CARRIAGE_KEY",

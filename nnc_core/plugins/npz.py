@@ -17,7 +17,7 @@ import numpy as np
 from nnc_core.bitstream.units import TopologyStorageFormat
 from nnc_core.errors import ModelError
 from nnc_core.files import write_atomically
-from nnc_core.model import NNRModel, as_tensor_mapping
+from nnc_core.model import NNRModel, as_tensor_mapping, items_as_decoded
 from nnc_core.plugins.hookspecs import hookimpl
 from nnc_core.plugins.types import FrameworkPlugin, Source
 
@@ -51,12 +51,9 @@ class NpzAdapter:
         return NNRModel(NpzTensors(Path(str(source))))  # type: ignore[arg-type]  # a read-only mapping
 
     def write(self, model: NNRModel, destination: Path, /, *, template: Source | None = None) -> None:
+        # the archive's directory keeps the model's order, whatever order the tensors come in
         tensors = model.tensors
-        # a decoding mapping hands each tensor on as it is decoded; the
-        # archive's directory keeps the model's order all the same
-        as_decoded = getattr(tensors, "items_as_decoded", None)
-        pairs = as_decoded() if as_decoded is not None else tensors.items()
-        write_atomically(destination, lambda f: write_npz(f, pairs, order=list(tensors)))
+        write_atomically(destination, lambda f: write_npz(f, items_as_decoded(tensors), order=list(tensors)))
 
     def embed(self, bitstream: bytes, destination: Path, /, *, template: Source | None = None) -> None:
         payload = np.frombuffer(bitstream, dtype=np.uint8)

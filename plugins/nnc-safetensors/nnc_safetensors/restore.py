@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnc_core.plugins import ModelError, atomic_path
+from nnc_core.plugins import ModelError, atomic_path, items_as_decoded
 from nnc_safetensors.folder import Checkpoint
 from nnc_safetensors.layout import Entry, FileWriter, SafetensorsFile, code_of, header_text, packed
 
@@ -56,8 +56,7 @@ def _write_tensors(tensors: Mapping[str, np.ndarray], targets: dict[str, tuple[F
     out already, so in whatever order a decoding mapping hands them on); all
     of them, once."""
     written: set[str] = set()
-    as_decoded = getattr(tensors, "items_as_decoded", None)
-    for name, value in as_decoded() if as_decoded is not None else tensors.items():
+    for name, value in items_as_decoded(tensors):
         target = targets.get(name)
         if target is None:
             continue
