@@ -411,26 +411,59 @@ def _reduction_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _shape(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(d) for d in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: give comma-separated integers, e.g. 1,3,320,320") from None
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _example_inputs(args: argparse.Namespace) -> Any:
+    """What ``--input-shape`` and ``--input-value`` give the first converter: a
+    shape (the first input's), or a dict by input name of shapes and fixed values."""
+    if not args.input_shape and not args.input_value:
+        return None
+    named = [text for text in args.input_shape or [] if "=" in text]
+    unnamed = [text for text in args.input_shape or [] if "=" not in text]
+    given: Any
+    if unnamed:
+        if len(unnamed) > 1 or named or args.input_value:
+            raise ConfigError(
+                "--input-shape: give one shape (the first input's), or NAME=SHAPE for each input "
+                "(with --input-value too)"
+            )
+        given = _shape(unnamed[0], "--input-shape")
+    else:
+        given = {}
+        for text in named:
+            name, shape = _name_value(text, str, "--input-shape")
+            given[name] = _shape(str(shape), "--input-shape")
+        for text in args.input_value or []:
+            name, value = _name_value(text, _number, "--input-value")
+            given[name] = value
+    # the shapes and values go to the first converter; only ONNX's converters take them
+    pm = get_plugin_manager()
+    src = pm.plugin_for_source(args.input).name
+    dst = args.framework or pm.plugin_for_destination(Path(args.output), directory=True).name
+    if src != "onnx" or dst not in ("nnef", "tensorflow", "pytorch"):
+        option = "--input-shape" if args.input_shape else "--input-value"
+        raise ConfigError(
+            f"{option} applies to conversions from ONNX to NNEF, TensorFlow or PyTorch, not {src} -> {dst}"
+        )
+    return given
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from nnc_core.convert import convert, explain
 
-    shape = None
-    if args.input_shape:
-        try:
-            shape = tuple(int(d) for d in args.input_shape.split(","))
-        except ValueError:
-            raise ConfigError(
-                f"--input-shape {args.input_shape!r}: give comma-separated integers, e.g. 1,3,320,320"
-            ) from None
-        # the shape goes to the first converter; only ONNX's converters to NNEF
-        # and TensorFlow take one (the others take input tensors)
-        pm = get_plugin_manager()
-        src = pm.plugin_for_source(args.input).name
-        dst = args.framework or pm.plugin_for_destination(Path(args.output), directory=True).name
-        if src != "onnx" or dst not in ("nnef", "tensorflow", "pytorch"):
-            raise ConfigError(
-                f"--input-shape applies to conversions from ONNX to NNEF, TensorFlow or PyTorch, not {src} -> {dst}"
-            )
+    shape = _example_inputs(args)
     if args.explain:  # the route and each step's status; nothing is written
         explanation = explain(args.input, args.output, target=args.framework, example_inputs=shape)
         print("\n".join(explanation.lines()))
@@ -669,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert = sub.add_parser(
         "convert",
         help="convert a model to another framework, its weights carried as NNR",
-        epilog='examples:\n  nnc convert model.onnx -o model.pt2                    # ONNX -> PyTorch, weights carried as NNR\n  nnc convert model.h5 -o model_nnef/ --qp -40\n  nnc convert model.onnx -o model.pt --input-shape 1,3,48,192 --explain   # route and status, nothing written',
+        epilog='examples:\n  nnc convert model.onnx -o model.pt2                    # ONNX -> PyTorch, weights carried as NNR\n  nnc convert model.h5 -o model_nnef/ --qp -40\n  nnc convert model.onnx -o model.pt --input-shape 1,3,48,192 --explain   # route and status, nothing written\n  nnc convert silero_vad.onnx -o vad.pt --input-shape input=1,512 --input-shape state=2,1,128 --input-value sr=16000',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     convert.add_argument("input", help="source model (file or folder)")
@@ -677,8 +710,17 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--framework", help="destination plugin (default: chosen from the output's suffix)")
     convert.add_argument(
         "--input-shape",
-        help="static shape of the model's input, e.g. 1,3,320,320, for converters "
-        "that need one where the graph's is dynamic (ONNX -> NNEF, TensorFlow, PyTorch)",
+        action="append",
+        metavar="[NAME=]SHAPE",
+        help="static shape of the model's input, e.g. 1,3,320,320, for converters that need one where the "
+        "graph's is dynamic (ONNX -> NNEF, TensorFlow, PyTorch); NAME=SHAPE, repeated, for several inputs",
+    )
+    convert.add_argument(
+        "--input-value",
+        action="append",
+        metavar="NAME=NUMBER",
+        help="fix a scalar input of an ONNX graph at a value (e.g. sr=16000): the input leaves the "
+        "converted model, and the branches it selects are folded; repeatable",
     )
     convert.add_argument(
         "--explain",

@@ -116,7 +116,10 @@ def convert(
     ``options`` are those of :func:`nnc_core.encode` (lossless settings give
     exactly the source's weights).  ``example_inputs`` is passed to the
     first converter: inputs to trace the model with (``torch.onnx.export``)
-    or the input shapes of a graph with dynamic ones (nnef-tools, onnx2keras).
+    or the input shapes of a graph with dynamic ones (nnef-tools, onnx2keras,
+    onnx2torch): one shape, or a dict by input name of shapes and of Python
+    numbers, each of which fixes a scalar ONNX input (``{"input": (1, 512),
+    "sr": 16000}``: the input leaves the converted model).
     """
     pm = get_plugin_manager()
     destination = Path(destination)

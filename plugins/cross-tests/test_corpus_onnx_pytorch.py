@@ -123,3 +123,36 @@ def test_unconvertible_node_is_named_with_what_unblocks_it(tmp_path, capsys):
     assert "ONNX graph to torch.fx module [onnx2torch 1.5.15]: fails:" in out and "Shrink" in out
     assert out.rstrip().endswith("would fail: see the steps marked 'fails' or 'missing'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shrink.onnx"]
+
+
+def test_silero_vad_with_its_sample_rate_fixed_from_the_command_line(tmp_path, capsys):
+    """Silero VAD (silero-vad 6.2.3): three inputs, the LSTM inside the branches
+    of an ``If`` on the sample rate, more ``If``s on shapes.  With the rate fixed
+    (``--input-value sr=16000``) and the other inputs' shapes given, the branches
+    fold (onnxscript, then onnxsim for the ones on shapes), the LSTM is unrolled
+    for onnx2torch, and the TorchScript module takes the audio chunk and the
+    state and returns what onnxruntime returns for them at 16 kHz: the speech
+    probability and the LSTM's new state (lossless: the converters' error)."""
+    source = pretrained.path("silero-vad")
+    destination = tmp_path / "vad.pt"
+    shapes = ["--input-shape", "input=1,512", "--input-shape", "state=2,1,128"]
+    args = ["convert", str(source), "-o", str(destination), *shapes, "--input-value", "sr=16000"]
+    assert main([*args, "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "input values fixed [onnx-ir]: done (sr = 16000)" in out
+    assert "If on shapes folded [onnxsim]: done (5 If folded)" in out
+    assert "rewrote LSTM x1 into MatMul" in out
+    assert main([*args, "--lossless", "-q"]) == 0
+    rng = np.random.default_rng(19)
+    audio = rng.uniform(-0.5, 0.5, (1, 512)).astype(np.float32)
+    state = rng.uniform(-0.5, 0.5, (2, 1, 128)).astype(np.float32)
+    expected = run_onnx(source, audio, state, np.array(16000, np.int64), outputs=2)
+    with torch.no_grad():
+        got = torch.jit.load(str(destination))(torch.from_numpy(audio), torch.from_numpy(state))
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g.numpy(), e, rtol=0, atol=CONVERTER_TOLERANCE)
+    assert (
+        main(["convert", str(source), "-o", str(tmp_path / "x.pt"), "--input-shape", "1,512", "--input-value", "sr=1"])
+        == 1
+    )
+    assert "give one shape (the first input's), or NAME=SHAPE for each input" in capsys.readouterr().err

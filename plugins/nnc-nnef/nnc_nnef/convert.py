@@ -5,10 +5,16 @@ Called as ``function(source, destination, *, example_inputs=None)`` by
 ONNX input dimensions are fixed to 1 (nnef-tools needs static shapes).
 
 ONNX -> NNEF: nnef-tools has no converter for ``HardSigmoid`` or ``HardSwish``
-(MobileNetV3-style blocks); a graph holding them is first prepared by the ONNX
-plugin (:mod:`nnc_onnx.prepare`: the same onnxscript rewrite rules as before
-onnx2keras, exact equivalents in ``Mul``, ``Add``, ``Clip``), which the
-``convert`` extra declares.
+(MobileNetV3-style blocks), and its ``LSTM`` computes the wrong function: its
+``lstm_step`` fragment splits the gates in PyTorch's order (i, f, g, o) while
+the weights it is given are in ONNX's (i, o, f, c), so the forget and output
+gates are swapped (Silero VAD's state came out wrong by 3.0).  A graph
+holding any of them, holding ``If`` nodes, or with an input value fixed, is
+first prepared by the ONNX plugin (:mod:`nnc_onnx.prepare`: the same
+onnxscript rewrite rules as before onnx2keras, exact equivalents in ``Mul``,
+``Add``, ``Clip``, the LSTM unrolled into ``MatMul``, ``Sigmoid``, ``Tanh``;
+the ``If`` on constants and on shapes folded), which the ``convert`` extra
+declares.
 
 NNEF -> ONNX: nnef-tools writes opset 11 and carries NNEF's ``softmax(x, axes
 = [a])`` over as ``Softmax(axis=a)``, which before opset 13 means a softmax
@@ -41,31 +47,6 @@ def nnef_tools(*args: str) -> None:
         raise ModelError(f"nnef-tools failed (exit {r.returncode}):\n{tail}")
 
 
-def _input_shapes(onnx_file: Path, example_inputs: Any = None) -> dict[str, tuple[int, ...]]:
-    """Static input shapes: from ``example_inputs`` (an array, a shape tuple, or
-    a dict of either by input name), else the model's with dynamic dimensions 1."""
-    import onnx
-
-    model = onnx.load(str(onnx_file), load_external_data=False)
-    initializers = {i.name for i in model.graph.initializer}
-    names = [i.name for i in model.graph.input if i.name not in initializers]
-    shapes = {
-        i.name: tuple(
-            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in i.type.tensor_type.shape.dim
-        )
-        for i in model.graph.input
-        if i.name not in initializers
-    }
-    if example_inputs is None:
-        return shapes
-    given = example_inputs if isinstance(example_inputs, dict) else {names[0]: example_inputs}
-    for name, value in given.items():
-        if name not in shapes:
-            raise ModelError(f"{onnx_file}: example input {name!r} is no input of the model ({', '.join(names)})")
-        shapes[name] = tuple(int(d) for d in (value if isinstance(value, (tuple, list)) else value.shape))
-    return shapes
-
-
 def _folder_target(destination: Path) -> None:
     """``nnc convert`` stages a suffixed destination (``model.nnef``) as an empty
     placeholder file; an NNEF model is a folder, so the placeholder goes."""
@@ -74,51 +55,53 @@ def _folder_target(destination: Path) -> None:
         destination.unlink()
 
 
-# operators nnef-tools has no converter for, which nnc_onnx.prepare rewrites exactly
-NNEF_TOOLS_LACKS = ("HardSigmoid", "HardSwish")
+# operators nnef-tools has no converter for, or converts wrongly (LSTM: see above),
+# which nnc_onnx.prepare rewrites exactly
+NNEF_TOOLS_LACKS = ("HardSigmoid", "HardSwish", "LSTM")
 
 
-def _prepared(source: Path, folder: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
-    """``source`` itself, or, when it holds operators nnef-tools lacks, the graph
-    prepared by :func:`nnc_onnx.prepare.prepare` with them rewritten (in ``folder``)."""
+def _prepared(source: Path, folder: Path, example_inputs: Any) -> tuple[Path, dict[str, list[int]]]:
+    """The ONNX file nnef-tools converts and its static input shapes: ``source``
+    itself, or, when it holds operators nnef-tools lacks or ``If`` nodes, or
+    an input value is fixed, the graph prepared by :func:`nnc_onnx.prepare.prepare`
+    (operators rewritten, constant ``If`` conditions folded; in ``folder``)."""
     import onnx
 
-    model = onnx.load(str(source))
-    if not any(node.op_type in NNEF_TOOLS_LACKS for node in model.graph.node):
-        return source
     try:
-        from nnc_onnx.prepare import prepare
+        from nnc_onnx.prepare import all_nodes, given_inputs, prepare
     except ImportError as e:
         raise PluginError(
-            f"{source}: nnef-tools has no converter for {', '.join(NNEF_TOOLS_LACKS)}; rewriting them needs "
-            "the ONNX plugin's graph preparation: pip install 'nnc-nnef[convert]' (nnc-onnx, onnxscript)"
+            f"{source}: converting an ONNX model to NNEF needs the ONNX plugin's graph preparation: "
+            "pip install 'nnc-nnef[convert]' (nnc-onnx, onnxscript, onnxsim)"
         ) from e
-    prepared, _ = prepare(
-        model, input_shapes={k: list(v) for k, v in shapes.items()}, rewrite=NNEF_TOOLS_LACKS, origin=str(source)
-    )
+    model = onnx.load(str(source))
+    shapes, values = given_inputs(model, example_inputs, every_input=True)
+    if not values and not any(node.op_type in (*NNEF_TOOLS_LACKS, "If") for node in all_nodes(model.graph)):
+        return source, shapes
+    prepared, _ = prepare(model, input_shapes=shapes, input_values=values, rewrite=NNEF_TOOLS_LACKS, origin=str(source))
     path = folder / "prepared.onnx"
     onnx.save(prepared, str(path))
-    return path
+    return path, shapes
 
 
 def from_onnx(source: Any, destination: Path, *, example_inputs: Any = None) -> None:
     """ONNX file -> NNEF folder."""
     source = Path(str(source))
     _folder_target(destination)
-    shapes = _input_shapes(source, example_inputs)
     with tempfile.TemporaryDirectory(prefix="nnc-nnef-") as folder:
+        prepared, shapes = _prepared(source, Path(folder), example_inputs)
         nnef_tools(
             "--input-format",
             "onnx",
             "--output-format",
             "nnef",
             "--input-model",
-            str(_prepared(source, Path(folder), shapes)),
+            str(prepared),
             "--output-model",
             str(destination),
             "--fold-constants",
             "--input-shapes",
-            repr(shapes),
+            repr({name: tuple(shape) for name, shape in shapes.items()}),
         )
 
 

@@ -84,14 +84,17 @@ def _prepared(
 ) -> tuple[onnx.ModelProto, str, list[ConversionStep], dict[str, list[int]] | None]:
     """The source ONNX model prepared for onnx2torch, its label, the steps and the static input shapes given."""
     from nnc_onnx.adapter import load
-    from nnc_onnx.prepare import given_shapes, prepare
+    from nnc_onnx.prepare import given_inputs, prepare
 
     model, origin = load(source)
     _onnx2torch()
-    shapes = given_shapes(model, example_inputs)
+    shapes, values = given_inputs(model, example_inputs)
     lacking = lacking_operators_torch(model)
-    prepared, steps = prepare(model, input_shapes=shapes, rewrite=lacking, origin=origin)
-    return prepared, origin, steps, shapes
+    # a reflect Pad onnx2torch converts, and torch runs only on the last 1 to 3 axes of a 3- to 5-D tensor
+    prepared, steps = prepare(
+        model, input_shapes=shapes, input_values=values, rewrite=lacking, rewrite_forms=["Pad"], origin=origin
+    )
+    return prepared, origin, steps, shapes or None
 
 
 def lacking_operators_torch(model: onnx.ModelProto) -> list[str]:
@@ -200,14 +203,17 @@ def to_torch(source: Any, destination: Path, *, example_inputs: Any = None) -> N
     def is_shape(value: Any) -> bool:
         return isinstance(value, (tuple, list)) and all(isinstance(d, int) for d in value)
 
+    def is_number(value: Any) -> bool:  # a fixed input value: the prepared graph has no such input
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
     if (
         example_inputs is None
         or is_shape(example_inputs)
-        or (isinstance(example_inputs, dict) and all(is_shape(v) for v in example_inputs.values()))
+        or (isinstance(example_inputs, dict) and all(is_shape(v) or is_number(v) for v in example_inputs.values()))
     ):
         inputs = example_inputs_for(model)  # zeros of the (now static) input shapes: tracing needs values only
     elif isinstance(example_inputs, dict):
-        inputs = tuple(example_inputs.values())
+        inputs = tuple(v for v in example_inputs.values() if not is_number(v))
     else:
         inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     try:

@@ -14,8 +14,14 @@ translation:
 step                                 tool
 ===================================  =========================================================
 static input shapes                  onnx-ir: the shapes the user gives (``--input-shape``)
+input values fixed                   onnx-ir: a scalar input the user fixes
+                                     (``--input-value sr=16000``) becomes a constant
 constant folding                     onnxscript.optimizer.fold_constants (``If`` with a
                                      constant condition inlined, shape chains folded)
+If on shapes folded                  onnxsim, only when an ``If`` is left and every input
+                                     shape is static: its shape inference folds the
+                                     conditions onnxscript's folder leaves (a dimension
+                                     read through ``Shape`` of a convolution's output)
 operators rewritten                  onnxscript.rewriter pattern rules, only for the
                                      operators the converter lacks: ``HardSigmoid`` as
                                      ``Clip(Add(Mul(x, alpha), beta), 0, 1)``, ``HardSwish``
@@ -66,7 +72,8 @@ __all__ = [
     "REWRITABLE",
     "lacking_operators",
     "describe_nodes",
-    "given_shapes",
+    "all_nodes",
+    "given_inputs",
     "raw_initializers",
     "failing_node",
     "converter_error",
@@ -75,7 +82,9 @@ __all__ = [
 # (name, tool) of each step, in the order they run; --explain prints them
 STEPS: tuple[tuple[str, str], ...] = (
     ("static input shapes", "onnx-ir"),
+    ("input values fixed", "onnx-ir"),
     ("constant folding (If with a constant condition, shape chains)", "onnxscript.optimizer"),
+    ("If on shapes folded", "onnxsim"),
     ("operators the converter lacks rewritten", "onnxscript.rewriter"),
     ("unused nodes removed", "onnx-ir"),
     ("Constant weights to initializers", "onnx-ir"),
@@ -94,6 +103,10 @@ REWRITABLE = {
     "Slice": "Slice with its ends clamped to the dimensions and whole-axis entries dropped",
     "ReduceMean": "ReduceMean with its default keepdims=1 written out",
     "ReduceMax": "ReduceMax with its default keepdims=1 written out",
+    "LSTM": "MatMul, Add, Mul, Sigmoid, Tanh unrolled over its static sequence length",
+    "Pad": "a 4-D reflect Pad between Reshapes (reflect mode, 1- to 3-D tensors)",
+    "Conv": "a 2-D Conv over a height-1 view (1-D convolutions)",
+    "Gather": "Slice and Squeeze (one constant index)",
 }
 
 
@@ -125,11 +138,21 @@ def describe_nodes(model: onnx.ModelProto, ops: Iterable[str], *, limit: int = 3
     return "; ".join(parts)
 
 
+def all_nodes(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
+    """The nodes of ``graph`` and of its subgraphs (``If`` branches, ``Loop`` bodies), depth first."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                yield from all_nodes(sub)
+
+
 def lacking_operators(model: onnx.ModelProto, has: Callable[[str, str, int], bool]) -> list[str]:
-    """Operator types of the main graph (in order of appearance) for which
-    ``has(domain, op_type, opset)`` is false."""
+    """Operator types of the graph and its subgraphs (in order of appearance)
+    for which ``has(domain, op_type, opset)`` is false: an operator inside an
+    ``If`` branch is met once the branch is inlined."""
     seen: dict[str, None] = {}
-    for node in model.graph.node:
+    for node in all_nodes(model.graph):
         if node.op_type not in seen and not has(node.domain or "", node.op_type, _opset(model, node.domain or "")):
             seen[node.op_type] = None
     return list(seen)
@@ -284,6 +307,292 @@ def _rules(ops: set[str], opset: int) -> list[Any]:
     for reduce in ("ReduceMean", "ReduceMax"):
         if reduce in ops:
             rules.extend(_keepdims_rules(reduce))
+    if "LSTM" in ops:
+        rules.extend(_lstm_rules())
+    if "Pad" in ops and opset >= 11:
+        rules.extend(_reflect_pad_rules())
+    if "Conv" in ops and opset >= 13:
+        rules.append(_conv1d_rule())
+    if "Gather" in ops and opset >= 13:
+        rules.append(_gather_rule())
+    return rules
+
+
+def _gather_rule() -> Any:
+    """A rule taking a ``Gather`` of one constant index (a scalar: the axis
+    goes) from a tensor that is not a constant as the ``Slice`` of that entry
+    and the ``Squeeze`` of its axis (onnx2keras gathers from constants only; a
+    constant is left to the constant folder)."""
+    import onnx_ir as ir
+    from onnxscript.rewriter import pattern
+
+    def entry(x: Any, index: Any, out: Any) -> tuple[int, int] | None:
+        # (axis, non-negative index), or None when the rule does not apply
+        if x.const_value is not None or x.shape is None or index.const_value is None:
+            return None
+        value = index.const_value.numpy()
+        if value.shape != ():
+            return None
+        axis = out.producer().attributes.get_int("axis", 0) % len(x.shape)
+        i = int(value)
+        if i < 0:
+            if not isinstance(x.shape[axis], int):
+                return None  # counted from an end that is not known
+            i += x.shape[axis]
+        return axis, i
+
+    def sliced(op: Any, x: Any, index: Any, out: Any) -> Any:
+        axis, i = entry(x, index, out) or (0, 0)
+
+        def ints(value: int) -> Any:
+            return op.Constant(value=ir.tensor(np.array([value], np.int64)))
+
+        return op.Squeeze(op.Slice(x, ints(i), ints(i + 1), ints(axis)), ints(axis))
+
+    return pattern.RewriteRule(
+        lambda op, x, index: op.Gather(x, index, _allow_other_attributes=True, _outputs=["out"]),
+        sliced,
+        lambda context, x, index, out: entry(x, index, out) is not None,
+        name="Gather of one constant index as Slice and Squeeze",
+    )
+
+
+def _conv1d_rule() -> Any:
+    """A rule taking a ``Conv`` over one spatial axis (a 3-D input, a constant
+    kernel) as the ``Conv`` over two of a height-1 view: ``Unsqueeze`` the
+    input and the kernel at axis 2, the same pads, strides, dilations and
+    groups with a height of 1, ``Squeeze`` the output: the same sums
+    (onnx2keras 0.0.25 converts a 1-D ``Conv`` with ``SAME`` padding whatever
+    its pads, and without its bias)."""
+    import onnx_ir as ir
+    from onnxscript.rewriter import pattern
+
+    def one_d(x: Any, w: Any, out: Any) -> bool:
+        a = out.producer().attributes
+        return (
+            w.const_value is not None
+            and len(w.const_value.shape) == 3
+            and a.get_string("auto_pad", "NOTSET") == "NOTSET"
+            and (x.shape is None or len(x.shape) == 3)
+        )
+
+    def as_2d(op: Any, x: Any, w: Any, out: Any) -> Any:
+        a = out.producer().attributes
+        bias = out.producer().inputs[2] if len(out.producer().inputs) > 2 else None
+        kernel = w.const_value.numpy()
+        axis = op.Constant(value=ir.tensor(np.array([2], np.int64)))
+        begin, end = a.get_ints("pads", [0, 0])
+        inputs = [op.Unsqueeze(x, axis), op.Constant(value=ir.tensor(kernel[:, :, None, :].copy()))]
+        if bias is not None:
+            inputs.append(bias)
+        conv = op.Conv(
+            *inputs,
+            kernel_shape=[1, int(kernel.shape[2])],
+            pads=[0, int(begin), 0, int(end)],
+            strides=[1, int(a.get_ints("strides", [1])[0])],
+            dilations=[1, int(a.get_ints("dilations", [1])[0])],
+            group=a.get_int("group", 1),
+        )
+        return op.Squeeze(conv, axis)
+
+    return pattern.RewriteRule(
+        lambda op, x, w: op.Conv(x, w, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"]),
+        as_2d,
+        lambda context, x, w, out: one_d(x, w, out),
+        name="1-D Conv as a 2-D Conv over a height-1 view",
+    )
+
+
+def _reflect_pad_rules() -> list[Any]:
+    """Rules taking a reflect-mode ``Pad`` of a tensor of 1 to 3 dimensions,
+    padded along its last two axes at most (constant pads, known dimensions),
+    as the same ``Pad`` of a 4-D view: ``Reshape`` to ``[1, …, h, w]``, the pads
+    on the last two axes, ``Reshape`` back.  The same elements, moved (torch
+    pads in reflect mode only the last axis of a 3-D tensor and the last two of
+    a 4-D one; onnx2keras's reflect ``Pad`` takes 4-D tensors only)."""
+    import onnx_ir as ir
+    from onnxscript.rewriter import pattern
+
+    def axes_of(out: Any) -> Any:
+        # Pad's inputs: data, pads, constant_value (unused in reflect mode), axes (from opset 18)
+        inputs = out.producer().inputs
+        return inputs[3] if len(inputs) > 3 else None
+
+    def view(x: Any, pads: Any, out: Any) -> tuple[list[int], list[int]] | None:
+        # the 4-D view's shape and its 8 pads, or None when the rule does not apply
+        if out.producer().attributes.get_string("mode", "constant") != "reflect":
+            return None
+        axes = axes_of(out)
+        if x.shape is None or pads.const_value is None or (axes is not None and axes.const_value is None):
+            return None
+        rank = len(x.shape)
+        if not 1 <= rank <= 3 or not all(isinstance(d, int) for d in x.shape):
+            return None
+        given = pads.const_value.numpy().reshape(-1).astype(np.int64)
+        on = axes.const_value.numpy().reshape(-1).astype(np.int64) % rank if axes is not None else np.arange(rank)
+        if len(given) != 2 * len(on) or (given < 0).any():
+            return None
+        shape = [1] * (4 - rank) + [int(d) for d in x.shape]
+        before, after = [0] * 4, [0] * 4
+        for k, axis in enumerate(on):
+            if given[k] or given[k + len(on)]:
+                if axis < rank - 2:
+                    return None  # padded along an axis the view does not keep last
+                before[int(axis) + 4 - rank], after[int(axis) + 4 - rank] = int(given[k]), int(given[k + len(on)])
+        return shape, before + after
+
+    def as_4d(op: Any, x: Any, pads: Any, out: Any) -> Any:
+        shape, pads4 = view(x, pads, out) or ([], [])
+
+        def ints(values: list[int]) -> Any:
+            return op.Constant(value=ir.tensor(np.array(values, np.int64)))
+
+        padded = op.Pad(op.Reshape(x, ints(shape)), ints(pads4), mode="reflect")
+        rank = len(x.shape)
+        back = [d + pads4[a + 4 - rank] + pads4[a + 8 - rank] for a, d in enumerate(x.shape)]
+        return op.Reshape(padded, ints(back))
+
+    return [
+        pattern.RewriteRule(
+            lambda op, x, pads: op.Pad(
+                x, pads, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"]
+            ),
+            as_4d,
+            lambda context, x, pads, out: view(x, pads, out) is not None,
+            name="reflect Pad of a 1- to 3-D tensor as the Pad of a 4-D view",
+        )
+    ]
+
+
+# ONNX LSTM's default activations (f, g, h), per direction
+_LSTM_ACTIVATIONS = ("Sigmoid", "Tanh", "Tanh")
+
+
+def _lstm_rules() -> list[Any]:
+    """Rules unrolling an ``LSTM`` whose sequence length is static and whose
+    weights are constants into the step equations of the ONNX operator, with
+    ``MatMul``, ``Add``, ``Mul``, ``Sigmoid`` and ``Tanh``: the same function
+    (float sums grouped otherwise than in a fused kernel, as any converter's).
+
+    Per direction and step t, with the weights ``W``, ``R`` split into the
+    gates i, o, f, c (ONNX's order) and the biases ``Wb + Rb``::
+
+        i = σ(x·Wiᵀ + bi + h·Riᵀ + Pi⊙c)    f = σ(x·Wfᵀ + bf + h·Rfᵀ + Pf⊙c)
+        c' = f⊙c + i⊙tanh(x·Wcᵀ + bc + h·Rcᵀ)
+        o = σ(x·Woᵀ + bo + h·Roᵀ + Po⊙c')   h' = o⊙tanh(c')
+
+    Only the operator's defaults are taken: layout 0 ([T, B, I]), activations
+    Sigmoid/Tanh/Tanh, no ``clip``, ``input_forget`` 0, no ``sequence_lens``
+    (every sequence runs T steps); forward, reverse and bidirectional.  The
+    gate weights (slices of ``W``, ``R`` transposed, the bias sums) are new
+    constants computed from the node's, as the constant folder computes them.
+    """
+    import onnx_ir as ir
+    from onnxscript.rewriter import pattern
+
+    def unrollable(node: Any, x: Any) -> bool:
+        a = node.attributes
+        inputs = list(node.inputs) + [None] * (8 - len(node.inputs))
+        if a.get_int("layout", 0) != 0 or a.get("clip") is not None or a.get_int("input_forget", 0) != 0:
+            return False
+        directions = 2 if a.get_string("direction", "forward") == "bidirectional" else 1
+        given = a.get_strings("activations", None)
+        if given is not None and tuple(given) != _LSTM_ACTIVATIONS * directions:
+            return False
+        if x.shape is None or len(x.shape) != 3 or not all(isinstance(d, int) for d in x.shape):
+            return False  # the sequence length (and the batch, for the zero states) must be static
+        if inputs[4] is not None:  # sequence_lens: steps past a sequence's end would need masking
+            return False
+        return all(inputs[i] is None or inputs[i].const_value is not None for i in (1, 2, 3, 7))
+
+    def unroll(op: Any, x: Any, node: Any) -> list[Any]:
+        a = node.attributes
+        inputs = list(node.inputs) + [None] * (8 - len(node.inputs))
+        w, r = (inputs[i].const_value.numpy() for i in (1, 2))
+        directions, four_h, _ = w.shape
+        hidden = four_h // 4
+        dtype = w.dtype
+        b = inputs[3].const_value.numpy() if inputs[3] is not None else np.zeros((directions, 8 * hidden), dtype)
+        p = inputs[7].const_value.numpy() if inputs[7] is not None else None
+        steps, batch = int(x.shape[0]), int(x.shape[1])
+        direction = a.get_string("direction", "forward")
+
+        def const(value: np.ndarray) -> Any:
+            return op.Constant(value=ir.tensor(np.ascontiguousarray(value, dtype=dtype)))
+
+        def take(value: Any, index: int, count: int) -> Any:
+            # entry index of axis 0 (of count), that axis dropped
+            if count == 1:
+                return op.Squeeze(value, op.Constant(value=ir.tensor(np.array([0], np.int64))))
+            return op.Gather(value, op.Constant(value=ir.tensor(np.array(index, np.int64))), axis=0)
+
+        def initial(i: int, d: int) -> Any:
+            if inputs[i] is None:
+                return const(np.zeros((batch, hidden), dtype))
+            return take(inputs[i], d, directions)
+
+        def gate(weights: tuple[Any, Any, Any, Any], x_t: Any, h: Any, cell: Any) -> Any:
+            wt, rt, bias, peep = weights
+            # x·Wᵀ + b first: a simplifier fuses it into one Gemm with a constant bias (a converter's
+            # dense layer), not the two products into a Gemm whose bias is a tensor
+            total = op.Add(op.Add(op.MatMul(x_t, wt), bias), op.MatMul(h, rt))
+            return op.Add(total, op.Mul(peep, cell)) if peep is not None else total
+
+        per_step: list[list[Any]] = [[] for _ in range(steps)]
+        finals_h, finals_c = [], []
+        for d in range(directions):
+            reverse = direction == "reverse" or (direction == "bidirectional" and d == 1)
+            gates = {}
+            for g, name in enumerate("iofc"):
+                rows = slice(g * hidden, (g + 1) * hidden)
+                gates[name] = (
+                    const(w[d, rows].T),
+                    const(r[d, rows].T),
+                    const(b[d, rows] + b[d, 4 * hidden :][rows]),
+                    const(p[d, g * hidden : (g + 1) * hidden]) if p is not None and name != "c" else None,
+                )
+            h, c = initial(5, d), initial(6, d)
+            order = range(steps - 1, -1, -1) if reverse else range(steps)
+            for t in order:
+                x_t = take(x, t, steps)
+                i_gate, f_gate = op.Sigmoid(gate(gates["i"], x_t, h, c)), op.Sigmoid(gate(gates["f"], x_t, h, c))
+                c = op.Add(op.Mul(f_gate, c), op.Mul(i_gate, op.Tanh(gate(gates["c"], x_t, h, None))))
+                h = op.Mul(op.Sigmoid(gate(gates["o"], x_t, h, c)), op.Tanh(c))
+                per_step[t].append(h)
+            finals_h.append(h)
+            finals_c.append(c)
+
+        zero = op.Constant(value=ir.tensor(np.array([0], np.int64)))
+
+        def stacked(values: list[Any]) -> Any:  # [B, H] each -> [len, B, H]
+            parts = [op.Unsqueeze(v, zero) for v in values]
+            return parts[0] if len(parts) == 1 else op.Concat(*parts, axis=0)
+
+        y = [stacked(hs) for hs in per_step]  # [D, B, H] per step
+        y_all = [op.Unsqueeze(v, zero) for v in y]  # [1, D, B, H]
+        return [
+            y_all[0] if len(y_all) == 1 else op.Concat(*y_all, axis=0),
+            stacked(finals_h),
+            stacked(finals_c),
+        ]
+
+    def rule(count: int) -> Any:
+        # a pattern's parameters after ``op`` are all values of the graph: the count comes from the closure
+        names = ["y", "y_h", "y_c"][:count]
+
+        def target(op: Any, x: Any, w: Any, r: Any) -> Any:
+            return op.LSTM(x, w, r, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=names)
+
+        def check(context: Any, x: Any, w: Any, r: Any, y: Any, **_: Any) -> bool:
+            return len(y.producer().outputs) == count and unrollable(y.producer(), x)
+
+        def replace(op: Any, x: Any, w: Any, r: Any, y: Any, **_: Any) -> Any:
+            outputs = unroll(op, x, y.producer())[:count]
+            return tuple(outputs) if count > 1 else outputs[0]
+
+        return pattern.RewriteRule(target, replace, check, name=f"LSTM ({count} outputs) unrolled over its steps")
+
+    rules = [rule(count) for count in (3, 2, 1)]
     return rules
 
 
@@ -333,7 +642,9 @@ def _changes(before: Counter[str], after: Counter[str]) -> str:
     return ", ".join(diff) if diff else "no change"
 
 
-def planned_steps(input_shapes: dict[str, list[int]] | None, rewrite: Iterable[str]) -> list[ConversionStep]:
+def planned_steps(
+    input_shapes: dict[str, list[int]] | None, rewrite: Iterable[str], input_values: dict[str, Any] | None = None
+) -> list[ConversionStep]:
     """The steps :func:`prepare` would run, with their availability (for ``--explain``)."""
     missing = importlib.util.find_spec("onnxscript") is None
     rewrite = [op for op in rewrite if op in REWRITABLE]
@@ -343,6 +654,10 @@ def planned_steps(input_shapes: dict[str, list[int]] | None, rewrite: Iterable[s
             status = "missing package onnxscript (pip install 'onnxscript>=0.7,<0.8')"
         elif name == "static input shapes" and not input_shapes:
             status = "skipped: no input shape given"
+        elif name == "input values fixed" and not input_values:
+            status = "skipped: no input value given"
+        elif name == "If on shapes folded" and importlib.util.find_spec("onnxsim") is None:
+            status = "skipped when needed: onnxsim is not installed (pip install onnxsim)"
         elif name.startswith("operators") and not rewrite:
             status = "skipped: the converter has every operator of the graph, or none has a rewrite"
         else:
@@ -355,7 +670,9 @@ def prepare(
     model: onnx.ModelProto,
     *,
     input_shapes: dict[str, list[int]] | None = None,
+    input_values: dict[str, Any] | None = None,
     rewrite: Iterable[str] = (),
+    rewrite_forms: Iterable[str] = (),
     origin: str = "ONNX model",
 ) -> tuple[onnx.ModelProto, list[ConversionStep]]:
     """``model`` prepared for a converter (a new ModelProto; ``model`` is left
@@ -363,8 +680,14 @@ def prepare(
 
     ``input_shapes``: static shapes of graph inputs by name (dimensions the
     graph leaves dynamic get fixed, so shape computations fold).
+    ``input_values``: scalar graph inputs fixed at a value, by name (a sample
+    rate: the branches it selects fold, and the input leaves the graph).
     ``rewrite``: operator types the converter lacks; those in
     :data:`REWRITABLE` are rewritten into exact equivalents.
+    ``rewrite_forms``: operator types the converter has but gets wrong in some
+    forms (a reflect ``Pad`` of fewer than four axes, a 1-D ``Conv``, a
+    ``Gather`` from a tensor): those forms are rewritten, the others stay
+    without being reported as kept.
     """
     _onnxscript()
     import onnx_ir as ir
@@ -408,11 +731,60 @@ def prepare(
             value.shape = ir.Shape([int(d) for d in shape])
         return ", ".join(f"{n} {list(s)}" for n, s in input_shapes.items())
 
+    def values() -> str:
+        if not input_values:
+            return "none given"
+        inputs = {value.name: value for value in graph_ir.graph.inputs}
+        for name, given in input_values.items():
+            if name not in inputs:
+                raise ModelError(
+                    f"{origin}: input value given for {name!r}, which is no input of the graph ({', '.join(inputs)})"
+                )
+            value = inputs[name]
+            if value.shape is None or len(value.shape) != 0 or value.dtype is None:
+                raise ModelError(
+                    f"{origin}: input {name!r} is not a scalar of a known type; only scalar inputs can be fixed"
+                )
+            dtype = value.dtype.numpy()
+            try:
+                array = np.array(given).astype(dtype)
+            except (TypeError, ValueError):
+                raise ModelError(f"{origin}: input {name!r} takes one {dtype}, not {given!r}") from None
+            if array.shape != () or array != np.array(given):
+                raise ModelError(f"{origin}: input {name!r} takes one {dtype}, not {given!r}")
+            graph_ir.graph.inputs.remove(value)
+            value.const_value = ir.tensor(array, name=name)
+            graph_ir.graph.register_initializer(value)
+        return ", ".join(f"{n} = {v}" for n, v in input_values.items())
+
     def fold() -> str:
         optimizer.fold_constants_ir(graph_ir, onnx_shape_inference=True)
         return ""
 
-    wanted = {op for op in rewrite if op in REWRITABLE}
+    def fold_shape_ifs() -> str:
+        nonlocal graph_ir
+        left = sum(1 for node in graph_ir.graph if node.op_type == "If")
+        if not left:
+            return "none left"
+        static = all(
+            value.shape is not None and all(isinstance(d, int) for d in value.shape) for value in graph_ir.graph.inputs
+        )
+        if not static:
+            return f"{left} If kept: an input shape is dynamic (give it with --input-shape)"
+        if importlib.util.find_spec("onnxsim") is None:
+            return f"{left} If kept: onnxsim is not installed"
+        import onnxsim
+
+        # batch norms stay apart: fused into the convolutions they would be new tensors, not the decoded ones
+        simplified, ok = onnxsim.simplify(ir.serde.serialize_model(graph_ir), skip_fuse_bn=True)
+        if not ok:
+            raise ModelError(f"{origin}: onnxsim's simplified graph does not check")
+        graph_ir = ir.serde.deserialize_model(simplified)
+        kept = sum(1 for node in graph_ir.graph if node.op_type == "If")
+        return f"{left - kept} If folded" + (f", {kept} kept" if kept else "")
+
+    lacking = {op for op in rewrite if op in REWRITABLE}
+    wanted = lacking | {op for op in rewrite_forms if op in REWRITABLE}
 
     def rewrite_ops() -> str:
         present = _counts(graph_ir.graph)
@@ -421,12 +793,22 @@ def prepare(
             return "none needed"
         if graph_ir.opset_imports.get("", 1) < 11:
             return f"kept {', '.join(ops)}: the graph's opset is below 11, where Clip takes no bound inputs"
-        RewritePass(_rules(set(ops), graph_ir.opset_imports.get("", 1)))(graph_ir)
-        left = _counts(graph_ir.graph)
-        kept = [op for op in ops if left[op] and op != "Unsqueeze"]  # single-axis Unsqueezes stay
+        # the nodes themselves, not their counts: a rule may write the operator it matched (Pad, Slice)
+        opset = graph_ir.opset_imports.get("", 1)
+        rules = _rules(set(ops), opset)
+        if not rules:
+            return f"kept {', '.join(ops)}: no rewrite for them at opset {opset}"
+        originals = [n for n in ir.traversal.RecursiveGraphIterator(graph_ir.graph) if n.op_type in ops]
+        RewritePass(rules)(graph_ir)
+        still = {id(n) for n in ir.traversal.RecursiveGraphIterator(graph_ir.graph)}
+        left = Counter(n.op_type for n in originals if id(n) in still)
+        done = [op for op in ops if op in lacking or left[op] < present[op]]
+        kept = [op for op in done if left[op] and op in lacking and op != "Unsqueeze"]  # single-axis ones stay
         if kept:  # not matched: the converter's error will name them
-            return f"rewrote {', '.join(f'{op} x{present[op] - left[op]}' for op in ops)}; kept {', '.join(kept)}"
-        return f"rewrote {', '.join(f'{op} x{present[op]} into {REWRITABLE[op]}' for op in ops)}"
+            return f"rewrote {', '.join(f'{op} x{present[op] - left[op]}' for op in done)}; kept {', '.join(kept)}"
+        if not done:
+            return "none needed"
+        return f"rewrote {', '.join(f'{op} x{present[op] - left[op]} into {REWRITABLE[op]}' for op in done)}"
 
     def unused() -> str:
         passes.RemoveUnusedNodesPass()(graph_ir)
@@ -444,7 +826,8 @@ def prepare(
         passes.RemoveInitializersFromInputsPass()(graph_ir)
         return f"{listed} removed"
 
-    for name, run in zip((n for n, _ in STEPS), (shapes, fold, rewrite_ops, unused, lift, inputs)):
+    runs = (shapes, values, fold, fold_shape_ifs, rewrite_ops, unused, lift, inputs)
+    for name, run in zip((n for n, _ in STEPS), runs):
         step(name, run)
     prepared = ir.serde.serialize_model(graph_ir)
     typed = raw_initializers(prepared)
@@ -495,26 +878,47 @@ def raw_initializers(model: onnx.ModelProto) -> int:
     return len(typed)
 
 
-def given_shapes(model: onnx.ModelProto, example_inputs: Any) -> dict[str, list[int]] | None:
-    """Static input shapes from ``example_inputs``: an array or tensor, a shape
-    (tuple of ints, ``--input-shape``), a sequence of either (one per graph
-    input, in order) or a dict of either by input name; None when not given."""
-    if example_inputs is None:
-        return None
+def given_inputs(
+    model: onnx.ModelProto, example_inputs: Any, *, every_input: bool = False
+) -> tuple[dict[str, list[int]], dict[str, int | float]]:
+    """The static input shapes and the fixed input values ``example_inputs`` gives.
+
+    ``example_inputs``: an array or tensor, a shape (tuple of ints,
+    ``--input-shape``), a sequence of either (one per graph input, in order),
+    or a dict by input name of either or of a Python number, which fixes that
+    scalar input at the number (``--input-value sr=16000``: the input leaves
+    the graph, the branches it selects fold).  ``every_input``: the inputs not
+    given get the graph's shape with dynamic dimensions 1 (converters that
+    need every shape static); otherwise only the given ones are returned."""
     initializers = {i.name for i in model.graph.initializer}
-    names = [i.name for i in model.graph.input if i.name not in initializers]
-    if isinstance(example_inputs, dict):
+    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
+    names = [i.name for i in graph_inputs]
+    if example_inputs is None:
+        given: dict[str, Any] = {}
+    elif isinstance(example_inputs, dict):
         given = dict(example_inputs)
     elif isinstance(example_inputs, (tuple, list)) and example_inputs and not isinstance(example_inputs[0], int):
         given = dict(zip(names, example_inputs))
     else:
         given = {names[0]: example_inputs}
-    shapes = {}
+    shapes: dict[str, list[int]] = {}
+    values: dict[str, int | float] = {}
     for name, value in given.items():
         if name not in names:
             raise ModelError(f"example input {name!r} is no input of the ONNX model ({', '.join(names)})")
-        shapes[name] = [int(d) for d in (value if isinstance(value, (tuple, list)) else tuple(value.shape))]
-    return shapes
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values[name] = value
+        else:
+            shapes[name] = [int(d) for d in (value if isinstance(value, (tuple, list)) else tuple(value.shape))]
+    if every_input:
+        for value in graph_inputs:
+            if value.name not in shapes and value.name not in values:
+                shapes[value.name] = [
+                    d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+                    for d in value.type.tensor_type.shape.dim
+                ]
+        shapes = {n: shapes[n] for n in names if n in shapes}  # in the graph's order
+    return shapes, values
 
 
 def failing_node(error: BaseException, package: str) -> onnx.NodeProto | None:

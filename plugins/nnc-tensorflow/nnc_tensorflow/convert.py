@@ -33,8 +33,6 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from nnc_core.plugins import ModelError, PluginError
 
 if TYPE_CHECKING:
@@ -92,30 +90,6 @@ def to_nnef(source: Any, destination: Path, *, example_inputs: Any = None) -> No
         onnx_to_nnef(onnx_file, destination, example_inputs)
 
 
-def _static_inputs(model: Any, example_inputs: Any) -> dict[str, list[int]]:
-    """The graph inputs' shapes: from ``example_inputs`` (an array, a shape, or
-    a dict of either by input name), else the model's with dynamic dimensions 1."""
-    initializers = {i.name for i in model.graph.initializer}
-    shapes = {
-        i.name: [
-            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in i.type.tensor_type.shape.dim
-        ]
-        for i in model.graph.input
-        if i.name not in initializers
-    }
-    if example_inputs is None:
-        return shapes
-    names = list(shapes)
-    if isinstance(example_inputs, (tuple, list)) and example_inputs and not isinstance(example_inputs[0], int):
-        example_inputs = dict(zip(names, example_inputs))  # one value per input, in order
-    given = example_inputs if isinstance(example_inputs, dict) else {names[0]: example_inputs}
-    for name, value in given.items():
-        if name not in shapes:
-            raise ModelError(f"example input {name!r} is no input of the ONNX model ({', '.join(names)})")
-        shapes[name] = [int(d) for d in (value if isinstance(value, (tuple, list)) else np.shape(value))]
-    return shapes
-
-
 _UNBLOCK = (
     "what would unblock it: input shapes fixed with --input-shape (nnc convert) or example_inputs, an exact "
     "rewrite of the operator into ones onnx2keras has, or another route (e.g. ONNX -> PyTorch)"
@@ -145,7 +119,7 @@ def _prepared(source: Any, example_inputs: Any) -> tuple[Any, str, list[Conversi
     try:
         import onnxsim
 
-        from nnc_onnx.prepare import lacking_operators, prepare, raw_initializers, rewrite_operators
+        from nnc_onnx.prepare import given_inputs, lacking_operators, prepare, raw_initializers, rewrite_operators
     except ImportError as e:
         raise PluginError(
             f"nnc convert onnx -> tensorflow needs the nnc-onnx plugin, onnxscript and onnxsim ({e}): "
@@ -161,8 +135,17 @@ def _prepared(source: Any, example_inputs: Any) -> tuple[Any, str, list[Conversi
             model = onnx.load(origin)
         except Exception as e:
             raise ModelError(f"{origin}: cannot load the ONNX model ({type(e).__name__}: {str(e)[:300]})") from e
-    shapes = _static_inputs(model, example_inputs)
-    prepared, steps = prepare(model, input_shapes=shapes, rewrite=lacking_operators(model, _keras_has), origin=origin)
+    shapes, values = given_inputs(model, example_inputs, every_input=True)
+    # operators onnx2keras has but converts wrongly in some forms: a reflect Pad of fewer than 4 axes (it
+    # reads 8 pads), a 1-D Conv (it pads SAME whatever the pads and drops the bias), a Gather from a tensor
+    prepared, steps = prepare(
+        model,
+        input_shapes=shapes,
+        input_values=values,
+        rewrite=lacking_operators(model, _keras_has),
+        rewrite_forms=["Pad", "Conv", "Gather"],
+        origin=origin,
+    )
     try:
         # batch norms stay apart: fused into the convolutions they would be new tensors, not the NNR-decoded ones
         simplified, ok = onnxsim.simplify(prepared, overwrite_input_shapes=shapes, skip_fuse_bn=True)
