@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from nnc_core import dtypes, reduction
-from nnc_core.bitstream.bits import BitWriter
+from nnc_core.bitstream.bits import BitWriter, ue_lengths
 from nnc_core.bitstream.layout import (
     code_payload,
     coded_scan_order,
@@ -117,13 +117,7 @@ def _codebook_egk(values: np.ndarray) -> int:
     """The ``codebook_egk`` (0..15) that codes a sorted codebook's gaps in the
     fewest bits, the smallest of equals (as the reference encoder chooses)."""
     gaps = np.diff(np.asarray(values, dtype=np.int64)) - 1
-    return min(range(16), key=lambda k: int(_exp_golomb_bits(gaps, k).sum()))
-
-
-def _exp_golomb_bits(values: np.ndarray, k: int) -> np.ndarray:
-    """Lengths of the ue(k) codes of non-negative ``values``: 2n + 1 + k bits, n = floor(log2(v / 2**k + 1))."""
-    n = np.floor(np.log2((values >> k) + 1.0)).astype(np.int64)
-    return 2 * n + 1 + k
+    return min(range(16), key=lambda k: int(ue_lengths(gaps, k).sum()))
 
 
 def _codebook_quantize(

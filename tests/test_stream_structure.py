@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from nnc_core import BitstreamError, ConfigError
-from nnc_core.bitstream.bits import BitReader, BitWriter
+from nnc_core.bitstream.bits import BitReader, BitWriter, ue_lengths
 from nnc_core.bitstream.layout import (
     build_ndu,
     coded_view,
@@ -765,6 +765,19 @@ def test_strings_of_any_length_are_read_up_to_their_nul(length):
     assert reader.st("name") == text and reader.st("name") == "next"
     with pytest.raises(BitstreamError, match="name has no terminating NUL before the end of the unit"):
         BitReader(data[:length], unit_index=3).st("name")
+
+
+@pytest.mark.parametrize("k", [0, 1, 4, 15])
+def test_ue_lengths_are_what_the_writer_writes(k):
+    """ue_lengths (the encoder's count for choosing codebook_egk) gives, value
+    by value, the number of bits BitWriter.ue writes, around every prefix step."""
+    values = np.concatenate([np.arange(3000), (1 << np.arange(k, 40)) - 1, 1 << np.arange(k, 40), [2**40 - 1]])
+    lengths = []
+    for v in values.tolist():
+        writer = BitWriter()
+        writer.ue(k, v)
+        lengths.append(writer.bit_length)
+    np.testing.assert_array_equal(ue_lengths(values, k), lengths)
 
 
 @pytest.mark.parametrize("k", [0, 2, 7, 15])

@@ -18,9 +18,11 @@ from __future__ import annotations
 import builtins
 import struct
 
+import numpy as np
+
 from nnc_core.errors import BitstreamError
 
-__all__ = ["BitReader", "BitWriter"]
+__all__ = ["BitReader", "BitWriter", "ue_lengths"]
 
 # Exp-Golomb prefixes longer than this cannot belong to a sane header field
 # (values would exceed 2**40); refuse them instead of looping on zero bits.
@@ -246,3 +248,11 @@ class BitWriter:
         if not self.byte_aligned:
             raise ValueError("bit writer is not byte-aligned")
         return bytes(self._out)
+
+
+def ue_lengths(values: np.ndarray, k: int) -> np.ndarray:
+    """Lengths in bits of the ``ue(k)`` codes of non-negative integer ``values``
+    (what :meth:`BitWriter.ue` writes): n zeros, a one, then k + n bits, where
+    n = floor(log2(v / 2**k + 1)), so 2n + 1 + k bits."""
+    n = np.floor(np.log2((np.asarray(values, dtype=np.int64) >> k) + 1.0)).astype(np.int64)
+    return 2 * n + 1 + k

@@ -183,7 +183,7 @@ def to_torch(source: Any, destination: Path, *, example_inputs: Any = None) -> N
     a graph without data-dependent shapes)."""
     import torch
 
-    from nnc_onnx.prepare import converter_error
+    from nnc_onnx.prepare import converter_error, is_input_value
 
     destination = Path(destination)
     suffix = destination.suffix.lower()
@@ -203,17 +203,14 @@ def to_torch(source: Any, destination: Path, *, example_inputs: Any = None) -> N
     def is_shape(value: Any) -> bool:
         return isinstance(value, (tuple, list)) and all(isinstance(d, int) for d in value)
 
-    def is_number(value: Any) -> bool:  # a fixed input value: the prepared graph has no such input
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
     if (
         example_inputs is None
         or is_shape(example_inputs)
-        or (isinstance(example_inputs, dict) and all(is_shape(v) or is_number(v) for v in example_inputs.values()))
+        or (isinstance(example_inputs, dict) and all(is_shape(v) or is_input_value(v) for v in example_inputs.values()))
     ):
         inputs = example_inputs_for(model)  # zeros of the (now static) input shapes: tracing needs values only
     elif isinstance(example_inputs, dict):
-        inputs = tuple(v for v in example_inputs.values() if not is_number(v))
+        inputs = tuple(v for v in example_inputs.values() if not is_input_value(v))  # fixed ones left the graph
     else:
         inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     try:

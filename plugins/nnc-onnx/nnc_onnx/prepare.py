@@ -85,6 +85,7 @@ __all__ = [
     "describe_nodes",
     "all_nodes",
     "given_inputs",
+    "is_input_value",
     "raw_initializers",
     "failing_node",
     "converter_error",
@@ -667,16 +668,19 @@ def prepare(
         after = _counts(graph_ir.graph)
         done.append(ConversionStep(name, tool, "done", note or _changes(before, after)))
 
+    def graph_input(name: str, given: str) -> Any:
+        inputs = {value.name: value for value in graph_ir.graph.inputs}
+        if name not in inputs:
+            raise ModelError(
+                f"{origin}: {given} given for {name!r}, which is no input of the graph ({', '.join(inputs)})"
+            )
+        return inputs[name]
+
     def shapes() -> str:
         if not input_shapes:
             return "none given: dynamic dimensions stay"
-        inputs = {value.name: value for value in graph_ir.graph.inputs}
         for name, shape in input_shapes.items():
-            if name not in inputs:
-                raise ModelError(
-                    f"{origin}: input shape given for {name!r}, which is no input of the graph ({', '.join(inputs)})"
-                )
-            value = inputs[name]
+            value = graph_input(name, "input shape")
             if value.shape is not None and len(value.shape) != len(shape):
                 raise ModelError(
                     f"{origin}: input {name!r} has {len(value.shape)} dimensions, "
@@ -688,13 +692,8 @@ def prepare(
     def values() -> str:
         if not input_values:
             return "none given"
-        inputs = {value.name: value for value in graph_ir.graph.inputs}
         for name, given in input_values.items():
-            if name not in inputs:
-                raise ModelError(
-                    f"{origin}: input value given for {name!r}, which is no input of the graph ({', '.join(inputs)})"
-                )
-            value = inputs[name]
+            value = graph_input(name, "input value")
             if value.shape is None or len(value.shape) != 0 or value.dtype is None:
                 raise ModelError(
                     f"{origin}: input {name!r} is not a scalar of a known type; only scalar inputs can be fixed"
@@ -839,6 +838,12 @@ def raw_initializers(model: onnx.ModelProto) -> int:
     return len(typed)
 
 
+def is_input_value(value: Any) -> bool:
+    """Whether an ``example_inputs`` entry fixes its input's value (a Python
+    number) rather than giving its shape (a shape, an array, a tensor)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def given_inputs(
     model: onnx.ModelProto, example_inputs: Any, *, every_input: bool = False
 ) -> tuple[dict[str, list[int]], dict[str, int | float]]:
@@ -867,7 +872,7 @@ def given_inputs(
     for name, value in given.items():
         if name not in names:
             raise ModelError(f"example input {name!r} is no input of the ONNX model ({', '.join(names)})")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if is_input_value(value):
             values[name] = value
         else:
             shapes[name] = [int(d) for d in (value if isinstance(value, (tuple, list)) else tuple(value.shape))]
