@@ -75,10 +75,12 @@ def _prepared(source: Path, folder: Path, example_inputs: Any) -> tuple[Path, di
             f"{source}: converting an ONNX model to NNEF needs the ONNX plugin's graph preparation: "
             "pip install 'nnc-nnef[convert]' (nnc-onnx, onnxscript, onnxsim)"
         ) from e
-    model = onnx.load(str(source))
+    # the graph alone decides whether to prepare; the weights (external data too) load only then
+    model = onnx.load(str(source), load_external_data=False)
     shapes, values = given_inputs(model, example_inputs, every_input=True)
     if not values and not any(node.op_type in (*NNEF_TOOLS_LACKS, "If") for node in all_nodes(model.graph)):
         return source, shapes
+    model = onnx.load(str(source))
     prepared, _ = prepare(model, input_shapes=shapes, input_values=values, rewrite=NNEF_TOOLS_LACKS, origin=str(source))
     path = folder / "prepared.onnx"
     onnx.save(prepared, str(path))

@@ -359,12 +359,10 @@ def _grouped_linear_rule(opset: int) -> Any:
             return None
         return int(w.const_value.shape[0])
 
-    def axes(op: Any, axis: int) -> Any:
-        return op.Constant(value=ir.tensor(np.array([axis], np.int64)))
-
     def per_group(op: Any, x: Any, w: Any, out: Any) -> Any:
         count, rank = groups(x, w, out) or 1, len(x.shape)
         weight = w.const_value.numpy()
+        group_axis = op.Constant(value=ir.tensor(np.array([rank - 2], np.int64))) if opset >= 13 else None
         # the parts' sizes given (nnef-tools cannot work out Split's default)
         if count == 1:
             split = [x]
@@ -375,13 +373,14 @@ def _grouped_linear_rule(opset: int) -> Any:
             split = op.Split(x, axis=rank - 2, split=[1] * count, _outputs=count)
         parts = []
         for k in range(count):
-            if opset >= 13:
-                alone = op.Squeeze(split[k], axes(op, rank - 2))
+            # Squeeze/Unsqueeze take their axes as an input from opset 13 on (one constant, shared)
+            if group_axis is not None:
+                alone = op.Squeeze(split[k], group_axis)
             else:
                 alone = op.Squeeze(split[k], axes=[rank - 2])
             product = op.MatMul(alone, op.Constant(value=ir.tensor(np.ascontiguousarray(weight[k]))))
             parts.append(
-                op.Unsqueeze(product, axes(op, rank - 2)) if opset >= 13 else op.Unsqueeze(product, axes=[rank - 2])
+                op.Unsqueeze(product, group_axis) if group_axis is not None else op.Unsqueeze(product, axes=[rank - 2])
             )
         return parts[0] if count == 1 else op.Concat(*parts, axis=rank - 2)
 
